@@ -1,0 +1,201 @@
+//! The `blindcall sframe seal|open` CLI on the RFC 9605 vectors and on failure cases.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Case {
+    cipher_suite: u16,
+    kid: u64,
+    ctr: u64,
+    base_key: String,
+    metadata: String,
+    pt: String,
+    ct: String,
+}
+
+#[derive(Deserialize)]
+struct RfcFile {
+    sframe: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Aes256File {
+    sframe_aes_256_ctr_hmac: Vec<Case>,
+}
+
+/// `BLINDCALL_VECTORS_DIR`, else `<workspace root>/../shared/vectors`; loud skip if missing
+/// unless `BLINDCALL_REQUIRE_VECTORS=1`.
+fn vectors_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("BLINDCALL_VECTORS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors")),
+    };
+    if dir.join("rfc9605-test-vectors.json").is_file() {
+        return Some(dir);
+    }
+    let required = std::env::var("BLINDCALL_REQUIRE_VECTORS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "RFC 9605 vectors not found in {} and BLINDCALL_REQUIRE_VECTORS=1",
+        dir.display()
+    );
+    eprintln!(
+        "\n!!!!! SKIPPED: RFC 9605 test vectors not found in {} (set BLINDCALL_VECTORS_DIR) !!!!!\n",
+        dir.display()
+    );
+    None
+}
+
+fn all_cases(dir: &std::path::Path) -> Vec<Case> {
+    let rfc: RfcFile = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("rfc9605-test-vectors.json")).unwrap(),
+    )
+    .unwrap();
+    let aes256: Aes256File = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("test-vectors-aes256.json")).unwrap(),
+    )
+    .unwrap();
+    let mut cases = rfc.sframe;
+    cases.extend(aes256.sframe_aes_256_ctr_hmac);
+    cases
+}
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blindcall"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CLI may exit (e.g. on a bad argument) before reading stdin: ignore a broken pipe.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Asserts a failure: non-zero exit, nothing on stdout, exactly one line on stderr.
+fn assert_fails(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "expected failure");
+    assert!(o.stdout.is_empty(), "no output on failure");
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "one-line reason, got {err:?}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+fn seal_args<'a>(c: &'a Case, kid: &'a str, ctr: &'a str, suite: &'a str) -> Vec<&'a str> {
+    vec![
+        "sframe",
+        "seal",
+        "--suite",
+        suite,
+        "--base-key",
+        &c.base_key,
+        "--kid",
+        kid,
+        "--ctr",
+        ctr,
+        "--metadata",
+        &c.metadata,
+    ]
+}
+
+// covers: SF-CLI-1, SF-TX-1, SF-RX-1
+#[test]
+fn seal_and_open_match_rfc9605_vectors() {
+    let Some(dir) = vectors_dir() else { return };
+    let cases = all_cases(&dir);
+    assert_eq!(cases.len(), 8);
+    for c in &cases {
+        let (suite, kid, ctr) = (
+            c.cipher_suite.to_string(),
+            c.kid.to_string(),
+            c.ctr.to_string(),
+        );
+        let o = run(&seal_args(c, &kid, &ctr, &suite), &c.pt);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(stdout(&o), c.ct, "seal suite {suite}");
+        let open = [
+            "sframe",
+            "open",
+            "--suite",
+            &suite,
+            "--base-key",
+            &c.base_key,
+            "--metadata",
+            &c.metadata,
+        ];
+        let o = run(&open, &format!("{}\n", c.ct));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(stdout(&o), c.pt, "open suite {suite}");
+    }
+}
+
+// covers: SF-CLI-2, SF-RX-2
+#[test]
+fn failures_exit_non_zero_with_one_line_reason() {
+    let Some(dir) = vectors_dir() else { return };
+    let cases = all_cases(&dir);
+    let c = &cases[3]; // suite 4
+    let suite = c.cipher_suite.to_string();
+    let open = |metadata: &str, base_key: &str, suite: &str, input: &str| {
+        run(
+            &[
+                "sframe",
+                "open",
+                "--suite",
+                suite,
+                "--base-key",
+                base_key,
+                "--metadata",
+                metadata,
+            ],
+            input,
+        )
+    };
+    // Bad tag: flip the last hex digit.
+    let mut bad = c.ct.clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == '0' { '1' } else { '0' });
+    assert_fails(
+        &open(&c.metadata, &c.base_key, &suite, &bad),
+        "authentication failed",
+    );
+    // Wrong metadata, wrong key.
+    assert_fails(
+        &open("00", &c.base_key, &suite, &c.ct),
+        "authentication failed",
+    );
+    assert_fails(
+        &open(&c.metadata, "ff", &suite, &c.ct),
+        "authentication failed",
+    );
+    // Truncated frames.
+    assert_fails(&open(&c.metadata, &c.base_key, &suite, "99"), "truncated");
+    assert_fails(
+        &open(&c.metadata, &c.base_key, &suite, &c.ct[..20]),
+        "too short",
+    );
+    // Bad input.
+    assert_fails(
+        &open(&c.metadata, &c.base_key, &suite, "zz"),
+        "not valid hex",
+    );
+    assert_fails(&open(&c.metadata, &c.base_key, "9", &c.ct), "unsupported");
+    assert_fails(&open(&c.metadata, "", &suite, &c.ct), "empty");
+    let o = run(&seal_args(c, "1", "2", "0"), &c.pt);
+    assert_fails(&o, "unsupported");
+    let o = run(&seal_args(c, "1", "2", &suite), "abc");
+    assert_fails(&o, "not valid hex");
+}
