@@ -1,0 +1,73 @@
+//! Events a [`crate::CallGroup`] reports through `poll_event`.
+
+use crate::code::SecurityCode;
+use crate::identity::RosterMember;
+use crate::policy::{Actor, ProposalKind};
+
+/// Why an epoch's receive keys were dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetireReason {
+    /// The retention time after the transition passed.
+    Expired,
+    /// A newer epoch uses the same low E bits of the KID.
+    EpochBitsReused,
+    /// This member left or was removed.
+    NoLongerMember,
+}
+
+/// Something the application should know or act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The group moved to `epoch`; show `code` on screen.
+    EpochChanged {
+        /// New epoch.
+        epoch: u64,
+        /// New security code.
+        code: SecurityCode,
+    },
+    /// Members joined in `epoch`.
+    MembersJoined {
+        /// Epoch in which they are members.
+        epoch: u64,
+        /// Who joined.
+        members: Vec<RosterMember>,
+    },
+    /// Members left or were removed in `epoch`.
+    MembersLeft {
+        /// Epoch from which they are no longer members.
+        epoch: u64,
+        /// Who left.
+        members: Vec<RosterMember>,
+    },
+    /// A proposal passed policy and waits for a commit (e.g. the relay asks to remove someone).
+    ProposalQueued {
+        /// Who proposed it.
+        proposer: Actor,
+        /// What kind.
+        kind: ProposalKind,
+    },
+    /// This member joined from a Welcome and should now send a path-update commit
+    /// (call `CallGroup::self_update`).
+    PathUpdateDue,
+    /// Receive keys of `epoch` were zeroized.
+    EpochKeysRetired {
+        /// Epoch.
+        epoch: u64,
+        /// Why.
+        reason: RetireReason,
+    },
+    /// Own senders now use `epoch`; request a keyframe. `forced` if the old send epoch's keys
+    /// expired before the application activated the new one.
+    SendEpochActivated {
+        /// New send epoch.
+        epoch: u64,
+        /// Whether the group switched on its own at expiry.
+        forced: bool,
+    },
+    /// This member was removed (or its leave was committed); all keys are gone.
+    RemovedFromCall {
+        /// Epoch of the removal commit.
+        epoch: u64,
+    },
+}
