@@ -1,0 +1,207 @@
+//! Round-trip and garbage-input tests for the control-message codec.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use blindcall_proto::*;
+use proptest::prelude::*;
+
+fn bytes() -> impl Strategy<Value = VLBytes> {
+    proptest::collection::vec(any::<u8>(), 0..300).prop_map(VLBytes::new)
+}
+
+fn room_state() -> impl Strategy<Value = RoomState> {
+    (any::<Option<u64>>(), 0u8..2, any::<u32>(), any::<u32>()).prop_map(
+        |(epoch, locked, members, waiting)| RoomState {
+            epoch,
+            locked,
+            members,
+            waiting,
+        },
+    )
+}
+
+fn body() -> impl Strategy<Value = Body> {
+    prop_oneof![
+        (bytes(), bytes(), bytes()).prop_map(|(room_id, token, display_name)| Body::Hello(Hello {
+            room_id,
+            token,
+            display_name
+        })),
+        (any::<u64>(), any::<u8>(), room_state(), bytes(), bytes()).prop_map(
+            |(conn_id, r, room, k, c)| Body::HelloAck(HelloAck {
+                conn_id,
+                role: Role(r),
+                room,
+                external_sender_key: k,
+                external_sender_credential: c,
+            })
+        ),
+        any::<u16>().prop_map(|r| Body::Refused(Refused {
+            reason: RefusedReason(r)
+        })),
+        bytes().prop_map(|group_info| Body::CreateGroup(CreateGroup { group_info })),
+        any::<u64>().prop_map(|epoch| Body::GroupCreated(GroupCreated { epoch })),
+        bytes().prop_map(|key_package| Body::PublishKeyPackage(PublishKeyPackage { key_package })),
+        bytes().prop_map(
+            |key_package_ref| Body::KeyPackageAccepted(KeyPackageAccepted { key_package_ref })
+        ),
+        Just(Body::JoinRequest),
+        proptest::collection::vec((any::<u64>(), bytes(), bytes()), 0..4).prop_map(|v| {
+            Body::WaitingRoomUpdate(WaitingRoomUpdate {
+                entries: v
+                    .into_iter()
+                    .map(|(conn_id, display_name, key_package)| WaitingEntry {
+                        conn_id,
+                        display_name,
+                        key_package,
+                    })
+                    .collect(),
+            })
+        }),
+        (
+            any::<u64>(),
+            bytes(),
+            proptest::option::of(bytes()),
+            proptest::option::of(bytes())
+        )
+            .prop_map(|(epoch, commit, welcome, group_info)| Body::Commit(Commit {
+                epoch,
+                commit,
+                welcome,
+                group_info
+            })),
+        any::<u64>().prop_map(|epoch| Body::CommitAccepted(CommitAccepted { epoch })),
+        (any::<u64>(), any::<u16>(), proptest::option::of(bytes())).prop_map(
+            |(epoch, r, winner)| Body::CommitRejected(CommitRejected {
+                epoch,
+                reason: CommitRejectReason(r),
+                winner
+            })
+        ),
+        (any::<u64>(), bytes())
+            .prop_map(|(epoch, commit)| Body::CommitBroadcast(CommitBroadcast { epoch, commit })),
+        (bytes(), bytes()).prop_map(|(welcome, ratchet_tree)| Body::Welcome(WelcomeMessage {
+            welcome,
+            ratchet_tree
+        })),
+        Just(Body::GroupInfoRequest),
+        (any::<u64>(), bytes(), bytes()).prop_map(|(epoch, group_info, ratchet_tree)| {
+            Body::GroupInfoResponse(GroupInfoResponse {
+                epoch,
+                group_info,
+                ratchet_tree,
+            })
+        }),
+        (any::<u64>(), any::<u32>(), bytes()).prop_map(|(epoch, removed_leaf, proposal)| {
+            Body::RelayProposal(RelayProposal {
+                epoch,
+                removed_leaf,
+                proposal,
+            })
+        }),
+        Just(Body::LockRoom),
+        Just(Body::UnlockRoom),
+        any::<u64>().prop_map(|conn_id| Body::RemoveParticipant(RemoveParticipant { conn_id })),
+        room_state().prop_map(Body::RoomStateUpdate),
+        (any::<u16>(), bytes()).prop_map(|(c, detail)| Body::Error(ErrorMessage {
+            code: ErrorCode(c),
+            detail
+        })),
+        bytes().prop_map(|payload| Body::MediaSignal(MediaSignal { payload })),
+        any::<u64>().prop_map(|nonce| Body::Ping(Ping { nonce })),
+        any::<u64>().prop_map(|nonce| Body::Pong(Pong { nonce })),
+    ]
+}
+
+proptest! {
+    // covers: CP-MSG-1, CP-VER-1, CP-ENUM-1
+    #[test]
+    fn every_message_round_trips(b in body()) {
+        let msg = ControlMessage::new(b);
+        let enc = msg.encode().unwrap();
+        prop_assert_eq!(&enc[..2], &[0u8, 1][..]);
+        prop_assert_eq!(ControlMessage::decode(&enc).unwrap(), msg.clone());
+        // framed form decodes back through the FrameDecoder
+        let framed = msg.to_frame(DEFAULT_MAX_FRAME_LEN).unwrap();
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        let mut input = &framed[..];
+        let frame = d.decode(&mut input).unwrap().unwrap();
+        prop_assert_eq!(ControlMessage::decode(&frame).unwrap(), msg);
+    }
+
+    // covers: CP-DEC-1
+    #[test]
+    fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = ControlMessage::decode(&raw);
+        let mut v1 = vec![0u8, 1];
+        v1.extend(&raw);
+        let _ = ControlMessage::decode(&v1);
+    }
+
+    // covers: CP-DEC-1, CP-DEC-2
+    #[test]
+    fn every_strict_prefix_is_refused(b in body()) {
+        let enc = ControlMessage::new(b).encode().unwrap();
+        for cut in 0..enc.len() {
+            prop_assert!(ControlMessage::decode(&enc[..cut]).is_err(), "prefix {} decoded", cut);
+        }
+        let mut longer = enc.clone();
+        longer.push(0);
+        prop_assert_eq!(ControlMessage::decode(&longer), Err(DecodeError::TrailingData));
+    }
+}
+
+// covers: CP-VER-1
+#[test]
+fn unknown_version_is_refused_before_the_body() {
+    let mut enc = ControlMessage::new(Body::LockRoom).encode().unwrap();
+    enc[1] = 2;
+    assert_eq!(
+        ControlMessage::decode(&enc),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
+}
+
+// covers: CP-DEC-2
+#[test]
+fn unknown_message_type_is_typed() {
+    assert_eq!(
+        ControlMessage::decode(&[0, 1, 0x7f, 0xff]),
+        Err(DecodeError::UnknownMessageType(0x7fff))
+    );
+    // an optional flag other than 0/1 is an invalid value
+    let mut enc = ControlMessage::new(Body::CommitRejected(CommitRejected {
+        epoch: 1,
+        reason: CommitRejectReason::EPOCH_TAKEN,
+        winner: None,
+    }))
+    .encode()
+    .unwrap();
+    let last = enc.len() - 1;
+    enc[last] = 2;
+    assert_eq!(ControlMessage::decode(&enc), Err(DecodeError::InvalidValue));
+    // a vector claiming more bytes than present
+    let enc = [0, 1, 0, 4, 0x40, 0xff, 1, 2];
+    assert!(matches!(
+        ControlMessage::decode(&enc),
+        Err(DecodeError::Truncated | DecodeError::InvalidValue)
+    ));
+}
+
+// covers: CP-ENUM-1
+#[test]
+fn wire_enums_name_known_values_and_keep_unknown_ones() {
+    assert_eq!(format!("{:?}", RefusedReason::EXPIRED), "EXPIRED");
+    assert_eq!(format!("{:?}", RefusedReason(999)), "RefusedReason(0x3e7)");
+    assert!(!Role(3).is_known());
+    assert!(Role::HOST.is_known());
+    assert_eq!(MessageType::KNOWN.len(), 25);
+    for (i, t) in MessageType::KNOWN.iter().enumerate() {
+        assert_eq!(usize::from(t.0), i + 1);
+    }
+    // An unknown code inside a known message decodes (forward compatible): acting on it is
+    // the receiver's decision.
+    let m = ControlMessage::new(Body::Refused(Refused {
+        reason: RefusedReason(0xbeef),
+    }));
+    assert_eq!(ControlMessage::decode(&m.encode().unwrap()).unwrap(), m);
+}

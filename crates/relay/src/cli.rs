@@ -1,0 +1,343 @@
+//! What the `blindcall-relay` binary and the `blindcall relay` / `blindcall token` subcommands run.
+//!
+//! [`RelayArgs`] and [`TokenArgs`] are `clap::Args`, so another CLI can flatten them into its own
+//! subcommands and call [`run_relay`] / [`mint_token`].
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use blindcall_proto::Role;
+use ring::rand::{SecureRandom, SystemRandom};
+use thiserror::Error;
+use tracing::info;
+
+use crate::config::{ConfigError, DEFAULT_SECRET_ENV, EXAMPLE_CONFIG, RelayConfig, SecretSection};
+use crate::server::{self, ServerError};
+use crate::token::{self, TokenClaims, TokenError};
+
+/// Where a development certificate's PEM goes when neither the config nor the flags say.
+pub const DEFAULT_DEV_CERT_OUT: &str = "relay-dev-cert.pem";
+
+/// A failure of a CLI command.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// Minting failed (bad room id).
+    #[error("token: {0}")]
+    Token(#[from] TokenError),
+    /// The system random generator failed.
+    #[error("system random generator failed")]
+    Random,
+    /// Neither `--config` nor `--listen` was given.
+    #[error("give --config relay.toml, or --listen ADDR (with --dev-self-signed or a config)")]
+    NoListenAddress,
+    /// The TTL overflows the clock.
+    #[error("--ttl-secs is too large")]
+    BadTtl,
+}
+
+/// Arguments of `blindcall-relay` / `blindcall relay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayArgs {
+    /// The relay's configuration file (see --print-example-config).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Use a fresh self-signed certificate (development only); prints its SHA-256 fingerprint.
+    #[arg(long)]
+    pub dev_self_signed: bool,
+    /// Where to write the self-signed certificate's PEM.
+    #[arg(long, value_name = "FILE")]
+    pub dev_cert_out: Option<PathBuf>,
+    /// Listen address of the control channel (overrides the config).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Listen address of the metrics endpoint (overrides the config).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Print an example relay.toml and exit.
+    #[arg(long)]
+    pub print_example_config: bool,
+    /// Log filter, `RUST_LOG` syntax (the `RUST_LOG` variable wins when set).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+}
+
+impl Default for RelayArgs {
+    /// No config, no overrides, `info` logging (what an empty command line gives).
+    fn default() -> Self {
+        Self {
+            config: None,
+            dev_self_signed: false,
+            dev_cert_out: None,
+            listen: None,
+            metrics_listen: None,
+            print_example_config: false,
+            log: "info".to_string(),
+        }
+    }
+}
+
+impl RelayArgs {
+    /// The configuration these arguments describe: the file (if any) with the flags applied.
+    pub fn to_config(&self) -> Result<RelayConfig, CliError> {
+        let mut cfg = match (&self.config, self.listen) {
+            (Some(path), _) => RelayConfig::load(path)?,
+            (None, Some(listen)) => RelayConfig::with_listen(listen),
+            (None, None) => return Err(CliError::NoListenAddress),
+        };
+        if let Some(l) = self.listen {
+            cfg.listen = l;
+        }
+        if let Some(m) = self.metrics_listen {
+            cfg.metrics_listen = Some(m);
+        }
+        if self.dev_self_signed {
+            cfg.tls.dev_self_signed = true;
+            cfg.tls.cert = None;
+            cfg.tls.key = None;
+        }
+        if let Some(out) = &self.dev_cert_out {
+            cfg.tls.dev_cert_out = Some(out.clone());
+        }
+        if cfg.tls.dev_self_signed && cfg.tls.dev_cert_out.is_none() {
+            cfg.tls.dev_cert_out = Some(PathBuf::from(DEFAULT_DEV_CERT_OUT));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Install the `tracing` subscriber (logs to stderr); does nothing if one is installed.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run the relay until SIGINT/SIGTERM (builds its own tokio runtime; call from `main`, not from
+/// inside a runtime). `--print-example-config` prints and returns.
+pub fn run_relay(args: &RelayArgs) -> Result<(), CliError> {
+    if args.print_example_config {
+        print!("{EXAMPLE_CONFIG}");
+        return Ok(());
+    }
+    init_logging(&args.log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    rt.block_on(run_relay_async(args))
+}
+
+/// [`run_relay`] inside an existing tokio runtime (logging is the caller's business).
+pub async fn run_relay_async(args: &RelayArgs) -> Result<(), CliError> {
+    let cfg = args.to_config()?;
+    let resolved = cfg.resolve(&|v| std::env::var(v).ok())?;
+    if let Some(dev) = &resolved.dev_cert {
+        println!("development certificate SHA-256: {}", dev.fingerprint());
+        if let Some(out) = &cfg.tls.dev_cert_out {
+            println!("development certificate PEM written to {}", out.display());
+        }
+        info!(sha256 = %dev.fingerprint(), "using a self-signed development certificate");
+    }
+    let handle = server::start(resolved.server).await?;
+    println!("listening on {}", handle.local_addr());
+    if let Some(m) = handle.metrics_addr() {
+        println!("metrics on http://{m}/metrics");
+    }
+    let token = handle.shutdown_token();
+    tokio::spawn(async move {
+        server::wait_for_signal().await;
+        info!("shutdown signal received");
+        token.cancel();
+    });
+    handle.wait().await?;
+    Ok(())
+}
+
+/// The role a token grants, for the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RoleArg {
+    /// May create the group, lock the room and remove participants.
+    Host,
+    /// May ask to join.
+    #[default]
+    Guest,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Host => Role::HOST,
+            RoleArg::Guest => Role::GUEST,
+        }
+    }
+}
+
+/// Arguments of `blindcall token`: mint a room capability token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// The room the token admits to (1..64 bytes).
+    #[arg(long)]
+    pub room: String,
+    /// The role it grants.
+    #[arg(long, value_enum, default_value_t = RoleArg::Guest)]
+    pub role: RoleArg,
+    /// Validity from now, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
+    /// Read the hex secret from this file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["secret_env", "config"])]
+    pub secret_file: Option<PathBuf>,
+    /// Read the hex secret from this environment variable (default BLINDCALL_TOKEN_SECRET).
+    #[arg(long, value_name = "VAR", conflicts_with = "config")]
+    pub secret_env: Option<String>,
+    /// Use the token secret configured in this relay.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// A freshly minted token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedToken {
+    /// The token's text form (`bct1.…`): hand it to the participant.
+    pub text: String,
+    /// Its id (what relay logs show).
+    pub token_id: [u8; 16],
+    /// Unix second from which it is refused.
+    pub expires_at: u64,
+}
+
+/// Mint a token as `blindcall token` does: secret from file, environment or relay config,
+/// random token id, expiry `now + ttl`. `env` looks up environment variables.
+pub fn mint_token(
+    args: &TokenArgs,
+    now: SystemTime,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<MintedToken, CliError> {
+    let section = match &args.config {
+        Some(path) => RelayConfig::load(path)?.token_secret,
+        None => SecretSection {
+            hex: None,
+            file: args.secret_file.clone(),
+            env: args
+                .secret_file
+                .is_none()
+                .then(|| args.secret_env.clone().unwrap_or(DEFAULT_SECRET_ENV.into())),
+        },
+    };
+    let secret = section.load(env)?;
+    let mut token_id = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut token_id)
+        .map_err(|_| CliError::Random)?;
+    let expires_at = crate::time::Timestamp::from_system_time(now)
+        .unix_secs()
+        .checked_add(args.ttl_secs)
+        .ok_or(CliError::BadTtl)?;
+    let claims = TokenClaims {
+        room_id: args.room.as_bytes().to_vec(),
+        role: args.role.into(),
+        expires_at,
+        token_id,
+    };
+    Ok(MintedToken {
+        text: token::mint(&secret, &claims)?,
+        token_id,
+        expires_at,
+    })
+}
+
+/// `blindcall token`: mint with the real clock and environment, print the token on stdout and its
+/// id and expiry on stderr.
+pub fn run_token(args: &TokenArgs) -> Result<(), CliError> {
+    let t = mint_token(args, SystemTime::now(), &|v| std::env::var(v).ok())?;
+    println!("{}", t.text);
+    eprintln!(
+        "token id {} for room {:?} ({:?}), expires at Unix second {}",
+        hex::encode(t.token_id),
+        args.room,
+        args.role,
+        t.expires_at
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const SECRET_HEX: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+    // covers: OPS-CLI-1
+    #[test]
+    fn minted_token_verifies_at_the_relay() {
+        let args = TokenArgs {
+            room: "standup".into(),
+            role: RoleArg::Host,
+            ttl_secs: 60,
+            secret_file: None,
+            secret_env: Some("MY_SECRET".into()),
+            config: None,
+        };
+        let env = |v: &str| (v == "MY_SECRET").then(|| SECRET_HEX.to_string());
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let t = mint_token(&args, now, &env).unwrap();
+        assert_eq!(t.expires_at, 1_800_000_060);
+        let secret = crate::TokenSecret::from_hex(SECRET_HEX).unwrap();
+        let c = token::verify(&secret, t.text.as_bytes(), b"standup", 1_800_000_059).unwrap();
+        assert_eq!(c.role, Role::HOST);
+        assert_eq!(c.token_id, t.token_id);
+        // Two tokens for the same claims get different ids.
+        assert_ne!(mint_token(&args, now, &env).unwrap().token_id, t.token_id);
+        // Missing secret, bad room: typed errors.
+        assert!(matches!(
+            mint_token(&args, now, &|_| None),
+            Err(CliError::Config(ConfigError::SecretEnvMissing { .. }))
+        ));
+        let long = TokenArgs {
+            room: "r".repeat(65),
+            ..args
+        };
+        assert!(matches!(
+            mint_token(&long, now, &env),
+            Err(CliError::Token(TokenError::BadRoomId))
+        ));
+    }
+
+    // covers: OPS-CLI-1
+    #[test]
+    fn relay_args_override_the_config() {
+        let args = RelayArgs {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            dev_self_signed: true,
+            ..RelayArgs::default()
+        };
+        let cfg = args.to_config().unwrap();
+        assert!(cfg.tls.dev_self_signed);
+        assert_eq!(
+            cfg.tls.dev_cert_out.as_deref(),
+            Some(std::path::Path::new(DEFAULT_DEV_CERT_OUT))
+        );
+        assert!(matches!(
+            RelayArgs::default().to_config(),
+            Err(CliError::NoListenAddress)
+        ));
+    }
+}

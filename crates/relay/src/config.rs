@@ -1,0 +1,600 @@
+//! The operator's configuration (`relay.toml`): parsing, validation and resolution into a
+//! [`ServerConfig`].
+//!
+//! Parsing refuses unknown keys (a typo is an error, not a silently ignored setting). Resolution
+//! loads the token secret (inline hex, a file or an environment variable — exactly one), loads or
+//! generates the TLS certificate, and checks every limit, each failure being a [`ConfigError`]
+//! that names the setting.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openmls::prelude::{BasicCredential, SignatureScheme};
+use openmls_basic_credential::SignatureKeyPair;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::ds::{DsConfig, RelayIdentity};
+use crate::server::tls::{self, DevCert, TlsError};
+use crate::server::{ServerConfig, ShellLimits};
+use crate::token::{TokenError, TokenSecret};
+
+/// The environment variable read for the token secret when no config file names one.
+pub const DEFAULT_SECRET_ENV: &str = "BLINDCALL_TOKEN_SECRET";
+
+/// An example `relay.toml`, printed by `blindcall-relay --print-example-config`.
+pub const EXAMPLE_CONFIG: &str = r#"# blindcall relay configuration
+# Control channel (TLS 1.3): clients connect here.
+listen = "0.0.0.0:4433"
+# Prometheus metrics (plain HTTP, GET /metrics). Keep it on a private interface; omit to disable.
+metrics_listen = "127.0.0.1:9464"
+
+[tls]
+# A certificate chain and private key in PEM ...
+cert = "/etc/blindcall/relay-cert.pem"
+key = "/etc/blindcall/relay-key.pem"
+# ... or, for development only, a fresh self-signed certificate at every start. Its PEM is
+# written to dev_cert_out (clients trust or pin it) and its SHA-256 fingerprint is printed.
+# dev_self_signed = true
+# dev_cert_out = "relay-dev-cert.pem"
+# dev_names = ["localhost", "127.0.0.1"]
+
+[token_secret]
+# The operator's capability-token secret: at least 32 bytes, hex-encoded. Exactly one of:
+env = "BLINDCALL_TOKEN_SECRET"
+# file = "/etc/blindcall/token-secret.hex"
+# hex = "..."
+
+[limits]
+max_frame_len = 1048576          # bytes per control frame
+rate_burst = 64                  # messages a connection may send in a burst
+rate_per_second = 20             # sustained messages per second
+max_errors_per_connection = 16   # error replies before the relay closes the connection
+idle_timeout_secs = 60           # silence (no byte, not even Ping) before the relay closes
+hello_timeout_secs = 10          # TLS connection to Hello
+handshake_timeout_secs = 10      # TCP accept to finished TLS handshake
+waiting_room_timeout_secs = 300  # joiner not added by then is refused
+max_connections = 10000          # further TCP connections are closed at once
+read_chunk = 16384               # bytes per read from a connection
+writer_queue = 256               # frames queued per connection before it counts as stuck
+shutdown_grace_secs = 5          # time to flush goodbyes on SIGTERM/SIGINT
+"#;
+
+/// A configuration error, naming the setting at fault.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (unknown key, wrong type).
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// No token secret source was given.
+    #[error(
+        "no token secret: set one of [token_secret] hex, file or env (or {DEFAULT_SECRET_ENV})"
+    )]
+    NoTokenSecret,
+    /// More than one token secret source was given.
+    #[error("[token_secret] must set exactly one of hex, file or env")]
+    ConflictingTokenSecret,
+    /// The named environment variable is not set.
+    #[error("environment variable {var} (token secret) is not set")]
+    SecretEnvMissing {
+        /// The variable.
+        var: String,
+    },
+    /// The secret file could not be read.
+    #[error("cannot read token secret file {path}: {source}")]
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The secret is not valid (not hex, too short).
+    #[error("token secret: {0}")]
+    Secret(#[from] TokenError),
+    /// Neither a certificate nor `dev_self_signed` was configured.
+    #[error("no TLS certificate: set [tls] cert and key, or dev_self_signed = true")]
+    NoTls,
+    /// Both a certificate and `dev_self_signed` were configured, or only one of cert/key.
+    #[error("[tls]: set both cert and key, or dev_self_signed = true, not both")]
+    ConflictingTls,
+    /// Loading or generating the certificate failed.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// A limit is out of range.
+    #[error("[limits] {field} {problem}")]
+    Limit {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// Generating the relay's MLS external-sender key failed.
+    #[error("cannot generate the relay's MLS signature key")]
+    RelayIdentity,
+}
+
+/// `relay.toml` as written by the operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// The control channel's listen address.
+    pub listen: SocketAddr,
+    /// The metrics endpoint's listen address; `None` disables it.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Certificate source.
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// Token secret source.
+    #[serde(default)]
+    pub token_secret: SecretSection,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[tls]`: a PEM certificate chain and key, or a development self-signed certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain (leaf first).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Generate a self-signed certificate at start (development only).
+    #[serde(default)]
+    pub dev_self_signed: bool,
+    /// Where to write the self-signed certificate's PEM.
+    #[serde(default)]
+    pub dev_cert_out: Option<PathBuf>,
+    /// Subject alternative names of the self-signed certificate.
+    #[serde(default = "default_dev_names")]
+    pub dev_names: Vec<String>,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            dev_self_signed: false,
+            dev_cert_out: None,
+            dev_names: default_dev_names(),
+        }
+    }
+}
+
+fn default_dev_names() -> Vec<String> {
+    vec!["localhost".to_string(), "127.0.0.1".to_string()]
+}
+
+/// `[token_secret]`: exactly one of inline hex, a file holding hex, or an environment variable.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSection {
+    /// The secret itself, hex-encoded (discouraged: config files get copied around).
+    #[serde(default)]
+    pub hex: Option<String>,
+    /// A file containing the hex-encoded secret.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// An environment variable containing the hex-encoded secret.
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+impl fmt::Debug for SecretSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretSection")
+            .field("hex", &self.hex.as_ref().map(|_| "<redacted>"))
+            .field("file", &self.file)
+            .field("env", &self.env)
+            .finish()
+    }
+}
+
+impl SecretSection {
+    /// Load the secret; `env` looks up environment variables (injectable for tests).
+    pub fn load(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<TokenSecret, ConfigError> {
+        let set = [self.hex.is_some(), self.file.is_some(), self.env.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if set > 1 {
+            return Err(ConfigError::ConflictingTokenSecret);
+        }
+        if let Some(h) = &self.hex {
+            return Ok(TokenSecret::from_hex(h)?);
+        }
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(TokenSecret::from_hex(&text)?);
+        }
+        let var = self.env.as_deref().unwrap_or(DEFAULT_SECRET_ENV);
+        match env(var) {
+            Some(text) => Ok(TokenSecret::from_hex(&text)?),
+            None if self.env.is_some() => Err(ConfigError::SecretEnvMissing {
+                var: var.to_string(),
+            }),
+            None => Err(ConfigError::NoTokenSecret),
+        }
+    }
+}
+
+/// `[limits]`: every limit and timeout, with the defaults of [`Limits::default`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest control frame, in bytes (length prefix excluded).
+    pub max_frame_len: u32,
+    /// Messages a connection may send in a burst.
+    pub rate_burst: u32,
+    /// Sustained messages per second per connection.
+    pub rate_per_second: u32,
+    /// Error replies before the relay closes a connection.
+    pub max_errors_per_connection: u32,
+    /// Seconds without a received byte before a connection is closed; 0 disables.
+    #[serde(deserialize_with = "de_secs")]
+    pub idle_timeout_secs: f64,
+    /// Seconds from connection to Hello.
+    #[serde(deserialize_with = "de_secs")]
+    pub hello_timeout_secs: f64,
+    /// Seconds from TCP accept to a finished TLS handshake.
+    #[serde(deserialize_with = "de_secs")]
+    pub handshake_timeout_secs: f64,
+    /// Seconds a joiner may wait to be added.
+    #[serde(deserialize_with = "de_secs")]
+    pub waiting_room_timeout_secs: f64,
+    /// Simultaneous connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Bytes per read from a connection.
+    pub read_chunk: usize,
+    /// Frames queued per connection before the connection counts as stuck and is closed.
+    pub writer_queue: usize,
+    /// Seconds to flush goodbyes at shutdown before connections are cut.
+    #[serde(deserialize_with = "de_secs")]
+    pub shutdown_grace_secs: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_len: blindcall_proto::DEFAULT_MAX_FRAME_LEN,
+            rate_burst: 64,
+            rate_per_second: 20,
+            max_errors_per_connection: 16,
+            idle_timeout_secs: 60.0,
+            hello_timeout_secs: 10.0,
+            handshake_timeout_secs: 10.0,
+            waiting_room_timeout_secs: 300.0,
+            max_connections: 10_000,
+            read_chunk: 16 * 1024,
+            writer_queue: 256,
+            shutdown_grace_secs: 5.0,
+        }
+    }
+}
+
+/// Seconds as written in TOML: an integer or a float.
+fn de_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Int(i64),
+        Float(f64),
+    }
+    Ok(match Num::deserialize(d)? {
+        // Precision loss only above 2^53 seconds, which validation refuses anyway.
+        #[allow(clippy::cast_precision_loss)]
+        Num::Int(i) => i as f64,
+        Num::Float(f) => f,
+    })
+}
+
+fn secs(field: &'static str, v: f64, allow_zero: bool) -> Result<Duration, ConfigError> {
+    if !v.is_finite() || v < 0.0 || (v == 0.0 && !allow_zero) {
+        return Err(ConfigError::Limit {
+            field,
+            problem: if allow_zero {
+                "must be a finite number of seconds >= 0"
+            } else {
+                "must be a finite number of seconds > 0"
+            },
+        });
+    }
+    Duration::try_from_secs_f64(v).map_err(|_| ConfigError::Limit {
+        field,
+        problem: "is too large",
+    })
+}
+
+fn nonzero<T: PartialEq + Default>(field: &'static str, v: T) -> Result<T, ConfigError> {
+    if v == T::default() {
+        return Err(ConfigError::Limit {
+            field,
+            problem: "must be greater than 0",
+        });
+    }
+    Ok(v)
+}
+
+impl Limits {
+    /// Check every limit and split them between the DS and the network shell.
+    pub fn validate(&self) -> Result<(ValidatedLimits, ShellLimits), ConfigError> {
+        // Smallest frame that can carry a Hello with a token and a KeyPackage.
+        if self.max_frame_len < 4096 {
+            return Err(ConfigError::Limit {
+                field: "max_frame_len",
+                problem: "must be at least 4096",
+            });
+        }
+        let idle = secs("idle_timeout_secs", self.idle_timeout_secs, true)?;
+        let ds = ValidatedLimits {
+            max_frame_len: self.max_frame_len,
+            rate_burst: nonzero("rate_burst", self.rate_burst)?,
+            rate_per_second: nonzero("rate_per_second", self.rate_per_second)?,
+            max_errors_per_connection: self.max_errors_per_connection,
+            idle_timeout: (!idle.is_zero()).then_some(idle),
+            hello_timeout: secs("hello_timeout_secs", self.hello_timeout_secs, false)?,
+            waiting_room_timeout: secs(
+                "waiting_room_timeout_secs",
+                self.waiting_room_timeout_secs,
+                false,
+            )?,
+        };
+        let shell = ShellLimits {
+            handshake_timeout: secs("handshake_timeout_secs", self.handshake_timeout_secs, false)?,
+            max_connections: nonzero("max_connections", self.max_connections)?,
+            read_chunk: nonzero("read_chunk", self.read_chunk)?,
+            writer_queue: nonzero("writer_queue", self.writer_queue)?,
+            shutdown_grace: secs("shutdown_grace_secs", self.shutdown_grace_secs, true)?,
+            ..ShellLimits::default()
+        };
+        Ok((ds, shell))
+    }
+}
+
+/// The DS's share of [`Limits`], checked.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidatedLimits {
+    /// See [`Limits::max_frame_len`].
+    pub max_frame_len: u32,
+    /// See [`Limits::rate_burst`].
+    pub rate_burst: u32,
+    /// See [`Limits::rate_per_second`].
+    pub rate_per_second: u32,
+    /// See [`Limits::max_errors_per_connection`].
+    pub max_errors_per_connection: u32,
+    /// See [`Limits::idle_timeout_secs`]; `None` when disabled.
+    pub idle_timeout: Option<Duration>,
+    /// See [`Limits::hello_timeout_secs`].
+    pub hello_timeout: Duration,
+    /// See [`Limits::waiting_room_timeout_secs`].
+    pub waiting_room_timeout: Duration,
+}
+
+impl ValidatedLimits {
+    /// Apply to a DS configuration.
+    pub fn apply(&self, ds: &mut DsConfig) {
+        ds.max_frame_len = self.max_frame_len;
+        ds.rate_burst = self.rate_burst;
+        ds.rate_per_second = self.rate_per_second;
+        ds.max_errors_per_connection = self.max_errors_per_connection;
+        ds.idle_timeout = self.idle_timeout;
+        ds.hello_timeout = self.hello_timeout;
+        ds.waiting_room_timeout = self.waiting_room_timeout;
+    }
+}
+
+/// A resolved configuration: what [`crate::server::start`] needs, plus the development
+/// certificate if one was generated.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The server configuration.
+    pub server: ServerConfig,
+    /// The self-signed certificate, when `dev_self_signed`.
+    pub dev_cert: Option<DevCert>,
+}
+
+impl RelayConfig {
+    /// Parse `relay.toml` text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Read and parse a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// A configuration with default limits, listening on `listen`, no metrics, secret from
+    /// [`DEFAULT_SECRET_ENV`] and no TLS source (set one).
+    pub fn with_listen(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            metrics_listen: None,
+            tls: TlsSection::default(),
+            token_secret: SecretSection::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Validate and resolve: load the secret (environment through `env`), load or generate the
+    /// certificate (writing a dev certificate's PEM to `dev_cert_out`), generate the relay's MLS
+    /// external-sender key, check the limits.
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, ConfigError> {
+        let (ds_limits, shell) = self.limits.validate()?;
+        let secret = self.token_secret.load(env)?;
+        let t = &self.tls;
+        let (certs, key, dev_cert) = match (&t.cert, &t.key, t.dev_self_signed) {
+            (None, None, false) => return Err(ConfigError::NoTls),
+            (Some(c), Some(k), false) => {
+                let (certs, key) = tls::load_pem(c, k)?;
+                (certs, key, None)
+            }
+            (None, None, true) => {
+                let dev = tls::generate_dev_cert(&t.dev_names)?;
+                if let Some(out) = &t.dev_cert_out {
+                    dev.write_pem(out)?;
+                }
+                let (certs, key) = dev.rustls_parts();
+                (certs, key, Some(dev))
+            }
+            _ => return Err(ConfigError::ConflictingTls),
+        };
+        let tls = tls::server_config(certs, key)?;
+        let mut ds = DsConfig::new(secret, generate_relay_identity()?);
+        ds_limits.apply(&mut ds);
+        Ok(Resolved {
+            server: ServerConfig {
+                listen: self.listen,
+                metrics_listen: self.metrics_listen,
+                tls,
+                ds,
+                limits: shell,
+                media: None,
+                metrics_sources: Vec::new(),
+            },
+            dev_cert,
+        })
+    }
+}
+
+/// A fresh Ed25519 MLS external-sender identity for the relay (ciphersuite 1's signature
+/// scheme). Rooms live in memory only, so a new key per process start is sufficient.
+pub fn generate_relay_identity() -> Result<RelayIdentity, ConfigError> {
+    let signer =
+        SignatureKeyPair::new(SignatureScheme::ED25519).map_err(|_| ConfigError::RelayIdentity)?;
+    Ok(RelayIdentity::new(
+        signer,
+        BasicCredential::new(b"blindcall-relay".to_vec()).into(),
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const SECRET_HEX: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    // covers: OPS-CFG-1
+    #[test]
+    fn example_config_parses_and_resolves_with_env_secret() {
+        let mut cfg = RelayConfig::from_toml(EXAMPLE_CONFIG).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:4433".parse().unwrap());
+        assert_eq!(cfg.token_secret.env.as_deref(), Some(DEFAULT_SECRET_ENV));
+        // The example names certificate files that do not exist here: use a dev cert instead.
+        cfg.tls = TlsSection {
+            dev_self_signed: true,
+            ..TlsSection::default()
+        };
+        let env = |v: &str| (v == DEFAULT_SECRET_ENV).then(|| SECRET_HEX.to_string());
+        let r = cfg.resolve(&env).unwrap();
+        assert!(r.dev_cert.is_some());
+        assert_eq!(r.server.ds.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(r.server.limits.writer_queue, 256);
+    }
+
+    // covers: OPS-CFG-1
+    #[test]
+    fn every_misconfiguration_is_a_named_error() {
+        let base = "listen = \"127.0.0.1:0\"\n";
+        let parse = |extra: &str| RelayConfig::from_toml(&format!("{base}{extra}"));
+        // Unknown keys and wrong types are refused.
+        assert!(matches!(parse("lisen = 1\n"), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            parse("[limits]\nrate_burst = \"many\"\n"),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            RelayConfig::from_toml("listen = \"nowhere\"\n"),
+            Err(ConfigError::Parse(_))
+        ));
+        let dev = "[tls]\ndev_self_signed = true\n";
+        let resolve = |extra: &str| parse(extra).unwrap().resolve(&no_env).map(|_| ());
+        assert!(matches!(resolve(dev), Err(ConfigError::NoTokenSecret)));
+        let hex = format!("[token_secret]\nhex = \"{SECRET_HEX}\"\n");
+        assert!(matches!(resolve(&hex), Err(ConfigError::NoTls)));
+        assert!(matches!(
+            resolve(&format!("{dev}cert = \"c.pem\"\n{hex}")),
+            Err(ConfigError::ConflictingTls)
+        ));
+        assert!(matches!(
+            resolve(&format!("[tls]\ncert = \"c.pem\"\n{hex}")),
+            Err(ConfigError::ConflictingTls)
+        ));
+        assert!(matches!(
+            resolve(&format!(
+                "{dev}[token_secret]\nhex = \"{SECRET_HEX}\"\nenv = \"X\"\n"
+            )),
+            Err(ConfigError::ConflictingTokenSecret)
+        ));
+        assert!(matches!(
+            resolve(&format!("{dev}[token_secret]\nenv = \"NOPE\"\n")),
+            Err(ConfigError::SecretEnvMissing { var }) if var == "NOPE"
+        ));
+        assert!(matches!(
+            resolve(&format!("{dev}[token_secret]\nhex = \"abcd\"\n")),
+            Err(ConfigError::Secret(TokenError::SecretTooShort { len: 2 }))
+        ));
+        assert!(matches!(
+            resolve(&format!(
+                "{dev}[token_secret]\nfile = \"/nonexistent/secret\"\n"
+            )),
+            Err(ConfigError::SecretFile { .. })
+        ));
+        assert!(matches!(
+            resolve(&format!(
+                "[tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n{hex}"
+            )),
+            Err(ConfigError::Tls(TlsError::Read { .. }))
+        ));
+        for (limit, field) in [
+            ("rate_burst = 0", "rate_burst"),
+            ("idle_timeout_secs = -1.0", "idle_timeout_secs"),
+            ("hello_timeout_secs = 0.0", "hello_timeout_secs"),
+            ("max_frame_len = 100", "max_frame_len"),
+            ("writer_queue = 0", "writer_queue"),
+        ] {
+            let r = resolve(&format!("{dev}{hex}[limits]\n{limit}\n"));
+            assert!(
+                matches!(r, Err(ConfigError::Limit { field: f, .. }) if f == field),
+                "{limit}: {r:?}"
+            );
+        }
+        // idle_timeout_secs = 0 disables the idle timeout.
+        let r = parse(&format!("{dev}{hex}[limits]\nidle_timeout_secs = 0\n"))
+            .unwrap()
+            .resolve(&no_env)
+            .unwrap();
+        assert_eq!(r.server.ds.idle_timeout, None);
+        // The inline secret never shows in Debug output.
+        let cfg = parse(&format!("{dev}{hex}")).unwrap();
+        assert!(!format!("{cfg:?}").contains(SECRET_HEX));
+    }
+}

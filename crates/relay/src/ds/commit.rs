@@ -1,0 +1,256 @@
+//! Commit sequencing: validate, decide, merge, broadcast, route Welcomes, re-propose removals.
+
+use blindcall_proto::{
+    Body, Commit, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected,
+    RelayProposal, Role, VLBytes, WelcomeMessage,
+};
+use tls_codec::Serialize as _;
+
+use super::mls::{CommitPolicy, Joiner, Rejection};
+use super::state::{Conn, Seat};
+use super::{ConnId, Ds, DsCounters, DsFault, Event, RoomId};
+
+impl Ds {
+    pub(super) fn on_commit(&mut self, id: ConnId, c: Commit) {
+        let Some(adm) = self.admission(id) else {
+            return;
+        };
+        let room_id = adm.room.clone();
+        let (role, token_id, seat) = (adm.role, adm.token_id, adm.seat);
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let Some(group) = room.group.as_ref() else {
+            self.reject(
+                id,
+                &room_id,
+                c.epoch,
+                Rejection::from(CommitRejectReason::NO_GROUP),
+            );
+            return;
+        };
+        let waiting: Vec<(Vec<u8>, Joiner)> = room
+            .waiting
+            .iter()
+            .filter_map(|w| {
+                let kp = self.admission(*w)?.key_package.as_ref()?;
+                Some((
+                    kp.kp_ref.clone(),
+                    Joiner {
+                        conn: *w,
+                        signature_key: kp.signature_key.clone(),
+                    },
+                ))
+            })
+            .collect();
+        let policy = CommitPolicy {
+            committer_leaf: match seat {
+                Seat::Member { leaf } => Some(leaf),
+                _ => None,
+            },
+            committer_is_host: role == Role::HOST,
+            may_join_externally: seat == Seat::Lobby
+                && (role == Role::HOST || room.member_tokens.contains(&token_id)),
+            waiting: &waiting,
+            departed: &room.departed,
+        };
+        let verdict = group.validate_commit(
+            &self.crypto,
+            c.epoch,
+            c.commit.as_slice(),
+            c.welcome.as_ref().map(VLBytes::as_slice),
+            c.group_info.as_ref().map(VLBytes::as_slice),
+            &policy,
+        );
+        let validated = match verdict {
+            Ok(v) => v,
+            Err(rej) => {
+                self.reject(id, &room_id, c.epoch, rej);
+                return;
+            }
+        };
+        // Who hears the commit: every member but the committer, as of before the commit.
+        let recipients: Vec<ConnId> = self
+            .members(&room_id)
+            .into_iter()
+            .map(|(m, _)| m)
+            .filter(|m| *m != id)
+            .collect();
+        let Some(group) = self.rooms.get_mut(&room_id).and_then(|r| r.group.as_mut()) else {
+            return;
+        };
+        let applied = match group.apply(validated) {
+            Ok(a) => a,
+            Err(f) => {
+                self.fault(id, f);
+                return;
+            }
+        };
+        let tree = group.ratchet_tree_bytes();
+        let commit_bytes = applied.sequenced.to_bytes();
+        self.counters.commits_accepted += 1;
+
+        // Seats: removed members back to the lobby, joiners and an external committer in.
+        let mut removed_conns = Vec::new();
+        for leaf in &applied.removed {
+            if let Some((conn, _)) = self.members(&room_id).into_iter().find(|(_, l)| l == leaf) {
+                removed_conns.push((conn, *leaf));
+            }
+        }
+        for (conn, _) in &removed_conns {
+            if let Some(a) = self.conns.get_mut(conn).and_then(Conn::admission_mut) {
+                a.seat = Seat::Lobby;
+            }
+        }
+        let mut new_members: Vec<(ConnId, u32)> = applied.joined.clone();
+        if let Some(leaf) = applied.external_leaf {
+            new_members.push((id, leaf));
+        }
+        let mut tokens = Vec::new();
+        for (conn, leaf) in &new_members {
+            if let Some(a) = self.conns.get_mut(conn).and_then(Conn::admission_mut) {
+                a.seat = Seat::Member { leaf: *leaf };
+                a.key_package = None;
+                tokens.push(a.token_id);
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.waiting
+                .retain(|w| !applied.joined.iter().any(|(j, _)| j == w));
+            room.member_tokens.extend(tokens);
+            if let Some(g) = room.group.as_ref() {
+                room.departed.retain(|l| g.has_leaf(*l));
+            }
+        }
+
+        // Outputs.
+        self.send(
+            id,
+            Body::CommitAccepted(CommitAccepted {
+                epoch: applied.new_epoch,
+            }),
+        );
+        match commit_bytes {
+            Ok(bytes) => {
+                for r in recipients {
+                    self.send(
+                        r,
+                        Body::CommitBroadcast(CommitBroadcast {
+                            epoch: applied.sequenced.epoch,
+                            commit: VLBytes::new(bytes.clone()),
+                        }),
+                    );
+                }
+            }
+            Err(f) => self.fault(id, f),
+        }
+        if let Some(welcome) = &applied.welcome {
+            match (welcome.tls_serialize_detached(), &tree) {
+                (Ok(w), Ok(tree)) => {
+                    for (conn, _) in &applied.joined {
+                        self.counters.welcomes_routed += 1;
+                        self.send(
+                            *conn,
+                            Body::Welcome(WelcomeMessage {
+                                welcome: VLBytes::new(w.clone()),
+                                ratchet_tree: VLBytes::new(tree.clone()),
+                            }),
+                        );
+                    }
+                }
+                (Err(_), _) => self.fault(id, DsFault::Serialize),
+                (_, Err(f)) => self.fault(id, *f),
+            }
+        }
+        self.event(Event::CommitAccepted {
+            room: room_id.clone(),
+            conn: id,
+            epoch: applied.new_epoch,
+        });
+        for (conn, leaf) in removed_conns {
+            self.event(Event::MemberRemoved {
+                room: room_id.clone(),
+                conn,
+                leaf,
+            });
+        }
+        for (conn, leaf) in new_members {
+            self.event(Event::MemberJoined {
+                room: room_id.clone(),
+                conn,
+                leaf,
+            });
+        }
+        if !applied.joined.is_empty() {
+            self.send_waiting_update(&room_id);
+        }
+        // Departed members still in the tree: propose again for the new epoch.
+        let departed: Vec<u32> = self
+            .rooms
+            .get(&room_id)
+            .map(|r| r.departed.iter().copied().collect())
+            .unwrap_or_default();
+        for leaf in departed {
+            self.propose_remove(&room_id, leaf, id);
+        }
+    }
+
+    fn reject(&mut self, id: ConnId, room: &RoomId, epoch: u64, rej: Rejection) {
+        DsCounters::bump(&mut self.counters.commits_rejected, rej.reason);
+        let winner = rej.winner.and_then(|w| w.to_bytes().ok()).map(VLBytes::new);
+        self.send(
+            id,
+            Body::CommitRejected(CommitRejected {
+                epoch,
+                reason: rej.reason,
+                winner,
+            }),
+        );
+        self.event(Event::CommitRejected {
+            room: room.clone(),
+            conn: id,
+            reason: rej.reason,
+        });
+    }
+
+    pub(super) fn propose_remove(&mut self, room_id: &RoomId, leaf: u32, on_behalf: ConnId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(group) = room.group.as_mut() else {
+            return;
+        };
+        if !group.has_leaf(leaf) {
+            room.departed.remove(&leaf);
+            return;
+        }
+        let epoch = group.epoch();
+        match group.propose_remove(&self.crypto, &self.cfg.relay_identity, leaf) {
+            Ok(bytes) => {
+                self.counters.remove_proposals += 1;
+                for (m, _) in self.members(room_id) {
+                    self.send(
+                        m,
+                        Body::RelayProposal(RelayProposal {
+                            epoch,
+                            removed_leaf: leaf,
+                            proposal: VLBytes::new(bytes.clone()),
+                        }),
+                    );
+                }
+                self.event(Event::RemoveProposed {
+                    room: room_id.clone(),
+                    leaf,
+                    epoch,
+                });
+            }
+            Err(f) => {
+                self.counters.internal_faults += 1;
+                self.event(Event::InternalFault {
+                    conn: on_behalf,
+                    fault: f,
+                });
+            }
+        }
+    }
+}

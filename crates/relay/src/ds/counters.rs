@@ -1,0 +1,59 @@
+//! Counters for metrics: every refusal, error and commit decision, by reason.
+
+use std::collections::BTreeMap;
+
+use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason};
+
+/// Monotonic counters of a [`Ds`](super::Ds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DsCounters {
+    /// Connections opened.
+    pub connections_opened: u64,
+    /// Connections admitted to a room.
+    pub admitted: u64,
+    /// Refusals (admission and later expulsions), by reason.
+    pub refused: BTreeMap<RefusedReason, u64>,
+    /// Error messages sent, by code.
+    pub errors: BTreeMap<ErrorCode, u64>,
+    /// Commits sequenced.
+    pub commits_accepted: u64,
+    /// Commits refused, by reason.
+    pub commits_rejected: BTreeMap<CommitRejectReason, u64>,
+    /// Groups bootstrapped.
+    pub groups_created: u64,
+    /// KeyPackages stored.
+    pub key_packages_stored: u64,
+    /// Welcomes routed to joiners.
+    pub welcomes_routed: u64,
+    /// Remove proposals issued as external sender.
+    pub remove_proposals: u64,
+    /// Internal faults (our bug or a library error), each answered with `ErrorCode::INTERNAL`.
+    pub internal_faults: u64,
+    /// Inputs for connection ids the DS does not know (after close, or never opened).
+    pub unknown_connection_inputs: u64,
+    /// Media-signaling messages passed from members to the forwarder.
+    pub media_signals_in: u64,
+    /// Media-signaling messages queued from the forwarder to members.
+    pub media_signals_out: u64,
+}
+
+impl DsCounters {
+    /// Refusals with `reason`.
+    pub fn refused(&self, reason: RefusedReason) -> u64 {
+        self.refused.get(&reason).copied().unwrap_or(0)
+    }
+
+    /// Error messages with `code`.
+    pub fn errors(&self, code: ErrorCode) -> u64 {
+        self.errors.get(&code).copied().unwrap_or(0)
+    }
+
+    /// Commits refused with `reason`.
+    pub fn commits_rejected(&self, reason: CommitRejectReason) -> u64 {
+        self.commits_rejected.get(&reason).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, k: K) {
+        *map.entry(k).or_insert(0) += 1;
+    }
+}

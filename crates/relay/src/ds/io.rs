@@ -1,0 +1,230 @@
+//! The shell-facing types: configuration, inputs, outputs, events.
+
+use std::time::Duration;
+
+use blindcall_proto::{CommitRejectReason, DEFAULT_MAX_FRAME_LEN, ErrorCode, RefusedReason, Role};
+
+use super::{DsFault, RelayIdentity, RoomId};
+use crate::token::TokenSecret;
+
+/// The shell's id for a connection (unique while the connection lives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Configuration of a [`Ds`].
+#[derive(Debug)]
+pub struct DsConfig {
+    /// Verifies capability tokens.
+    pub token_secret: TokenSecret,
+    /// The relay's MLS external-sender identity.
+    pub relay_identity: RelayIdentity,
+    /// Largest frame accepted or sent (length prefix excluded).
+    pub max_frame_len: u32,
+    /// A connection must send Hello within this time.
+    pub hello_timeout: Duration,
+    /// A joiner not added within this time is refused.
+    pub waiting_room_timeout: Duration,
+    /// How many past winners the DS keeps to answer late commits.
+    pub commit_history: usize,
+    /// Longest display name, in bytes.
+    pub max_display_name_len: usize,
+    /// A connection is closed after this many error messages.
+    pub max_errors_per_connection: u32,
+    /// Messages a connection may send in a burst.
+    pub rate_burst: u32,
+    /// Sustained messages per second a connection may send.
+    pub rate_per_second: u32,
+    /// A connection that sends no byte for this long is refused with `IDLE_TIMEOUT`;
+    /// `None` disables the check. Clients keep a quiet connection alive with `Ping`.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl DsConfig {
+    /// Defaults: 1 MiB frames, 10 s Hello, 5 min waiting room, 16 winners, 128-byte names,
+    /// 16 errors, 64 messages burst and 20 per second, no idle timeout.
+    pub fn new(token_secret: TokenSecret, relay_identity: RelayIdentity) -> Self {
+        Self {
+            token_secret,
+            relay_identity,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            hello_timeout: Duration::from_secs(10),
+            waiting_room_timeout: Duration::from_secs(300),
+            commit_history: 16,
+            max_display_name_len: 128,
+            max_errors_per_connection: 16,
+            rate_burst: 64,
+            rate_per_second: 20,
+            idle_timeout: None,
+        }
+    }
+}
+
+/// Something that happened on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// A transport connection was established.
+    Opened(ConnId),
+    /// Stream bytes arrived (any chunking).
+    Received(ConnId, &'a [u8]),
+    /// The transport connection ended.
+    Closed(ConnId),
+}
+
+/// Why the DS closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Not admitted, or no longer admitted.
+    Refused(RefusedReason),
+    /// The peer broke the protocol.
+    Protocol(ErrorCode),
+}
+
+/// What the DS wants the shell to do or know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Write a whole frame to the connection.
+    Send {
+        /// Destination.
+        conn: ConnId,
+        /// A length-prefixed frame.
+        bytes: Vec<u8>,
+    },
+    /// Close the connection after writing what was queued for it. The DS has forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A member's media-signaling message for the relay's media forwarder (the shell routes it).
+    MediaSignal {
+        /// The member's connection (answer with [`Ds::send_media_signal`](super::Ds::send_media_signal)).
+        conn: ConnId,
+        /// The member's room.
+        room: RoomId,
+        /// The member's leaf in the room's MLS group.
+        leaf: u32,
+        /// The opaque signaling payload.
+        payload: Vec<u8>,
+    },
+    /// For logs and metrics.
+    Event(Event),
+}
+
+/// Notable things for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection was admitted.
+    Admitted {
+        /// Connection.
+        conn: ConnId,
+        /// Room.
+        room: RoomId,
+        /// Granted role.
+        role: Role,
+        /// The capability token's id (the only part of a token that may be logged).
+        token_id: [u8; 16],
+    },
+    /// A connection was refused or expelled.
+    Refused {
+        /// Connection.
+        conn: ConnId,
+        /// Reason.
+        reason: RefusedReason,
+    },
+    /// An error message was sent.
+    ProtocolError {
+        /// Connection.
+        conn: ConnId,
+        /// Code.
+        code: ErrorCode,
+    },
+    /// A room's group was bootstrapped.
+    GroupCreated {
+        /// Room.
+        room: RoomId,
+        /// Epoch.
+        epoch: u64,
+    },
+    /// A joiner entered the waiting room.
+    JoinerWaiting {
+        /// Room.
+        room: RoomId,
+        /// Joiner.
+        conn: ConnId,
+    },
+    /// A commit was sequenced.
+    CommitAccepted {
+        /// Room.
+        room: RoomId,
+        /// Committer.
+        conn: ConnId,
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// A commit was refused.
+    CommitRejected {
+        /// Room.
+        room: RoomId,
+        /// Committer.
+        conn: ConnId,
+        /// Reason.
+        reason: CommitRejectReason,
+    },
+    /// A joiner became a member (its Welcome was routed).
+    MemberJoined {
+        /// Room.
+        room: RoomId,
+        /// Connection.
+        conn: ConnId,
+        /// Its leaf.
+        leaf: u32,
+    },
+    /// A connected member was removed by a commit.
+    MemberRemoved {
+        /// Room.
+        room: RoomId,
+        /// Connection.
+        conn: ConnId,
+        /// Its former leaf.
+        leaf: u32,
+    },
+    /// A member's connection ended.
+    MemberLeft {
+        /// Room.
+        room: RoomId,
+        /// Connection.
+        conn: ConnId,
+        /// Its leaf.
+        leaf: u32,
+    },
+    /// The relay proposed a leaf's removal as external sender.
+    RemoveProposed {
+        /// Room.
+        room: RoomId,
+        /// Leaf.
+        leaf: u32,
+        /// Epoch of the proposal.
+        epoch: u64,
+    },
+    /// The host locked or unlocked the room.
+    RoomLocked {
+        /// Room.
+        room: RoomId,
+        /// New state.
+        locked: bool,
+    },
+    /// The last connection of a room left; its state is gone.
+    RoomClosed {
+        /// Room.
+        room: RoomId,
+    },
+    /// The DS hit an internal fault; the room is unchanged.
+    InternalFault {
+        /// Connection being served.
+        conn: ConnId,
+        /// What failed.
+        fault: DsFault,
+    },
+}

@@ -1,0 +1,739 @@
+//! The delivery-service core: admission, waiting room, commit sequencing, Welcome routing,
+//! GroupInfo for rejoins, and removal proposals — as a sans-IO state machine.
+//!
+//! # Driving it
+//!
+//! The shell owns one [`Ds`] and, for every event:
+//! 1. calls [`Ds::handle_input`] (connection opened, bytes received, connection closed) or,
+//!    when the deadline from [`Ds::poll_timeout`] passes, [`Ds::handle_timeout`];
+//! 2. drains [`Ds::poll_output`] until `None`, writing each [`Output::Send`] to its connection,
+//!    closing on [`Output::Close`] (after writing what was queued before it) and logging or
+//!    counting [`Output::Event`]s;
+//! 3. re-arms its timer with [`Ds::poll_timeout`].
+//!
+//! Time is always an argument ([`Timestamp`]); a `now` older than one already seen is treated as
+//! the latest one. Bytes in are raw stream bytes: the DS does the framing. Bytes out are whole
+//! frames. Nothing here blocks, spawns or reads a clock; a bad message from one connection gets
+//! a typed answer and never affects another connection's room.
+
+mod commit;
+mod counters;
+mod error;
+mod io;
+mod lifecycle;
+mod mls;
+mod state;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use blindcall_proto::{
+    Body, ControlMessage, CreateGroup, DecodeError, ErrorCode, ErrorMessage, FrameDecoder,
+    GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted, Pong, PublishKeyPackage,
+    Refused, RefusedReason, Role, VLBytes, WaitingEntry, WaitingRoomUpdate,
+};
+use openmls_rust_crypto::RustCrypto;
+use tls_codec::Serialize as _;
+
+pub use counters::DsCounters;
+pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError};
+pub use io::{CloseReason, ConnId, DsConfig, Event, Input, Output};
+pub use lifecycle::Occupancy;
+pub use mls::RelayIdentity;
+pub use state::RoomId;
+
+use mls::GroupState;
+use state::{Admission, Conn, Phase, Room, Seat, TokenBucket};
+
+use crate::time::Timestamp;
+use crate::token;
+
+/// The delivery-service state machine for all rooms of one relay.
+pub struct Ds {
+    cfg: DsConfig,
+    crypto: RustCrypto,
+    conns: HashMap<ConnId, Conn>,
+    rooms: HashMap<RoomId, Room>,
+    /// (deadline, connection); checked lazily against the connection's state when due.
+    timers: BTreeSet<(Timestamp, ConnId)>,
+    out: VecDeque<Output>,
+    counters: DsCounters,
+    now: Timestamp,
+    /// Set by [`Ds::handle_shutdown`]: every later connection is refused.
+    shutting_down: bool,
+}
+
+impl std::fmt::Debug for Ds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ds")
+            .field("connections", &self.conns.len())
+            .field("rooms", &self.rooms.len())
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ds {
+    /// A DS with no connections.
+    pub fn new(cfg: DsConfig) -> Self {
+        Self {
+            cfg,
+            crypto: RustCrypto::default(),
+            conns: HashMap::new(),
+            rooms: HashMap::new(),
+            timers: BTreeSet::new(),
+            out: VecDeque::new(),
+            counters: DsCounters::default(),
+            now: Timestamp(0),
+            shutting_down: false,
+        }
+    }
+
+    /// The relay's external-sender identity (for group creators).
+    pub fn relay_identity(&self) -> &RelayIdentity {
+        &self.cfg.relay_identity
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &DsCounters {
+        &self.counters
+    }
+
+    /// Number of live connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Number of rooms with at least one connection.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// The room's group epoch, if the room exists and has a group.
+    pub fn room_epoch(&self, room: &[u8]) -> Option<u64> {
+        self.rooms
+            .get(&RoomId(room.to_vec()))
+            .and_then(|r| r.group.as_ref())
+            .map(|g| g.epoch())
+    }
+
+    /// Feed one input.
+    pub fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
+        self.advance(now);
+        match input {
+            Input::Opened(id) => self.on_opened(id),
+            Input::Received(id, bytes) => self.on_received(id, bytes),
+            Input::Closed(id) => self.forget(id),
+        }
+    }
+
+    /// Fire every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.advance(now);
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > self.now {
+                break;
+            }
+            self.timers.remove(&(at, id));
+            let Some(conn) = self.conns.get(&id) else {
+                continue;
+            };
+            if let Some(idle) = self.cfg.idle_timeout {
+                let idle_at = conn.last_rx.saturating_add(idle);
+                if idle_at <= self.now {
+                    self.refuse(id, RefusedReason::IDLE_TIMEOUT);
+                    continue;
+                }
+                // Re-arm lazily: one pending idle deadline per connection.
+                self.timers.insert((idle_at, id));
+            }
+            match &conn.phase {
+                Phase::AwaitingHello
+                    if conn.opened_at.saturating_add(self.cfg.hello_timeout) <= self.now =>
+                {
+                    self.refuse(id, RefusedReason::HELLO_TIMEOUT);
+                }
+                Phase::Admitted(a) => {
+                    if let Seat::Waiting { since } = a.seat
+                        && since.saturating_add(self.cfg.waiting_room_timeout) <= self.now
+                    {
+                        self.refuse(id, RefusedReason::WAITING_ROOM_TIMEOUT);
+                    }
+                }
+                Phase::AwaitingHello => {}
+            }
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self, now: Timestamp) -> Option<Output> {
+        self.advance(now);
+        self.out.pop_front()
+    }
+
+    /// The earliest deadline, if any.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    fn advance(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+    }
+
+    // ----- connections -----
+
+    fn on_opened(&mut self, id: ConnId) {
+        if self.conns.contains_key(&id) {
+            self.counters.unknown_connection_inputs += 1;
+            return;
+        }
+        self.counters.connections_opened += 1;
+        if self.shutting_down {
+            self.refuse_unregistered(id, RefusedReason::SHUTTING_DOWN);
+            return;
+        }
+        if let Some(idle) = self.cfg.idle_timeout {
+            self.timers.insert((self.now.saturating_add(idle), id));
+        }
+        self.conns.insert(
+            id,
+            Conn {
+                decoder: FrameDecoder::new(self.cfg.max_frame_len),
+                opened_at: self.now,
+                last_rx: self.now,
+                errors: 0,
+                bucket: TokenBucket::full(self.cfg.rate_burst, self.now),
+                phase: Phase::AwaitingHello,
+            },
+        );
+        self.timers
+            .insert((self.now.saturating_add(self.cfg.hello_timeout), id));
+    }
+
+    fn on_received(&mut self, id: ConnId, mut bytes: &[u8]) {
+        let now = self.now;
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.last_rx = now;
+        }
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                self.counters.unknown_connection_inputs += 1;
+                return;
+            };
+            match conn.decoder.decode(&mut bytes) {
+                Ok(Some(frame)) => {
+                    let (burst, rate) = (self.cfg.rate_burst, self.cfg.rate_per_second);
+                    if conn.bucket.take(self.now, burst, rate) {
+                        self.on_frame(id, &frame);
+                    } else {
+                        self.error(id, ErrorCode::RATE_LIMITED);
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    self.error(id, ErrorCode::FRAME_TOO_LARGE);
+                    self.close(id, CloseReason::Protocol(ErrorCode::FRAME_TOO_LARGE));
+                    return;
+                }
+            }
+            if !self.conns.contains_key(&id) {
+                return;
+            }
+        }
+    }
+
+    fn on_frame(&mut self, id: ConnId, frame: &[u8]) {
+        let awaiting_hello = matches!(
+            self.conns.get(&id).map(|c| &c.phase),
+            Some(Phase::AwaitingHello)
+        );
+        let msg = match ControlMessage::decode(frame) {
+            Ok(m) => m,
+            Err(DecodeError::UnsupportedVersion(_)) if awaiting_hello => {
+                self.refuse(id, RefusedReason::UNSUPPORTED_VERSION);
+                return;
+            }
+            Err(DecodeError::UnsupportedVersion(_)) => {
+                self.error(id, ErrorCode::UNSUPPORTED_VERSION);
+                self.close(id, CloseReason::Protocol(ErrorCode::UNSUPPORTED_VERSION));
+                return;
+            }
+            Err(_) => {
+                self.error(id, ErrorCode::MALFORMED_MESSAGE);
+                self.close(id, CloseReason::Protocol(ErrorCode::MALFORMED_MESSAGE));
+                return;
+            }
+        };
+        if awaiting_hello {
+            match msg.body {
+                Body::Hello(h) => self.on_hello(id, h),
+                _ => {
+                    self.error(id, ErrorCode::UNEXPECTED_MESSAGE);
+                    self.close(id, CloseReason::Protocol(ErrorCode::UNEXPECTED_MESSAGE));
+                }
+            }
+            return;
+        }
+        match msg.body {
+            Body::CreateGroup(m) => self.on_create_group(id, m),
+            Body::PublishKeyPackage(m) => self.on_publish(id, m),
+            Body::JoinRequest => self.on_join_request(id),
+            Body::Commit(m) => self.on_commit(id, m),
+            Body::GroupInfoRequest => self.on_group_info_request(id),
+            Body::LockRoom => self.on_lock(id, true),
+            Body::UnlockRoom => self.on_lock(id, false),
+            Body::RemoveParticipant(m) => self.on_remove(id, ConnId(m.conn_id)),
+            Body::MediaSignal(m) => self.on_media_signal(id, m),
+            Body::Ping(p) => self.send(id, Body::Pong(Pong { nonce: p.nonce })),
+            _ => self.error(id, ErrorCode::UNEXPECTED_MESSAGE),
+        }
+    }
+
+    /// Drop all state of a connection (peer closed, or after a `Close` output).
+    fn forget(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(&id) else {
+            self.counters.unknown_connection_inputs += 1;
+            return;
+        };
+        let Phase::Admitted(adm) = conn.phase else {
+            return;
+        };
+        let room_id = adm.room;
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        room.conns.remove(&id);
+        match adm.seat {
+            Seat::Lobby => {}
+            Seat::Waiting { .. } => {
+                room.waiting.retain(|c| *c != id);
+                self.send_waiting_update(&room_id);
+            }
+            Seat::Member { leaf } => {
+                room.departed.insert(leaf);
+                self.event(Event::MemberLeft {
+                    room: room_id.clone(),
+                    conn: id,
+                    leaf,
+                });
+                self.propose_remove(&room_id, leaf, id);
+            }
+        }
+        if self.rooms.get(&room_id).is_some_and(|r| r.conns.is_empty()) {
+            self.rooms.remove(&room_id);
+            self.event(Event::RoomClosed { room: room_id });
+        }
+    }
+
+    fn close(&mut self, id: ConnId, reason: CloseReason) {
+        if self.conns.contains_key(&id) {
+            self.out.push_back(Output::Close { conn: id, reason });
+            self.forget(id);
+        }
+    }
+
+    fn refuse(&mut self, id: ConnId, reason: RefusedReason) {
+        DsCounters::bump(&mut self.counters.refused, reason);
+        self.send(id, Body::Refused(Refused { reason }));
+        self.event(Event::Refused { conn: id, reason });
+        self.close(id, CloseReason::Refused(reason));
+    }
+
+    /// Send an Error; close the connection once it has sent too many bad messages.
+    fn error(&mut self, id: ConnId, code: ErrorCode) {
+        DsCounters::bump(&mut self.counters.errors, code);
+        self.send(
+            id,
+            Body::Error(ErrorMessage {
+                code,
+                detail: VLBytes::new(Vec::new()),
+            }),
+        );
+        self.event(Event::ProtocolError { conn: id, code });
+        let limit = self.cfg.max_errors_per_connection;
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.errors = conn.errors.saturating_add(1);
+            if conn.errors > limit {
+                self.close(id, CloseReason::Protocol(code));
+            }
+        }
+    }
+
+    fn fault(&mut self, id: ConnId, fault: DsFault) {
+        self.counters.internal_faults += 1;
+        self.event(Event::InternalFault { conn: id, fault });
+        self.error(id, ErrorCode::INTERNAL);
+    }
+
+    fn send(&mut self, id: ConnId, body: Body) {
+        match ControlMessage::new(body).to_frame(self.cfg.max_frame_len) {
+            Ok(bytes) => self.out.push_back(Output::Send { conn: id, bytes }),
+            Err(_) => {
+                // Only relay-built messages embedding peer data can exceed the frame limit.
+                self.counters.internal_faults += 1;
+                let err = ControlMessage::new(Body::Error(ErrorMessage {
+                    code: ErrorCode::INTERNAL,
+                    detail: VLBytes::new(b"response exceeds frame limit".to_vec()),
+                }));
+                if let Ok(bytes) = err.to_frame(self.cfg.max_frame_len) {
+                    self.out.push_back(Output::Send { conn: id, bytes });
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn admission(&self, id: ConnId) -> Option<&Admission> {
+        self.conns.get(&id).and_then(Conn::admission)
+    }
+
+    fn members(&self, room: &RoomId) -> Vec<(ConnId, u32)> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.conns
+            .iter()
+            .filter_map(|c| match self.admission(*c)?.seat {
+                Seat::Member { leaf } => Some((*c, leaf)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn room_state(&self, room: &RoomId) -> Option<blindcall_proto::RoomState> {
+        let members = self.members(room).len();
+        self.rooms.get(room).map(|r| r.state(members))
+    }
+
+    // ----- admission -----
+
+    fn on_hello(&mut self, id: ConnId, h: Hello) {
+        let name = h.display_name.as_slice();
+        if name.len() > self.cfg.max_display_name_len || std::str::from_utf8(name).is_err() {
+            self.refuse(id, RefusedReason::BAD_HELLO);
+            return;
+        }
+        let room_id = h.room_id.as_slice();
+        if room_id.is_empty() || room_id.len() > token::MAX_ROOM_ID_LEN {
+            self.refuse(id, RefusedReason::BAD_HELLO);
+            return;
+        }
+        let claims = match token::verify(
+            &self.cfg.token_secret,
+            h.token.as_slice(),
+            room_id,
+            self.now.unix_secs(),
+        ) {
+            Ok(c) => c,
+            Err(r) => {
+                self.refuse(id, r.into());
+                return;
+            }
+        };
+        let room_key = RoomId(claims.room_id.clone());
+        if let Some(room) = self.rooms.get(&room_key) {
+            if room.banned_tokens.contains(&claims.token_id) {
+                self.refuse(id, RefusedReason::REMOVED_BY_HOST);
+                return;
+            }
+            if room.locked
+                && claims.role != Role::HOST
+                && !room.member_tokens.contains(&claims.token_id)
+            {
+                self.refuse(id, RefusedReason::ROOM_LOCKED);
+                return;
+            }
+        }
+        let room = self.rooms.entry(room_key.clone()).or_default();
+        room.conns.insert(id);
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.phase = Phase::Admitted(Box::new(Admission {
+                room: room_key.clone(),
+                role: claims.role,
+                token_id: claims.token_id,
+                display_name: name.to_vec(),
+                key_package: None,
+                seat: Seat::Lobby,
+            }));
+        }
+        self.counters.admitted += 1;
+        let Some(state) = self.room_state(&room_key) else {
+            return;
+        };
+        let relay = &self.cfg.relay_identity;
+        let ack = HelloAck {
+            conn_id: id.0,
+            role: claims.role,
+            room: state,
+            external_sender_key: VLBytes::new(relay.signature_public_key().to_vec()),
+            external_sender_credential: VLBytes::new(relay.credential_bytes()),
+        };
+        self.send(id, Body::HelloAck(ack));
+        self.event(Event::Admitted {
+            conn: id,
+            room: room_key,
+            role: claims.role,
+            token_id: claims.token_id,
+        });
+    }
+
+    // ----- group bootstrap, key packages, waiting room -----
+
+    fn on_create_group(&mut self, id: ConnId, m: CreateGroup) {
+        let Some(adm) = self.admission(id) else {
+            return;
+        };
+        if adm.role != Role::HOST {
+            self.error(id, ErrorCode::NOT_HOST);
+            return;
+        }
+        if adm.seat != Seat::Lobby {
+            self.error(id, ErrorCode::UNEXPECTED_MESSAGE);
+            return;
+        }
+        let room_id = adm.room.clone();
+        let token_id = adm.token_id;
+        if self.rooms.get(&room_id).is_some_and(|r| r.group.is_some()) {
+            self.error(id, ErrorCode::GROUP_EXISTS);
+            return;
+        }
+        let boot = GroupState::bootstrap(
+            &self.crypto,
+            &self.cfg.relay_identity,
+            m.group_info.as_slice(),
+            self.cfg.commit_history,
+        );
+        let (group, leaf) = match boot {
+            Ok(g) => g,
+            Err(e) => {
+                self.error(id, e.into());
+                return;
+            }
+        };
+        let epoch = group.epoch();
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.group = Some(group);
+            room.member_tokens.insert(token_id);
+        }
+        if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
+            a.seat = Seat::Member { leaf };
+        }
+        self.counters.groups_created += 1;
+        self.send(id, Body::GroupCreated(GroupCreated { epoch }));
+        self.event(Event::GroupCreated {
+            room: room_id,
+            epoch,
+        });
+    }
+
+    fn on_publish(&mut self, id: ConnId, m: PublishKeyPackage) {
+        let Some(adm) = self.admission(id) else {
+            return;
+        };
+        if adm.seat != Seat::Lobby {
+            self.error(id, ErrorCode::UNEXPECTED_MESSAGE);
+            return;
+        }
+        let room_id = adm.room.clone();
+        let cs = self
+            .rooms
+            .get(&room_id)
+            .and_then(|r| r.group.as_ref())
+            .map(GroupState::ciphersuite);
+        let kp = match mls::validate_key_package(&self.crypto, m.key_package.as_slice(), cs) {
+            Ok(kp) => kp,
+            Err(e) => {
+                self.error(id, e.into());
+                return;
+            }
+        };
+        let duplicate = self.rooms.get(&room_id).is_some_and(|r| {
+            r.conns.iter().any(|c| {
+                *c != id
+                    && self
+                        .admission(*c)
+                        .and_then(|a| a.key_package.as_ref())
+                        .is_some_and(|k| k.kp_ref == kp.kp_ref)
+            })
+        });
+        if duplicate {
+            self.error(id, KeyPackageError::Duplicate.into());
+            return;
+        }
+        let kp_ref = kp.kp_ref.clone();
+        if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
+            a.key_package = Some(kp);
+        }
+        self.counters.key_packages_stored += 1;
+        self.send(
+            id,
+            Body::KeyPackageAccepted(KeyPackageAccepted {
+                key_package_ref: VLBytes::new(kp_ref),
+            }),
+        );
+    }
+
+    fn on_join_request(&mut self, id: ConnId) {
+        let Some(adm) = self.admission(id) else {
+            return;
+        };
+        if adm.seat != Seat::Lobby {
+            self.error(id, ErrorCode::UNEXPECTED_MESSAGE);
+            return;
+        }
+        let Some(kp) = adm.key_package.as_ref() else {
+            self.error(id, ErrorCode::NO_KEY_PACKAGE);
+            return;
+        };
+        let (room_id, role) = (adm.room.clone(), adm.role);
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let Some(group) = room.group.as_ref() else {
+            self.error(id, ErrorCode::NO_GROUP);
+            return;
+        };
+        if room.locked && role != Role::HOST {
+            self.refuse(id, RefusedReason::ROOM_LOCKED);
+            return;
+        }
+        let fresh = mls::validate_key_package(
+            &self.crypto,
+            &kp.message.tls_serialize_detached().unwrap_or_default(),
+            Some(group.ciphersuite()),
+        );
+        if let Err(e) = fresh {
+            self.error(id, e.into());
+            return;
+        }
+        let since = self.now;
+        if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
+            a.seat = Seat::Waiting { since };
+        }
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.waiting.push(id);
+        }
+        self.timers
+            .insert((since.saturating_add(self.cfg.waiting_room_timeout), id));
+        if let Some(state) = self.room_state(&room_id) {
+            self.send(id, Body::RoomStateUpdate(state));
+        }
+        self.send_waiting_update(&room_id);
+        self.event(Event::JoinerWaiting {
+            room: room_id,
+            conn: id,
+        });
+    }
+
+    fn send_waiting_update(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let entries = room
+            .waiting
+            .iter()
+            .filter_map(|c| {
+                let a = self.admission(*c)?;
+                let kp = a.key_package.as_ref()?;
+                Some(WaitingEntry {
+                    conn_id: c.0,
+                    display_name: VLBytes::new(a.display_name.clone()),
+                    key_package: VLBytes::new(kp.message.tls_serialize_detached().ok()?),
+                })
+            })
+            .collect();
+        let update = WaitingRoomUpdate { entries };
+        for (m, _) in self.members(room_id) {
+            self.send(m, Body::WaitingRoomUpdate(update.clone()));
+        }
+    }
+
+    // ----- rejoin and host commands -----
+
+    fn on_group_info_request(&mut self, id: ConnId) {
+        let Some(adm) = self.admission(id) else {
+            return;
+        };
+        let room_id = adm.room.clone();
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let allowed = matches!(adm.seat, Seat::Member { .. })
+            || adm.role == Role::HOST
+            || room.member_tokens.contains(&adm.token_id);
+        if !allowed {
+            self.error(id, ErrorCode::UNEXPECTED_MESSAGE);
+            return;
+        }
+        let Some(group) = room.group.as_ref() else {
+            self.error(id, ErrorCode::NO_GROUP);
+            return;
+        };
+        let epoch = group.epoch();
+        match (group.group_info_bytes(), group.ratchet_tree_bytes()) {
+            (Ok(gi), Ok(tree)) => self.send(
+                id,
+                Body::GroupInfoResponse(GroupInfoResponse {
+                    epoch,
+                    group_info: VLBytes::new(gi),
+                    ratchet_tree: VLBytes::new(tree),
+                }),
+            ),
+            (Err(f), _) | (_, Err(f)) => self.fault(id, f),
+        }
+    }
+
+    fn on_lock(&mut self, id: ConnId, locked: bool) {
+        let Some(adm) = self.admission(id) else {
+            return;
+        };
+        if adm.role != Role::HOST {
+            self.error(id, ErrorCode::NOT_HOST);
+            return;
+        }
+        let room_id = adm.room.clone();
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.locked = locked;
+        }
+        let all: Vec<ConnId> = self
+            .rooms
+            .get(&room_id)
+            .map(|r| r.conns.iter().copied().collect())
+            .unwrap_or_default();
+        if let Some(state) = self.room_state(&room_id) {
+            for c in all {
+                self.send(c, Body::RoomStateUpdate(state.clone()));
+            }
+        }
+        self.event(Event::RoomLocked {
+            room: room_id,
+            locked,
+        });
+    }
+
+    fn on_remove(&mut self, id: ConnId, target: ConnId) {
+        let Some(adm) = self.admission(id) else {
+            return;
+        };
+        if adm.role != Role::HOST {
+            self.error(id, ErrorCode::NOT_HOST);
+            return;
+        }
+        let room_id = adm.room.clone();
+        let target_token = self
+            .admission(target)
+            .filter(|t| t.room == room_id && target != id)
+            .map(|t| t.token_id);
+        let Some(token_id) = target_token else {
+            self.error(id, ErrorCode::UNKNOWN_PARTICIPANT);
+            return;
+        };
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.banned_tokens.insert(token_id);
+            room.member_tokens.remove(&token_id);
+        }
+        self.refuse(target, RefusedReason::REMOVED_BY_HOST);
+    }
+}

@@ -1,0 +1,122 @@
+//! Per-connection and per-room state.
+
+use std::collections::{BTreeSet, HashSet};
+
+use blindcall_proto::{FrameDecoder, Role, RoomState};
+
+use super::ConnId;
+use super::mls::{GroupState, StoredKeyPackage};
+use crate::time::Timestamp;
+
+/// A room id (from the capability token).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub Vec<u8>);
+
+/// Where an admitted connection sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seat {
+    /// Admitted, not in the group, not waiting.
+    Lobby,
+    /// In the waiting room since the given time.
+    Waiting { since: Timestamp },
+    /// A group member at `leaf`.
+    Member { leaf: u32 },
+}
+
+pub(crate) struct Admission {
+    pub room: RoomId,
+    pub role: Role,
+    pub token_id: [u8; 16],
+    pub display_name: Vec<u8>,
+    pub key_package: Option<StoredKeyPackage>,
+    pub seat: Seat,
+}
+
+pub(crate) enum Phase {
+    AwaitingHello,
+    Admitted(Box<Admission>),
+}
+
+pub(crate) struct Conn {
+    pub decoder: FrameDecoder,
+    pub opened_at: Timestamp,
+    /// When bytes last arrived (for the idle timeout).
+    pub last_rx: Timestamp,
+    pub errors: u32,
+    pub bucket: TokenBucket,
+    pub phase: Phase,
+}
+
+/// Per-connection message rate limit, in thousandths of a message.
+pub(crate) struct TokenBucket {
+    level: u64,
+    last: Timestamp,
+}
+
+impl TokenBucket {
+    pub fn full(burst: u32, now: Timestamp) -> Self {
+        Self {
+            level: u64::from(burst) * 1000,
+            last: now,
+        }
+    }
+
+    /// Refill for the time since the last call, then take one message if available.
+    pub fn take(&mut self, now: Timestamp, burst: u32, per_second: u32) -> bool {
+        let elapsed_ms = now.0.saturating_sub(self.last.0);
+        self.last = self.last.max(now);
+        let cap = u64::from(burst) * 1000;
+        self.level = self
+            .level
+            .saturating_add(elapsed_ms.saturating_mul(u64::from(per_second)))
+            .min(cap);
+        if self.level >= 1000 {
+            self.level -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Conn {
+    pub fn admission(&self) -> Option<&Admission> {
+        match &self.phase {
+            Phase::Admitted(a) => Some(a),
+            Phase::AwaitingHello => None,
+        }
+    }
+
+    pub fn admission_mut(&mut self) -> Option<&mut Admission> {
+        match &mut self.phase {
+            Phase::Admitted(a) => Some(a),
+            Phase::AwaitingHello => None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Room {
+    pub locked: bool,
+    pub group: Option<GroupState>,
+    pub conns: BTreeSet<ConnId>,
+    /// Waiting joiners, oldest first.
+    pub waiting: Vec<ConnId>,
+    /// Leaves whose connection left and that are still in the tree.
+    pub departed: BTreeSet<u32>,
+    /// Token ids that have been group members here (eligible to rejoin by external commit).
+    pub member_tokens: HashSet<[u8; 16]>,
+    /// Token ids the host removed.
+    pub banned_tokens: HashSet<[u8; 16]>,
+}
+
+impl Room {
+    pub fn state(&self, members: usize) -> RoomState {
+        RoomState {
+            epoch: self.group.as_ref().map(|g| g.epoch()),
+            locked: u8::from(self.locked),
+            members: u32::try_from(members).unwrap_or(u32::MAX),
+            waiting: u32::try_from(self.waiting.len()).unwrap_or(u32::MAX),
+        }
+    }
+}

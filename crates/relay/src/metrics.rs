@@ -1,0 +1,463 @@
+//! Prometheus metrics: the DS's counters, the network shell's counters, and a minimal HTTP/1.1
+//! responder for `GET /metrics` (OpenMetrics text).
+//!
+//! Every metric is prefixed `blindcall_relay_`. Media packet counters belong to the media
+//! forwarder: it plugs them in as a [`MetricsSource`]; this crate exports none it cannot count.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::server::Cmd;
+use crate::server::DsSnapshot;
+
+/// Extra metrics registered into every scrape (the media forwarder's hook).
+///
+/// `register` is called once per scrape with the `blindcall_relay`-prefixed registry; register
+/// clones of long-lived metrics (prometheus-client metrics share their value when cloned), e.g.
+/// `media_packets_in` / `media_packets_out` / `media_packets_dropped` families labelled by room.
+pub trait MetricsSource: Send + Sync {
+    /// Register this source's metrics.
+    fn register(&self, registry: &mut Registry);
+}
+
+/// Counters the network shell keeps (the DS keeps its own, see [`crate::DsCounters`]).
+#[derive(Debug, Clone)]
+pub struct ShellMetrics {
+    /// Control-channel plaintext bytes read from clients.
+    pub bytes_in: Counter,
+    /// Control-channel plaintext bytes written to clients.
+    pub bytes_out: Counter,
+    /// TLS handshakes that failed.
+    pub tls_handshake_failures: Counter,
+    /// TLS handshakes that did not finish in time.
+    pub tls_handshake_timeouts: Counter,
+    /// `accept()` errors.
+    pub accept_errors: Counter,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_over_limit: Counter,
+    /// Connections closed because their writer queue overflowed (peer not reading).
+    pub writer_overflows: Counter,
+    /// Forwarder events dropped because the forwarder's queue was full.
+    pub forwarder_events_dropped: Counter,
+    /// Media signals from members while no forwarder is attached.
+    pub media_signals_unrouted: Counter,
+    /// Forwarder signals the DS refused (unknown connection, not a member, too large).
+    pub forwarder_commands_refused: Counter,
+    /// Seconds from reading a commit's last bytes to its broadcast being queued to every member.
+    pub commit_sequencing: Histogram,
+}
+
+impl ShellMetrics {
+    /// Zeroed counters; the histogram spans 50 µs to ~1.6 s.
+    pub fn new() -> Self {
+        Self {
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            tls_handshake_timeouts: Counter::default(),
+            accept_errors: Counter::default(),
+            connections_over_limit: Counter::default(),
+            writer_overflows: Counter::default(),
+            forwarder_events_dropped: Counter::default(),
+            media_signals_unrouted: Counter::default(),
+            forwarder_commands_refused: Counter::default(),
+            commit_sequencing: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        }
+    }
+}
+
+impl Default for ShellMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
+fn gauge(v: usize) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    g
+}
+
+/// A counter family over a wire enum: every known value (from 0), plus any unknown value seen.
+fn family<K: std::fmt::Display + Ord + Copy>(
+    label: &'static str,
+    known: &[K],
+    counts: &BTreeMap<K, u64>,
+) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    for k in known {
+        f.get_or_create(&vec![(label, k.to_string())]).inc_by(0);
+    }
+    for (k, v) in counts {
+        f.get_or_create(&vec![(label, k.to_string())]).inc_by(*v);
+    }
+    f
+}
+
+/// Render every metric as OpenMetrics text.
+pub fn render(
+    snap: &DsSnapshot,
+    shell: &ShellMetrics,
+    sources: &[Arc<dyn MetricsSource>],
+) -> Result<String, std::fmt::Error> {
+    let mut r = Registry::with_prefix("blindcall_relay");
+    let o = &snap.occupancy;
+    let c = &snap.counters;
+    r.register(
+        "rooms",
+        "Rooms with at least one connection",
+        gauge(o.rooms),
+    );
+    r.register(
+        "connections",
+        "Open control connections (TLS established)",
+        gauge(o.connections),
+    );
+    r.register(
+        "participants",
+        "Connections admitted to a room",
+        gauge(o.admitted),
+    );
+    r.register(
+        "members",
+        "Connections that are members of their room's MLS group",
+        gauge(o.members),
+    );
+    r.register("waiting", "Joiners in a waiting room", gauge(o.waiting));
+    r.register(
+        "connections_opened",
+        "Control connections opened",
+        counter(c.connections_opened),
+    );
+    r.register(
+        "admitted",
+        "Connections admitted to a room",
+        counter(c.admitted),
+    );
+    r.register(
+        "refused",
+        "Connections refused or expelled, by reason",
+        family("reason", RefusedReason::KNOWN, &c.refused),
+    );
+    r.register(
+        "protocol_errors",
+        "Error messages sent, by code",
+        family("code", ErrorCode::KNOWN, &c.errors),
+    );
+    r.register(
+        "commits_accepted",
+        "Commits sequenced",
+        counter(c.commits_accepted),
+    );
+    r.register(
+        "commits_rejected",
+        "Commits refused, by reason",
+        family("reason", CommitRejectReason::KNOWN, &c.commits_rejected),
+    );
+    r.register(
+        "groups_created",
+        "Groups bootstrapped",
+        counter(c.groups_created),
+    );
+    r.register(
+        "key_packages_stored",
+        "KeyPackages stored",
+        counter(c.key_packages_stored),
+    );
+    r.register(
+        "welcomes_routed",
+        "Welcomes routed to joiners",
+        counter(c.welcomes_routed),
+    );
+    r.register(
+        "remove_proposals",
+        "Remove proposals the relay issued as external sender",
+        counter(c.remove_proposals),
+    );
+    r.register(
+        "internal_faults",
+        "Internal faults (bugs or library errors)",
+        counter(c.internal_faults),
+    );
+    r.register(
+        "unknown_connection_inputs",
+        "Inputs for connections the DS did not know",
+        counter(c.unknown_connection_inputs),
+    );
+    r.register(
+        "media_signals_in",
+        "Media signals from members to the forwarder",
+        counter(c.media_signals_in),
+    );
+    r.register(
+        "media_signals_out",
+        "Media signals from the forwarder to members",
+        counter(c.media_signals_out),
+    );
+    r.register(
+        "control_bytes_in",
+        "Control-channel bytes read (after TLS)",
+        shell.bytes_in.clone(),
+    );
+    r.register(
+        "control_bytes_out",
+        "Control-channel bytes written (before TLS)",
+        shell.bytes_out.clone(),
+    );
+    r.register(
+        "tls_handshake_failures",
+        "TLS handshakes that failed",
+        shell.tls_handshake_failures.clone(),
+    );
+    r.register(
+        "tls_handshake_timeouts",
+        "TLS handshakes that timed out",
+        shell.tls_handshake_timeouts.clone(),
+    );
+    r.register(
+        "accept_errors",
+        "TCP accept errors",
+        shell.accept_errors.clone(),
+    );
+    r.register(
+        "connections_over_limit",
+        "Connections closed at once because the connection limit was reached",
+        shell.connections_over_limit.clone(),
+    );
+    r.register(
+        "writer_overflows",
+        "Connections closed because they did not read their messages",
+        shell.writer_overflows.clone(),
+    );
+    r.register(
+        "forwarder_events_dropped",
+        "Events for the media forwarder dropped because its queue was full",
+        shell.forwarder_events_dropped.clone(),
+    );
+    r.register(
+        "media_signals_unrouted",
+        "Media signals received while no media forwarder is attached",
+        shell.media_signals_unrouted.clone(),
+    );
+    r.register(
+        "forwarder_commands_refused",
+        "Media signals from the forwarder the DS refused",
+        shell.forwarder_commands_refused.clone(),
+    );
+    r.register(
+        "commit_sequencing_seconds",
+        "Time from reading a commit to queuing its broadcast to every member",
+        shell.commit_sequencing.clone(),
+    );
+    for s in sources {
+        s.register(&mut r);
+    }
+    let mut out = String::new();
+    encode(&mut out, &r)?;
+    Ok(out)
+}
+
+/// Serve `GET /metrics` until `shutdown`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    to_driver: mpsc::Sender<Cmd>,
+    shell: ShellMetrics,
+    sources: Vec<Arc<dyn MetricsSource>>,
+    shutdown: CancellationToken,
+) {
+    let sources: Arc<[Arc<dyn MetricsSource>]> = sources.into();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let (to_driver, shell, sources) = (to_driver.clone(), shell.clone(), sources.clone());
+        tokio::spawn(async move {
+            let r = tokio::time::timeout(
+                Duration::from_secs(5),
+                respond(stream, &to_driver, &shell, &sources),
+            )
+            .await;
+            if !matches!(r, Ok(Ok(()))) {
+                debug!("metrics request failed or timed out");
+            }
+        });
+    }
+}
+
+/// Longest request head read.
+const MAX_REQUEST: usize = 8 * 1024;
+
+async fn respond(
+    mut stream: TcpStream,
+    to_driver: &mpsc::Sender<Cmd>,
+    shell: &ShellMetrics,
+    sources: &[Arc<dyn MetricsSource>],
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_REQUEST {
+            return write_response(
+                &mut stream,
+                "400 Bad Request",
+                "text/plain",
+                "bad request\n",
+            )
+            .await;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if method != b"GET" {
+        return write_response(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n",
+        )
+        .await;
+    }
+    if path != b"/metrics" {
+        return write_response(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await;
+    }
+    let (tx, rx) = oneshot::channel();
+    let snap = match to_driver.send(Cmd::Snapshot(tx)).await {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    let Some(snap) = snap else {
+        return write_response(
+            &mut stream,
+            "503 Service Unavailable",
+            "text/plain",
+            "stopping\n",
+        )
+        .await;
+    };
+    match render(&snap, shell, sources) {
+        Ok(body) => {
+            write_response(
+                &mut stream,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &body,
+            )
+            .await
+        }
+        Err(_) => {
+            write_response(
+                &mut stream,
+                "500 Internal Server Error",
+                "text/plain",
+                "encode failed\n",
+            )
+            .await
+        }
+    }
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason};
+
+    use super::*;
+
+    struct Media(Counter);
+
+    impl MetricsSource for Media {
+        fn register(&self, registry: &mut Registry) {
+            registry.register("media_packets_in", "test", self.0.clone());
+        }
+    }
+
+    // covers: OPS-MET-1
+    #[test]
+    fn every_reason_is_exported_from_zero_and_sources_plug_in() {
+        let mut snap = DsSnapshot::default();
+        snap.counters.refused.insert(RefusedReason::EXPIRED, 2);
+        snap.counters.refused.insert(RefusedReason(999), 1);
+        snap.counters.errors.insert(ErrorCode::FRAME_TOO_LARGE, 3);
+        snap.occupancy.rooms = 4;
+        let shell = ShellMetrics::new();
+        shell.bytes_in.inc_by(10);
+        shell.commit_sequencing.observe(0.001);
+        let media = Media(Counter::default());
+        media.0.inc_by(7);
+        let sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(media)];
+        let text = render(&snap, &shell, &sources).unwrap();
+        for line in [
+            "blindcall_relay_rooms 4",
+            "blindcall_relay_refused_total{reason=\"EXPIRED\"} 2",
+            "blindcall_relay_refused_total{reason=\"RefusedReason(0x3e7)\"} 1",
+            "blindcall_relay_refused_total{reason=\"MISSING_TOKEN\"} 0",
+            "blindcall_relay_protocol_errors_total{code=\"FRAME_TOO_LARGE\"} 3",
+            "blindcall_relay_protocol_errors_total{code=\"RATE_LIMITED\"} 0",
+            "blindcall_relay_commits_rejected_total{reason=\"EPOCH_TAKEN\"} 0",
+            "blindcall_relay_control_bytes_in_total 10",
+            "blindcall_relay_commit_sequencing_seconds_count 1",
+            "blindcall_relay_media_packets_in_total 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        let known =
+            RefusedReason::KNOWN.len() + ErrorCode::KNOWN.len() + CommitRejectReason::KNOWN.len();
+        let labelled = text
+            .lines()
+            .filter(|l| l.contains("{reason=") || l.contains("{code="))
+            .count();
+        assert_eq!(
+            labelled,
+            known + 1,
+            "every known value plus the unknown one"
+        );
+    }
+}

@@ -1,0 +1,509 @@
+//! A simulated room: one `Ds`, real openmls clients, a manual clock, no sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+pub mod tls;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use blindcall_proto::{
+    Body, Commit, ControlMessage, CreateGroup, FrameDecoder, GroupCreated, Hello, HelloAck,
+    PublishKeyPackage, Role, VLBytes, WelcomeMessage,
+};
+use blindcall_relay::token::{self, TokenClaims, TokenSecret};
+use blindcall_relay::*;
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use tls_codec::Deserialize as _;
+
+pub const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+pub const SECRET: [u8; 32] = [0x42; 32];
+pub const T0: u64 = 1_800_000_000;
+
+pub fn relay_identity() -> RelayIdentity {
+    let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
+    RelayIdentity::new(signer, BasicCredential::new(b"relay".to_vec()).into())
+}
+
+pub fn config() -> DsConfig {
+    let mut c = DsConfig::new(TokenSecret::new(SECRET.to_vec()).unwrap(), relay_identity());
+    c.hello_timeout = Duration::from_secs(10);
+    c.waiting_room_timeout = Duration::from_secs(60);
+    c
+}
+
+pub fn mint(room: &[u8], role: Role, expires_at: u64, id: u8) -> Vec<u8> {
+    mint_with(&SECRET, room, role, expires_at, id)
+}
+
+pub fn mint_with(secret: &[u8], room: &[u8], role: Role, expires_at: u64, id: u8) -> Vec<u8> {
+    token::mint(
+        &TokenSecret::new(secret.to_vec()).unwrap(),
+        &TokenClaims {
+            room_id: room.to_vec(),
+            role,
+            expires_at,
+            token_id: [id; 16],
+        },
+    )
+    .unwrap()
+    .into_bytes()
+}
+
+/// The DS plus what each connection received.
+pub struct Net {
+    pub ds: Ds,
+    pub now: Timestamp,
+    pub inbox: HashMap<ConnId, Vec<Body>>,
+    decoders: HashMap<ConnId, FrameDecoder>,
+    pub closed: HashMap<ConnId, CloseReason>,
+    pub events: Vec<Event>,
+    /// Media signals the DS passed to the (absent) forwarder: (conn, room, leaf, payload).
+    pub media: Vec<(ConnId, RoomId, u32, Vec<u8>)>,
+    next: u64,
+}
+
+impl Net {
+    pub fn new() -> Self {
+        Self::with(config())
+    }
+
+    pub fn with(cfg: DsConfig) -> Self {
+        Self {
+            ds: Ds::new(cfg),
+            now: Timestamp::from_unix_secs(T0),
+            inbox: HashMap::new(),
+            decoders: HashMap::new(),
+            closed: HashMap::new(),
+            events: Vec::new(),
+            media: Vec::new(),
+            next: 1,
+        }
+    }
+
+    pub fn open(&mut self) -> ConnId {
+        let id = ConnId(self.next);
+        self.next += 1;
+        self.decoders.insert(id, FrameDecoder::new(u32::MAX));
+        self.ds.handle_input(self.now, Input::Opened(id));
+        self.drain();
+        id
+    }
+
+    pub fn raw(&mut self, id: ConnId, bytes: &[u8]) {
+        self.ds.handle_input(self.now, Input::Received(id, bytes));
+        self.drain();
+    }
+
+    pub fn send(&mut self, id: ConnId, body: Body) {
+        let frame = ControlMessage::new(body).to_frame(u32::MAX).unwrap();
+        self.raw(id, &frame);
+    }
+
+    pub fn close(&mut self, id: ConnId) {
+        self.ds.handle_input(self.now, Input::Closed(id));
+        self.drain();
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now.saturating_add(d);
+        if self.ds.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.ds.handle_timeout(self.now);
+        }
+        self.drain();
+    }
+
+    pub fn drain(&mut self) {
+        while let Some(o) = self.ds.poll_output(self.now) {
+            match o {
+                Output::Send { conn, bytes } => {
+                    assert!(
+                        !self.closed.contains_key(&conn),
+                        "sent to a closed connection"
+                    );
+                    let d = self.decoders.get_mut(&conn).unwrap();
+                    let mut input = &bytes[..];
+                    let frame = d.decode(&mut input).unwrap().unwrap();
+                    assert!(input.is_empty(), "one output is one frame");
+                    let msg = ControlMessage::decode(&frame).unwrap();
+                    self.inbox.entry(conn).or_default().push(msg.body);
+                }
+                Output::Close { conn, reason } => {
+                    self.closed.insert(conn, reason);
+                }
+                Output::MediaSignal {
+                    conn,
+                    room,
+                    leaf,
+                    payload,
+                } => self.media.push((conn, room, leaf, payload)),
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    pub fn take(&mut self, id: ConnId) -> Vec<Body> {
+        self.inbox.remove(&id).unwrap_or_default()
+    }
+
+    pub fn last(&mut self, id: ConnId) -> Body {
+        self.take(id).pop().expect("a message")
+    }
+
+    /// Open and say Hello; returns the connection and what came back.
+    pub fn hello(&mut self, room: &[u8], token: &[u8], name: &str) -> (ConnId, Body) {
+        let id = self.open();
+        self.send(
+            id,
+            Body::Hello(Hello {
+                room_id: VLBytes::new(room.to_vec()),
+                token: VLBytes::new(token.to_vec()),
+                display_name: VLBytes::new(name.as_bytes().to_vec()),
+            }),
+        );
+        let b = self.last(id);
+        (id, b)
+    }
+}
+
+/// A real MLS client on the control channel.
+pub struct Client {
+    pub name: String,
+    pub provider: OpenMlsRustCrypto,
+    pub signer: SignatureKeyPair,
+    pub cwk: CredentialWithKey,
+    pub group: Option<MlsGroup>,
+    pub conn: ConnId,
+    pub ack: Option<HelloAck>,
+}
+
+pub fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .build()
+}
+
+pub fn out_bytes(m: impl Into<MlsMessageOut>) -> Vec<u8> {
+    m.into().to_bytes().unwrap()
+}
+
+impl Client {
+    pub fn connect(net: &mut Net, room: &[u8], role: Role, token_id: u8, name: &str) -> Self {
+        let token = mint(room, role, T0 + 3600, token_id);
+        let (conn, body) = net.hello(room, &token, name);
+        let Body::HelloAck(ack) = body else {
+            panic!("{name} not admitted: {body:?}")
+        };
+        Self::new(name, conn, ack)
+    }
+
+    /// A client with fresh MLS credentials, admitted as `conn` with `ack`.
+    pub fn new(name: &str, conn: ConnId, ack: HelloAck) -> Self {
+        let provider = OpenMlsRustCrypto::default();
+        let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
+        signer.store(provider.storage()).unwrap();
+        let cwk = CredentialWithKey {
+            credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        Self {
+            name: name.to_string(),
+            provider,
+            signer,
+            cwk,
+            group: None,
+            conn,
+            ack: Some(ack),
+        }
+    }
+
+    pub fn group(&mut self) -> &mut MlsGroup {
+        self.group.as_mut().unwrap()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.group.as_ref().unwrap().epoch().as_u64()
+    }
+
+    pub fn authenticator(&self) -> Vec<u8> {
+        self.group
+            .as_ref()
+            .unwrap()
+            .epoch_authenticator()
+            .as_slice()
+            .to_vec()
+    }
+
+    /// Create a group listing the relay (from HelloAck) as external sender.
+    pub fn create_group(&mut self, relay: &AckRelay) {
+        self.create_group_with(
+            Extensions::single(Extension::ExternalSenders(vec![ExternalSender::new(
+                SignaturePublicKey::from(relay.key.clone()),
+                relay.credential.clone(),
+            )]))
+            .unwrap(),
+        );
+    }
+
+    pub fn create_group_with(&mut self, extensions: Extensions<GroupContext>) {
+        let cfg = MlsGroupCreateConfig::builder()
+            .ciphersuite(CS)
+            .use_ratchet_tree_extension(true)
+            .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .with_group_context_extensions(extensions)
+            .build();
+        self.group =
+            Some(MlsGroup::new(&self.provider, &self.signer, &cfg, self.cwk.clone()).unwrap());
+    }
+
+    pub fn group_info(&self) -> Vec<u8> {
+        out_bytes(
+            self.group
+                .as_ref()
+                .unwrap()
+                .export_group_info(self.provider.crypto(), &self.signer, true)
+                .unwrap(),
+        )
+    }
+
+    pub fn key_package(&self) -> Vec<u8> {
+        let bundle = KeyPackage::builder()
+            .build(CS, &self.provider, &self.signer, self.cwk.clone())
+            .unwrap();
+        out_bytes(bundle.key_package().clone())
+    }
+
+    /// Add members by KeyPackage message bytes; returns the Commit message to send.
+    pub fn add(&mut self, kps: &[Vec<u8>]) -> Commit {
+        let kps: Vec<KeyPackage> = kps
+            .iter()
+            .map(|b| {
+                let MlsMessageBodyIn::KeyPackage(k) =
+                    MlsMessageIn::tls_deserialize_exact(b).unwrap().extract()
+                else {
+                    panic!("not a key package")
+                };
+                k.validate(self.provider.crypto(), ProtocolVersion::Mls10)
+                    .unwrap()
+            })
+            .collect();
+        let epoch = self.epoch();
+        let (provider, signer) = (&self.provider, &self.signer);
+        let (commit, welcome, gi) = self
+            .group
+            .as_mut()
+            .unwrap()
+            .add_members(provider, signer, &kps)
+            .unwrap();
+        Commit {
+            epoch,
+            commit: VLBytes::new(out_bytes(commit)),
+            welcome: Some(VLBytes::new(out_bytes(welcome))),
+            group_info: Some(VLBytes::new(out_bytes(gi.unwrap()))),
+        }
+    }
+
+    pub fn self_update(&mut self) -> Commit {
+        let epoch = self.epoch();
+        let (provider, signer) = (&self.provider, &self.signer);
+        let bundle = self
+            .group
+            .as_mut()
+            .unwrap()
+            .self_update(provider, signer, LeafNodeParameters::default())
+            .unwrap();
+        let welcome = bundle.to_welcome_msg();
+        let (commit, _, gi) = bundle.into_contents();
+        Commit {
+            epoch,
+            commit: VLBytes::new(out_bytes(commit)),
+            welcome: welcome.map(|w| VLBytes::new(out_bytes(w))),
+            group_info: gi.map(|g| VLBytes::new(out_bytes(g))),
+        }
+    }
+
+    pub fn commit_pending(&mut self) -> Commit {
+        let epoch = self.epoch();
+        let (provider, signer) = (&self.provider, &self.signer);
+        let (commit, welcome, gi) = self
+            .group
+            .as_mut()
+            .unwrap()
+            .commit_to_pending_proposals(provider, signer)
+            .unwrap();
+        Commit {
+            epoch,
+            commit: VLBytes::new(out_bytes(commit)),
+            welcome: welcome.map(|w| VLBytes::new(out_bytes(w))),
+            group_info: gi.map(|g| VLBytes::new(out_bytes(g))),
+        }
+    }
+
+    pub fn merge_pending(&mut self) {
+        let provider = &self.provider;
+        self.group
+            .as_mut()
+            .unwrap()
+            .merge_pending_commit(provider)
+            .unwrap();
+    }
+
+    pub fn clear_pending(&mut self) {
+        let storage = self.provider.storage();
+        self.group
+            .as_mut()
+            .unwrap()
+            .clear_pending_commit(storage)
+            .unwrap();
+    }
+
+    /// Apply an incoming MLS handshake (commit or proposal).
+    pub fn process(&mut self, bytes: &[u8]) {
+        let msg = MlsMessageIn::tls_deserialize_exact(bytes).unwrap();
+        let pm = msg.try_into_protocol_message().unwrap();
+        let provider = &self.provider;
+        let group = self.group.as_mut().unwrap();
+        let processed = group.process_message(provider, pm).unwrap();
+        match processed.into_content() {
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                group.merge_staged_commit(provider, *staged).unwrap();
+            }
+            ProcessedMessageContent::ProposalMessage(p) => {
+                group
+                    .store_pending_proposal(provider.storage(), *p)
+                    .unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    pub fn join_from_welcome(&mut self, w: &WelcomeMessage) {
+        let MlsMessageBodyIn::Welcome(welcome) =
+            MlsMessageIn::tls_deserialize_exact(w.welcome.as_slice())
+                .unwrap()
+                .extract()
+        else {
+            panic!("not a welcome")
+        };
+        let tree = RatchetTreeIn::tls_deserialize_exact(w.ratchet_tree.as_slice()).unwrap();
+        let staged =
+            StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, Some(tree))
+                .unwrap();
+        self.group = Some(staged.into_group(&self.provider).unwrap());
+    }
+
+    /// Process everything the relay sent this client, in order. Returns the bodies.
+    pub fn pump(&mut self, net: &mut Net) -> Vec<Body> {
+        let bodies = net.take(self.conn);
+        self.apply(&bodies);
+        bodies
+    }
+
+    /// Process handshakes and Welcomes among `bodies`, in order.
+    pub fn apply(&mut self, bodies: &[Body]) {
+        for b in bodies {
+            match b {
+                Body::CommitBroadcast(c) => self.process(c.commit.as_slice()),
+                Body::RelayProposal(p) => self.process(p.proposal.as_slice()),
+                Body::Welcome(w) => self.join_from_welcome(w),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A room with a host member: host connected, group created and bootstrapped at the DS.
+pub fn room_with_host(net: &mut Net, room: &[u8], token_id: u8) -> Client {
+    let mut host = Client::connect(net, room, Role::HOST, token_id, "host");
+    let relay = relay_from_ack(host.ack.as_ref().unwrap());
+    host.create_group(&relay);
+    let gi = host.group_info();
+    net.send(
+        host.conn,
+        Body::CreateGroup(CreateGroup {
+            group_info: VLBytes::new(gi),
+        }),
+    );
+    assert_eq!(
+        net.last(host.conn),
+        Body::GroupCreated(GroupCreated { epoch: 0 })
+    );
+    host
+}
+
+/// The relay's external sender as a client learns it from HelloAck. A `RelayIdentity` is only
+/// needed for `external_senders_extension`; build the extension from the ack's bytes instead.
+pub fn relay_from_ack(ack: &HelloAck) -> AckRelay {
+    AckRelay {
+        key: ack.external_sender_key.as_slice().to_vec(),
+        credential: Credential::tls_deserialize_exact(ack.external_sender_credential.as_slice())
+            .unwrap(),
+    }
+}
+
+/// The relay's external-sender entry as advertised in HelloAck.
+pub struct AckRelay {
+    pub key: Vec<u8>,
+    pub credential: Credential,
+}
+
+/// A guest that connects, publishes a KeyPackage and enters the waiting room.
+pub fn waiting_guest(net: &mut Net, room: &[u8], token_id: u8, name: &str) -> Client {
+    let g = Client::connect(net, room, Role::GUEST, token_id, name);
+    net.send(
+        g.conn,
+        Body::PublishKeyPackage(PublishKeyPackage {
+            key_package: VLBytes::new(g.key_package()),
+        }),
+    );
+    assert!(matches!(net.last(g.conn), Body::KeyPackageAccepted(_)));
+    net.send(g.conn, Body::JoinRequest);
+    assert!(matches!(net.last(g.conn), Body::RoomStateUpdate(_)));
+    g
+}
+
+/// The KeyPackages in the latest WaitingRoomUpdate a member received.
+pub fn waiting_kps(bodies: &[Body]) -> Vec<(u64, Vec<u8>)> {
+    bodies
+        .iter()
+        .rev()
+        .find_map(|b| match b {
+            Body::WaitingRoomUpdate(u) => Some(
+                u.entries
+                    .iter()
+                    .map(|e| (e.conn_id, e.key_package.as_slice().to_vec()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Host admits every waiting guest with one Add commit; everyone converges.
+pub fn admit_all(
+    net: &mut Net,
+    host: &mut Client,
+    others: &mut [&mut Client],
+    joiners: &mut [&mut Client],
+) {
+    let bodies = host.pump(net);
+    let kps: Vec<Vec<u8>> = waiting_kps(&bodies).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(kps.len(), joiners.len());
+    let commit = host.add(&kps);
+    net.send(host.conn, Body::Commit(commit));
+    let reply = net.take(host.conn);
+    assert!(
+        matches!(reply.first(), Some(Body::CommitAccepted(_))),
+        "{reply:?}"
+    );
+    host.merge_pending();
+    for o in others.iter_mut() {
+        o.pump(net);
+    }
+    for j in joiners.iter_mut() {
+        j.pump(net);
+        assert_eq!(j.epoch(), host.epoch());
+    }
+}
