@@ -1,0 +1,310 @@
+//! Per-room forwarding counters. Every packet that enters is either forwarded to each
+//! subscriber leg or dropped with a reason; nothing disappears uncounted.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use blindcall_media::seq::SeqExtender;
+
+/// Tracks one publisher stream's sequence numbers to count packets that never reached the
+/// relay's forwarder (lost on the network or dropped inside the WebRTC stack's queues).
+#[derive(Debug, Default)]
+pub struct LossTracker {
+    seq: SeqExtender,
+    first: Option<u64>,
+    received: u64,
+    reported: i64,
+}
+
+impl LossTracker {
+    /// A tracker that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `sequence_number`; returns the change in the stream's missing-packet count
+    /// (positive when a gap opens, negative when a late packet fills one).
+    pub fn observe(&mut self, sequence_number: u16) -> i64 {
+        let ext = self.seq.extend(sequence_number);
+        let first = *self.first.get_or_insert(ext);
+        let first = first.min(ext);
+        self.first = Some(first);
+        self.received += 1;
+        let highest = self.seq.highest().unwrap_or(ext);
+        let expected = highest - first + 1;
+        let missing = i64::try_from(expected).unwrap_or(i64::MAX)
+            - i64::try_from(self.received).unwrap_or(i64::MAX);
+        let delta = missing - self.reported;
+        self.reported = missing;
+        delta
+    }
+}
+
+/// Why a packet (or one copy of it for one leg) was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The publisher's stream had no subscriber leg (counted once per packet).
+    NoSubscriber,
+    /// The leg's queue was full (the subscriber's writer fell behind).
+    QueueFull,
+    /// The leg was being torn down.
+    LegClosed,
+    /// The WebRTC stack refused the write (connection closed).
+    WriteFailed,
+}
+
+impl DropReason {
+    /// All reasons, in a stable order.
+    pub const ALL: [DropReason; 4] = [
+        DropReason::NoSubscriber,
+        DropReason::QueueFull,
+        DropReason::LegClosed,
+        DropReason::WriteFailed,
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            DropReason::NoSubscriber => 0,
+            DropReason::QueueFull => 1,
+            DropReason::LegClosed => 2,
+            DropReason::WriteFailed => 3,
+        }
+    }
+
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::NoSubscriber => "no_subscriber",
+            DropReason::QueueFull => "queue_full",
+            DropReason::LegClosed => "leg_closed",
+            DropReason::WriteFailed => "write_failed",
+        }
+    }
+}
+
+/// Lock-free counters shared by a room's forwarding tasks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    packets_in: AtomicU64,
+    bytes_in: AtomicU64,
+    routed: AtomicU64,
+    copies: AtomicU64,
+    packets_out: AtomicU64,
+    bytes_out: AtomicU64,
+    dropped: [AtomicU64; 4],
+    extensions_stripped: AtomicU64,
+    keyframe_requests: AtomicU64,
+    tapped: AtomicU64,
+    tap_dropped: AtomicU64,
+    missing_upstream: AtomicI64,
+}
+
+impl Counters {
+    /// Adds a [`LossTracker::observe`] delta to the packets missing before the forwarder.
+    pub fn record_missing_upstream(&self, delta: i64) {
+        if delta != 0 {
+            self.missing_upstream.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// A packet of `bytes` payload bytes arrived from a publisher.
+    pub fn record_in(&self, bytes: usize) {
+        self.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// An arrived packet was handed to `legs` subscriber legs (0 records a drop).
+    pub fn record_routed(&self, legs: usize) {
+        if legs == 0 {
+            self.record_drop(DropReason::NoSubscriber);
+        } else {
+            self.routed.fetch_add(1, Ordering::Relaxed);
+            self.copies.fetch_add(legs as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// One copy was written to a subscriber leg.
+    pub fn record_out(&self, bytes: usize) {
+        self.packets_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A packet or one copy of it was dropped.
+    pub fn record_drop(&self, reason: DropReason) {
+        self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Header extensions were removed on a leg that did not negotiate them.
+    pub fn record_extensions_stripped(&self, n: usize) {
+        if n > 0 {
+            self.extensions_stripped
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// A keyframe request was forwarded upstream.
+    pub fn record_keyframe_request(&self) {
+        self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy was offered to the tap (`delivered` false: the tap channel was full).
+    pub fn record_tap(&self, delivered: bool) {
+        if delivered {
+            self.tapped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.tap_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A consistent-enough copy of every counter.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CountersSnapshot {
+            packets_in: l(&self.packets_in),
+            bytes_in: l(&self.bytes_in),
+            routed: l(&self.routed),
+            copies: l(&self.copies),
+            packets_out: l(&self.packets_out),
+            bytes_out: l(&self.bytes_out),
+            dropped_no_subscriber: l(&self.dropped[0]),
+            dropped_queue_full: l(&self.dropped[1]),
+            dropped_leg_closed: l(&self.dropped[2]),
+            dropped_write_failed: l(&self.dropped[3]),
+            extensions_stripped: l(&self.extensions_stripped),
+            keyframe_requests: l(&self.keyframe_requests),
+            tapped: l(&self.tapped),
+            tap_dropped: l(&self.tap_dropped),
+            missing_upstream: u64::try_from(self.missing_upstream.load(Ordering::Relaxed))
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// A point-in-time copy of a room's [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// RTP packets received from publishers.
+    pub packets_in: u64,
+    /// Payload bytes received from publishers.
+    pub bytes_in: u64,
+    /// Received packets that had at least one subscriber leg.
+    pub routed: u64,
+    /// Copies handed to subscriber legs (sum of fan-out over routed packets).
+    pub copies: u64,
+    /// Copies written to subscriber legs.
+    pub packets_out: u64,
+    /// Payload bytes written to subscriber legs.
+    pub bytes_out: u64,
+    /// Packets dropped because nobody subscribed to the stream.
+    pub dropped_no_subscriber: u64,
+    /// Copies dropped because the leg's queue was full.
+    pub dropped_queue_full: u64,
+    /// Copies dropped because the leg was closing.
+    pub dropped_leg_closed: u64,
+    /// Copies the WebRTC stack refused.
+    pub dropped_write_failed: u64,
+    /// Header extensions removed on legs that did not negotiate them.
+    pub extensions_stripped: u64,
+    /// Keyframe requests (PLI/FIR) forwarded to publishers.
+    pub keyframe_requests: u64,
+    /// Packets copied to the tap.
+    pub tapped: u64,
+    /// Packets the tap could not take (its channel was full).
+    pub tap_dropped: u64,
+    /// Publisher packets that never reached the forwarder (gaps in their sequence numbers):
+    /// lost on the network or dropped by the WebRTC stack before the relay could count them.
+    pub missing_upstream: u64,
+}
+
+impl CountersSnapshot {
+    /// Dropped copies or packets with `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::NoSubscriber => self.dropped_no_subscriber,
+            DropReason::QueueFull => self.dropped_queue_full,
+            DropReason::LegClosed => self.dropped_leg_closed,
+            DropReason::WriteFailed => self.dropped_write_failed,
+        }
+    }
+
+    /// Copies still queued towards a leg (neither written nor dropped yet).
+    pub fn in_flight(&self) -> u64 {
+        self.copies.saturating_sub(
+            self.packets_out
+                + self.dropped_queue_full
+                + self.dropped_leg_closed
+                + self.dropped_write_failed,
+        )
+    }
+
+    /// Whether the books balance: every packet in was routed or dropped, and every copy was
+    /// written, dropped with a reason, or is still in flight.
+    pub fn balanced(&self) -> bool {
+        self.packets_in == self.routed + self.dropped_no_subscriber
+            && self.copies
+                == self.packets_out
+                    + self.dropped_queue_full
+                    + self.dropped_leg_closed
+                    + self.dropped_write_failed
+                    + self.in_flight()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    // covers: MT-FWD-5
+    #[test]
+    fn books_balance_across_fan_out_and_every_drop_reason() {
+        let c = Counters::default();
+        // 3 packets, fan-out 2: 5 copies written, 1 queue full.
+        for _ in 0..3 {
+            c.record_in(100);
+        }
+        c.record_routed(2);
+        c.record_routed(2);
+        c.record_routed(0);
+        for _ in 0..3 {
+            c.record_out(100);
+        }
+        c.record_drop(DropReason::QueueFull);
+        let s = c.snapshot();
+        assert_eq!(s.packets_in, 3);
+        assert_eq!(s.dropped(DropReason::NoSubscriber), 1);
+        assert_eq!(s.copies, 4);
+        assert_eq!(s.in_flight(), 0);
+        assert!(s.balanced());
+        // One more copy in flight still balances; a phantom "out" does not.
+        c.record_in(1);
+        c.record_routed(1);
+        assert_eq!(c.snapshot().in_flight(), 1);
+        assert!(c.snapshot().balanced());
+        c.record_out(1);
+        c.record_out(1);
+        assert!(!c.snapshot().balanced());
+        for r in DropReason::ALL {
+            assert!(!r.label().is_empty());
+        }
+    }
+
+    // covers: MT-FWD-7
+    #[test]
+    fn loss_tracker_counts_gaps_and_late_fills_across_wrap() {
+        let c = Counters::default();
+        let mut t = LossTracker::new();
+        for seq in [65_533u16, 65_534, 1, 2] {
+            c.record_missing_upstream(t.observe(seq));
+        }
+        // 65_535 and 0 missing.
+        assert_eq!(c.snapshot().missing_upstream, 2);
+        c.record_missing_upstream(t.observe(0));
+        assert_eq!(c.snapshot().missing_upstream, 1);
+        // A packet from before the first one seen widens the expected range by itself only.
+        c.record_missing_upstream(t.observe(65_532));
+        assert_eq!(c.snapshot().missing_upstream, 1);
+        c.record_missing_upstream(t.observe(65_535));
+        assert_eq!(c.snapshot().missing_upstream, 0);
+    }
+}
