@@ -1,0 +1,216 @@
+//! A complete relay in-process: the TLS control server with its delivery service, the media
+//! forwarder attached, a development certificate and a random token secret. For demos and
+//! end-to-end tests; operators run `blindcall relay` / `blindcall-relay` instead.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use blindcall_proto::Role;
+use blindcall_relay::cli::{CliError, RelayArgs};
+use blindcall_relay::config::{RelayConfig, SecretSection};
+use blindcall_relay::token::{self, TokenClaims};
+use blindcall_relay::{RelayHandle, TokenSecret};
+use blindcall_transport::CountersSnapshot;
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::mpsc;
+
+use crate::forwarder::{self, ForwarderConfig, ForwarderHandle};
+use crate::options::TrustAnchor;
+
+/// Why the embedded relay could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// Configuration (certificate, secret, limits) failed.
+    #[error("relay configuration: {0}")]
+    Config(#[from] blindcall_relay::ConfigError),
+    /// The server failed to start.
+    #[error("relay server: {0}")]
+    Server(#[from] blindcall_relay::ServerError),
+    /// The system random generator failed.
+    #[error("system random generator failed")]
+    Random,
+    /// Minting a token failed.
+    #[error("token: {0}")]
+    Token(#[from] blindcall_relay::token::TokenError),
+}
+
+/// Options of [`EmbeddedRelay::start`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbeddedOptions {
+    /// Keep a copy of every RTP payload the forwarder receives (after SRTP removal).
+    pub tap: bool,
+}
+
+/// A running in-process relay.
+pub struct EmbeddedRelay {
+    handle: RelayHandle,
+    cert_der: Vec<u8>,
+    fingerprint: String,
+    secret_hex: String,
+    forwarder: ForwarderHandle,
+    tapped: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for EmbeddedRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedRelay")
+            .field("addr", &self.handle.local_addr())
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_hex(n: usize) -> Result<String, EmbeddedError> {
+    let mut b = vec![0u8; n];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| EmbeddedError::Random)?;
+    Ok(hex::encode(b))
+}
+
+impl EmbeddedRelay {
+    /// Starts a relay on 127.0.0.1 (ephemeral port) with a fresh self-signed certificate.
+    pub async fn start(opts: EmbeddedOptions) -> Result<Self, EmbeddedError> {
+        let secret_hex = random_hex(32)?;
+        let mut cfg = RelayConfig::with_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+        cfg.tls.dev_self_signed = true;
+        cfg.token_secret = SecretSection {
+            hex: Some(secret_hex.clone()),
+            ..SecretSection::default()
+        };
+        let resolved = cfg.resolve(&|_| None)?;
+        let dev = resolved
+            .dev_cert
+            .ok_or(EmbeddedError::Config(blindcall_relay::ConfigError::NoTls))?;
+        let tapped: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let tap = if opts.tap {
+            let (tx, mut rx) = mpsc::channel::<blindcall_transport::TappedPacket>(1 << 16);
+            let sink = Arc::clone(&tapped);
+            tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let payload: Vec<u8> = p.packet.payload.to_vec();
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(payload);
+                }
+            });
+            Some(tx)
+        } else {
+            None
+        };
+        let (hook, forwarder) = forwarder::attach(ForwarderConfig {
+            tap,
+            ..ForwarderConfig::default()
+        });
+        let mut server = resolved.server;
+        server.media = Some(hook);
+        let handle = blindcall_relay::start(server).await?;
+        Ok(Self {
+            handle,
+            cert_der: dev.der().to_vec(),
+            fingerprint: dev.fingerprint(),
+            secret_hex,
+            forwarder,
+            tapped,
+        })
+    }
+
+    /// The control channel's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// The trust anchor clients need (the development certificate).
+    pub fn trust(&self) -> TrustAnchor {
+        TrustAnchor::CertificateDer(self.cert_der.clone())
+    }
+
+    /// SHA-256 fingerprint of the development certificate.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Mints a capability token for `room` with `role`, valid for `ttl`.
+    pub fn mint(&self, room: &str, role: Role, ttl: Duration) -> Result<String, EmbeddedError> {
+        let secret = TokenSecret::from_hex(&self.secret_hex)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut token_id = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut token_id)
+            .map_err(|_| EmbeddedError::Random)?;
+        Ok(token::mint(
+            &secret,
+            &TokenClaims {
+                room_id: room.as_bytes().to_vec(),
+                role,
+                expires_at: now.saturating_add(ttl.as_secs()),
+                token_id,
+            },
+        )?)
+    }
+
+    /// Forwarding counters so far.
+    pub fn forwarded(&self) -> CountersSnapshot {
+        self.forwarder.counters()
+    }
+
+    /// Every RTP payload the forwarder received so far (with [`EmbeddedOptions::tap`]).
+    pub fn tapped_payloads(&self) -> Vec<Vec<u8>> {
+        self.tapped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Shuts the relay down and waits for it.
+    pub async fn shutdown(self) {
+        self.handle.shutdown();
+        let _ = self.handle.wait().await;
+    }
+}
+
+/// Runs a relay with its media forwarder attached until SIGINT/SIGTERM (what `blindcall
+/// relay` runs; `blindcall-relay` alone serves the control channel only). Prints the bound
+/// address and, for a development certificate, its fingerprint.
+pub async fn run_relay_with_media(args: &RelayArgs) -> Result<(), CliError> {
+    let cfg = args.to_config()?;
+    let resolved = cfg.resolve(&|v| std::env::var(v).ok())?;
+    if let Some(dev) = &resolved.dev_cert {
+        println!("development certificate SHA-256: {}", dev.fingerprint());
+        if let Some(out) = &cfg.tls.dev_cert_out {
+            println!("development certificate PEM written to {}", out.display());
+        }
+    }
+    let (hook, _forwarder) = forwarder::attach(ForwarderConfig::default());
+    let mut server = resolved.server;
+    server.media = Some(hook);
+    let handle = blindcall_relay::start(server).await?;
+    println!("relay listening on {}", handle.local_addr());
+    wait_for_signal().await;
+    handle.shutdown();
+    handle.wait().await?;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

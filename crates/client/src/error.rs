@@ -1,0 +1,137 @@
+//! Errors of the SDK, grouped by who is at fault.
+
+use std::net::SocketAddr;
+
+use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason};
+
+/// Why [`crate::Call::join`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The options or arguments are unusable (caller's fault).
+    #[error("invalid join arguments: {0}")]
+    Options(#[from] OptionsError),
+    /// TCP connect to the relay failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The relay address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (certificate not trusted, protocol mismatch, ...).
+    #[error("TLS handshake with the relay failed: {0}")]
+    Tls(std::io::Error),
+    /// The relay refused admission.
+    #[error("the relay refused admission: {0}")]
+    Refused(RefusedReason),
+    /// The relay broke the control protocol.
+    #[error("control protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The relay did not answer in time.
+    #[error("timed out waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+    },
+    /// The group layer failed (creating credentials or the group).
+    #[error("group: {0}")]
+    Group(#[from] blindcall_group::Error),
+}
+
+/// Unusable options or arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// The token is not a `bct1.` capability token.
+    #[error("the token is not a blindcall capability token")]
+    MalformedToken,
+    /// The trust anchor holds no usable certificate or fingerprint.
+    #[error("trust anchor: {0}")]
+    TrustAnchor(&'static str),
+    /// The relay's server name is not a valid DNS name or IP address.
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+}
+
+/// The relay sent something the client cannot accept at this point.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame or message did not decode.
+    #[error("undecodable control message")]
+    Malformed,
+    /// A message of a kind not expected now.
+    #[error("unexpected {got} while waiting for {expected}")]
+    Unexpected {
+        /// What arrived (message type name).
+        got: &'static str,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// The relay reported an error for our last message.
+    #[error("relay error {0}")]
+    RelayError(ErrorCode),
+    /// The HelloAck's external-sender credential is not a basic credential.
+    #[error("relay external-sender credential unusable")]
+    RelayCredential,
+    /// The relay closed the connection.
+    #[error("connection closed by the relay")]
+    Closed,
+}
+
+/// Why a request to a running [`crate::Call`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The call has ended; the handle is inert.
+    #[error("the call has ended")]
+    Ended,
+    /// No waiting-room request with this id.
+    #[error("no waiting-room request {0}")]
+    UnknownRequest(u64),
+    /// No member with this identity in the current epoch.
+    #[error("no member named {0:?}")]
+    UnknownMember(String),
+    /// This participant is not (yet) a member of the call's group.
+    #[error("not a member of the call")]
+    NotMember,
+    /// Publishing is not possible (media off, or synthetic media owns the streams).
+    #[error("media publishing is not enabled for this call")]
+    MediaDisabled,
+    /// The media connection is not up yet (wait for `Event::MediaConnected`).
+    #[error("the media connection is not up yet")]
+    MediaNotConnected,
+    /// Sealing or packetizing the frame failed (e.g. an empty or oversized frame).
+    #[error("frame not sent: {0}")]
+    FrameRejected(String),
+}
+
+/// Non-fatal trouble the call reports as [`crate::Event::Warning`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallWarning {
+    /// The relay refused one of our commits for a reason other than a lost race.
+    #[error("commit for epoch {epoch} rejected: {reason}")]
+    CommitRejected {
+        /// Epoch of the refused commit.
+        epoch: u64,
+        /// The relay's reason.
+        reason: CommitRejectReason,
+    },
+    /// A handshake message from the relay was refused by the group layer (nothing merged).
+    #[error("handshake message refused: {0}")]
+    HandshakeRefused(String),
+    /// A group operation failed locally.
+    #[error("group operation failed: {0}")]
+    Group(String),
+    /// The relay reported an error for one of our messages.
+    #[error("relay error {0}")]
+    Relay(ErrorCode),
+    /// Media transport trouble.
+    #[error("media transport: {0}")]
+    Transport(String),
+    /// An undecodable media-signaling message from the relay.
+    #[error("bad media signal from the relay")]
+    BadMediaSignal,
+}

@@ -1,0 +1,231 @@
+//! What a running call reports to the application.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use blindcall_group::{FrameDropReason, SecurityCode};
+use blindcall_proto::{RefusedReason, Role};
+
+use crate::error::CallWarning;
+
+/// Why a frame from a sender was not delivered to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DropCause {
+    /// SFrame refused it (tag, replay, unknown key, ...).
+    Frame(FrameReason),
+    /// The depacketizer gave up on an incomplete frame (lost packets); never opened.
+    Incomplete,
+    /// An RTP payload that was not a valid SFrame-over-RTP packet.
+    MalformedPacket,
+    /// Sealed under an epoch before this member joined (expected for a new member).
+    BeforeJoin,
+    /// Sealed under an epoch this member never received a commit for in time.
+    FutureEpochExpired,
+    /// It authenticated, but the synthetic frame inside failed its integrity check.
+    Integrity,
+}
+
+/// [`FrameDropReason`] in an orderable form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum FrameReason {
+    /// Unparsable header.
+    Malformed,
+    /// KID outside the call's layout.
+    KidOutOfLayout,
+    /// Epoch keys not held.
+    UnknownEpoch,
+    /// Leaf not a member in that epoch.
+    UnknownSender,
+    /// Authentication failed.
+    TagMismatch,
+    /// Counter seen before.
+    Replay,
+    /// Counter left of the replay window.
+    TooOld,
+    /// Another SFrame refusal.
+    Other,
+}
+
+impl From<FrameDropReason> for FrameReason {
+    fn from(r: FrameDropReason) -> Self {
+        match r {
+            FrameDropReason::Malformed => Self::Malformed,
+            FrameDropReason::KidOutOfLayout => Self::KidOutOfLayout,
+            FrameDropReason::UnknownEpoch => Self::UnknownEpoch,
+            FrameDropReason::UnknownSender => Self::UnknownSender,
+            FrameDropReason::TagMismatch => Self::TagMismatch,
+            FrameDropReason::Replay => Self::Replay,
+            FrameDropReason::TooOld => Self::TooOld,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for DropCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Frame(r) => write!(f, "{r:?}"),
+            Self::Incomplete => f.write_str("Incomplete"),
+            Self::MalformedPacket => f.write_str("MalformedPacket"),
+            Self::BeforeJoin => f.write_str("BeforeJoin"),
+            Self::FutureEpochExpired => f.write_str("FutureEpochExpired"),
+            Self::Integrity => f.write_str("Integrity"),
+        }
+    }
+}
+
+/// Decrypt health of one incoming stream source (a remote participant's connection).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderHealth {
+    /// The relay's id of the remote participant's media connection.
+    pub participant: u64,
+    /// The sender's identity, once a frame from it authenticated.
+    pub identity: Option<Arc<str>>,
+    /// Frames opened.
+    pub opened: u64,
+    /// Frames dropped, by cause.
+    pub dropped: BTreeMap<DropCause, u64>,
+    /// RTP packets received.
+    pub packets: u64,
+}
+
+impl SenderHealth {
+    /// Frames dropped for any cause except [`DropCause::BeforeJoin`].
+    pub fn dropped_unexpected(&self) -> u64 {
+        self.dropped
+            .iter()
+            .filter(|(c, _)| **c != DropCause::BeforeJoin)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Why a call ended for this participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The application called [`crate::Call::leave`].
+    Left,
+    /// A commit removed this member.
+    Removed,
+    /// The host denied the join request (or removed the participant from the waiting room).
+    Denied,
+    /// The relay refused or expelled the connection.
+    Refused(RefusedReason),
+    /// The control connection broke.
+    ConnectionLost,
+    /// The relay broke the protocol.
+    ProtocolError(String),
+}
+
+/// A member as shown to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Display identity.
+    pub identity: Arc<str>,
+    /// MLS leaf index.
+    pub leaf: u32,
+    /// Host role.
+    pub host: bool,
+}
+
+/// Something the application should show or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The relay admitted the connection with `role`.
+    Admitted {
+        /// Granted role.
+        role: Role,
+    },
+    /// Waiting in the waiting room for a host's approval.
+    Waiting,
+    /// This participant is a member of the call's group.
+    Joined {
+        /// First epoch held.
+        epoch: u64,
+        /// Members at that epoch.
+        members: Vec<Member>,
+    },
+    /// The media connection to the relay is up and negotiated.
+    MediaConnected,
+    /// Someone asks to join (hosts only): answer with [`crate::Call::approve`] or
+    /// [`crate::Call::deny`].
+    JoinRequested {
+        /// Id to answer with.
+        request: u64,
+        /// The display name the joiner gave the relay (its MLS identity is checked on add).
+        display_name: String,
+    },
+    /// Members joined in `epoch`.
+    MembersJoined {
+        /// Epoch.
+        epoch: u64,
+        /// Identities.
+        identities: Vec<Arc<str>>,
+    },
+    /// Members left or were removed in `epoch`.
+    MembersLeft {
+        /// Epoch.
+        epoch: u64,
+        /// Identities.
+        identities: Vec<Arc<str>>,
+    },
+    /// The group moved to `epoch`; new receive keys are installed. Show `code`.
+    EpochChanged {
+        /// Epoch.
+        epoch: u64,
+        /// Security code (same on every member's screen).
+        code: SecurityCode,
+    },
+    /// Own media is now sealed under `epoch` (a keyframe follows).
+    SendEpochActivated {
+        /// Epoch.
+        epoch: u64,
+    },
+    /// Per-sender decrypt health, every stats interval while media flows.
+    DecryptHealth(Vec<SenderHealth>),
+    /// The relay reports the room locked (new joiners refused) or unlocked.
+    RoomLocked {
+        /// Whether it is locked now.
+        locked: bool,
+    },
+    /// A non-fatal problem.
+    Warning(CallWarning),
+    /// The call is over for this participant; no further events follow.
+    CallEnded {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// A snapshot of a call's counters, refreshed every stats interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Current epoch (`None` before joining).
+    pub epoch: Option<u64>,
+    /// Current security code.
+    pub code: Option<String>,
+    /// Own send epoch.
+    pub send_epoch: Option<u64>,
+    /// Frames sealed and sent, audio and video.
+    pub frames_sent: u64,
+    /// Frames opened from everyone.
+    pub frames_opened: u64,
+    /// Frames dropped from everyone, by cause.
+    pub dropped: BTreeMap<DropCause, u64>,
+    /// Per-sender health.
+    pub senders: Vec<SenderHealth>,
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Media events the transport dropped because this call did not read them fast enough.
+    pub transport_events_dropped: u64,
+    /// Members in the current epoch.
+    pub members: usize,
+    /// Whether the call ended.
+    pub ended: bool,
+}

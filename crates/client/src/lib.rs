@@ -1,0 +1,63 @@
+//! blindcall-client: the SDK an application links to take part in an end-to-end encrypted
+//! call through a blind relay.
+//!
+//! [`Call::join`] opens the TLS control channel, gets admitted with a room capability token,
+//! creates the call's MLS group (host, empty room) or waits in the waiting room until a host
+//! admits it, then opens one WebRTC PeerConnection to the relay's forwarder (signaled through
+//! the control channel). Every outgoing frame is sealed with SFrame under the group's current
+//! send key **before** it is packetized; every incoming frame is reassembled and only then
+//! opened. The relay sees RTP headers and ciphertext only. [`Events`] reports membership,
+//! waiting-room requests, epochs with their security codes, per-sender decrypt health and
+//! the end of the call. See `spec/client.md` for the normative behaviour.
+//!
+//! ```no_run
+//! use blindcall_client::{Call, Event, JoinOptions, MediaKind, MediaMode, TrustAnchor};
+//!
+//! # async fn demo(pem: String, token: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut options = JoinOptions::new(TrustAnchor::Pem(pem));
+//! options.media = MediaMode::App;
+//! let (call, mut events) = Call::join("127.0.0.1:7443".parse()?, token, "alice", options).await?;
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         Event::JoinRequested { request, .. } => call.approve(request).await?,
+//!         Event::EpochChanged { epoch, code } => println!("epoch {epoch}: compare {code}"),
+//!         Event::MediaConnected => call.publish(MediaKind::Audio, vec![0u8; 120]).await?,
+//!         Event::CallEnded { reason } => println!("ended: {reason:?}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With the `relay` feature, `forwarder` attaches the media forwarder to a relay's control
+//! server and `embedded` runs a complete relay in-process (for demos and tests).
+
+mod actor;
+mod call;
+mod control;
+pub mod error;
+pub mod event;
+pub mod log;
+pub mod media;
+pub mod options;
+pub mod signal;
+pub mod tls;
+
+#[cfg(feature = "relay")]
+pub mod embedded;
+#[cfg(feature = "relay")]
+pub mod forwarder;
+#[cfg(feature = "relay")]
+pub mod report;
+#[cfg(feature = "relay")]
+pub mod scenario;
+
+pub use blindcall_media::MediaKind;
+pub use blindcall_proto::{RefusedReason, Role};
+pub use call::{Call, Events};
+pub use error::{CallError, CallWarning, JoinError, OptionsError, ProtocolError};
+pub use event::{CallStats, DropCause, EndReason, Event, FrameReason, Member, SenderHealth};
+pub use log::{CallLog, ControlTap};
+pub use media::IncomingFrame;
+pub use options::{JoinOptions, MediaMode, TrustAnchor};

@@ -1,0 +1,750 @@
+//! The media pipeline of one participant: seal → packetize → transport on the way out;
+//! transport → depacketize → open on the way in. Frames sealed under an epoch whose commit
+//! has not arrived yet are held briefly and opened once it does; every drop is counted per
+//! sender with its cause.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blindcall_group::{CallGroup, FrameDropReason};
+use blindcall_media::source::verify;
+use blindcall_media::{
+    Depacketizer, DepacketizerConfig, MediaKind, Packetizer, PacketizerConfig, RtpPacket,
+    SyntheticSource,
+};
+use blindcall_transport::ParticipantId;
+use tokio::sync::mpsc;
+
+use crate::event::{DropCause, FrameReason, SenderHealth};
+use crate::log::{CallLog, OpenedRecord, SentFrame};
+
+/// SFrame stream context of audio (RFC 9605 §5.2 context bits).
+pub const AUDIO_CONTEXT: u64 = 0;
+/// SFrame stream context of video.
+pub const VIDEO_CONTEXT: u64 = 1;
+
+/// The context of a media kind.
+pub fn context_of(kind: MediaKind) -> u64 {
+    match kind {
+        MediaKind::Audio => AUDIO_CONTEXT,
+        MediaKind::Video => VIDEO_CONTEXT,
+    }
+}
+
+fn kind_of(context: u64) -> Option<MediaKind> {
+    match context {
+        AUDIO_CONTEXT => Some(MediaKind::Audio),
+        VIDEO_CONTEXT => Some(MediaKind::Video),
+        _ => None,
+    }
+}
+
+fn slot(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+/// A frame delivered to the application after it authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingFrame {
+    /// Sender's identity (authenticated by its SFrame key).
+    pub sender: Arc<str>,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Epoch whose key opened it.
+    pub epoch: u64,
+    /// The decrypted frame.
+    pub data: Vec<u8>,
+}
+
+struct Held {
+    until: Instant,
+    from: ParticipantId,
+    kind: MediaKind,
+    data: Vec<u8>,
+}
+
+/// Packets ready for the transport's send task.
+pub(crate) type Outgoing = (MediaKind, Vec<RtpPacket>);
+
+/// Per-participant media state (owned by the call's task; no locks).
+pub(crate) struct MediaPipeline {
+    identity: Arc<str>,
+    out: mpsc::UnboundedSender<Outgoing>,
+    packetizers: [Packetizer; 2],
+    sources: Option<[SyntheticSource; 2]>,
+    next_due: [Option<Instant>; 2],
+    timestamps: [u32; 2],
+    publish_seq: [u64; 2],
+    depack: HashMap<(ParticipantId, MediaKind), (Depacketizer, u64)>,
+    health: BTreeMap<u64, SenderHealth>,
+    held: VecDeque<Held>,
+    hold: Duration,
+    log: Option<CallLog>,
+    sink: Option<mpsc::Sender<IncomingFrame>>,
+    pub(crate) frames_sent: u64,
+    pub(crate) packets_sent: u64,
+    pub(crate) packets_received: u64,
+    pub(crate) sink_dropped: u64,
+    health_changed: bool,
+}
+
+impl MediaPipeline {
+    pub(crate) fn new(
+        identity: Arc<str>,
+        out: mpsc::UnboundedSender<Outgoing>,
+        synthetic: Option<(u32, u64)>,
+        hold: Duration,
+        log: Option<CallLog>,
+        sink: Option<mpsc::Sender<IncomingFrame>>,
+    ) -> Self {
+        let sources = synthetic.map(|(id, seed)| {
+            [
+                SyntheticSource::new(MediaKind::Audio, id, seed),
+                SyntheticSource::new(MediaKind::Video, id, seed),
+            ]
+        });
+        let seed = synthetic.map_or(0x5eed, |(id, seed)| seed ^ u64::from(id));
+        Self {
+            identity,
+            out,
+            packetizers: [
+                Packetizer::new(PacketizerConfig {
+                    initial_sequence: (seed & 0xffff) as u16,
+                    ..PacketizerConfig::default()
+                }),
+                Packetizer::new(PacketizerConfig {
+                    initial_sequence: ((seed >> 16) & 0xffff) as u16,
+                    ..PacketizerConfig::default()
+                }),
+            ],
+            sources,
+            next_due: [None, None],
+            timestamps: [(seed >> 20) as u32, (seed >> 24) as u32],
+            publish_seq: [0, 0],
+            depack: HashMap::new(),
+            health: BTreeMap::new(),
+            held: VecDeque::new(),
+            hold,
+            log,
+            sink,
+            frames_sent: 0,
+            packets_sent: 0,
+            packets_received: 0,
+            sink_dropped: 0,
+            health_changed: false,
+        }
+    }
+
+    /// Starts the synthetic sources (once the transport is connected).
+    pub(crate) fn start_sources(&mut self, now: Instant) {
+        if self.sources.is_some() && self.next_due[0].is_none() {
+            self.next_due = [Some(now), Some(now)];
+        }
+    }
+
+    /// Stops the synthetic sources.
+    pub(crate) fn stop_sources(&mut self) {
+        self.next_due = [None, None];
+    }
+
+    /// Makes the next own video frame a keyframe.
+    pub(crate) fn request_keyframe(&mut self) {
+        if let Some(s) = &mut self.sources {
+            s[1].request_keyframe();
+        }
+    }
+
+    /// Seals `plaintext` with the group's sender for `kind`, packetizes and queues it.
+    pub(crate) fn send_frame(
+        &mut self,
+        now: Instant,
+        group: &mut CallGroup,
+        kind: MediaKind,
+        plaintext: &[u8],
+        seq: u64,
+        timestamp: Option<u32>,
+    ) -> Result<(), String> {
+        let epoch = group.send_epoch();
+        let sealed = group
+            .sender(context_of(kind))
+            .map_err(|e| e.to_string())?
+            .seal(b"", plaintext)
+            .map_err(|e| e.to_string())?;
+        let i = slot(kind);
+        let ts = timestamp.unwrap_or_else(|| {
+            self.timestamps[i] = self.timestamps[i].wrapping_add(kind.timestamp_step());
+            self.timestamps[i]
+        });
+        let mut packets = Vec::new();
+        self.packetizers[i]
+            .packetize(ts, &sealed, &mut packets)
+            .map_err(|e| e.to_string())?;
+        self.packets_sent += packets.len() as u64;
+        self.frames_sent += 1;
+        if let Some(log) = &self.log {
+            let keep = log.keeps_plaintext();
+            log.with(|d| {
+                d.sent.push(SentFrame {
+                    sender: Arc::clone(&self.identity),
+                    kind,
+                    seq,
+                    epoch,
+                    at: now,
+                    plaintext: keep.then(|| plaintext.to_vec()),
+                })
+            });
+        }
+        let _ = self.out.send((kind, packets));
+        Ok(())
+    }
+
+    /// An application frame (sequence numbers count per kind).
+    pub(crate) fn publish(
+        &mut self,
+        now: Instant,
+        group: &mut CallGroup,
+        kind: MediaKind,
+        data: &[u8],
+    ) -> Result<(), String> {
+        let seq = self.publish_seq[slot(kind)];
+        self.publish_seq[slot(kind)] += 1;
+        self.send_frame(now, group, kind, data, seq, None)
+    }
+
+    /// Emits every synthetic frame that is due.
+    pub(crate) fn tick(&mut self, now: Instant, group: &mut CallGroup) -> Vec<String> {
+        let mut errors = Vec::new();
+        for i in 0..2 {
+            while let Some(due) = self.next_due[i]
+                && due <= now
+            {
+                let Some(sources) = &mut self.sources else {
+                    return errors;
+                };
+                let frame = sources[i].next_frame();
+                let interval = frame.info.kind.frame_interval();
+                // Far behind (e.g. a stalled runtime): skip ahead rather than burst.
+                let next = due + interval;
+                self.next_due[i] = Some(if next + interval * 10 < now {
+                    now
+                } else {
+                    next
+                });
+                if let Err(e) = self.send_frame(
+                    now,
+                    group,
+                    frame.info.kind,
+                    &frame.data,
+                    frame.info.seq,
+                    Some(frame.rtp_timestamp),
+                ) {
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
+    fn health(&mut self, from: ParticipantId) -> &mut SenderHealth {
+        self.health_changed = true;
+        self.health.entry(from.0).or_insert_with(|| SenderHealth {
+            participant: from.0,
+            ..SenderHealth::default()
+        })
+    }
+
+    fn drop_frame(&mut self, from: ParticipantId, cause: DropCause) {
+        *self.health(from).dropped.entry(cause).or_insert(0) += 1;
+    }
+
+    /// One RTP packet of `from`'s `kind` stream.
+    pub(crate) fn on_packet(
+        &mut self,
+        now: Instant,
+        group: &mut CallGroup,
+        join_epoch: u64,
+        from: ParticipantId,
+        kind: MediaKind,
+        packet: RtpPacket,
+    ) {
+        self.packets_received += 1;
+        self.health(from).packets += 1;
+        let (depack, incomplete_seen) = self
+            .depack
+            .entry((from, kind))
+            .or_insert_with(|| (Depacketizer::new(DepacketizerConfig::default()), 0));
+        let malformed = depack
+            .handle_packet(
+                now,
+                packet.sequence_number,
+                packet.timestamp,
+                &packet.payload,
+            )
+            .is_err();
+        let mut frames = Vec::new();
+        while let Some(f) = depack.poll_frame() {
+            frames.push(f.data);
+        }
+        let incomplete = depack.stats().frames_incomplete;
+        let new_incomplete = incomplete.saturating_sub(*incomplete_seen);
+        *incomplete_seen = incomplete;
+        if malformed {
+            self.drop_frame(from, DropCause::MalformedPacket);
+        }
+        for _ in 0..new_incomplete {
+            self.drop_frame(from, DropCause::Incomplete);
+        }
+        for data in frames {
+            self.open_frame(now, group, join_epoch, from, kind, data);
+        }
+    }
+
+    fn open_frame(
+        &mut self,
+        now: Instant,
+        group: &mut CallGroup,
+        join_epoch: u64,
+        from: ParticipantId,
+        kind: MediaKind,
+        mut data: Vec<u8>,
+    ) {
+        let result = group.open(b"", &mut data).map(|o| {
+            (
+                Arc::clone(&o.identity),
+                o.context,
+                o.epoch,
+                o.counter.0,
+                o.plaintext.to_vec(),
+            )
+        });
+        match result {
+            Ok((identity, context, epoch, counter, plaintext)) => {
+                let kind = kind_of(context).unwrap_or(kind);
+                let seq = if self.sources.is_some() {
+                    match verify(&plaintext) {
+                        Ok(info) if info.kind == kind => info.seq,
+                        _ => {
+                            self.drop_frame(from, DropCause::Integrity);
+                            return;
+                        }
+                    }
+                } else {
+                    counter
+                };
+                let h = self.health(from);
+                h.opened += 1;
+                if h.identity.as_deref() != Some(&*identity) {
+                    h.identity = Some(Arc::clone(&identity));
+                }
+                if let Some(log) = &self.log {
+                    let receiver = Arc::clone(&self.identity);
+                    let sender = Arc::clone(&identity);
+                    log.with(|d| {
+                        d.opened.push(OpenedRecord {
+                            receiver,
+                            sender,
+                            kind,
+                            seq,
+                            epoch,
+                            at: now,
+                        })
+                    });
+                }
+                if let Some(sink) = &self.sink
+                    && sink
+                        .try_send(IncomingFrame {
+                            sender: identity,
+                            kind,
+                            epoch,
+                            data: plaintext,
+                        })
+                        .is_err()
+                {
+                    self.sink_dropped += 1;
+                }
+            }
+            Err(e) if e.reason == FrameDropReason::UnknownEpoch => {
+                let layout = group.params().layout;
+                let current = group.epoch();
+                let low = e.origin.map(|o| o.epoch_low);
+                if low == Some(layout.epoch_low(current.saturating_add(1))) && group.is_active() {
+                    self.held.push_back(Held {
+                        until: crate::actor::after(now, self.hold),
+                        from,
+                        kind,
+                        data,
+                    });
+                    return;
+                }
+                // The most recent epoch with these low bits.
+                let span = 1u64 << layout.epoch_bits();
+                let back = low.map_or(span, |l| (layout.epoch_low(current) + span - l) % span);
+                let cause = if current < back || current - back < join_epoch {
+                    DropCause::BeforeJoin
+                } else {
+                    DropCause::Frame(FrameReason::UnknownEpoch)
+                };
+                self.drop_frame(from, cause);
+            }
+            Err(e) => self.drop_frame(from, DropCause::Frame(e.reason.into())),
+        }
+    }
+
+    /// Retries held frames (after an epoch change).
+    pub(crate) fn retry_held(&mut self, now: Instant, group: &mut CallGroup, join_epoch: u64) {
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            self.open_frame(now, group, join_epoch, h.from, h.kind, h.data);
+        }
+    }
+
+    /// Expires held frames and incomplete frames.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while self.held.front().is_some_and(|h| h.until <= now) {
+            if let Some(h) = self.held.pop_front() {
+                self.drop_frame(h.from, DropCause::FutureEpochExpired);
+            }
+        }
+        let mut incomplete: Vec<(ParticipantId, u64)> = Vec::new();
+        for ((from, _), (d, seen)) in &mut self.depack {
+            if d.poll_timeout().is_some_and(|t| t <= now) {
+                d.handle_timeout(now);
+                let n = d.stats().frames_incomplete;
+                if n > *seen {
+                    incomplete.push((*from, n - *seen));
+                    *seen = n;
+                }
+            }
+        }
+        for (from, n) in incomplete {
+            for _ in 0..n {
+                self.drop_frame(from, DropCause::Incomplete);
+            }
+        }
+    }
+
+    /// The next time something is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let held = self.held.front().map(|h| h.until);
+        let depack = self
+            .depack
+            .values()
+            .filter_map(|(d, _)| d.poll_timeout())
+            .min();
+        let due = self.next_due.iter().flatten().min().copied();
+        [held, depack, due].into_iter().flatten().min()
+    }
+
+    /// Per-sender health, and whether it changed since the last call.
+    pub(crate) fn take_health(&mut self) -> Option<Vec<SenderHealth>> {
+        if !std::mem::take(&mut self.health_changed) {
+            return None;
+        }
+        Some(self.health.values().cloned().collect())
+    }
+
+    /// Per-sender health.
+    pub(crate) fn health_snapshot(&self) -> Vec<SenderHealth> {
+        self.health.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use blindcall_group::{CallConfig, Client, MemberConfig, MlsSuite};
+
+    fn pair(now: Instant) -> (CallGroup, CallGroup) {
+        let call = CallConfig::default();
+        let member = MemberConfig {
+            path_update_after_join: None,
+            ..MemberConfig::default()
+        };
+        let a = Client::new("alice", MlsSuite::default()).unwrap();
+        let mut alice = CallGroup::create(a, &call, member, now).unwrap();
+        let b = Client::new("bob", MlsSuite::default()).unwrap();
+        let kp = b.key_package().unwrap();
+        let pc = alice.add_members(&[&kp]).unwrap();
+        let welcome = pc.welcome().unwrap().to_vec();
+        pc.confirm(&mut alice, now).unwrap();
+        alice.activate_send_epoch();
+        let bob = CallGroup::join(b, &welcome, member, now).unwrap();
+        (alice, bob)
+    }
+
+    fn pipeline(name: &str) -> (MediaPipeline, mpsc::UnboundedReceiver<Outgoing>, CallLog) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let log = CallLog::new(false);
+        let p = MediaPipeline::new(
+            Arc::from(name),
+            tx,
+            Some((7, 1)),
+            Duration::from_secs(2),
+            Some(log.clone()),
+            None,
+        );
+        (p, rx, log)
+    }
+
+    fn deliver(
+        now: Instant,
+        rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+        to: &mut MediaPipeline,
+        group: &mut CallGroup,
+        join_epoch: u64,
+    ) {
+        while let Ok((kind, packets)) = rx.try_recv() {
+            for p in packets {
+                to.on_packet(now, group, join_epoch, ParticipantId(1), kind, p);
+            }
+        }
+    }
+
+    // covers: SDK-EPOCH-2, SDK-MEDIA-2
+    #[test]
+    fn frames_of_the_next_epoch_wait_for_its_commit_and_old_epochs_count_as_before_join() {
+        let now = Instant::now();
+        let (mut alice, mut bob) = pair(now);
+        let (mut tx_pipe, mut wire, _) = pipeline("alice");
+        let (mut rx_pipe, _, bob_log) = pipeline("bob");
+        // Epoch 1: bob opens alice's audio and video (video spans many packets).
+        tx_pipe.start_sources(now);
+        tx_pipe.tick(now, &mut alice);
+        deliver(now, &mut wire, &mut rx_pipe, &mut bob, 1);
+        assert_eq!(rx_pipe.health_snapshot()[0].opened, 2);
+        // Alice moves to epoch 2 and switches at once; bob has not seen the commit yet.
+        let pc = alice.self_update().unwrap();
+        let commit = pc.commit().to_vec();
+        pc.confirm(&mut alice, now).unwrap();
+        assert_eq!(alice.activate_send_epoch(), 2);
+        let t1 = now + Duration::from_millis(40);
+        tx_pipe.tick(t1, &mut alice);
+        deliver(t1, &mut wire, &mut rx_pipe, &mut bob, 1);
+        let h = &rx_pipe.health_snapshot()[0];
+        assert_eq!(
+            (h.opened, h.dropped.len()),
+            (2, 0),
+            "held, not dropped: {h:?}"
+        );
+        assert!(rx_pipe.poll_timeout().is_some());
+        // The commit arrives: the held frames open under epoch 2.
+        bob.handle_message(t1, &commit).unwrap();
+        rx_pipe.retry_held(t1, &mut bob, 1);
+        let h = &rx_pipe.health_snapshot()[0];
+        assert!(h.opened >= 4 && h.dropped.is_empty(), "{h:?}");
+        assert!(bob_log.lock().opened.iter().any(|o| o.epoch == 2));
+
+        // A frame of epoch 1 reaching a member that joined at epoch 2 is "before join".
+        let (mut late_pipe, _, _) = pipeline("carol");
+        let (mut old_alice, _) = pair(now);
+        let c = Client::new("carol", MlsSuite::default()).unwrap();
+        let kp = c.key_package().unwrap();
+        let pc = old_alice.add_members(&[&kp]).unwrap();
+        let welcome = pc.welcome().unwrap().to_vec();
+        pc.confirm(&mut old_alice, now).unwrap();
+        assert_eq!((old_alice.epoch(), old_alice.send_epoch()), (2, 1));
+        let mut carol = CallGroup::join(c, &welcome, MemberConfig::default(), now).unwrap();
+        let (mut old_tx, mut old_wire, _) = pipeline("alice");
+        old_tx.start_sources(now);
+        old_tx.tick(now, &mut old_alice);
+        deliver(now, &mut old_wire, &mut late_pipe, &mut carol, 2);
+        let h = &late_pipe.health_snapshot()[0];
+        assert_eq!(h.opened, 0);
+        assert_eq!(h.dropped.get(&DropCause::BeforeJoin), Some(&2), "{h:?}");
+
+        // A held frame whose commit never comes is dropped and counted after the hold time.
+        let pc = alice.self_update().unwrap();
+        pc.confirm(&mut alice, t1).unwrap();
+        alice.activate_send_epoch();
+        let t2 = t1 + Duration::from_millis(40);
+        tx_pipe.tick(t2, &mut alice);
+        deliver(t2, &mut wire, &mut rx_pipe, &mut bob, 1);
+        rx_pipe.handle_timeout(t2 + Duration::from_secs(3));
+        let h = &rx_pipe.health_snapshot()[0];
+        assert!(
+            h.dropped
+                .get(&DropCause::FutureEpochExpired)
+                .is_some_and(|n| *n >= 2),
+            "{h:?}"
+        );
+    }
+
+    // covers: SDK-MEDIA-2
+    #[test]
+    fn incomplete_and_tampered_frames_are_counted_never_opened() {
+        let now = Instant::now();
+        let (mut alice, mut bob) = pair(now);
+        let (mut tx_pipe, mut wire, _) = pipeline("alice");
+        let (mut rx_pipe, _, _) = pipeline("bob");
+        tx_pipe.start_sources(now);
+        tx_pipe.tick(now, &mut alice);
+        let mut sent = Vec::new();
+        while let Ok(x) = wire.try_recv() {
+            sent.push(x);
+        }
+        let (video_kind, mut video) = sent
+            .iter()
+            .find(|(k, _)| *k == MediaKind::Video)
+            .cloned()
+            .unwrap();
+        assert!(video.len() > 2);
+        // Lose one packet of the keyframe: the frame never completes.
+        video.remove(1);
+        for p in video {
+            rx_pipe.on_packet(now, &mut bob, 1, ParticipantId(1), video_kind, p);
+        }
+        rx_pipe.handle_timeout(now + Duration::from_secs(1));
+        // Flip a ciphertext byte of the audio frame: it fails authentication.
+        let (audio_kind, mut audio) = sent
+            .iter()
+            .find(|(k, _)| *k == MediaKind::Audio)
+            .cloned()
+            .unwrap();
+        let last = audio[0].payload.len() - 1;
+        audio[0].payload[last] ^= 1;
+        rx_pipe.on_packet(
+            now,
+            &mut bob,
+            1,
+            ParticipantId(1),
+            audio_kind,
+            audio[0].clone(),
+        );
+        // Garbage payload: a malformed packet.
+        let mut junk = audio[0].clone();
+        junk.payload = vec![0xff];
+        junk.sequence_number = junk.sequence_number.wrapping_add(100);
+        rx_pipe.on_packet(now, &mut bob, 1, ParticipantId(1), audio_kind, junk);
+        let h = &rx_pipe.health_snapshot()[0];
+        assert_eq!(h.opened, 0);
+        assert_eq!(h.dropped.get(&DropCause::Incomplete), Some(&1), "{h:?}");
+        assert_eq!(
+            h.dropped.get(&DropCause::Frame(FrameReason::TagMismatch)),
+            Some(&1),
+            "{h:?}"
+        );
+        assert_eq!(
+            h.dropped.get(&DropCause::MalformedPacket),
+            Some(&1),
+            "{h:?}"
+        );
+    }
+
+    /// SplitMix64 for seeded impairments.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+    }
+
+    // covers: SDK-MEDIA-2, SDK-MEDIA-4
+    #[test]
+    fn under_loss_reordering_and_duplication_every_complete_frame_opens_and_replays_fail() {
+        let start = Instant::now();
+        let (mut alice, mut bob) = pair(start);
+        let (mut tx_pipe, mut wire, _) = pipeline("alice");
+        let (mut rx_pipe, _, bob_log) = pipeline("bob");
+        let mut rng = Rng(0x1055);
+        tx_pipe.start_sources(start);
+        let (mut complete, mut partial, mut replays) = (0u64, 0u64, 0u64);
+        let mut history: Vec<(MediaKind, Vec<RtpPacket>)> = Vec::new();
+        let mut replay_seq = [0u16, 0u16];
+        for step in 0..150u32 {
+            let now = start + Duration::from_millis(20) * step;
+            tx_pipe.tick(now, &mut alice);
+            let mut batch: Vec<(ParticipantId, MediaKind, RtpPacket)> = Vec::new();
+            while let Ok((kind, packets)) = wire.try_recv() {
+                history.push((kind, packets.clone()));
+                let before = batch.len();
+                let mut lost = 0;
+                for p in &packets {
+                    if rng.chance(5) {
+                        lost += 1;
+                        continue;
+                    }
+                    batch.push((ParticipantId(1), kind, p.clone()));
+                    if rng.chance(5) {
+                        batch.push((ParticipantId(1), kind, p.clone()));
+                    }
+                }
+                match lost {
+                    0 => complete += 1,
+                    l if l < packets.len() => partial += 1,
+                    _ => {}
+                }
+                // Reorder: swap neighbours within this frame's packets.
+                for i in before + 1..batch.len() {
+                    if rng.chance(5) {
+                        batch.swap(i - 1, i);
+                    }
+                }
+            }
+            // Now and then a whole earlier frame comes back as fresh RTP (a replay attack).
+            if step % 25 == 24 && history.len() > 3 {
+                let (kind, packets) = history[history.len() - 3].clone();
+                let slot = usize::from(kind == MediaKind::Video);
+                for mut p in packets {
+                    p.sequence_number = replay_seq[slot];
+                    replay_seq[slot] = replay_seq[slot].wrapping_add(1);
+                    // Replayed frames travel as their own RTP stream (another SSRC).
+                    batch.push((ParticipantId(2), kind, p));
+                }
+                replays += 1;
+            }
+            for (from, kind, p) in batch {
+                rx_pipe.on_packet(now, &mut bob, 1, from, kind, p);
+            }
+        }
+        rx_pipe.handle_timeout(start + Duration::from_secs(10));
+        let health = rx_pipe.health_snapshot();
+        let main = &health[0];
+        assert!(
+            complete > 200 && partial > 5,
+            "{complete} complete, {partial} partial"
+        );
+        let replayed = &health[1];
+        // A replayed frame is refused whether or not its original got through (replay
+        // window), or, when the original was lost, opens once; never twice.
+        let refused = replayed
+            .dropped
+            .get(&DropCause::Frame(FrameReason::Replay))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(refused + replayed.opened, replays, "{replayed:?}");
+        assert_eq!(
+            main.opened, complete,
+            "every complete frame opens exactly once: {main:?}"
+        );
+        assert_eq!(
+            main.dropped.get(&DropCause::Incomplete).copied(),
+            Some(partial),
+            "{main:?}"
+        );
+        assert!(
+            main.dropped.keys().all(|c| *c == DropCause::Incomplete),
+            "{main:?}"
+        );
+        // Every opened frame is the one sent (integrity check inside the pipeline), once.
+        let log = bob_log.lock();
+        let mut seen = std::collections::HashSet::new();
+        for o in &log.opened {
+            assert!(
+                seen.insert((o.kind == MediaKind::Video, o.seq)),
+                "frame opened twice"
+            );
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! What [`crate::Call::join`] takes besides the relay address, token and identity.
+
+use std::time::Duration;
+
+use blindcall_group::{CallConfig, MemberConfig, MlsSuite};
+
+use crate::log::{CallLog, ControlTap};
+
+/// How the client authenticates the relay's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustAnchor {
+    /// Trust exactly this DER certificate (e.g. the relay's development certificate).
+    CertificateDer(Vec<u8>),
+    /// Trust the certificates in this PEM text.
+    Pem(String),
+    /// Accept any certificate whose SHA-256 (colon-separated hex, as the relay prints it)
+    /// matches; the TLS 1.3 handshake signature is still verified.
+    Fingerprint(String),
+    /// The platform's usual web PKI is not bundled; this variant trusts the given DER roots.
+    Roots(Vec<Vec<u8>>),
+}
+
+/// Where a participant's outgoing media comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaMode {
+    /// No WebRTC connection at all (control plane and keys only).
+    Off,
+    /// Receive only: subscribe to everyone, publish nothing.
+    ReceiveOnly,
+    /// The application publishes frames with [`crate::Call::publish`].
+    App,
+    /// A built-in synthetic audio (Opus-like, 50 frames/s) and video (30 frames/s) source.
+    Synthetic {
+        /// Sender id carried inside every synthetic frame.
+        sender_id: u32,
+        /// Seed of the sources.
+        seed: u64,
+    },
+}
+
+/// Options of [`crate::Call::join`].
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// How to authenticate the relay.
+    pub trust: TrustAnchor,
+    /// The name the relay's certificate is checked against (default `localhost`).
+    pub server_name: String,
+    /// Media publishing and receiving.
+    pub media: MediaMode,
+    /// MLS ciphersuite of this participant.
+    pub mls_suite: MlsSuite,
+    /// Call-wide settings used when this participant creates the call (host token, empty room);
+    /// the relay's external-sender entry is filled in from the relay's HelloAck.
+    pub call_config: CallConfig,
+    /// Local group settings (key retention, path update after joining, ...).
+    pub member_config: MemberConfig,
+    /// As host, add every joiner in the waiting room without asking the application.
+    pub auto_approve: bool,
+    /// Send-side switch barrier: after merging a commit, own senders keep the old epoch this
+    /// long before switching to the new keys (every receiver installs the new keys at once
+    /// when it merges, so this covers the relay's fan-out of the commit).
+    pub activation_delay: Duration,
+    /// A frame sealed under an epoch this member does not hold yet is kept this long, then
+    /// opened once the commit arrives (or dropped and counted).
+    pub hold_future_frames: Duration,
+    /// When the relay proposes a departed member's removal, the remaining member with the
+    /// lowest leaf commits it at once; the member of rank `r` steps in after `r` times this
+    /// if no commit arrived (zero: everyone commits at once and the relay picks one).
+    pub proposal_fallback_step: Duration,
+    /// Bound on each step of joining (TCP+TLS, admission, group bootstrap).
+    pub step_timeout: Duration,
+    /// How often [`crate::Call::stats`] is refreshed and decrypt health is reported.
+    pub stats_interval: Duration,
+    /// Records frames sent and opened, epochs and commits (tests and the demo report).
+    pub call_log: Option<CallLog>,
+    /// Records every control message after TLS removal (the relay-plaintext check).
+    pub control_tap: Option<ControlTap>,
+}
+
+impl JoinOptions {
+    /// Defaults around a trust anchor: synthetic media off (`App`), suite 1, default call
+    /// and member settings, 200 ms switch barrier, 2 s hold, 20 s step timeout.
+    pub fn new(trust: TrustAnchor) -> Self {
+        Self {
+            trust,
+            server_name: "localhost".into(),
+            media: MediaMode::App,
+            mls_suite: MlsSuite::default(),
+            call_config: CallConfig::default(),
+            member_config: MemberConfig::default(),
+            auto_approve: false,
+            activation_delay: Duration::from_millis(200),
+            hold_future_frames: Duration::from_secs(2),
+            proposal_fallback_step: Duration::from_millis(750),
+            step_timeout: Duration::from_secs(20),
+            stats_interval: Duration::from_millis(250),
+            call_log: None,
+            control_tap: None,
+        }
+    }
+}

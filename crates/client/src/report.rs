@@ -1,0 +1,771 @@
+//! The end-of-call report of the scripted scenario: what everyone sent, received, opened and
+//! dropped; epochs and security codes; rekey latency; relay counters; and the relay-plaintext
+//! check over everything the relay held after transport decryption.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use blindcall_media::MediaKind;
+use blindcall_transport::CountersSnapshot;
+use serde::Serialize;
+
+use crate::event::CallStats;
+use crate::log::{CallLogData, MembershipChange};
+
+/// A participant's part in the script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    /// Created the call and approved the others.
+    Host,
+    /// Joined and stayed.
+    Member,
+    /// Joined, then left on its own.
+    Left,
+    /// Joined, then the host removed it.
+    Removed,
+    /// Joined late.
+    Late,
+}
+
+/// Per-participant results.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantReport {
+    /// Name.
+    pub name: String,
+    /// Part in the script.
+    pub fate: Fate,
+    /// Frames sealed and sent (audio, video).
+    pub sent_audio: u64,
+    /// Video frames sent.
+    pub sent_video: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Frames received complete or dropped (opened + every drop).
+    pub frames_received: u64,
+    /// Frames opened.
+    pub opened: u64,
+    /// Frames dropped, by cause.
+    pub dropped: BTreeMap<String, u64>,
+    /// Epochs this participant entered.
+    pub epochs_seen: Vec<u64>,
+    /// Frames sent while it was a member, after its media to that sender was up, not opened
+    /// (must be 0).
+    pub missing: u64,
+    /// Frames sealed in its epochs before its subscription to that sender carried media
+    /// (the relay had not yet negotiated the leg): not a key problem, reported.
+    pub before_media: u64,
+    /// Frames still in flight when it or their sender left or was removed (never delivered):
+    /// sealed after the last frame of that stream it opened.
+    pub in_flight_at_departure: u64,
+    /// The first missing frames (sender/kind/seq/epoch), for diagnosis.
+    pub missing_frames: Vec<String>,
+    /// Media events its transport dropped (the call task fell behind).
+    pub transport_events_dropped: u64,
+    /// Frames it opened that were sealed outside its membership (must be 0).
+    pub opened_outside_membership: u64,
+    /// Warnings the call reported.
+    pub warnings: Vec<String>,
+}
+
+/// One epoch's security codes.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochReport {
+    /// Epoch.
+    pub epoch: u64,
+    /// Who entered it.
+    pub members: Vec<String>,
+    /// The code (the first seen).
+    pub code: String,
+    /// Whether every member showed the same code.
+    pub codes_match: bool,
+}
+
+/// Rekey latency: commit sent → every member on the new epoch.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub samples: usize,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Largest, milliseconds.
+    pub max_ms: f64,
+}
+
+/// What the relay forwarded.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RelayReport {
+    /// RTP packets received from publishers.
+    pub packets_in: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Packets forwarded to subscribers.
+    pub packets_out: u64,
+    /// Payload bytes forwarded.
+    pub bytes_out: u64,
+    /// Packets dropped (no subscriber, queue full, leg closed, write failed).
+    pub dropped: u64,
+    /// Of which: a publisher's packet had no subscriber leg yet (e.g. alone in the call).
+    pub dropped_no_subscriber: u64,
+    /// Of which: a subscriber leg's queue was full.
+    pub dropped_queue_full: u64,
+    /// Of which: the leg was being torn down or its write failed (subscriber gone or not yet
+    /// connected).
+    pub dropped_leg_closed_or_write_failed: u64,
+    /// Keyframe requests forwarded upstream.
+    pub keyframe_requests: u64,
+    /// Packets copied to the plaintext-check tap / missed by it.
+    pub tapped: u64,
+    /// Packets the tap missed (the check would be incomplete).
+    pub tap_dropped: u64,
+}
+
+/// The relay-plaintext check.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PlaintextCheck {
+    /// Plaintext frames searched for.
+    pub frames: usize,
+    /// Plaintext bytes.
+    pub plaintext_bytes: usize,
+    /// RTP payloads the relay received (SRTP removed).
+    pub rtp_payloads: usize,
+    /// Control messages the relay received or sent (TLS removed).
+    pub control_messages: usize,
+    /// 16-byte plaintext windows found in them.
+    pub leaks: usize,
+}
+
+/// Process CPU over the media part of a benchmark run (relay and all participants together).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuReport {
+    /// Participants.
+    pub participants: usize,
+    /// Wall time of the measured media part, seconds.
+    pub media_seconds: f64,
+    /// CPU time (user + system) of the whole process in it, seconds.
+    pub cpu_seconds: f64,
+    /// CPU milliseconds per participant per second of call (relay share included).
+    pub cpu_ms_per_participant_second: f64,
+}
+
+/// One named pass/fail check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What is checked.
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Numbers behind it.
+    pub detail: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Wall time of the run, seconds.
+    pub seconds: f64,
+    /// Per participant.
+    pub participants: Vec<ParticipantReport>,
+    /// Per epoch.
+    pub epochs: Vec<EpochReport>,
+    /// Rekey latency.
+    pub rekey_latency: Latency,
+    /// Media latency: frame sealed → the same frame opened by a receiver (every opened frame).
+    pub frame_latency: Latency,
+    /// Process CPU (benchmark script only).
+    pub cpu: Option<CpuReport>,
+    /// Relay counters.
+    pub relay: RelayReport,
+    /// Plaintext check.
+    pub plaintext: PlaintextCheck,
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// Whether every check passed.
+    pub passed: bool,
+}
+
+/// What [`analyze`] reads.
+pub struct Inputs<'a> {
+    /// The shared recorder.
+    pub log: &'a CallLogData,
+    /// Parts in the script.
+    pub fates: &'a BTreeMap<String, Fate>,
+    /// Final counters per participant.
+    pub stats: &'a BTreeMap<String, CallStats>,
+    /// Warnings per participant.
+    pub warnings: &'a BTreeMap<String, Vec<String>>,
+    /// Relay forwarding counters.
+    pub forwarded: CountersSnapshot,
+    /// RTP payloads the relay received.
+    pub payloads: &'a [Vec<u8>],
+    /// Control messages after TLS removal.
+    pub control: &'a [Vec<u8>],
+    /// Run time.
+    pub duration: Duration,
+    /// Process CPU over the media part, when measured.
+    pub cpu: Option<CpuReport>,
+}
+
+fn kind_slot(k: MediaKind) -> u8 {
+    match k {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+/// Whether every receiver in `active` opened the last frame every other member of `active`
+/// sent (the media path has drained).
+pub fn drained(log: &CallLogData, active: &BTreeSet<String>) -> bool {
+    let mut last: HashMap<(&str, u8), u64> = HashMap::new();
+    for f in &log.sent {
+        if active.contains(&*f.sender) {
+            let e = last.entry((&f.sender, kind_slot(f.kind))).or_insert(0);
+            *e = (*e).max(f.seq);
+        }
+    }
+    let mut got: HashMap<(&str, &str, u8), u64> = HashMap::new();
+    for o in &log.opened {
+        let e = got
+            .entry((&o.receiver, &o.sender, kind_slot(o.kind)))
+            .or_insert(0);
+        *e = (*e).max(o.seq);
+    }
+    active.iter().all(|r| {
+        last.iter().all(|((s, k), seq)| {
+            *s == r.as_str() || got.get(&(r.as_str(), *s, *k)).is_some_and(|g| g >= seq)
+        })
+    })
+}
+
+/// Whether every receiver in `active` opened audio and video from every other member of
+/// `active` (every subscription carries media).
+pub fn all_subscribed(log: &CallLogData, active: &BTreeSet<String>) -> bool {
+    let mut got: BTreeSet<(&str, &str, u8)> = BTreeSet::new();
+    for o in &log.opened {
+        got.insert((&o.receiver, &o.sender, kind_slot(o.kind)));
+    }
+    active.iter().all(|r| {
+        active
+            .iter()
+            .all(|s| s == r || (got.contains(&(r, s, 0)) && got.contains(&(r, s, 1))))
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Counts 16-byte windows of any needle that occur in any haystack item.
+pub fn plaintext_leaks(needles: &[&[u8]], haystack: &[&[u8]]) -> usize {
+    // Index every needle's 8-byte grams at offsets 0, 8, 16, ...: any 16-byte window of a
+    // needle fully contains one of them, so scanning every haystack offset finds every
+    // candidate; candidates are then extended to confirm a 16-byte common run.
+    let mut index: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
+    for (i, n) in needles.iter().enumerate() {
+        let mut off = 0;
+        while off + 8 <= n.len() {
+            let mut g = [0u8; 8];
+            g.copy_from_slice(&n[off..off + 8]);
+            index
+                .entry(u64::from_le_bytes(g))
+                .or_default()
+                .push((i, off));
+            off += 8;
+        }
+    }
+    let mut leaks = 0;
+    for h in haystack {
+        if h.len() < 16 {
+            continue;
+        }
+        for j in 0..=h.len() - 8 {
+            let mut g = [0u8; 8];
+            g.copy_from_slice(&h[j..j + 8]);
+            let Some(hits) = index.get(&u64::from_le_bytes(g)) else {
+                continue;
+            };
+            for &(ni, off) in hits {
+                let Some(n) = needles.get(ni) else { continue };
+                // Extend the 8-byte match both ways.
+                let mut back = 0;
+                while back < off && back < j && n[off - back - 1] == h[j - back - 1] {
+                    back += 1;
+                }
+                let mut fwd = 8;
+                while off + fwd < n.len() && j + fwd < h.len() && n[off + fwd] == h[j + fwd] {
+                    fwd += 1;
+                }
+                if back + fwd >= 16 {
+                    if std::env::var_os("BLINDCALL_DEBUG_LEAKS").is_some() {
+                        eprintln!(
+                            "leak: needle {ni} len {} at {}, haystack len {} at {}: {}",
+                            n.len(),
+                            off - back,
+                            h.len(),
+                            j - back,
+                            hex::encode(&n[off - back..off + fwd])
+                        );
+                    }
+                    leaks += 1;
+                }
+            }
+        }
+    }
+    leaks
+}
+
+struct Membership {
+    joined_at: Option<Instant>,
+    ended_at: Option<Instant>,
+    epochs: BTreeSet<u64>,
+}
+
+/// Builds the report from everything recorded.
+pub fn analyze(inp: Inputs<'_>) -> Report {
+    let log = inp.log;
+    let mut members: BTreeMap<&str, Membership> = BTreeMap::new();
+    for name in inp.fates.keys() {
+        members.insert(
+            name,
+            Membership {
+                joined_at: None,
+                ended_at: None,
+                epochs: BTreeSet::new(),
+            },
+        );
+    }
+    for m in &log.membership {
+        let Some(e) = members.get_mut(&*m.identity) else {
+            continue;
+        };
+        match m.change {
+            MembershipChange::Joined => e.joined_at = Some(m.at),
+            MembershipChange::Left | MembershipChange::Removed => e.ended_at = Some(m.at),
+            MembershipChange::MediaReady => {}
+        }
+    }
+    for r in &log.epochs {
+        if let Some(e) = members.get_mut(&*r.identity) {
+            e.epochs.insert(r.epoch);
+        }
+    }
+    // Frames per (sender, kind), sorted by seq.
+    let mut sent: BTreeMap<(&str, u8), Vec<&crate::log::SentFrame>> = BTreeMap::new();
+    for f in &log.sent {
+        sent.entry((&f.sender, kind_slot(f.kind)))
+            .or_default()
+            .push(f);
+    }
+    for v in sent.values_mut() {
+        v.sort_by_key(|f| f.seq);
+    }
+    let mut opened: HashMap<(&str, &str, u8), BTreeSet<u64>> = HashMap::new();
+    for o in &log.opened {
+        opened
+            .entry((&o.receiver, &o.sender, kind_slot(o.kind)))
+            .or_default()
+            .insert(o.seq);
+    }
+    let mut participants = Vec::new();
+    for (name, fate) in inp.fates {
+        let Some(m) = members.get(name.as_str()) else {
+            continue;
+        };
+        let (mut missing, mut before_media, mut in_flight, mut outside) = (0, 0, 0, 0);
+        let mut missing_frames = Vec::new();
+        for ((sender, k), frames) in &sent {
+            if *sender == name.as_str() {
+                continue;
+            }
+            let sender_departed = members.get(sender).is_some_and(|s| s.ended_at.is_some());
+            let got = opened.get(&(name.as_str(), sender, *k));
+            let in_membership = |f: &crate::log::SentFrame| {
+                m.epochs.contains(&f.epoch)
+                    && m.joined_at.is_some_and(|j| f.at >= j)
+                    && m.ended_at.is_none_or(|e| f.at < e)
+            };
+            if let Some(got) = got {
+                for f in frames.iter().filter(|f| got.contains(&f.seq)) {
+                    if !m.epochs.contains(&f.epoch) || m.ended_at.is_some_and(|e| f.at > e) {
+                        outside += 1;
+                    }
+                }
+            }
+            let first = got.and_then(|g| g.first().copied());
+            let last = got.and_then(|g| g.last().copied());
+            for f in frames.iter().filter(|f| in_membership(f)) {
+                if got.is_some_and(|g| g.contains(&f.seq)) {
+                    continue;
+                }
+                match (first, last) {
+                    (Some(a), _) if f.seq < a => before_media += 1,
+                    (None, _) => before_media += 1,
+                    (_, Some(z)) if f.seq > z && (m.ended_at.is_some() || sender_departed) => {
+                        in_flight += 1
+                    }
+                    _ => {
+                        missing += 1;
+                        if missing_frames.len() < 20 {
+                            missing_frames.push(format!(
+                                "{sender}/{}/seq {}/epoch {}",
+                                if *k == 0 { "audio" } else { "video" },
+                                f.seq,
+                                f.epoch
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let stats = inp.stats.get(name).cloned().unwrap_or_default();
+        let dropped: BTreeMap<String, u64> = stats
+            .dropped
+            .iter()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect();
+        let drops: u64 = stats.dropped.values().sum();
+        let (sa, sv) = log
+            .sent
+            .iter()
+            .filter(|f| &*f.sender == name.as_str())
+            .fold((0, 0), |(a, v), f| match f.kind {
+                MediaKind::Audio => (a + 1, v),
+                MediaKind::Video => (a, v + 1),
+            });
+        participants.push(ParticipantReport {
+            name: name.clone(),
+            fate: *fate,
+            sent_audio: sa,
+            sent_video: sv,
+            packets_received: stats.packets_received,
+            frames_received: stats.frames_opened + drops,
+            opened: stats.frames_opened,
+            dropped,
+            epochs_seen: m.epochs.iter().copied().collect(),
+            missing,
+            before_media,
+            in_flight_at_departure: in_flight,
+            missing_frames,
+            transport_events_dropped: stats.transport_events_dropped,
+            opened_outside_membership: outside,
+            warnings: inp.warnings.get(name).cloned().unwrap_or_default(),
+        });
+    }
+
+    // Epochs and codes.
+    let mut by_epoch: BTreeMap<u64, Vec<(&str, &str, Instant)>> = BTreeMap::new();
+    for r in &log.epochs {
+        by_epoch
+            .entry(r.epoch)
+            .or_default()
+            .push((&r.identity, &r.code, r.at));
+    }
+    let epochs: Vec<EpochReport> = by_epoch
+        .iter()
+        .map(|(e, v)| EpochReport {
+            epoch: *e,
+            members: v.iter().map(|(n, _, _)| n.to_string()).collect(),
+            code: v.first().map(|(_, c, _)| c.to_string()).unwrap_or_default(),
+            codes_match: v.windows(2).all(|w| w[0].1 == w[1].1),
+        })
+        .collect();
+
+    // Rekey latency: earliest commit sent from epoch e → last member entering e + 1.
+    let mut lat: Vec<f64> = Vec::new();
+    for (e, v) in &by_epoch {
+        let Some(from) = e.checked_sub(1) else {
+            continue;
+        };
+        let sent_at = log
+            .commits
+            .iter()
+            .filter(|c| c.from_epoch == from)
+            .map(|c| c.sent_at)
+            .min();
+        let done = v.iter().map(|(_, _, at)| *at).max();
+        if let (Some(s), Some(d)) = (sent_at, done)
+            && d >= s
+        {
+            lat.push(d.duration_since(s).as_secs_f64() * 1e3);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let rekey_latency = Latency {
+        samples: lat.len(),
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+    };
+
+    // Frame latency: seal → open, over every opened frame.
+    let sealed: HashMap<(&str, u8, u64), Instant> = log
+        .sent
+        .iter()
+        .map(|f| ((&*f.sender, kind_slot(f.kind), f.seq), f.at))
+        .collect();
+    let mut fl: Vec<f64> = log
+        .opened
+        .iter()
+        .filter_map(|o| {
+            let at = sealed.get(&(&*o.sender, kind_slot(o.kind), o.seq))?;
+            Some(o.at.checked_duration_since(*at)?.as_secs_f64() * 1e3)
+        })
+        .collect();
+    fl.sort_by(f64::total_cmp);
+    let frame_latency = Latency {
+        samples: fl.len(),
+        p50_ms: percentile(&fl, 0.5),
+        p99_ms: percentile(&fl, 0.99),
+        max_ms: fl.last().copied().unwrap_or(0.0),
+    };
+
+    let fw = inp.forwarded;
+    let relay = RelayReport {
+        packets_in: fw.packets_in,
+        bytes_in: fw.bytes_in,
+        packets_out: fw.packets_out,
+        bytes_out: fw.bytes_out,
+        dropped: fw.dropped_no_subscriber
+            + fw.dropped_queue_full
+            + fw.dropped_leg_closed
+            + fw.dropped_write_failed,
+        dropped_no_subscriber: fw.dropped_no_subscriber,
+        dropped_queue_full: fw.dropped_queue_full,
+        dropped_leg_closed_or_write_failed: fw.dropped_leg_closed + fw.dropped_write_failed,
+        keyframe_requests: fw.keyframe_requests,
+        tapped: fw.tapped,
+        tap_dropped: fw.tap_dropped,
+    };
+
+    let needles: Vec<&[u8]> = log
+        .sent
+        .iter()
+        .filter_map(|f| f.plaintext.as_deref())
+        .collect();
+    let mut haystack: Vec<&[u8]> = inp.payloads.iter().map(Vec::as_slice).collect();
+    haystack.extend(inp.control.iter().map(Vec::as_slice));
+    let plaintext = PlaintextCheck {
+        frames: needles.len(),
+        plaintext_bytes: needles.iter().map(|n| n.len()).sum(),
+        rtp_payloads: inp.payloads.len(),
+        control_messages: inp.control.len(),
+        leaks: plaintext_leaks(&needles, &haystack),
+    };
+
+    let mut checks = Vec::new();
+    let mut check = |name: &str, passed: bool, detail: String| {
+        checks.push(Check {
+            name: name.into(),
+            passed,
+            detail,
+        })
+    };
+    let missing: u64 = participants.iter().map(|p| p.missing).sum();
+    check(
+        "every member opened every frame sent while it was a member",
+        missing == 0,
+        format!("{missing} frames missing (after media was up, before departure)"),
+    );
+    let outside: u64 = participants
+        .iter()
+        .map(|p| p.opened_outside_membership)
+        .sum();
+    check(
+        "nobody opened a frame sealed outside its membership",
+        outside == 0,
+        format!("{outside} frames"),
+    );
+    let integrity: u64 = participants
+        .iter()
+        .map(|p| {
+            p.dropped
+                .iter()
+                .filter(|(c, _)| c.as_str() != "BeforeJoin" && c.as_str() != "Incomplete")
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        })
+        .sum();
+    check(
+        "no frame failed to authenticate or verify",
+        integrity == 0,
+        format!("{integrity} frames dropped for key, tag, replay or integrity reasons"),
+    );
+    let mismatched: Vec<u64> = epochs
+        .iter()
+        .filter(|e| !e.codes_match)
+        .map(|e| e.epoch)
+        .collect();
+    check(
+        "security codes match in every epoch",
+        mismatched.is_empty(),
+        format!("{} epochs, mismatched: {mismatched:?}", epochs.len()),
+    );
+    let searched = !needles.is_empty();
+    let mut check_plaintext = |name: &str, passed: bool, detail: String| {
+        if searched {
+            check(name, passed, detail)
+        }
+    };
+    check_plaintext(
+        "relay saw no plaintext (RTP payloads after SRTP, control after TLS)",
+        plaintext.leaks == 0 && plaintext.frames > 0 && plaintext.rtp_payloads > 0,
+        format!(
+            "{} frames ({} bytes) searched in {} RTP payloads and {} control messages: {} leaks",
+            plaintext.frames,
+            plaintext.plaintext_bytes,
+            plaintext.rtp_payloads,
+            plaintext.control_messages,
+            plaintext.leaks
+        ),
+    );
+    check_plaintext(
+        "relay tap complete",
+        relay.tap_dropped == 0 && relay.tapped == relay.packets_in,
+        format!("tapped {} of {} packets", relay.tapped, relay.packets_in),
+    );
+    let opened_any = participants.iter().all(|p| p.opened > 0);
+    check(
+        "every participant opened media",
+        opened_any,
+        participants
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.opened))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let passed = checks.iter().all(|c| c.passed);
+    Report {
+        seconds: inp.duration.as_secs_f64(),
+        participants,
+        epochs,
+        rekey_latency,
+        frame_latency,
+        cpu: inp.cpu,
+        relay,
+        plaintext,
+        checks,
+        passed,
+    }
+}
+
+/// The report as text.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "blindcall demo report ({:.1} s)", r.seconds);
+    let _ = writeln!(
+        s,
+        "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6}  {:<14} dropped",
+        "name",
+        "fate",
+        "sentA",
+        "sentV",
+        "rx pkts",
+        "rx frms",
+        "opened",
+        "missing",
+        "pre",
+        "inflt",
+        "epochs"
+    );
+    for p in &r.participants {
+        let epochs = match (p.epochs_seen.first(), p.epochs_seen.last()) {
+            (Some(a), Some(b)) => format!("{a}..{b} ({})", p.epochs_seen.len()),
+            _ => "-".into(),
+        };
+        let dropped = if p.dropped.is_empty() {
+            "-".to_string()
+        } else {
+            p.dropped
+                .iter()
+                .map(|(c, n)| format!("{c}={n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let _ = writeln!(
+            s,
+            "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6}  {:<14} {}",
+            p.name,
+            format!("{:?}", p.fate).to_lowercase(),
+            p.sent_audio,
+            p.sent_video,
+            p.packets_received,
+            p.frames_received,
+            p.opened,
+            p.missing,
+            p.before_media,
+            p.in_flight_at_departure,
+            epochs,
+            dropped
+        );
+    }
+    for p in r
+        .participants
+        .iter()
+        .filter(|p| !p.missing_frames.is_empty())
+    {
+        let _ = writeln!(s, "  {} missed: {}", p.name, p.missing_frames.join(", "));
+    }
+    let _ = writeln!(s, "epochs:");
+    for e in &r.epochs {
+        let _ = writeln!(
+            s,
+            "  {:>3}  {}  {}  [{}]",
+            e.epoch,
+            e.code,
+            if e.codes_match { "match" } else { "MISMATCH" },
+            e.members.join(",")
+        );
+    }
+    let l = &r.rekey_latency;
+    let _ = writeln!(
+        s,
+        "rekey latency (commit sent -> all members on the new epoch): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} commits",
+        l.p50_ms, l.p99_ms, l.max_ms, l.samples
+    );
+    let l = &r.frame_latency;
+    let _ = writeln!(
+        s,
+        "frame latency (sealed -> opened by a receiver): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} frames",
+        l.p50_ms, l.p99_ms, l.max_ms, l.samples
+    );
+    if let Some(c) = &r.cpu {
+        let _ = writeln!(
+            s,
+            "cpu: {:.2} s over {:.1} s of media with {} participants = {:.1} ms per participant-second (relay included)",
+            c.cpu_seconds, c.media_seconds, c.participants, c.cpu_ms_per_participant_second
+        );
+    }
+    let f = &r.relay;
+    let _ = writeln!(
+        s,
+        "relay: {} packets / {} bytes in, {} packets / {} bytes forwarded, {} dropped (no subscriber {}, queue full {}, leg closed or not connected {}), {} keyframe requests",
+        f.packets_in,
+        f.bytes_in,
+        f.packets_out,
+        f.bytes_out,
+        f.dropped,
+        f.dropped_no_subscriber,
+        f.dropped_queue_full,
+        f.dropped_leg_closed_or_write_failed,
+        f.keyframe_requests
+    );
+    let _ = writeln!(s, "checks:");
+    for c in &r.checks {
+        let _ = writeln!(
+            s,
+            "  [{}] {} — {}",
+            if c.passed { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    let _ = writeln!(s, "result: {}", if r.passed { "PASS" } else { "FAIL" });
+    s
+}

@@ -1,0 +1,592 @@
+//! The scripted call of `blindcall demo` and the end-to-end tests: an embedded relay and N
+//! participants in one process, joining one by one through the waiting room, one leaving,
+//! one removed by the host, one joining late, all sending synthetic audio and video; then a
+//! [`Report`] from what everyone recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedRelay};
+use crate::event::{CallStats, EndReason, Event};
+use crate::log::{CallLog, ControlTap};
+use crate::options::{JoinOptions, MediaMode};
+use crate::report::{self, Fate, Report};
+use crate::{Call, Events, JoinError, Role};
+
+/// A participant's synthetic sender id: seeded, no zero byte, so that no 16-byte window of
+/// a frame header is a run of zeros that could match any length field by chance.
+pub fn sender_id(seed: u64, index: usize) -> u32 {
+    let mut z = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) as u32) | 0x0101_0101
+}
+
+/// Names of the participants, in joining order.
+pub const NAMES: [&str; 16] = [
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory",
+    "niaj", "olivia", "peggy", "rupert", "sybil",
+];
+
+/// Largest number of participants.
+pub const MAX_PARTICIPANTS: usize = 64;
+
+/// The name of participant `index` (the list above, then `p17`, `p18`, ...).
+pub fn name(index: usize) -> String {
+    NAMES
+        .get(index)
+        .map_or_else(|| format!("p{}", index + 1), |n| (*n).to_owned())
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ScenarioConfig {
+    /// Participants in total (4..=64): host, joiners, and one late joiner.
+    pub participants: usize,
+    /// Media time from the host's first frame to the end.
+    pub duration: Duration,
+    /// Seed of the synthetic sources.
+    pub seed: u64,
+    /// Bound on every awaited step.
+    pub step_timeout: Duration,
+    /// Which script to play.
+    pub script: Script,
+}
+
+/// The scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// Join one by one, one leaves, the host removes one, one joins late (the demo).
+    Full,
+    /// Benchmark: everyone joins, then steady media for the duration; CPU time is measured
+    /// over the media part; plaintexts are not kept (no plaintext check).
+    Steady,
+}
+
+impl Default for ScenarioConfig {
+    fn default() -> Self {
+        Self {
+            participants: 6,
+            duration: Duration::from_secs(20),
+            seed: 0xb11d_ca11,
+            step_timeout: Duration::from_secs(30),
+            script: Script::Full,
+        }
+    }
+}
+
+/// Why the scenario could not run to the end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The participant count is outside 4..=64.
+    #[error("participants must be between 4 and 64, got {0}")]
+    Participants(usize),
+    /// The relay did not start.
+    #[error(transparent)]
+    Relay(#[from] EmbeddedError),
+    /// A participant could not join.
+    #[error("{name} could not join: {source}")]
+    Join {
+        /// Who.
+        name: String,
+        /// Why.
+        source: JoinError,
+    },
+    /// Something awaited did not happen in time.
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// A call request failed.
+    #[error("{what}: {source}")]
+    Call {
+        /// What was asked.
+        what: String,
+        /// Why.
+        source: crate::CallError,
+    },
+}
+
+/// One row of the live progress table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRow {
+    /// Participant.
+    pub name: String,
+    /// waiting / member / left / removed.
+    pub status: &'static str,
+    /// Latest counters.
+    pub stats: CallStats,
+}
+
+#[derive(Debug, Default)]
+struct PState {
+    joined: bool,
+    join_epoch: u64,
+    media: bool,
+    epoch: Option<u64>,
+    roster: BTreeSet<String>,
+    ended: Option<EndReason>,
+    warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct World {
+    ps: Mutex<BTreeMap<String, PState>>,
+    notify: Notify,
+}
+
+impl World {
+    fn update(&self, name: &str, f: impl FnOnce(&mut PState)) {
+        {
+            let mut ps = self.ps.lock().unwrap_or_else(|e| e.into_inner());
+            f(ps.entry(name.to_owned()).or_default());
+        }
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&BTreeMap<String, PState>) -> bool,
+    ) -> Result<(), ScenarioError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if pred(&self.ps.lock().unwrap_or_else(|e| e.into_inner())) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ScenarioError::Timeout {
+                    what: what.to_owned(),
+                    timeout,
+                });
+            }
+        }
+    }
+}
+
+fn active(ps: &BTreeMap<String, PState>) -> impl Iterator<Item = (&String, &PState)> {
+    ps.iter().filter(|(_, p)| p.joined && p.ended.is_none())
+}
+
+/// Every active member sees exactly `roster` at one common epoch of at least `min_epoch`.
+fn settled(ps: &BTreeMap<String, PState>, roster: &BTreeSet<String>, min_epoch: u64) -> bool {
+    let mut epoch = None;
+    for (_, p) in active(ps) {
+        if p.roster != *roster || p.epoch.is_none_or(|e| e < min_epoch) {
+            return false;
+        }
+        if epoch.is_some_and(|e| Some(e) != p.epoch) {
+            return false;
+        }
+        epoch = p.epoch;
+    }
+    active(ps).count() == roster.len()
+}
+
+fn max_epoch(ps: &BTreeMap<String, PState>) -> u64 {
+    active(ps).filter_map(|(_, p)| p.epoch).max().unwrap_or(0)
+}
+
+fn spawn_events(world: Arc<World>, name: String, call: Call, mut events: Events, host: bool) {
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            match e {
+                Event::JoinRequested { request, .. } if host => {
+                    let call = call.clone();
+                    tokio::spawn(async move {
+                        let _ = call.approve(request).await;
+                    });
+                }
+                Event::Joined { epoch, members } => world.update(&name, |p| {
+                    p.joined = true;
+                    p.join_epoch = epoch;
+                    p.epoch = Some(epoch);
+                    p.roster = members.iter().map(|m| m.identity.to_string()).collect();
+                }),
+                Event::MediaConnected => world.update(&name, |p| p.media = true),
+                Event::EpochChanged { epoch, .. } => world.update(&name, |p| p.epoch = Some(epoch)),
+                Event::MembersJoined { identities, .. } => world.update(&name, |p| {
+                    p.roster.extend(identities.iter().map(|i| i.to_string()))
+                }),
+                Event::MembersLeft { identities, .. } => world.update(&name, |p| {
+                    for i in &identities {
+                        p.roster.remove(&**i);
+                    }
+                }),
+                Event::Warning(w) => world.update(&name, |p| p.warnings.push(w.to_string())),
+                Event::CallEnded { reason } => {
+                    world.update(&name, |p| p.ended = Some(reason));
+                    return;
+                }
+                // Health updates arrive every stats interval: a heartbeat for drain waits.
+                Event::DecryptHealth(_) => world.notify.notify_waiters(),
+                _ => {}
+            }
+        }
+    });
+}
+
+struct Runner {
+    relay: EmbeddedRelay,
+    world: Arc<World>,
+    calls: BTreeMap<String, Call>,
+    fates: BTreeMap<String, Fate>,
+    log: CallLog,
+    tap: ControlTap,
+    cfg: ScenarioConfig,
+    live: Option<watch::Sender<Vec<LiveRow>>>,
+}
+
+impl Runner {
+    fn options(&self, index: usize) -> JoinOptions {
+        let mut o = JoinOptions::new(self.relay.trust());
+        o.media = MediaMode::Synthetic {
+            sender_id: sender_id(self.cfg.seed, index),
+            seed: self.cfg.seed,
+        };
+        o.call_log = Some(self.log.clone());
+        o.control_tap = Some(self.tap.clone());
+        o.step_timeout = self.cfg.step_timeout;
+        o
+    }
+
+    fn roster(&self) -> BTreeSet<String> {
+        let ps = self.world.ps.lock().unwrap_or_else(|e| e.into_inner());
+        active(&ps).map(|(n, _)| n.clone()).collect()
+    }
+
+    fn publish_live(&self) {
+        let Some(live) = &self.live else { return };
+        let ps = self.world.ps.lock().unwrap_or_else(|e| e.into_inner());
+        let rows = self
+            .calls
+            .iter()
+            .map(|(name, call)| {
+                let p = ps.get(name);
+                let status = match p.and_then(|p| p.ended.as_ref()) {
+                    Some(EndReason::Removed) => "removed",
+                    Some(EndReason::Left) => "left",
+                    Some(_) => "ended",
+                    None if p.is_some_and(|p| p.joined) => "member",
+                    None => "waiting",
+                };
+                LiveRow {
+                    name: name.clone(),
+                    status,
+                    stats: call.stats(),
+                }
+            })
+            .collect();
+        live.send_replace(rows);
+    }
+
+    async fn join(&mut self, index: usize, fate: Fate) -> Result<(), ScenarioError> {
+        let name = name(index);
+        let role = if index == 0 { Role::HOST } else { Role::GUEST };
+        let token = self
+            .relay
+            .mint("demo-room", role, Duration::from_secs(3600))?;
+        let before = max_epoch(&self.world.ps.lock().unwrap_or_else(|e| e.into_inner()));
+        let (call, events) = Call::join(self.relay.addr(), &token, &name, self.options(index))
+            .await
+            .map_err(|source| ScenarioError::Join {
+                name: name.clone(),
+                source,
+            })?;
+        self.world.update(&name, |_| {});
+        spawn_events(
+            Arc::clone(&self.world),
+            name.clone(),
+            call.clone(),
+            events,
+            index == 0,
+        );
+        self.calls.insert(name.clone(), call);
+        self.fates.insert(name.clone(), fate);
+        self.publish_live();
+        let t = self.cfg.step_timeout;
+        let n = name.clone();
+        self.world
+            .wait(&format!("{name} to join and connect media"), t, |ps| {
+                ps.get(&n).is_some_and(|p| p.joined && p.media)
+            })
+            .await?;
+        let mut roster = self.roster();
+        roster.insert(name.clone());
+        // Joiners send a path-update commit right after joining: wait for it everywhere.
+        let min_epoch = if index == 0 { 0 } else { before + 2 };
+        self.world
+            .wait(
+                &format!("everyone at one epoch ≥ {min_epoch} with {name} in the roster"),
+                t,
+                |ps| settled(ps, &roster, min_epoch),
+            )
+            .await?;
+        // And every subscription, to and from the newcomer, carries media.
+        let log = self.log.clone();
+        self.world
+            .wait(
+                &format!("every member to receive everyone's media with {name} in"),
+                t,
+                |_| report::all_subscribed(&log.lock(), &roster),
+            )
+            .await
+    }
+
+    async fn depart(&mut self, name: &str, removed_by: Option<&str>) -> Result<(), ScenarioError> {
+        let before = max_epoch(&self.world.ps.lock().unwrap_or_else(|e| e.into_inner()));
+        let call_err = |what: String| move |source| ScenarioError::Call { what, source };
+        match removed_by {
+            None => {
+                let call = self.calls.get(name).cloned();
+                if let Some(c) = call {
+                    c.leave()
+                        .await
+                        .map_err(call_err(format!("{name} leaves")))?;
+                }
+            }
+            Some(host) => {
+                let call = self.calls.get(host).cloned();
+                if let Some(c) = call {
+                    c.remove(name)
+                        .await
+                        .map_err(call_err(format!("{host} removes {name}")))?;
+                }
+            }
+        }
+        let mut roster = self.roster();
+        roster.remove(name);
+        let t = self.cfg.step_timeout;
+        let n = name.to_owned();
+        self.world
+            .wait(&format!("{name} to be out"), t, |ps| {
+                ps.get(&n).is_some_and(|p| p.ended.is_some())
+            })
+            .await?;
+        self.world
+            .wait(
+                &format!("everyone at one epoch > {before} without {name}"),
+                t,
+                |ps| settled(ps, &roster, before + 1),
+            )
+            .await
+    }
+
+    /// Waits until every active receiver opened the last frame of every active sender.
+    async fn drained(&self) -> Result<(), ScenarioError> {
+        let active: BTreeSet<String> = self.roster();
+        let log = self.log.clone();
+        self.world
+            .wait(
+                "every member to open every other member's last frame",
+                self.cfg.step_timeout,
+                |_| report::drained(&log.lock(), &active),
+            )
+            .await
+    }
+}
+
+/// A finished run: the report and the raw records behind it.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The report.
+    pub report: Report,
+    /// Everything every participant recorded.
+    pub log: CallLog,
+    /// Each participant's part in the script.
+    pub fates: BTreeMap<String, Fate>,
+}
+
+/// Runs the scenario. `live` receives the progress table every 250 ms.
+pub async fn run(
+    cfg: ScenarioConfig,
+    live: Option<watch::Sender<Vec<LiveRow>>>,
+) -> Result<Report, ScenarioError> {
+    run_detailed(cfg, live).await.map(|o| o.report)
+}
+
+/// [`run`], also returning the raw records (for tests that check them independently).
+pub async fn run_detailed(
+    cfg: ScenarioConfig,
+    live: Option<watch::Sender<Vec<LiveRow>>>,
+) -> Result<Outcome, ScenarioError> {
+    let n = cfg.participants;
+    if !(4..=MAX_PARTICIPANTS).contains(&n) {
+        return Err(ScenarioError::Participants(n));
+    }
+    let mut cfg = cfg;
+    cfg.duration = cfg.duration.min(Duration::from_secs(86_400));
+    cfg.step_timeout = cfg.step_timeout.min(Duration::from_secs(3_600));
+    let relay = EmbeddedRelay::start(EmbeddedOptions {
+        tap: cfg.script == Script::Full,
+    })
+    .await?;
+    let mut r = Runner {
+        relay,
+        world: Arc::default(),
+        calls: BTreeMap::new(),
+        fates: BTreeMap::new(),
+        log: CallLog::new(cfg.script == Script::Full),
+        tap: ControlTap::new(),
+        cfg: cfg.clone(),
+        live,
+    };
+    let ticker_world = Arc::clone(&r.world);
+    let ticker = tokio::spawn(async move {
+        let mut i = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            i.tick().await;
+            ticker_world.notify.notify_waiters();
+        }
+    });
+    let started = Instant::now();
+    let mut cpu = None;
+    let result = match cfg.script {
+        Script::Full => script(&mut r, started).await,
+        Script::Steady => steady(&mut r).await.map(|c| cpu = c),
+    };
+    ticker.abort();
+    // The measured call is over: what happens while everyone hangs up is not recorded.
+    r.log.close();
+    let final_stats: BTreeMap<String, CallStats> = r
+        .calls
+        .iter()
+        .map(|(n, c)| (n.clone(), c.stats()))
+        .collect();
+    for c in r.calls.values() {
+        let _ = c.leave().await;
+    }
+    let t = r.cfg.step_timeout;
+    let _ = r
+        .world
+        .wait("every participant to end", t, |ps| {
+            ps.values().all(|p| p.ended.is_some())
+        })
+        .await;
+    r.publish_live();
+    result?;
+    let forwarded = r.relay.forwarded();
+    let payloads = r.relay.tapped_payloads();
+    let control = r.tap.frames();
+    let warnings: BTreeMap<String, Vec<String>> = r
+        .world
+        .ps
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(n, p)| (n.clone(), p.warnings.clone()))
+        .collect();
+    let relay = r.relay;
+    relay.shutdown().await;
+    let report = {
+        let data = r.log.lock();
+        report::analyze(report::Inputs {
+            log: &data,
+            fates: &r.fates,
+            stats: &final_stats,
+            warnings: &warnings,
+            forwarded,
+            payloads: &payloads,
+            control: &control,
+            duration: started.elapsed(),
+            cpu,
+        })
+    };
+    Ok(Outcome {
+        report,
+        log: r.log,
+        fates: r.fates,
+    })
+}
+
+/// Waits until `at`, refreshing the live table.
+async fn until(r: &Runner, at: Instant) {
+    while Instant::now() < at {
+        let next = (Instant::now() + Duration::from_millis(250)).min(at);
+        tokio::time::sleep_until(next).await;
+        r.publish_live();
+    }
+}
+
+/// Process CPU time (user + system) so far, from `/proc/self/stat` (Linux; `None` elsewhere).
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux ABI in use.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+async fn steady(r: &mut Runner) -> Result<Option<report::CpuReport>, ScenarioError> {
+    let n = r.cfg.participants;
+    r.join(0, Fate::Host).await?;
+    for i in 1..n {
+        r.join(i, Fate::Member).await?;
+        r.publish_live();
+    }
+    let cpu0 = process_cpu();
+    let t0 = Instant::now();
+    until(&*r, t0 + r.cfg.duration).await;
+    let media = t0.elapsed();
+    let cpu1 = process_cpu();
+    for c in r.calls.values() {
+        let _ = c.stop_media().await;
+    }
+    // An overloaded machine may lose packets: the report then shows what was missing.
+    let _ = r.drained().await;
+    Ok(match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(report::CpuReport {
+            participants: n,
+            media_seconds: media.as_secs_f64(),
+            cpu_seconds: b.saturating_sub(a).as_secs_f64(),
+            cpu_ms_per_participant_second: b.saturating_sub(a).as_secs_f64() * 1e3
+                / (media.as_secs_f64() * n as f64),
+        }),
+        _ => None,
+    })
+}
+
+async fn script(r: &mut Runner, started: Instant) -> Result<(), ScenarioError> {
+    let n = r.cfg.participants;
+    let d = r.cfg.duration;
+    r.join(0, Fate::Host).await?;
+    let t0 = Instant::now();
+    for i in 1..n - 1 {
+        let fate = match i {
+            1 => Fate::Left,
+            2 => Fate::Removed,
+            _ => Fate::Member,
+        };
+        r.join(i, fate).await?;
+        r.publish_live();
+    }
+    until(&*r, t0 + d.mul_f64(0.35)).await;
+    r.depart(&name(1), None).await?;
+    until(&*r, t0 + d.mul_f64(0.55)).await;
+    r.depart(&name(2), Some(&name(0))).await?;
+    until(&*r, t0 + d.mul_f64(0.7)).await;
+    r.join(n - 1, Fate::Late).await?;
+    until(&*r, t0 + d).await;
+    for c in r.calls.values() {
+        let _ = c.stop_media().await;
+    }
+    r.drained().await?;
+    r.publish_live();
+    let _ = started;
+    Ok(())
+}

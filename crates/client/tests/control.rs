@@ -1,0 +1,392 @@
+//! The SDK's control plane against the embedded relay (media off): waiting room approve and
+//! deny, commit races, and typed errors on a misbehaving relay.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use blindcall_client::embedded::{EmbeddedOptions, EmbeddedRelay};
+use blindcall_client::log::CallLog;
+use blindcall_client::{
+    Call, CallError, EndReason, Event, Events, JoinError, JoinOptions, MediaMode, ProtocolError,
+    RefusedReason, Role, TrustAnchor,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn next_matching(
+    events: &mut Events,
+    what: &str,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Event {
+    let fut = async {
+        loop {
+            match events.next().await {
+                Some(e) if pred(&e) => return e,
+                Some(_) => {}
+                None => panic!("event stream ended while waiting for {what}"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// The call's counters once they show `epoch` (stats refresh every interval).
+async fn settled(call: &Call, epoch: u64) -> blindcall_client::CallStats {
+    let mut w = call.watch_stats();
+    let what = format!("{}'s stats at epoch {epoch}", call.identity());
+    tokio::time::timeout(WAIT, w.wait_for(|s| s.epoch == Some(epoch)))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap()
+        .clone()
+}
+
+fn options(relay: &EmbeddedRelay) -> JoinOptions {
+    let mut o = JoinOptions::new(relay.trust());
+    o.media = MediaMode::Off;
+    o
+}
+
+async fn join(relay: &EmbeddedRelay, name: &str, role: Role, o: JoinOptions) -> (Call, Events) {
+    let token = relay.mint("room", role, Duration::from_secs(600)).unwrap();
+    Call::join(relay.addr(), &token, name, o).await.unwrap()
+}
+
+/// Waits for an epoch change to `epoch` (or later) and returns its code.
+async fn epoch_code(events: &mut Events, who: &str, epoch: u64) -> String {
+    match next_matching(
+        events,
+        &format!("{who} at epoch {epoch}"),
+        |e| matches!(e, Event::EpochChanged { epoch: got, .. } if *got >= epoch),
+    )
+    .await
+    {
+        Event::EpochChanged { epoch: got, code } => {
+            assert_eq!(got, epoch, "{who} skipped an epoch");
+            code.to_string()
+        }
+        _ => unreachable!(),
+    }
+}
+
+// covers: SDK-JOIN-1, SDK-JOIN-4, SDK-EVT-1
+#[test]
+fn host_approves_one_joiner_and_denies_another() {
+    runtime().block_on(async {
+        let relay = EmbeddedRelay::start(EmbeddedOptions::default())
+            .await
+            .unwrap();
+        let (alice, mut ae) = join(&relay, "alice", Role::HOST, options(&relay)).await;
+        next_matching(&mut ae, "alice joined", |e| {
+            matches!(e, Event::Joined { epoch: 0, .. })
+        })
+        .await;
+        let (_bob, mut be) = join(&relay, "bob", Role::GUEST, options(&relay)).await;
+        next_matching(&mut be, "bob waiting", |e| matches!(e, Event::Waiting)).await;
+        let Event::JoinRequested {
+            request,
+            display_name,
+        } = next_matching(&mut ae, "bob's join request", |e| {
+            matches!(e, Event::JoinRequested { .. })
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(display_name, "bob");
+        assert_eq!(
+            alice.approve(request + 1000).await,
+            Err(CallError::UnknownRequest(request + 1000))
+        );
+        alice.approve(request).await.unwrap();
+        let Event::Joined { epoch, members } =
+            next_matching(&mut be, "bob joined", |e| matches!(e, Event::Joined { .. })).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(epoch, 1);
+        let names: Vec<&str> = members.iter().map(|m| &*m.identity).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert!(members[0].host && !members[1].host);
+        let Event::MembersJoined { identities, .. } =
+            next_matching(&mut ae, "alice sees bob", |e| {
+                matches!(e, Event::MembersJoined { .. })
+            })
+            .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(&*identities[0], "bob");
+        // Bob's path update follows at once: both land on epoch 2 with the same code.
+        let a2 = epoch_code(&mut ae, "alice", 2).await;
+        let b2 = epoch_code(&mut be, "bob", 2).await;
+        assert_eq!(a2, b2);
+
+        let (_eve, mut ee) = join(&relay, "eve", Role::GUEST, options(&relay)).await;
+        let Event::JoinRequested { request, .. } =
+            next_matching(&mut ae, "eve's join request", |e| {
+                matches!(e, Event::JoinRequested { .. })
+            })
+            .await
+        else {
+            unreachable!()
+        };
+        alice.deny(request).await.unwrap();
+        let end = next_matching(&mut ee, "eve's end", |e| {
+            matches!(e, Event::CallEnded { .. })
+        })
+        .await;
+        assert_eq!(
+            end,
+            Event::CallEnded {
+                reason: EndReason::Denied
+            }
+        );
+        // Eve never became a member: the call still has alice and bob only.
+        let stats = settled(&alice, 2).await;
+        assert_eq!(stats.members, 2);
+        // A locked room refuses new guests before they reach the waiting room.
+        alice.lock_room(true).await.unwrap();
+        next_matching(&mut ae, "the relay's room-locked state", |e| {
+            matches!(e, Event::RoomLocked { locked: true })
+        })
+        .await;
+        let token = relay
+            .mint("room", Role::GUEST, Duration::from_secs(600))
+            .unwrap();
+        let err = Call::join(relay.addr(), &token, "mallory", options(&relay))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JoinError::Refused(RefusedReason::ROOM_LOCKED)),
+            "{err}"
+        );
+        relay.shutdown().await;
+    });
+}
+
+// covers: SDK-COMMIT-1, SDK-COMMIT-2
+#[test]
+fn simultaneous_commits_of_one_epoch_converge() {
+    runtime().block_on(async {
+        let relay = EmbeddedRelay::start(EmbeddedOptions::default())
+            .await
+            .unwrap();
+        let log = CallLog::new(false);
+        let opts = |relay: &EmbeddedRelay| {
+            let mut o = options(relay);
+            o.auto_approve = true;
+            // Everyone commits the relay's removal proposal at once: the relay must pick one.
+            o.proposal_fallback_step = Duration::ZERO;
+            o.call_log = Some(log.clone());
+            o
+        };
+        let (_alice, mut ae) = join(&relay, "alice", Role::HOST, opts(&relay)).await;
+        let mut others: Vec<(&str, Call, Events)> = Vec::new();
+        let mut epoch = 0;
+        for name in ["bob", "carol", "dave"] {
+            let (c, mut e) = join(&relay, name, Role::GUEST, opts(&relay)).await;
+            next_matching(&mut e, &format!("{name} joined"), |e| {
+                matches!(e, Event::Joined { .. })
+            })
+            .await;
+            epoch += 2; // the Add, then the joiner's path update
+            let code = epoch_code(&mut e, name, epoch).await;
+            assert_eq!(epoch_code(&mut ae, "alice", epoch).await, code);
+            for (n, _, oe) in &mut others {
+                assert_eq!(epoch_code(oe, n, epoch).await, code);
+            }
+            others.push((name, c, e));
+        }
+        // dave disconnects; the relay proposes his removal; alice, bob and carol all commit it.
+        let (_, dave, _) = others.pop().unwrap();
+        dave.leave().await.unwrap();
+        epoch += 1;
+        let code = epoch_code(&mut ae, "alice", epoch).await;
+        for (n, _, e) in &mut others {
+            assert_eq!(
+                epoch_code(e, n, epoch).await,
+                code,
+                "{n} converged on another epoch"
+            );
+        }
+        let racing = log
+            .lock()
+            .commits
+            .iter()
+            .filter(|c| c.from_epoch == epoch - 1 && c.kind == "proposals")
+            .count();
+        assert!(racing >= 2, "only {racing} members committed the proposal");
+        // Nobody committed again afterwards: the losers dropped their commit and merged the winner.
+        let stats = settled(&_alice, epoch).await;
+        assert_eq!(stats.members, 3);
+        for (n, c, _) in &others {
+            let s = settled(c, epoch).await;
+            assert_eq!(s.code, stats.code, "{n}");
+        }
+        relay.shutdown().await;
+    });
+}
+
+/// A fake relay that completes TLS, reads the Hello, then answers with `answer`.
+async fn fake_relay(answer: Vec<u8>) -> (std::net::SocketAddr, TrustAnchor) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A development certificate and its TLS server configuration, as the relay builds them.
+    let mut cfg = blindcall_relay::config::RelayConfig::with_listen("127.0.0.1:0".parse().unwrap());
+    cfg.tls.dev_self_signed = true;
+    cfg.token_secret.hex = Some("42".repeat(32));
+    let resolved = cfg.resolve(&|_| None).unwrap();
+    let trust = TrustAnchor::CertificateDer(resolved.dev_cert.as_ref().unwrap().der().to_vec());
+    let acceptor = tokio_rustls::TlsAcceptor::from(resolved.server.tls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = tls.read(&mut buf).await;
+        tls.write_all(&answer).await.unwrap();
+        tls.flush().await.unwrap();
+        let _ = tls.read(&mut buf).await;
+    });
+    (addr, trust)
+}
+
+fn token() -> String {
+    // A syntactically valid token for room "room" (the fake relay does not check it).
+    let mut body = vec![1u8, 4, b'r', b'o', b'o', b'm', 2];
+    body.extend_from_slice(&[0u8; 8 + 16 + 32]);
+    format!("bct1.{}", hex::encode(body))
+}
+
+// covers: SDK-ERR-1
+#[test]
+fn a_misbehaving_relay_gets_typed_errors_not_panics() {
+    runtime().block_on(async {
+        // Garbage inside a well-formed frame.
+        let (addr, trust) = fake_relay(vec![0, 0, 0, 3, 0xff, 0xfe, 0xfd]).await;
+        let mut o = JoinOptions::new(trust);
+        o.media = MediaMode::Off;
+        let err = Call::join(addr, &token(), "zoe", o.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JoinError::Protocol(ProtocolError::Malformed)),
+            "{err}"
+        );
+        // A frame header announcing more than the limit.
+        let (addr, trust) = fake_relay(vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+        o.trust = trust;
+        let err = Call::join(addr, &token(), "zoe", o.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JoinError::Protocol(ProtocolError::Malformed)),
+            "{err}"
+        );
+        // A refusal is reported with its reason.
+        let refused = blindcall_proto::ControlMessage::new(blindcall_proto::Body::Refused(
+            blindcall_proto::Refused {
+                reason: RefusedReason::EXPIRED,
+            },
+        ))
+        .to_frame(1 << 20)
+        .unwrap();
+        let (addr, trust) = fake_relay(refused).await;
+        o.trust = trust;
+        let err = Call::join(addr, &token(), "zoe", o.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JoinError::Refused(RefusedReason::EXPIRED)),
+            "{err}"
+        );
+        // A relay whose certificate is not the trusted one is refused during TLS.
+        let (addr, _) = fake_relay(Vec::new()).await;
+        o.trust = TrustAnchor::Fingerprint("00".repeat(32));
+        let err = Call::join(addr, &token(), "zoe", o.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JoinError::Tls(_)), "{err}");
+        // A garbage token never reaches the network.
+        let err = Call::join(addr, "not-a-token", "zoe", o).await.unwrap_err();
+        assert!(matches!(err, JoinError::Options(_)), "{err}");
+    });
+}
+
+// covers: SDK-MEDIA-2, SDK-EVT-1
+#[test]
+fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
+    runtime().block_on(async {
+        let relay = EmbeddedRelay::start(EmbeddedOptions { tap: true })
+            .await
+            .unwrap();
+        let app = |relay: &EmbeddedRelay| {
+            let mut o = JoinOptions::new(relay.trust());
+            o.media = MediaMode::App;
+            o.auto_approve = true;
+            o
+        };
+        let (alice, mut ae) = join(&relay, "alice", Role::HOST, app(&relay)).await;
+        let (bob, mut be) = join(&relay, "bob", Role::GUEST, app(&relay)).await;
+        let mut frames = be.take_frames().expect("app mode delivers frames");
+        for (who, events) in [("alice", &mut ae), ("bob", &mut be)] {
+            next_matching(events, &format!("{who}'s media connection"), |e| {
+                matches!(e, Event::MediaConnected)
+            })
+            .await;
+        }
+        // Bob's path update moves the call to epoch 2; alice sends under it.
+        settled(&alice, 2).await;
+        settled(&bob, 2).await;
+        next_matching(&mut ae, "alice's send epoch 2", |e| {
+            matches!(e, Event::SendEpochActivated { epoch: 2 })
+        })
+        .await;
+        let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 + 3) as u8).collect();
+        // Publish until bob's subscription carries media (the relay renegotiates his leg).
+        let got = tokio::time::timeout(WAIT, async {
+            loop {
+                alice
+                    .publish(blindcall_client::MediaKind::Video, payload.clone())
+                    .await
+                    .unwrap();
+                if let Ok(Some(f)) =
+                    tokio::time::timeout(Duration::from_millis(100), frames.recv()).await
+                {
+                    return f;
+                }
+            }
+        })
+        .await
+        .expect("bob receives alice's frame");
+        assert_eq!(&*got.sender, "alice");
+        assert_eq!(got.kind, blindcall_client::MediaKind::Video);
+        assert_eq!(got.epoch, 2);
+        assert_eq!(got.data, payload);
+        // The relay held only ciphertext.
+        let payloads = relay.tapped_payloads();
+        assert!(!payloads.is_empty());
+        let hay: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            blindcall_client::report::plaintext_leaks(&[&payload], &hay),
+            0
+        );
+        // Misuse is typed.
+        let huge = alice
+            .publish(blindcall_client::MediaKind::Video, vec![0u8; 6_000_000])
+            .await;
+        assert!(matches!(huge, Err(CallError::FrameRejected(_))), "{huge:?}");
+        relay.shutdown().await;
+    });
+}

@@ -1,0 +1,294 @@
+//! End to end: the demo scenario in miniature. An embedded relay (real TLS control channel,
+//! real WebRTC forwarding) and four participants on loopback: alice creates the call, bob and
+//! carol join through the waiting room, bob leaves, alice removes carol, dave joins late, all
+//! send synthetic audio and video for about five seconds. The assertions read the raw records
+//! of every participant, independently of the report's own checks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use blindcall_client::log::MembershipChange;
+use blindcall_client::report::{Fate, render};
+use blindcall_client::scenario::{ScenarioConfig, run_detailed};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+// covers: SDK-E2E-1, SDK-E2E-2, SDK-E2E-3, SDK-E2E-4, SDK-E2E-5, SDK-JOIN-1, SDK-JOIN-4, SDK-EPOCH-1, SDK-EPOCH-2, SDK-EPOCH-3, SDK-COMMIT-1, SDK-COMMIT-2, SDK-MEDIA-2, SDK-MEDIA-3, SDK-EVT-1
+#[test]
+fn four_participants_join_leave_remove_late_join() {
+    let outcome = runtime()
+        .block_on(run_detailed(
+            ScenarioConfig {
+                participants: 4,
+                duration: Duration::from_secs(5),
+                ..ScenarioConfig::default()
+            },
+            None,
+        ))
+        .expect("the scenario runs to the end");
+    let report = &outcome.report;
+    let text = render(report);
+    println!("{text}");
+    let log = outcome.log.lock();
+    let fate_of = |f: Fate| {
+        outcome
+            .fates
+            .iter()
+            .find(|(_, v)| **v == f)
+            .map(|(k, _)| k.clone())
+            .expect("every fate is in the script")
+    };
+    let (host, left, removed, late) = (
+        fate_of(Fate::Host),
+        fate_of(Fate::Left),
+        fate_of(Fate::Removed),
+        fate_of(Fate::Late),
+    );
+    let when = |who: &str, change: MembershipChange| -> Instant {
+        log.membership
+            .iter()
+            .find(|m| &*m.identity == who && m.change == change)
+            .map(|m| m.at)
+            .unwrap_or_else(|| panic!("{who} has no {change:?} record"))
+    };
+    let sealed_at: BTreeMap<(String, u8, u64), (Instant, u64)> = log
+        .sent
+        .iter()
+        .map(|f| ((f.sender.to_string(), f.kind as u8, f.seq), (f.at, f.epoch)))
+        .collect();
+    let opened_by = |who: &str| -> Vec<((String, u8, u64), Instant)> {
+        log.opened
+            .iter()
+            .filter(|o| &*o.receiver == who)
+            .map(|o| {
+                let key = (o.sender.to_string(), o.kind as u8, o.seq);
+                let (at, epoch) = sealed_at[&key];
+                assert_eq!(
+                    epoch, o.epoch,
+                    "{who} opened {key:?} under its sealing epoch"
+                );
+                (key, at)
+            })
+            .collect()
+    };
+
+    // Every member opened every frame sent while it was a member (after its media subscription
+    // to that sender was up), across every epoch transition: nothing lost at transitions.
+    for p in &report.participants {
+        assert_eq!(p.missing, 0, "{} missed frames\n{text}", p.name);
+        assert!(p.opened > 0, "{} opened nothing\n{text}", p.name);
+    }
+    // Nobody opened anything that does not authenticate; only new members drop frames of
+    // epochs before they joined, and only incomplete frames may be lost in transport.
+    for p in &report.participants {
+        for (cause, n) in &p.dropped {
+            assert!(
+                cause == "BeforeJoin" || cause == "Incomplete",
+                "{} dropped {n} frames for {cause}\n{text}",
+                p.name
+            );
+        }
+    }
+
+    // The late joiner opened nothing sealed before it joined.
+    let joined = when(&late, MembershipChange::Joined);
+    let join_epoch = log
+        .membership
+        .iter()
+        .find(|m| *m.identity == *late && m.change == MembershipChange::Joined)
+        .map(|m| m.epoch)
+        .unwrap();
+    let mut late_opened = 0;
+    for (key, at) in opened_by(&late) {
+        assert!(
+            at >= joined,
+            "{late} opened {key:?}, sealed before it joined"
+        );
+        assert!(sealed_at[&key].1 >= join_epoch);
+        late_opened += 1;
+    }
+    assert!(late_opened > 0);
+    // Frames of earlier epochs did reach it (the relay forwards everything) and were refused.
+    let late_report = report.participants.iter().find(|p| p.name == late).unwrap();
+    assert!(late_report.packets_received > 0);
+
+    // The departed and the removed member opened nothing sealed after they were out, although
+    // the others kept sending.
+    for (who, change) in [
+        (&left, MembershipChange::Left),
+        (&removed, MembershipChange::Removed),
+    ] {
+        let out = when(who, change);
+        for (key, at) in opened_by(who) {
+            assert!(at <= out, "{who} opened {key:?}, sealed after it was out");
+        }
+        let later = log
+            .sent
+            .iter()
+            .filter(|f| &*f.sender != who.as_str() && f.at > out)
+            .count();
+        assert!(
+            later > 100,
+            "the others sent only {later} frames after {who} was out"
+        );
+    }
+    // The host's removal reached the removed member as a commit.
+    assert_eq!(
+        report
+            .participants
+            .iter()
+            .find(|p| p.name == removed)
+            .unwrap()
+            .fate,
+        Fate::Removed
+    );
+
+    // Security codes agree in every epoch; the host is in every epoch; after the removal the
+    // host was alone (epoch 6) until the late joiner arrived.
+    let mut codes: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    let mut entered: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    for e in &log.epochs {
+        codes.entry(e.epoch).or_default().insert(&e.code);
+        entered.entry(e.epoch).or_default().insert(&e.identity);
+    }
+    for (epoch, c) in &codes {
+        assert_eq!(c.len(), 1, "epoch {epoch} shows different codes: {c:?}");
+    }
+    // create, add bob, bob's path update, add carol, carol's path update, bob's removal,
+    // carol's removal, add dave, dave's path update.
+    assert_eq!(
+        codes.len(),
+        9,
+        "epochs: {:?}",
+        codes.keys().collect::<Vec<_>>()
+    );
+    let alone: Vec<u64> = entered
+        .iter()
+        .filter(|(_, w)| w.len() == 1)
+        .map(|(e, _)| *e)
+        .collect();
+    assert_eq!(alone, [0, 6], "epochs with a single member: {entered:?}");
+    assert!(entered.values().all(|w| w.contains(host.as_str())));
+
+    // Every commit was of the expected kind; joiners sent their path update.
+    let kinds: BTreeSet<&str> = log.commits.iter().map(|c| c.kind).collect();
+    assert!(kinds.is_superset(&["add", "update", "proposals", "remove"].into()));
+
+    // After every switch of a sender's send epoch, its first video frame is a keyframe.
+    let mut first_video: BTreeMap<(&str, u64), &blindcall_client::log::SentFrame> = BTreeMap::new();
+    for f in log
+        .sent
+        .iter()
+        .filter(|f| f.kind == blindcall_client::MediaKind::Video)
+    {
+        let e = first_video.entry((&f.sender, f.epoch)).or_insert(f);
+        if f.seq < e.seq {
+            *e = f;
+        }
+    }
+    assert!(first_video.len() > 8);
+    for ((who, epoch), f) in &first_video {
+        let info = blindcall_media::source::verify(f.plaintext.as_deref().unwrap()).unwrap();
+        assert!(
+            info.keyframe,
+            "{who}'s first video frame in epoch {epoch} is a delta frame"
+        );
+    }
+    // The relay forwarded keyframe requests (PLI) upstream.
+    assert!(report.relay.keyframe_requests > 0);
+
+    // The relay saw no plaintext: neither in the RTP payloads it received (SRTP removed) nor in
+    // any control message (TLS removed).
+    assert!(report.plaintext.frames > 500 && report.plaintext.rtp_payloads > 1000);
+    assert!(report.plaintext.control_messages > 20);
+    assert_eq!(report.plaintext.leaks, 0);
+    assert_eq!(report.relay.tap_dropped, 0);
+    assert!(report.passed, "{text}");
+}
+
+// covers: SDK-DEMO-1
+#[test]
+fn the_demo_command_reports_and_writes_json() {
+    let dir = std::env::temp_dir().join(format!("blindcall-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_blindcall"))
+        .args([
+            "demo",
+            "--participants",
+            "4",
+            "--duration",
+            "3",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run blindcall demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "rekey latency",
+        "relay saw no plaintext",
+        "security codes match",
+        "result: PASS",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "report lacks {needle:?}:\n{stdout}"
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["passed"], serde_json::Value::Bool(true));
+    assert_eq!(report["participants"].as_array().unwrap().len(), 4);
+    assert!(report["relay"]["bytes_out"].as_u64().unwrap() > 0);
+    assert_eq!(report["plaintext"]["leaks"].as_u64(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Out-of-range participant counts are refused with a non-zero exit.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_blindcall"))
+        .args(["demo", "--participants", "2", "--duration", "1", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+// covers: SDK-JOIN-2
+#[test]
+fn the_token_command_mints_a_token_naming_the_room() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_blindcall"))
+        .args([
+            "token",
+            "--room",
+            "standup",
+            "--role",
+            "host",
+            "--secret-env",
+            "BC_TEST_SECRET",
+        ])
+        .env("BC_TEST_SECRET", "42".repeat(32))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        blindcall_client::tls::room_from_token(token.trim()).unwrap(),
+        b"standup"
+    );
+}
