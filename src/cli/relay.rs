@@ -1,20 +1,11 @@
-//! `blindcall relay`: the relay with its media forwarder, until SIGINT/SIGTERM.
+//! `blindcall relay`: the relay crate's server (control channel, delivery service and media
+//! forwarder) until SIGINT/SIGTERM — the same as the `blindcall-relay` binary.
 
-use blindcall_relay::cli::{RelayArgs, init_logging};
+use blindcall_relay::cli::RelayArgs;
 
 use super::CliError;
 
-/// Runs the relay (control server + delivery service + WebRTC forwarder).
+/// Runs the relay (control server + delivery service + WebRTC forwarder unless `--no-media`).
 pub(crate) fn run(args: RelayArgs) -> Result<(), CliError> {
-    if args.print_example_config {
-        return blindcall_relay::cli::run_relay(&args).map_err(|e| e.to_string());
-    }
-    init_logging(&args.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime
-        .block_on(blindcall_client::embedded::run_relay_with_media(&args))
-        .map_err(|e| e.to_string())
+    blindcall_relay::cli::run_relay(&args).map_err(|e| e.to_string())
 }

@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 use blindcall_group::{CallGroup, Client, Event as GroupEvent, PendingCommit};
 use blindcall_media::MediaKind;
 use blindcall_proto::{
-    Body, Commit, CommitRejectReason, MediaSignal, RefusedReason, RemoveParticipant, VLBytes,
-    WaitingEntry,
+    Body, Commit, CommitRejectReason, MediaSignal, MediaSignalPayload, RefusedReason,
+    RemoveParticipant, VLBytes, WaitingEntry,
 };
-use blindcall_transport::{ClientConfig, ClientEvent, ClientTransport, ConnectionState};
+use blindcall_transport::{
+    ClientConfig, ClientEvent, ClientTransport, ConnectionState, SdpKind, SessionDescription,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{Control, ControlIn};
@@ -36,7 +38,6 @@ use crate::event::{CallStats, EndReason, Event, Member};
 use crate::log::{CommitRecord, EpochRecord, MembershipChange, MembershipRecord};
 use crate::media::{IncomingFrame, MediaPipeline, Outgoing};
 use crate::options::{JoinOptions, MediaMode};
-use crate::signal::MediaSignalPayload;
 
 type Reply = oneshot::Sender<Result<(), CallError>>;
 
@@ -731,13 +732,14 @@ impl Actor {
     }
 
     async fn on_signal(&mut self, payload: &[u8]) {
-        let Ok(signal) = MediaSignalPayload::decode(payload) else {
+        // The forwarder only ever offers (CP-MEDIA-3); anything else is refused.
+        let Ok(MediaSignalPayload::Offer(sdp)) = MediaSignalPayload::decode(payload) else {
             self.warn(CallWarning::BadMediaSignal);
             return;
         };
-        let Some(offer) = signal.into_description() else {
-            self.warn(CallWarning::BadMediaSignal);
-            return;
+        let offer = SessionDescription {
+            kind: SdpKind::Offer,
+            sdp,
         };
         let Some(m) = &self.media else { return };
         match m.transport.handle_offer(offer).await {

@@ -120,7 +120,6 @@ impl Call {
             relay_addr,
             tls_cfg,
             &options.server_name,
-            options.control_tap.clone(),
             options.step_timeout,
         )
         .await?;

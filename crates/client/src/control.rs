@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use crate::error::{JoinError, OptionsError};
-use crate::log::ControlTap;
 
 /// What the reader task delivers.
 #[derive(Debug)]
@@ -37,7 +36,6 @@ pub(crate) async fn connect(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     server_name: &str,
-    tap: Option<ControlTap>,
     timeout: Duration,
 ) -> Result<Control, JoinError> {
     let name = ServerName::try_from(server_name.to_owned())
@@ -58,7 +56,6 @@ pub(crate) async fn connect(
     let (mut read, mut write) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Body>();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let read_tap = tap.clone();
     tokio::spawn(async move {
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
         let mut buf = vec![0u8; 64 * 1024];
@@ -74,9 +71,6 @@ pub(crate) async fn connect(
             loop {
                 match decoder.decode(&mut input) {
                     Ok(Some(frame)) => {
-                        if let Some(t) = &read_tap {
-                            t.record(&frame);
-                        }
                         let item = match ControlMessage::decode(&frame) {
                             Ok(m) => ControlIn::Msg(m.body),
                             Err(_) => ControlIn::Malformed,
@@ -102,9 +96,6 @@ pub(crate) async fn connect(
             let Ok(frame) = blindcall_proto::encode_frame(&encoded, DEFAULT_MAX_FRAME_LEN) else {
                 continue;
             };
-            if let Some(t) = &tap {
-                t.record(&encoded);
-            }
             if write.write_all(&frame).await.is_err() || write.flush().await.is_err() {
                 return;
             }

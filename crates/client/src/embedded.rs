@@ -1,21 +1,22 @@
-//! A complete relay in-process: the TLS control server with its delivery service, the media
-//! forwarder attached, a development certificate and a random token secret. For demos and
-//! end-to-end tests; operators run `blindcall relay` / `blindcall-relay` instead.
+//! A complete relay in-process: the relay crate's TLS control server with its delivery service
+//! and media forwarder ([`blindcall_relay::start_with_media`]), a development certificate, a
+//! random token secret, a metrics endpoint and the relay's control tap. For demos and
+//! end-to-end tests; operators run `blindcall-relay` / `blindcall relay` instead.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blindcall_proto::Role;
-use blindcall_relay::cli::{CliError, RelayArgs};
 use blindcall_relay::config::{RelayConfig, SecretSection};
 use blindcall_relay::token::{self, TokenClaims};
-use blindcall_relay::{RelayHandle, TokenSecret};
+use blindcall_relay::{
+    ControlRecorder, ForwarderConfig, ForwarderHandle, RelayHandle, TappedFrame, TokenSecret,
+};
 use blindcall_transport::CountersSnapshot;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
 
-use crate::forwarder::{self, ForwarderConfig, ForwarderHandle};
 use crate::options::TrustAnchor;
 
 /// Why the embedded relay could not start.
@@ -39,7 +40,8 @@ pub enum EmbeddedError {
 /// Options of [`EmbeddedRelay::start`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmbeddedOptions {
-    /// Keep a copy of every RTP payload the forwarder receives (after SRTP removal).
+    /// Keep a copy of every RTP payload the forwarder receives (after SRTP removal) and of
+    /// every control frame the relay reads or writes (after TLS removal).
     pub tap: bool,
 }
 
@@ -51,6 +53,7 @@ pub struct EmbeddedRelay {
     secret_hex: String,
     forwarder: ForwarderHandle,
     tapped: Arc<Mutex<Vec<Vec<u8>>>>,
+    control: ControlRecorder,
 }
 
 impl std::fmt::Debug for EmbeddedRelay {
@@ -75,6 +78,7 @@ impl EmbeddedRelay {
     pub async fn start(opts: EmbeddedOptions) -> Result<Self, EmbeddedError> {
         let secret_hex = random_hex(32)?;
         let mut cfg = RelayConfig::with_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+        cfg.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.tls.dev_self_signed = true;
         cfg.token_secret = SecretSection {
             hex: Some(secret_hex.clone()),
@@ -98,13 +102,19 @@ impl EmbeddedRelay {
         } else {
             None
         };
-        let (hook, forwarder) = forwarder::attach(ForwarderConfig {
-            tap,
-            ..ForwarderConfig::default()
-        });
+        let control = ControlRecorder::new();
         let mut server = resolved.server;
-        server.media = Some(hook);
-        let handle = blindcall_relay::start(server).await?;
+        if opts.tap {
+            server.control_tap = Some(Arc::new(control.clone()));
+        }
+        let (handle, forwarder) = blindcall_relay::start_with_media(
+            server,
+            ForwarderConfig {
+                tap,
+                ..ForwarderConfig::default()
+            },
+        )
+        .await?;
         Ok(Self {
             handle,
             cert_der: dev.der().to_vec(),
@@ -112,12 +122,18 @@ impl EmbeddedRelay {
             secret_hex,
             forwarder,
             tapped,
+            control,
         })
     }
 
     /// The control channel's address.
     pub fn addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// The metrics endpoint's address (`GET /metrics`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.handle.metrics_addr()
     }
 
     /// The trust anchor clients need (the development certificate).
@@ -164,53 +180,15 @@ impl EmbeddedRelay {
             .clone()
     }
 
+    /// Every control frame the relay read or wrote so far, after TLS removal (with
+    /// [`EmbeddedOptions::tap`]).
+    pub fn control_frames(&self) -> Vec<TappedFrame> {
+        self.control.frames()
+    }
+
     /// Shuts the relay down and waits for it.
     pub async fn shutdown(self) {
         self.handle.shutdown();
         let _ = self.handle.wait().await;
     }
-}
-
-/// Runs a relay with its media forwarder attached until SIGINT/SIGTERM (what `blindcall
-/// relay` runs; `blindcall-relay` alone serves the control channel only). Prints the bound
-/// address and, for a development certificate, its fingerprint.
-pub async fn run_relay_with_media(args: &RelayArgs) -> Result<(), CliError> {
-    let cfg = args.to_config()?;
-    let resolved = cfg.resolve(&|v| std::env::var(v).ok())?;
-    if let Some(dev) = &resolved.dev_cert {
-        println!("development certificate SHA-256: {}", dev.fingerprint());
-        if let Some(out) = &cfg.tls.dev_cert_out {
-            println!("development certificate PEM written to {}", out.display());
-        }
-    }
-    let (hook, _forwarder) = forwarder::attach(ForwarderConfig::default());
-    let mut server = resolved.server;
-    server.media = Some(hook);
-    let handle = blindcall_relay::start(server).await?;
-    println!("relay listening on {}", handle.local_addr());
-    wait_for_signal().await;
-    handle.shutdown();
-    handle.wait().await?;
-    Ok(())
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }

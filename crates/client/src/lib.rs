@@ -30,8 +30,9 @@
 //! # }
 //! ```
 //!
-//! With the `relay` feature, `forwarder` attaches the media forwarder to a relay's control
-//! server and `embedded` runs a complete relay in-process (for demos and tests).
+//! With the `relay` feature, `embedded` runs a complete relay in-process (the relay crate's
+//! control server with its media forwarder, for demos and tests), `scenario` plays the demo's
+//! scripted call on it and `report` analyses the result.
 
 mod actor;
 mod call;
@@ -41,13 +42,10 @@ pub mod event;
 pub mod log;
 pub mod media;
 pub mod options;
-pub mod signal;
 pub mod tls;
 
 #[cfg(feature = "relay")]
 pub mod embedded;
-#[cfg(feature = "relay")]
-pub mod forwarder;
 #[cfg(feature = "relay")]
 pub mod report;
 #[cfg(feature = "relay")]
@@ -58,6 +56,6 @@ pub use blindcall_proto::{RefusedReason, Role};
 pub use call::{Call, Events};
 pub use error::{CallError, CallWarning, JoinError, OptionsError, ProtocolError};
 pub use event::{CallStats, DropCause, EndReason, Event, FrameReason, Member, SenderHealth};
-pub use log::{CallLog, ControlTap};
+pub use log::CallLog;
 pub use media::IncomingFrame;
 pub use options::{JoinOptions, MediaMode, TrustAnchor};

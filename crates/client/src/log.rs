@@ -1,5 +1,5 @@
-//! Recorders for end-to-end checks: what every participant sent, opened and saw, and every
-//! control message after TLS removal. Off unless the application passes one in
+//! The recorder for end-to-end checks: what every participant sent, opened and saw (the relay's
+//! own view of the control channel is recorded by `blindcall_relay::ControlRecorder`). Off unless the application passes one in
 //! [`crate::JoinOptions`]; meant for tests, demos and audits, not for production calls.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,30 +146,5 @@ impl CallLog {
         if !self.closed.load(Ordering::Relaxed) {
             f(&mut self.lock());
         }
-    }
-}
-
-/// Records every control-channel message (whole frames) sent or received after TLS removal.
-#[derive(Debug, Clone, Default)]
-pub struct ControlTap {
-    inner: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl ControlTap {
-    /// An empty tap.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub(crate) fn record(&self, frame: &[u8]) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(frame.to_vec());
-    }
-
-    /// Every frame recorded so far.
-    pub fn frames(&self) -> Vec<Vec<u8>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use blindcall_group::{CallConfig, MemberConfig, MlsSuite};
 
-use crate::log::{CallLog, ControlTap};
+use crate::log::CallLog;
 
 /// How the client authenticates the relay's TLS certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +75,6 @@ pub struct JoinOptions {
     pub stats_interval: Duration,
     /// Records frames sent and opened, epochs and commits (tests and the demo report).
     pub call_log: Option<CallLog>,
-    /// Records every control message after TLS removal (the relay-plaintext check).
-    pub control_tap: Option<ControlTap>,
 }
 
 impl JoinOptions {
@@ -97,7 +95,6 @@ impl JoinOptions {
             step_timeout: Duration::from_secs(20),
             stats_interval: Duration::from_millis(250),
             call_log: None,
-            control_tap: None,
         }
     }
 }

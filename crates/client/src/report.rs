@@ -131,7 +131,7 @@ pub struct PlaintextCheck {
     pub plaintext_bytes: usize,
     /// RTP payloads the relay received (SRTP removed).
     pub rtp_payloads: usize,
-    /// Control messages the relay received or sent (TLS removed).
+    /// Control frames the relay read or wrote (TLS removed), from the relay's control tap.
     pub control_messages: usize,
     /// 16-byte plaintext windows found in them.
     pub leaks: usize,
@@ -200,7 +200,7 @@ pub struct Inputs<'a> {
     pub forwarded: CountersSnapshot,
     /// RTP payloads the relay received.
     pub payloads: &'a [Vec<u8>],
-    /// Control messages after TLS removal.
+    /// Control frames as the relay read and wrote them (its control tap, TLS removed).
     pub control: &'a [Vec<u8>],
     /// Run time.
     pub duration: Duration,
@@ -614,7 +614,10 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
     };
     check_plaintext(
         "relay saw no plaintext (RTP payloads after SRTP, control after TLS)",
-        plaintext.leaks == 0 && plaintext.frames > 0 && plaintext.rtp_payloads > 0,
+        plaintext.leaks == 0
+            && plaintext.frames > 0
+            && plaintext.rtp_payloads > 0
+            && plaintext.control_messages > 0,
         format!(
             "{} frames ({} bytes) searched in {} RTP payloads and {} control messages: {} leaks",
             plaintext.frames,

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedRelay};
 use crate::event::{CallStats, EndReason, Event};
-use crate::log::{CallLog, ControlTap};
+use crate::log::CallLog;
 use crate::options::{JoinOptions, MediaMode};
 use crate::report::{self, Fate, Report};
 use crate::{Call, Events, JoinError, Role};
@@ -244,7 +244,6 @@ struct Runner {
     calls: BTreeMap<String, Call>,
     fates: BTreeMap<String, Fate>,
     log: CallLog,
-    tap: ControlTap,
     cfg: ScenarioConfig,
     live: Option<watch::Sender<Vec<LiveRow>>>,
 }
@@ -257,7 +256,6 @@ impl Runner {
             seed: self.cfg.seed,
         };
         o.call_log = Some(self.log.clone());
-        o.control_tap = Some(self.tap.clone());
         o.step_timeout = self.cfg.step_timeout;
         o
     }
@@ -439,7 +437,6 @@ pub async fn run_detailed(
         calls: BTreeMap::new(),
         fates: BTreeMap::new(),
         log: CallLog::new(cfg.script == Script::Full),
-        tap: ControlTap::new(),
         cfg: cfg.clone(),
         live,
     };
@@ -479,7 +476,13 @@ pub async fn run_detailed(
     result?;
     let forwarded = r.relay.forwarded();
     let payloads = r.relay.tapped_payloads();
-    let control = r.tap.frames();
+    // The relay's own view of the control channel: every frame it read or wrote, TLS removed.
+    let control: Vec<Vec<u8>> = r
+        .relay
+        .control_frames()
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect();
     let warnings: BTreeMap<String, Vec<String>> = r
         .world
         .ps

@@ -1,5 +1,6 @@
 //! The SDK's control plane against the embedded relay (media off): waiting room approve and
-//! deny, commit races, and typed errors on a misbehaving relay.
+//! deny, commit races, and typed errors on a misbehaving relay; and application media through
+//! the relay's forwarder, seen from the relay's taps and metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -324,7 +325,30 @@ fn a_misbehaving_relay_gets_typed_errors_not_panics() {
     });
 }
 
-// covers: SDK-MEDIA-2, SDK-EVT-1
+/// `GET /metrics` on the relay's metrics endpoint: the body.
+async fn scrape(relay: &EmbeddedRelay) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = relay
+        .metrics_addr()
+        .expect("the embedded relay exports metrics");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}
+
+/// The value of the sample line `name` (exact name and labels).
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+// covers: SDK-MEDIA-1, SDK-MEDIA-2, SDK-EVT-1, OPS-MET-2, OPS-TAP-1, CP-MEDIA-3
 #[test]
 fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
     runtime().block_on(async {
@@ -382,6 +406,59 @@ fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
             blindcall_client::report::plaintext_leaks(&[&payload], &hay),
             0
         );
+        // The relay's control tap saw both directions of both connections, TLS removed:
+        // each member's Join and Answer, the forwarder's Offers, and no plaintext.
+        let control = relay.control_frames();
+        let mut signals = std::collections::BTreeMap::<_, Vec<u8>>::new();
+        for f in &control {
+            let msg = blindcall_proto::ControlMessage::decode(&f.bytes[4..]).unwrap();
+            if let blindcall_proto::Body::MediaSignal(m) = msg.body {
+                let p = blindcall_proto::MediaSignalPayload::decode(m.payload.as_slice()).unwrap();
+                let tag = p.encode()[0];
+                signals.entry((f.conn, f.direction)).or_default().push(tag);
+            }
+        }
+        use blindcall_relay::TapDirection::{FromClient, ToClient};
+        let conns: std::collections::BTreeSet<_> = control.iter().map(|f| f.conn).collect();
+        assert_eq!(conns.len(), 2, "alice's and bob's connections");
+        for conn in conns {
+            let from = &signals[&(conn, FromClient)];
+            assert_eq!(from[0], 1, "a member's first media signal is Join");
+            assert!(
+                from[1..].iter().all(|t| *t == 3),
+                "then only Answers: {from:?}"
+            );
+            let to = &signals[&(conn, ToClient)];
+            assert!(
+                to.iter().all(|t| *t == 2),
+                "the forwarder only offers: {to:?}"
+            );
+            assert!(
+                !to.is_empty() && from.len() - 1 <= to.len(),
+                "answers follow offers"
+            );
+        }
+        let hay: Vec<&[u8]> = control.iter().map(|f| f.bytes.as_slice()).collect();
+        assert_eq!(
+            blindcall_client::report::plaintext_leaks(&[&payload], &hay),
+            0
+        );
+        // The forwarder's counters are on the relay's /metrics.
+        let fw = relay.forwarded();
+        assert!(fw.packets_in > 0 && fw.packets_out > 0, "{fw:?}");
+        let text = scrape(&relay).await;
+        assert_eq!(sample(&text, "blindcall_relay_media_rooms"), 1);
+        assert!(sample(&text, "blindcall_relay_media_packets_in_total") >= fw.packets_in);
+        assert!(sample(&text, "blindcall_relay_media_packets_out_total") >= fw.packets_out);
+        assert!(sample(&text, "blindcall_relay_media_bytes_in_total") >= fw.bytes_in);
+        assert!(sample(&text, "blindcall_relay_media_bytes_out_total") > 0);
+        for reason in ["no_subscriber", "queue_full", "leg_closed", "write_failed"] {
+            sample(
+                &text,
+                &format!("blindcall_relay_media_packets_dropped_total{{reason=\"{reason}\"}}"),
+            );
+        }
+        sample(&text, "blindcall_relay_media_keyframe_requests_total");
         // Misuse is typed.
         let huge = alice
             .publish(blindcall_client::MediaKind::Video, vec![0u8; 6_000_000])

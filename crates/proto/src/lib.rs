@@ -10,11 +10,13 @@
 mod codes;
 mod error;
 pub mod frame;
+pub mod media;
 mod messages;
 
 pub use codes::{CommitRejectReason, ErrorCode, MessageType, ProtocolVersion, RefusedReason, Role};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
+pub use media::{MediaSignalDecodeError, MediaSignalPayload};
 pub use messages::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejected, ControlMessage, CreateGroup,
     ErrorMessage, GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted,

@@ -14,6 +14,7 @@ use thiserror::Error;
 use tracing::info;
 
 use crate::config::{ConfigError, DEFAULT_SECRET_ENV, EXAMPLE_CONFIG, RelayConfig, SecretSection};
+use crate::forward::ForwarderConfig;
 use crate::server::{self, ServerError};
 use crate::token::{self, TokenClaims, TokenError};
 
@@ -65,6 +66,9 @@ pub struct RelayArgs {
     /// Listen address of the metrics endpoint (overrides the config).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the control channel only, without the WebRTC media forwarder.
+    #[arg(long)]
+    pub no_media: bool,
     /// Print an example relay.toml and exit.
     #[arg(long)]
     pub print_example_config: bool,
@@ -82,6 +86,7 @@ impl Default for RelayArgs {
             dev_cert_out: None,
             listen: None,
             metrics_listen: None,
+            no_media: false,
             print_example_config: false,
             log: "info".to_string(),
         }
@@ -144,7 +149,8 @@ pub fn run_relay(args: &RelayArgs) -> Result<(), CliError> {
     rt.block_on(run_relay_async(args))
 }
 
-/// [`run_relay`] inside an existing tokio runtime (logging is the caller's business).
+/// [`run_relay`] inside an existing tokio runtime (logging is the caller's business). The media
+/// forwarder is attached ([`crate::start_with_media`]) unless `--no-media`.
 pub async fn run_relay_async(args: &RelayArgs) -> Result<(), CliError> {
     let cfg = args.to_config()?;
     let resolved = cfg.resolve(&|v| std::env::var(v).ok())?;
@@ -155,8 +161,17 @@ pub async fn run_relay_async(args: &RelayArgs) -> Result<(), CliError> {
         }
         info!(sha256 = %dev.fingerprint(), "using a self-signed development certificate");
     }
-    let handle = server::start(resolved.server).await?;
+    let handle = if args.no_media {
+        server::start(resolved.server).await?
+    } else {
+        crate::forward::start_with_media(resolved.server, ForwarderConfig::default())
+            .await?
+            .0
+    };
     println!("listening on {}", handle.local_addr());
+    if !args.no_media {
+        println!("media forwarder attached");
+    }
     if let Some(m) = handle.metrics_addr() {
         println!("metrics on http://{m}/metrics");
     }

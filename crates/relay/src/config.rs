@@ -474,6 +474,7 @@ impl RelayConfig {
                 limits: shell,
                 media: None,
                 metrics_sources: Vec::new(),
+                control_tap: None,
             },
             dev_cert,
         })
@@ -506,7 +507,10 @@ mod tests {
     #[test]
     fn example_config_parses_and_resolves_with_env_secret() {
         let mut cfg = RelayConfig::from_toml(EXAMPLE_CONFIG).unwrap();
-        assert_eq!(cfg.listen, "0.0.0.0:4433".parse().unwrap());
+        assert_eq!(
+            cfg.listen,
+            "0.0.0.0:4433".parse::<std::net::SocketAddr>().unwrap()
+        );
         assert_eq!(cfg.token_secret.env.as_deref(), Some(DEFAULT_SECRET_ENV));
         // The example names certificate files that do not exist here: use a dev cert instead.
         cfg.tls = TlsSection {

@@ -2,7 +2,8 @@
 //! responder for `GET /metrics` (OpenMetrics text).
 //!
 //! Every metric is prefixed `blindcall_relay_`. Media packet counters belong to the media
-//! forwarder: it plugs them in as a [`MetricsSource`]; this crate exports none it cannot count.
+//! forwarder: [`crate::forward::ForwarderHandle`] plugs them in as a [`MetricsSource`]
+//! (`media_*`, added by [`crate::start_with_media`]); nothing is exported that is not counted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,8 +29,8 @@ use crate::server::DsSnapshot;
 /// Extra metrics registered into every scrape (the media forwarder's hook).
 ///
 /// `register` is called once per scrape with the `blindcall_relay`-prefixed registry; register
-/// clones of long-lived metrics (prometheus-client metrics share their value when cloned), e.g.
-/// `media_packets_in` / `media_packets_out` / `media_packets_dropped` families labelled by room.
+/// clones of long-lived metrics (prometheus-client metrics share their value when cloned) or
+/// metrics built from a snapshot taken now (as the media forwarder does).
 pub trait MetricsSource: Send + Sync {
     /// Register this source's metrics.
     fn register(&self, registry: &mut Registry);

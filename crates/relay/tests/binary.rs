@@ -15,7 +15,7 @@ use common::tls::*;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-// covers: OPS-DEV-1, OPS-SHUT-1
+// covers: OPS-DEV-1, OPS-SHUT-1, OPS-MEDIA-2
 #[test]
 fn the_binary_serves_tls_and_stops_on_sigterm() {
     let cert_path =
@@ -57,6 +57,8 @@ fn the_binary_serves_tls_and_stops_on_sigterm() {
     assert!(line("the PEM path").contains("PEM written to"));
     let addr = line("the listen address");
     let addr: std::net::SocketAddr = addr.strip_prefix("listening on ").unwrap().parse().unwrap();
+    // The operators' binary runs the media forwarder by default.
+    assert_eq!(line("the media forwarder"), "media forwarder attached");
     // The written PEM is the certificate the relay serves, and its fingerprint is the printed one.
     let cert = CertificateDer::from_pem_file(&cert_path).unwrap();
     std::fs::remove_file(&cert_path).unwrap();

@@ -449,3 +449,84 @@ async fn media_signals_reach_the_forwarder_and_come_back_body() {
     );
     relay.handle.shutdown();
 }
+
+// covers: OPS-TAP-1
+#[test]
+fn the_control_tap_sees_every_frame_both_ways_after_tls() {
+    run(the_control_tap_sees_every_frame_both_ways_after_tls_body());
+}
+
+async fn the_control_tap_sees_every_frame_both_ways_after_tls_body() {
+    use blindcall_relay::TapDirection::{FromClient, ToClient};
+    use blindcall_relay::{ControlRecorder, TappedFrame};
+
+    let recorder = ControlRecorder::new();
+    let tap = std::sync::Arc::new(recorder.clone());
+    let relay = start_relay(move |s| s.control_tap = Some(tap)).await;
+    let (mut c, ack) = relay.admitted(b"room-tap", Role::HOST, 1, "h").await;
+    let conn = ConnId(ack.conn_id);
+    c.send(Body::Ping(Ping { nonce: 77 })).await;
+    assert_eq!(c.recv("Pong").await, Body::Pong(Pong { nonce: 77 }));
+    // A frame that arrives in two pieces is still tapped whole.
+    let split = ControlMessage::new(Body::Ping(Ping { nonce: 78 }))
+        .to_frame(DEFAULT_MAX_FRAME_LEN)
+        .unwrap();
+    c.send_raw(&split[..3]).await;
+    c.send_raw(&split[3..]).await;
+    assert_eq!(c.recv("Pong").await, Body::Pong(Pong { nonce: 78 }));
+    // A garbage connection: an oversized frame header is answered and closed.
+    let mut g = relay.client().await;
+    g.send_raw(&[0xff, 0xff, 0xff, 0xf0, 1, 2, 3]).await;
+    g.closed("refusal of the oversized frame").await;
+
+    let frames = recorder.frames();
+    let bodies = |dir| -> Vec<Body> {
+        frames
+            .iter()
+            .filter(|f: &&TappedFrame| f.conn == conn && f.direction == dir)
+            .map(|f| {
+                let len = u32::from_be_bytes(f.bytes[..4].try_into().unwrap());
+                assert_eq!(len as usize, f.bytes.len() - 4, "one whole frame");
+                ControlMessage::decode(&f.bytes[4..]).unwrap().body
+            })
+            .collect()
+    };
+    let from = bodies(FromClient);
+    assert!(matches!(from[0], Body::Hello(_)), "{from:?}");
+    assert_eq!(
+        from[1..],
+        [
+            Body::Ping(Ping { nonce: 77 }),
+            Body::Ping(Ping { nonce: 78 })
+        ]
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.conn == conn && f.direction == FromClient && f.bytes == split),
+        "the split frame, byte for byte"
+    );
+    let to = bodies(ToClient);
+    assert_eq!(to[0], Body::HelloAck(ack));
+    assert_eq!(
+        to[1..],
+        [
+            Body::Pong(Pong { nonce: 77 }),
+            Body::Pong(Pong { nonce: 78 })
+        ]
+    );
+    // The garbage connection's bytes and the relay's answer are tapped too.
+    let other: Vec<&TappedFrame> = frames.iter().filter(|f| f.conn != conn).collect();
+    assert!(
+        other
+            .iter()
+            .any(|f| f.direction == FromClient && f.bytes == [1, 2, 3]),
+        "{other:?}"
+    );
+    assert!(other.iter().any(|f| {
+        f.direction == ToClient
+            && ControlMessage::decode(&f.bytes[4..])
+                .is_ok_and(|m| m.body == error(ErrorCode::FRAME_TOO_LARGE))
+    }));
+    relay.handle.shutdown();
+}

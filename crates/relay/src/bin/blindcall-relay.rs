@@ -1,8 +1,9 @@
-//! `blindcall-relay`: the blind relay's control server.
+//! `blindcall-relay`: the blind relay: control server, delivery service and media forwarder.
 //!
 //! ```text
 //! blindcall-relay --config relay.toml
 //! blindcall-relay --listen 127.0.0.1:4433 --dev-self-signed   # secret from BLINDCALL_TOKEN_SECRET
+//! blindcall-relay --config relay.toml --no-media  # control channel only
 //! blindcall-relay --print-example-config > relay.toml
 //! ```
 
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use blindcall_relay::cli::{RelayArgs, run_relay};
 use clap::Parser;
 
-/// The blind relay: admission, MLS delivery service and (later) media forwarding, over TLS 1.3.
+/// The blind relay: admission and MLS delivery service over TLS 1.3, and WebRTC media forwarding.
 #[derive(Debug, Parser)]
 #[command(name = "blindcall-relay", version)]
 struct Cli {

@@ -1,14 +1,17 @@
 //! The driver: the one task that owns the [`Ds`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use blindcall_proto::FrameDecoder;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{ForwarderCommand, ForwarderEvent, MediaHook};
+use super::{ControlTap, ForwarderCommand, ForwarderEvent, MediaHook, TapDirection};
 use crate::ds::{CloseReason, ConnId, Ds, DsCounters, Event, Input, Occupancy, Output};
 use crate::metrics::ShellMetrics;
 use crate::time::Timestamp;
@@ -47,11 +50,66 @@ struct Entry {
     cancel: CancellationToken,
 }
 
+/// The control tap with one frame splitter per connection (the DS frames its own copy).
+pub(crate) struct Tap {
+    tap: Arc<dyn ControlTap>,
+    max_frame_len: u32,
+    decoders: HashMap<ConnId, FrameDecoder>,
+}
+
+impl Tap {
+    pub(crate) fn new(tap: Arc<dyn ControlTap>, max_frame_len: u32) -> Self {
+        Self {
+            tap,
+            max_frame_len,
+            decoders: HashMap::new(),
+        }
+    }
+
+    /// Shows the tap every whole frame in `bytes` read from `conn`.
+    fn read(&mut self, conn: ConnId, mut bytes: &[u8]) {
+        let max = self.max_frame_len;
+        let decoder = self
+            .decoders
+            .entry(conn)
+            .or_insert_with(|| FrameDecoder::new(max));
+        loop {
+            match decoder.decode(&mut bytes) {
+                Ok(Some(body)) => {
+                    // `body.len() <= max_frame_len: u32`.
+                    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+                    let mut frame = Vec::with_capacity(body.len() + 4);
+                    frame.extend_from_slice(&len.to_be_bytes());
+                    frame.extend_from_slice(&body);
+                    self.tap.frame(conn, TapDirection::FromClient, &frame);
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    // The stream no longer frames (the DS closes it): pass what is left raw.
+                    if !bytes.is_empty() {
+                        self.tap.frame(conn, TapDirection::FromClient, bytes);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn written(&self, conn: ConnId, frame: &[u8]) {
+        self.tap.frame(conn, TapDirection::ToClient, frame);
+    }
+
+    fn forget(&mut self, conn: ConnId) {
+        self.decoders.remove(&conn);
+    }
+}
+
 pub(crate) struct Driver {
     ds: Ds,
     rx: mpsc::Receiver<Cmd>,
     media_events: Option<mpsc::Sender<ForwarderEvent>>,
     media_cmds: Option<mpsc::Receiver<ForwarderCommand>>,
+    tap: Option<Tap>,
     shell: ShellMetrics,
     shutdown: CancellationToken,
     conns: HashMap<ConnId, Entry>,
@@ -88,6 +146,7 @@ impl Driver {
         ds: Ds,
         rx: mpsc::Receiver<Cmd>,
         media: Option<MediaHook>,
+        tap: Option<Tap>,
         shell: ShellMetrics,
         shutdown: CancellationToken,
     ) -> Self {
@@ -100,6 +159,7 @@ impl Driver {
             rx,
             media_events,
             media_cmds,
+            tap,
             shell,
             shutdown,
             conns: HashMap::new(),
@@ -148,10 +208,16 @@ impl Driver {
                 if !self.conns.contains_key(&id) {
                     return None;
                 }
+                if let Some(tap) = &mut self.tap {
+                    tap.read(id, &bytes);
+                }
                 self.ds.handle_input(now(), Input::Received(id, &bytes));
                 Some(at)
             }
             Cmd::Closed { id } => {
+                if let Some(tap) = &mut self.tap {
+                    tap.forget(id);
+                }
                 if self.conns.remove(&id).is_some() {
                     self.ds.handle_input(now(), Input::Closed(id));
                     self.tell_forwarder(ForwarderEvent::Closed { conn: id });
@@ -218,6 +284,9 @@ impl Driver {
         let Some(entry) = self.conns.get(&conn) else {
             return;
         };
+        if let Some(tap) = &self.tap {
+            tap.written(conn, &bytes);
+        }
         match entry.writer.try_send(bytes) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -13,6 +13,8 @@
 //!   the driver (the DS does framing, frame-size, rate and idle limits).
 //! - **writer** (per connection): writes queued frames; when its queue closes it flushes and
 //!   sends TLS close_notify.
+//! - **control tap** (optional, [`ControlTap`]): the driver shows it every frame it reads or
+//!   writes (after TLS removal), in both directions.
 //! - **metrics** (optional): a minimal HTTP/1.1 responder for `GET /metrics`.
 //!
 //! Shutdown ([`RelayHandle::shutdown`], or SIGTERM/SIGINT through [`run_until_signal`]): stop
@@ -21,6 +23,7 @@
 
 mod conn;
 mod driver;
+mod tap;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -42,6 +45,7 @@ use crate::metrics::{self, MetricsSource, ShellMetrics};
 
 pub(crate) use driver::Cmd;
 pub use driver::DsSnapshot;
+pub use tap::{ControlRecorder, ControlTap, TapDirection, TappedFrame};
 
 /// Network-shell limits (the DS's own limits live in [`DsConfig`]).
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +136,8 @@ pub struct ServerConfig {
     pub media: Option<MediaHook>,
     /// Extra metrics (e.g. the media forwarder's packet counters), exported on `/metrics`.
     pub metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    /// Observes every control frame read or written after TLS removal (audits, tests).
+    pub control_tap: Option<Arc<dyn ControlTap>>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -142,6 +148,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("ds", &self.ds)
             .field("limits", &self.limits)
             .field("media", &self.media.is_some())
+            .field("control_tap", &self.control_tap.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -236,10 +243,14 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
     let conns_cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
 
+    let tap = cfg
+        .control_tap
+        .map(|t| driver::Tap::new(t, cfg.ds.max_frame_len));
     let driver = driver::Driver::new(
         Ds::new(cfg.ds),
         rx,
         cfg.media,
+        tap,
         shell.clone(),
         shutdown.clone(),
     );
