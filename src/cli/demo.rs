@@ -34,6 +34,10 @@ pub(crate) struct Args {
     /// per participant-second and seal → open latency (no plaintext check).
     #[arg(long)]
     bench: bool,
+    /// How long each scripted step (a join, a departure, media reaching everyone) may take
+    /// before the demo gives up and names what it was waiting for.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    step_timeout: u64,
 }
 
 fn row_text(r: &LiveRow) -> String {
@@ -112,7 +116,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                 } else {
                     Script::Full
                 },
-                ..ScenarioConfig::default()
+                step_timeout: Duration::from_secs(args.step_timeout),
             },
             Some(tx),
         )
