@@ -635,21 +635,6 @@ mod tests {
         );
     }
 
-    /// SplitMix64 for seeded impairments.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.next() % 100 < percent
-        }
-    }
-
     // covers: SDK-MEDIA-2, SDK-MEDIA-4
     #[test]
     fn under_loss_reordering_and_duplication_every_complete_frame_opens_and_replays_fail() {
@@ -657,7 +642,7 @@ mod tests {
         let (mut alice, mut bob) = pair(start);
         let (mut tx_pipe, mut wire, _) = pipeline("alice");
         let (mut rx_pipe, _, bob_log) = pipeline("bob");
-        let mut rng = Rng(0x1055);
+        let mut rng = blindcall_media::SeededRng::new(0x1055);
         tx_pipe.start_sources(start);
         let (mut complete, mut partial, mut replays) = (0u64, 0u64, 0u64);
         let mut history: Vec<(MediaKind, Vec<RtpPacket>)> = Vec::new();

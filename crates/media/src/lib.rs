@@ -22,4 +22,4 @@ pub use depacketizer::{Depacketizer, DepacketizerConfig, DepacketizerStats, Fram
 pub use descriptor::Descriptor;
 pub use error::{DepacketizeError, IntegrityError, PacketizeError};
 pub use packetizer::{Packetizer, PacketizerConfig, RtpPacket};
-pub use source::{FrameInfo, MediaKind, SyntheticFrame, SyntheticSource};
+pub use source::{FrameInfo, MediaKind, SeededRng, SyntheticFrame, SyntheticSource};

@@ -94,12 +94,19 @@ pub struct FrameInfo {
     pub seq: u64,
 }
 
-/// SplitMix64: a small, seeded, deterministic generator (not for secrets).
+/// SplitMix64: a small, seeded, deterministic generator for synthetic media and for seeded
+/// network impairments in tests. Not for secrets.
 #[derive(Debug, Clone)]
-struct SplitMix64(u64);
+pub struct SeededRng(u64);
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+impl SeededRng {
+    /// A generator whose whole output is fixed by `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -107,14 +114,26 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        let span = (hi - lo + 1) as u64;
-        lo + (self.next() % span) as usize
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
     }
 
-    fn fill(&mut self, out: &mut [u8]) {
+    /// A value in `0..n` (`n` > 0; 0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64().checked_rem(n).unwrap_or(0)
+    }
+
+    /// A value in `lo..=hi` (`lo` <= `hi`).
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        let span = (hi.saturating_sub(lo) as u64).saturating_add(1);
+        lo + self.below(span) as usize
+    }
+
+    /// Fills `out` with pseudo-random bytes.
+    pub fn fill(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
@@ -128,7 +147,7 @@ pub struct SyntheticSource {
     seq: u64,
     rtp_timestamp: u32,
     keyframe_due: bool,
-    rng: SplitMix64,
+    rng: SeededRng,
 }
 
 /// Video frames between keyframes (2 s at 30 frames/s).
@@ -137,8 +156,9 @@ pub const KEYFRAME_INTERVAL: u64 = 60;
 impl SyntheticSource {
     /// A source of `kind` for `sender_id`; `seed` fixes every size and byte.
     pub fn new(kind: MediaKind, sender_id: u32, seed: u64) -> Self {
-        let mut rng = SplitMix64(seed ^ (u64::from(sender_id) << 32) ^ u64::from(kind.to_byte()));
-        let rtp_timestamp = (rng.next() & 0xffff_ffff) as u32;
+        let mut rng =
+            SeededRng::new(seed ^ (u64::from(sender_id) << 32) ^ u64::from(kind.to_byte()));
+        let rtp_timestamp = (rng.next_u64() & 0xffff_ffff) as u32;
         Self {
             kind,
             sender_id,

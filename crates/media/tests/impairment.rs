@@ -13,27 +13,9 @@ use std::time::{Duration, Instant};
 use blindcall_media::source::verify;
 use blindcall_media::{
     Depacketizer, DepacketizerConfig, MediaKind, Packetizer, PacketizerConfig, RtpPacket,
-    SyntheticSource,
+    SeededRng, SyntheticSource,
 };
 use blindcall_sframe::{BaseKey, CipherSuite, DropReason, Kid, Receiver, ReceiverConfig, Sender};
-
-/// Seeded generator for the network's decisions.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One packet on the simulated wire, tagged with the frame it came from.
 #[derive(Clone)]
@@ -89,7 +71,7 @@ fn run(seed: u64, seconds: u64) {
             }
         })
         .collect();
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng::new(seed);
     let mut tally = Tally::default();
     // Arrival time → packets, the reordering delay line.
     let mut in_flight: BTreeMap<(Instant, u64), Wire> = BTreeMap::new();
