@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use blindcall_group::{FrameDropReason, SecurityCode};
+use blindcall_group::SecurityCode;
 use blindcall_proto::{RefusedReason, Role};
 
 use crate::error::CallWarning;
@@ -26,42 +26,8 @@ pub enum DropCause {
     Integrity,
 }
 
-/// [`FrameDropReason`] in an orderable form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum FrameReason {
-    /// Unparsable header.
-    Malformed,
-    /// KID outside the call's layout.
-    KidOutOfLayout,
-    /// Epoch keys not held.
-    UnknownEpoch,
-    /// Leaf not a member in that epoch.
-    UnknownSender,
-    /// Authentication failed.
-    TagMismatch,
-    /// Counter seen before.
-    Replay,
-    /// Counter left of the replay window.
-    TooOld,
-    /// Another SFrame refusal.
-    Other,
-}
-
-impl From<FrameDropReason> for FrameReason {
-    fn from(r: FrameDropReason) -> Self {
-        match r {
-            FrameDropReason::Malformed => Self::Malformed,
-            FrameDropReason::KidOutOfLayout => Self::KidOutOfLayout,
-            FrameDropReason::UnknownEpoch => Self::UnknownEpoch,
-            FrameDropReason::UnknownSender => Self::UnknownSender,
-            FrameDropReason::TagMismatch => Self::TagMismatch,
-            FrameDropReason::Replay => Self::Replay,
-            FrameDropReason::TooOld => Self::TooOld,
-            _ => Self::Other,
-        }
-    }
-}
+/// Why SFrame refused a frame: the group's [`FrameDropReason`], under the SDK's name.
+pub use blindcall_group::FrameDropReason as FrameReason;
 
 impl std::fmt::Display for DropCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

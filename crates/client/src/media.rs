@@ -390,7 +390,7 @@ impl MediaPipeline {
                 };
                 self.drop_frame(from, cause);
             }
-            Err(e) => self.drop_frame(from, DropCause::Frame(e.reason.into())),
+            Err(e) => self.drop_frame(from, DropCause::Frame(e.reason)),
         }
     }
 

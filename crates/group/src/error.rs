@@ -165,8 +165,8 @@ pub enum MlsFailure {
     Unreachable(&'static str),
 }
 
-/// Why a media frame was dropped, for per-sender counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Why a media frame was dropped, for per-sender counters (ordered, so it can key a map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum FrameDropReason {
     /// SFrame header unparsable or frame too short.
