@@ -11,18 +11,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use crate::error::OptionsError;
 use crate::options::TrustAnchor;
 
-/// ALPN id of the control channel (must match the relay's).
-pub const ALPN: &[u8] = b"blindcall/1";
-
-/// SHA-256 of a DER certificate as `AB:CD:...` (the form the relay prints).
-pub fn fingerprint(der: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, der);
-    d.as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use blindcall_proto::{ALPN, cert_fingerprint as fingerprint};
 
 fn normalize(fp: &str) -> String {
     fp.chars()

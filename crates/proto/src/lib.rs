@@ -12,6 +12,7 @@ mod error;
 pub mod frame;
 pub mod media;
 mod messages;
+pub mod tls;
 
 pub use codes::{CommitRejectReason, ErrorCode, MessageType, ProtocolVersion, RefusedReason, Role};
 pub use error::{DecodeError, EncodeError};
@@ -23,6 +24,7 @@ pub use messages::{
     MediaSignal, Ping, Pong, PublishKeyPackage, Refused, RelayProposal, RemoveParticipant,
     RoomState, WaitingEntry, WaitingRoomUpdate, WelcomeMessage,
 };
+pub use tls::{ALPN, cert_fingerprint};
 pub use tls_codec::VLBytes;
 
 /// The largest frame (length prefix excluded) a peer accepts unless configured otherwise: 1 MiB.

@@ -7,8 +7,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
-/// The ALPN protocol id of the control channel.
-pub const ALPN: &[u8] = b"blindcall/1";
+pub use blindcall_proto::{ALPN, cert_fingerprint as fingerprint};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, Error)]
@@ -96,16 +95,6 @@ impl DevCert {
             PrivateKeyDer::Pkcs8(self.key_der.to_vec().into()),
         )
     }
-}
-
-/// SHA-256 fingerprint of a DER certificate, as `AB:CD:...`.
-pub fn fingerprint(der: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, der);
-    d.as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Generate a self-signed ECDSA P-256 certificate for `names` (DNS names or IP addresses).
