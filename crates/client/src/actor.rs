@@ -604,8 +604,16 @@ impl Actor {
                     }
                 }
             }
-            Body::CommitAccepted(_) => {
-                let Some(p) = self.pending.take() else { return };
+            Body::CommitAccepted(a) => {
+                // Replies can be stale: an own commit discarded because another member's won
+                // its epoch still gets its refusal later. Only the reply for the commit now
+                // pending counts; confirming another one would fork this member off.
+                let Some(p) = self
+                    .pending
+                    .take_if(|p| p.commit.from_epoch().checked_add(1) == Some(a.epoch))
+                else {
+                    return;
+                };
                 let Phase::Member(g) = &mut self.phase else {
                     return;
                 };
@@ -614,7 +622,9 @@ impl Actor {
                 }
             }
             Body::CommitRejected(r) => {
-                let Some(p) = self.pending.take() else { return };
+                let Some(p) = self.pending.take_if(|p| p.commit.from_epoch() == r.epoch) else {
+                    return;
+                };
                 let Phase::Member(g) = &mut self.phase else {
                     return;
                 };
@@ -629,7 +639,7 @@ impl Actor {
                     {
                         warn_to(&self.events, CallWarning::HandshakeRefused(e.to_string()));
                     }
-                    self.intents.push_front(intent);
+                    self.retry(intent);
                 } else {
                     self.warn(CallWarning::CommitRejected {
                         epoch: r.epoch,
@@ -647,7 +657,7 @@ impl Actor {
                     if let Err(e) = p.commit.discard(g) {
                         warn_to(&self.events, CallWarning::Group(e.to_string()));
                     }
-                    self.intents.push_front(intent);
+                    self.retry(intent);
                 }
                 let Phase::Member(g) = &mut self.phase else {
                     return;
@@ -816,7 +826,9 @@ impl Actor {
                         self.proposal_fallback = Some(after(now, wait));
                     }
                 }
-                GroupEvent::PathUpdateDue => self.intents.push_back(Intent::PathUpdate),
+                GroupEvent::PathUpdateDue if !self.intents.contains(&Intent::PathUpdate) => {
+                    self.intents.push_back(Intent::PathUpdate)
+                }
                 GroupEvent::SendEpochActivated { epoch, .. } => {
                     if let Some(m) = &mut self.media {
                         m.pipeline.request_keyframe();
@@ -829,6 +841,15 @@ impl Actor {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Queues the intent of a commit that lost its epoch, to be made again in the new one. A
+    /// path update is not queued here: the group schedules it again itself
+    /// ([`GroupEvent::PathUpdateDue`]), and queueing both would commit two updates.
+    fn retry(&mut self, intent: Intent) {
+        if intent != Intent::PathUpdate && !self.intents.contains(&intent) {
+            self.intents.push_front(intent);
         }
     }
 

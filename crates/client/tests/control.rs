@@ -8,8 +8,8 @@ use std::time::Duration;
 use blindcall_client::embedded::{EmbeddedOptions, EmbeddedRelay};
 use blindcall_client::log::CallLog;
 use blindcall_client::{
-    Call, CallError, EndReason, Event, Events, JoinError, JoinOptions, MediaMode, ProtocolError,
-    RefusedReason, Role, TrustAnchor,
+    Call, CallError, CallWarning, EndReason, Event, Events, JoinError, JoinOptions, MediaMode,
+    ProtocolError, RefusedReason, Role, TrustAnchor,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -234,6 +234,67 @@ fn simultaneous_commits_of_one_epoch_converge() {
         for (n, c, _) in &others {
             let s = settled(c, epoch).await;
             assert_eq!(s.code, stats.code, "{n}");
+        }
+        relay.shutdown().await;
+    });
+}
+
+// covers: SDK-COMMIT-3
+#[test]
+fn overlapping_joins_converge_on_one_group() {
+    // Joiners arrive back to back: their path updates race each other and the host's Adds,
+    // so members get refusals for commits they already dropped. Every member must still end
+    // in the same epoch with the same code (a stale reply once forked a member off).
+    runtime().block_on(async {
+        let relay = EmbeddedRelay::start(EmbeddedOptions::default())
+            .await
+            .unwrap();
+        let log = CallLog::new(false);
+        let opts = |relay: &EmbeddedRelay| {
+            let mut o = options(relay);
+            o.auto_approve = true;
+            o.call_log = Some(log.clone());
+            o
+        };
+        let (alice, ae) = join(&relay, "alice", Role::HOST, opts(&relay)).await;
+        let mut calls = vec![(alice, ae)];
+        for name in ["bob", "carol", "dave", "erin"] {
+            calls.push(join(&relay, name, Role::GUEST, opts(&relay)).await);
+        }
+        // Each joiner's Add and path update: 4 + 4 commits after epoch 0.
+        let fut = async {
+            loop {
+                let stats: Vec<_> = calls.iter().map(|(c, _)| c.stats()).collect();
+                if stats.iter().all(|s| s.members == 5 && s.epoch == Some(8)) {
+                    return stats;
+                }
+                let mut w = calls[0].0.watch_stats();
+                let _ = w.changed().await;
+            }
+        };
+        let stats = tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| {
+            let seen: Vec<_> = calls
+                .iter()
+                .map(|(c, _)| (c.identity().to_owned(), c.stats().epoch, c.stats().code))
+                .collect();
+            let commits: Vec<_> = log
+                .lock()
+                .commits
+                .iter()
+                .map(|c| (c.identity.to_string(), c.from_epoch, c.kind))
+                .collect();
+            panic!("timed out waiting for 5 members at epoch 8: {seen:?}; commits: {commits:?}")
+        });
+        for s in &stats {
+            assert_eq!(s.code, stats[0].code, "a member forked: {stats:?}");
+        }
+        for (_, events) in &mut calls {
+            while let Some(e) = events.try_next() {
+                assert!(
+                    !matches!(e, Event::Warning(CallWarning::CommitRejected { .. })),
+                    "a commit was refused as invalid: {e:?}"
+                );
+            }
         }
         relay.shutdown().await;
     });
