@@ -147,11 +147,19 @@ pub struct SyntheticSource {
     seq: u64,
     rtp_timestamp: u32,
     keyframe_due: bool,
+    silent: bool,
     rng: SeededRng,
 }
 
 /// Video frames between keyframes (2 s at 30 frames/s).
 pub const KEYFRAME_INTERVAL: u64 = 60;
+
+/// Time between audio frames during silence (Opus DTX sends a comfort-noise update every
+/// 400 ms instead of a frame every 20 ms).
+pub const DTX_INTERVAL: Duration = Duration::from_millis(400);
+
+/// Smallest synthetic frame: the self-describing header and the CRC trailer.
+pub const MIN_FRAME: usize = FIXED + TRAILER;
 
 impl SyntheticSource {
     /// A source of `kind` for `sender_id`; `seed` fixes every size and byte.
@@ -165,7 +173,23 @@ impl SyntheticSource {
             seq: 0,
             rtp_timestamp,
             keyframe_due: kind == MediaKind::Video,
+            silent: false,
             rng,
+        }
+    }
+
+    /// Audio only: `true` models silence with discontinuous transmission (one small
+    /// comfort-noise frame every [`DTX_INTERVAL`]), `false` speech (the default).
+    pub fn set_silent(&mut self, silent: bool) {
+        self.silent = silent && self.kind == MediaKind::Audio;
+    }
+
+    /// Time until the frame after the next one is due.
+    pub fn frame_interval(&self) -> Duration {
+        if self.silent {
+            DTX_INTERVAL
+        } else {
+            self.kind.frame_interval()
         }
     }
 
@@ -187,6 +211,7 @@ impl SyntheticSource {
             && (self.keyframe_due || self.seq.is_multiple_of(KEYFRAME_INTERVAL));
         self.keyframe_due = false;
         let total = match (self.kind, keyframe) {
+            (MediaKind::Audio, _) if self.silent => self.rng.range(MIN_FRAME, MIN_FRAME + 8),
             (MediaKind::Audio, _) => self.rng.range(60, 200),
             (MediaKind::Video, true) => self.rng.range(30_000, 100_000),
             (MediaKind::Video, false) => self.rng.range(2_000, 10_000),
@@ -216,7 +241,14 @@ impl SyntheticSource {
             data,
         };
         self.seq += 1;
-        self.rtp_timestamp = self.rtp_timestamp.wrapping_add(self.kind.timestamp_step());
+        let steps = if self.silent {
+            (DTX_INTERVAL.as_millis() / self.kind.frame_interval().as_millis()) as u32
+        } else {
+            1
+        };
+        self.rtp_timestamp = self
+            .rtp_timestamp
+            .wrapping_add(self.kind.timestamp_step().wrapping_mul(steps));
         frame
     }
 }
@@ -275,6 +307,30 @@ mod tests {
             }
             last_ts = Some(f.rtp_timestamp);
         }
+    }
+
+    // covers: MT-SRC-3
+    #[test]
+    fn silent_audio_sends_small_dtx_frames_every_400_ms() {
+        let mut s = SyntheticSource::new(MediaKind::Audio, 7, 1);
+        let speech = s.next_frame();
+        s.set_silent(true);
+        assert_eq!(s.frame_interval(), Duration::from_millis(400));
+        let mut ts = speech.rtp_timestamp.wrapping_add(960);
+        for seq in 1..50 {
+            let f = s.next_frame();
+            assert!((MIN_FRAME..=MIN_FRAME + 8).contains(&f.data.len()));
+            assert_eq!(verify(&f.data).unwrap().seq, seq, "sequence numbers run on");
+            assert_eq!(f.rtp_timestamp, ts);
+            ts = ts.wrapping_add(20 * 960);
+        }
+        s.set_silent(false);
+        assert_eq!(s.frame_interval(), Duration::from_millis(20));
+        assert!(s.next_frame().data.len() >= 60);
+        // Video has no silence.
+        let mut v = SyntheticSource::new(MediaKind::Video, 7, 1);
+        v.set_silent(true);
+        assert_eq!(v.frame_interval(), Duration::from_micros(33_333));
     }
 
     // covers: MT-SRC-1

@@ -17,7 +17,7 @@ pub mod tls;
 pub use codes::{CommitRejectReason, ErrorCode, MessageType, ProtocolVersion, RefusedReason, Role};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
-pub use media::{MediaSignalDecodeError, MediaSignalPayload};
+pub use media::{MAX_VIDEO_FILTER_IDS, MediaSignalDecodeError, MediaSignalPayload, VideoFilter};
 pub use messages::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejected, ControlMessage, CreateGroup,
     ErrorMessage, GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted,

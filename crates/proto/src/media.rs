@@ -8,6 +8,9 @@
 //! tag 1 Join:   rest = uint8 publish (0 or 1)      member -> forwarder
 //! tag 2 Offer:  rest = SDP (UTF-8, non-empty)      forwarder -> member
 //! tag 3 Answer: rest = SDP (UTF-8, non-empty)      member -> forwarder
+//! tag 4 Video:  rest = uint8 mode; uint64 ids[..]  member -> forwarder
+//!               mode 0 = video from every publisher (ids empty),
+//!               mode 1 = video only from the listed publishers (at most 1,024 ids, big-endian)
 //! ```
 
 use thiserror::Error;
@@ -18,6 +21,21 @@ pub const MEDIA_SIGNAL_JOIN: u8 = 1;
 pub const MEDIA_SIGNAL_OFFER: u8 = 2;
 /// Tag of [`MediaSignalPayload::Answer`].
 pub const MEDIA_SIGNAL_ANSWER: u8 = 3;
+/// Tag of [`MediaSignalPayload::Video`].
+pub const MEDIA_SIGNAL_VIDEO: u8 = 4;
+/// Most publishers one [`VideoFilter::Only`] may list.
+pub const MAX_VIDEO_FILTER_IDS: usize = 1_024;
+
+/// Whose video a member wants forwarded to it (audio is always forwarded from everyone).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VideoFilter {
+    /// Every publisher's video (the default).
+    #[default]
+    All,
+    /// Only these publishers' video, by the forwarder's participant id (the number in the
+    /// `bcp-<id>` stream ids of the forwarder's offers). Unknown ids are ignored.
+    Only(Vec<u64>),
+}
 
 /// One media-signaling message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +49,8 @@ pub enum MediaSignalPayload {
     Offer(String),
     /// The member's SDP answer.
     Answer(String),
+    /// The member's video subscription; replaces the previous one.
+    Video(VideoFilter),
 }
 
 /// Why bytes are not a [`MediaSignalPayload`].
@@ -52,6 +72,10 @@ pub enum MediaSignalDecodeError {
     /// An `Offer` or `Answer` whose SDP is not UTF-8.
     #[error("SDP is not UTF-8")]
     SdpNotUtf8,
+    /// A `Video` body with an unknown mode, ids with mode 0, a length that is not a whole
+    /// number of ids, or more than [`MAX_VIDEO_FILTER_IDS`] ids.
+    #[error("malformed Video body")]
+    BadVideo,
 }
 
 impl MediaSignalPayload {
@@ -61,6 +85,15 @@ impl MediaSignalPayload {
             Self::Join { publish } => vec![MEDIA_SIGNAL_JOIN, u8::from(*publish)],
             Self::Offer(sdp) => [&[MEDIA_SIGNAL_OFFER][..], sdp.as_bytes()].concat(),
             Self::Answer(sdp) => [&[MEDIA_SIGNAL_ANSWER][..], sdp.as_bytes()].concat(),
+            Self::Video(VideoFilter::All) => vec![MEDIA_SIGNAL_VIDEO, 0],
+            Self::Video(VideoFilter::Only(ids)) => {
+                let mut out = Vec::with_capacity(2 + 8 * ids.len());
+                out.extend_from_slice(&[MEDIA_SIGNAL_VIDEO, 1]);
+                for id in ids {
+                    out.extend_from_slice(&id.to_be_bytes());
+                }
+                out
+            }
         }
     }
 
@@ -81,6 +114,21 @@ impl MediaSignalPayload {
             (MEDIA_SIGNAL_JOIN, _) => Err(MediaSignalDecodeError::BadJoin),
             (MEDIA_SIGNAL_OFFER, rest) => Ok(Self::Offer(sdp(rest)?)),
             (MEDIA_SIGNAL_ANSWER, rest) => Ok(Self::Answer(sdp(rest)?)),
+            (MEDIA_SIGNAL_VIDEO, [0]) => Ok(Self::Video(VideoFilter::All)),
+            (MEDIA_SIGNAL_VIDEO, [1, ids @ ..])
+                if ids.len() % 8 == 0 && ids.len() / 8 <= MAX_VIDEO_FILTER_IDS =>
+            {
+                Ok(Self::Video(VideoFilter::Only(
+                    ids.chunks_exact(8)
+                        .map(|c| {
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(c);
+                            u64::from_be_bytes(b)
+                        })
+                        .collect(),
+                )))
+            }
+            (MEDIA_SIGNAL_VIDEO, _) => Err(MediaSignalDecodeError::BadVideo),
             (other, _) => Err(MediaSignalDecodeError::UnknownTag(other)),
         }
     }
@@ -105,6 +153,15 @@ mod tests {
                 MediaSignalPayload::Answer("v=0\r\n".into()),
                 b"\x03v=0\r\n".to_vec(),
             ),
+            (MediaSignalPayload::Video(VideoFilter::All), vec![4, 0]),
+            (
+                MediaSignalPayload::Video(VideoFilter::Only(vec![])),
+                vec![4, 1],
+            ),
+            (
+                MediaSignalPayload::Video(VideoFilter::Only(vec![7, 0x0102_0304_0506_0708])),
+                vec![4, 1, 0, 0, 0, 0, 0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8],
+            ),
         ];
         for (p, bytes) in cases {
             assert_eq!(p.encode(), bytes);
@@ -127,8 +184,18 @@ mod tests {
             (&[3], EmptySdp),
             (&[3, 0xff], SdpNotUtf8),
             (&[2, 0xc3], SdpNotUtf8),
+            (&[4], BadVideo),
+            (&[4, 2], BadVideo),
+            (&[4, 0, 0], BadVideo),
+            (&[4, 1, 0, 0, 0, 0, 0, 0, 0], BadVideo),
         ] {
             assert_eq!(MediaSignalPayload::decode(bad), Err(why), "{bad:?}");
         }
+        let mut too_many = vec![4, 1];
+        too_many.resize(2 + 8 * (MAX_VIDEO_FILTER_IDS + 1), 0);
+        assert_eq!(MediaSignalPayload::decode(&too_many), Err(BadVideo));
+        let mut most = vec![4, 1];
+        most.resize(2 + 8 * MAX_VIDEO_FILTER_IDS, 0);
+        assert!(MediaSignalPayload::decode(&most).is_ok());
     }
 }

@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use blindcall_proto::MediaSignalPayload;
+use blindcall_proto::{MediaSignalPayload, VideoFilter};
 use blindcall_transport::{
     CountersSnapshot, DropReason, ParticipantId, ParticipantOptions, SdpKind, SessionDescription,
-    Sfu, SfuConfig, SfuEvent, TappedPacket,
+    Sfu, SfuConfig, SfuEvent, TappedPacket, VideoSubscription,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -72,6 +72,7 @@ fn add(t: &mut CountersSnapshot, c: &CountersSnapshot) {
     t.dropped_queue_full += c.dropped_queue_full;
     t.dropped_leg_closed += c.dropped_leg_closed;
     t.dropped_write_failed += c.dropped_write_failed;
+    t.unsubscribed += c.unsubscribed;
     t.extensions_stripped += c.extensions_stripped;
     t.keyframe_requests += c.keyframe_requests;
     t.tapped += c.tapped;
@@ -141,6 +142,11 @@ fn register_counters(r: &mut Registry, c: &CountersSnapshot, rooms: usize) {
         "media_packets_dropped",
         "RTP packets (or one subscriber's copy) not forwarded, by reason",
         dropped,
+    );
+    r.register(
+        "media_copies_unsubscribed",
+        "Packet copies not sent because the subscriber's video subscription left the publisher out",
+        counter(c.unsubscribed),
     );
     r.register(
         "media_keyframe_requests",
@@ -290,6 +296,24 @@ impl Forwarder {
         }
     }
 
+    async fn video(&mut self, conn: ConnId, filter: VideoFilter) {
+        let Some(sfu) = self.conn_room.get(&conn).and_then(|r| self.sfu(r)) else {
+            return;
+        };
+        let subscription = match filter {
+            VideoFilter::All => VideoSubscription::All,
+            VideoFilter::Only(ids) => {
+                VideoSubscription::Only(ids.into_iter().map(ParticipantId).collect())
+            }
+        };
+        if let Err(e) = sfu
+            .set_video_subscription(ParticipantId(conn.0), subscription)
+            .await
+        {
+            tracing::debug!(conn = conn.0, error = %e, "video subscription refused");
+        }
+    }
+
     async fn closed(&mut self, conn: ConnId) {
         let Some(room) = self.conn_room.remove(&conn) else {
             return;
@@ -341,6 +365,7 @@ async fn run(
             } => match MediaSignalPayload::decode(&payload) {
                 Ok(MediaSignalPayload::Join { publish }) => f.join(conn, room, publish).await,
                 Ok(MediaSignalPayload::Answer(sdp)) => f.answer(conn, sdp).await,
+                Ok(MediaSignalPayload::Video(filter)) => f.video(conn, filter).await,
                 Ok(MediaSignalPayload::Offer(_)) => {
                     tracing::debug!(conn = conn.0, "members never offer");
                 }
@@ -377,6 +402,7 @@ mod tests {
             dropped_queue_full: 2,
             dropped_leg_closed: 0,
             dropped_write_failed: 1,
+            unsubscribed: 5,
             keyframe_requests: 3,
             missing_upstream: 4,
             ..CountersSnapshot::default()
@@ -398,6 +424,7 @@ mod tests {
             "blindcall_relay_media_packets_dropped_total{reason=\"queue_full\"} 2",
             "blindcall_relay_media_packets_dropped_total{reason=\"leg_closed\"} 0",
             "blindcall_relay_media_packets_dropped_total{reason=\"write_failed\"} 1",
+            "blindcall_relay_media_copies_unsubscribed_total 5",
             "blindcall_relay_media_keyframe_requests_total 3",
             "blindcall_relay_media_packets_missing_upstream_total 4",
         ] {

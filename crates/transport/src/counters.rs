@@ -92,6 +92,7 @@ pub struct Counters {
     packets_out: AtomicU64,
     bytes_out: AtomicU64,
     dropped: [AtomicU64; 4],
+    unsubscribed: AtomicU64,
     extensions_stripped: AtomicU64,
     keyframe_requests: AtomicU64,
     tapped: AtomicU64,
@@ -113,13 +114,17 @@ impl Counters {
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// An arrived packet was handed to `legs` subscriber legs (0 records a drop).
-    pub fn record_routed(&self, legs: usize) {
-        if legs == 0 {
+    /// An arrived packet was handed to `copies` subscriber legs and held back from
+    /// `unsubscribed` legs whose subscriber does not want that stream (a video subscription;
+    /// not a drop, the subscriber asked for it). With no leg at all it is a `NoSubscriber` drop.
+    pub fn record_routed(&self, copies: usize, unsubscribed: usize) {
+        if copies + unsubscribed == 0 {
             self.record_drop(DropReason::NoSubscriber);
         } else {
             self.routed.fetch_add(1, Ordering::Relaxed);
-            self.copies.fetch_add(legs as u64, Ordering::Relaxed);
+            self.copies.fetch_add(copies as u64, Ordering::Relaxed);
+            self.unsubscribed
+                .fetch_add(unsubscribed as u64, Ordering::Relaxed);
         }
     }
 
@@ -170,6 +175,7 @@ impl Counters {
             dropped_queue_full: l(&self.dropped[1]),
             dropped_leg_closed: l(&self.dropped[2]),
             dropped_write_failed: l(&self.dropped[3]),
+            unsubscribed: l(&self.unsubscribed),
             extensions_stripped: l(&self.extensions_stripped),
             keyframe_requests: l(&self.keyframe_requests),
             tapped: l(&self.tapped),
@@ -203,6 +209,8 @@ pub struct CountersSnapshot {
     pub dropped_leg_closed: u64,
     /// Copies the WebRTC stack refused.
     pub dropped_write_failed: u64,
+    /// Copies not made because the subscriber's video subscription left that publisher out.
+    pub unsubscribed: u64,
     /// Header extensions removed on legs that did not negotiate them.
     pub extensions_stripped: u64,
     /// Keyframe requests (PLI/FIR) forwarded to publishers.
@@ -255,30 +263,32 @@ impl CountersSnapshot {
 mod tests {
     use super::*;
 
-    // covers: MT-FWD-5
+    // covers: MT-FWD-5, MT-SUB-4
     #[test]
     fn books_balance_across_fan_out_and_every_drop_reason() {
         let c = Counters::default();
-        // 3 packets, fan-out 2: 5 copies written, 1 queue full.
+        // 3 packets: fan-out 2, fan-out 1 (one leg unsubscribed), no leg: 3 copies, 2 written,
+        // 1 queue full.
         for _ in 0..3 {
             c.record_in(100);
         }
-        c.record_routed(2);
-        c.record_routed(2);
-        c.record_routed(0);
-        for _ in 0..3 {
+        c.record_routed(2, 0);
+        c.record_routed(1, 1);
+        c.record_routed(0, 0);
+        for _ in 0..2 {
             c.record_out(100);
         }
         c.record_drop(DropReason::QueueFull);
         let s = c.snapshot();
         assert_eq!(s.packets_in, 3);
         assert_eq!(s.dropped(DropReason::NoSubscriber), 1);
-        assert_eq!(s.copies, 4);
+        assert_eq!(s.copies, 3);
+        assert_eq!(s.unsubscribed, 1);
         assert_eq!(s.in_flight(), 0);
         assert!(s.balanced());
         // One more copy in flight still balances; a phantom "out" does not.
         c.record_in(1);
-        c.record_routed(1);
+        c.record_routed(1, 0);
         assert_eq!(c.snapshot().in_flight(), 1);
         assert!(c.snapshot().balanced());
         c.record_out(1);

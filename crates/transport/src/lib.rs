@@ -12,7 +12,7 @@
 //! offers; clients always answer. Host candidates on 127.0.0.1 only, ephemeral ports, no STUN.
 //!
 //! Sans-IO pieces (unit-tested without sockets): [`rewrite`], [`negotiation`], [`counters`],
-//! [`feedback`], [`ids`].
+//! [`feedback`], [`ids`], [`subscription`].
 
 pub mod client;
 pub mod counters;
@@ -24,6 +24,7 @@ mod peer;
 pub mod rewrite;
 mod runtime;
 pub mod sfu;
+pub mod subscription;
 
 pub use blindcall_media::{MediaKind, RtpPacket};
 pub use client::{ClientConfig, ClientEvent, ClientStats, ClientTransport};
@@ -35,3 +36,4 @@ pub use peer::{
 };
 pub use runtime::SOCKET_BUFFER_BYTES;
 pub use sfu::{ParticipantOptions, Sfu, SfuConfig, SfuEvent, TappedPacket};
+pub use subscription::VideoSubscription;

@@ -85,6 +85,16 @@ impl LegRewriter {
         self.out_ssrc
     }
 
+    /// The next packet resumes the leg after a pause: its sequence number becomes the last
+    /// one sent plus one, and later packets keep their relative numbering, so the subscriber
+    /// sees no gap for the packets it was not sent (timestamps pass through: they carry the
+    /// time that really elapsed).
+    pub fn splice(&mut self, next_sequence_number: u16) {
+        if let Some((last_seq, _)) = self.last_out {
+            self.seq_delta = last_seq.wrapping_add(1).wrapping_sub(next_sequence_number);
+        }
+    }
+
     /// Rewrites `header` (received with the publisher's `inbound` extension map) in place.
     pub fn rewrite(&mut self, header: &mut Header, inbound: &ExtensionMap) -> RewriteOutcome {
         if self.remap_for.as_ref() != Some(inbound) {
@@ -223,6 +233,31 @@ mod tests {
         let mut h = header(2, 59_999, 7, &[]);
         rw.rewrite(&mut h, &inbound);
         assert_eq!(h.sequence_number, 101);
+    }
+
+    // covers: MT-SUB-3
+    #[test]
+    fn a_resumed_leg_continues_its_sequence_numbers_without_a_gap() {
+        let mut rw = LegRewriter::new(42, 96, ExtensionMap::default());
+        let inbound = ExtensionMap::default();
+        for seq in [500u16, 501] {
+            let mut h = header(1, seq, 9_000, &[]);
+            rw.rewrite(&mut h, &inbound);
+            assert_eq!(h.sequence_number, seq);
+        }
+        // Packets 502..40_000 were not forwarded (leg paused); it resumes at 40_000.
+        rw.splice(40_000);
+        for (seq, want) in [(40_000u16, 502u16), (40_001, 503), (40_003, 505)] {
+            let mut h = header(1, seq, 700_000, &[]);
+            rw.rewrite(&mut h, &inbound);
+            assert_eq!((h.sequence_number, h.timestamp), (want, 700_000));
+        }
+        // A splice before anything was sent changes nothing.
+        let mut fresh = LegRewriter::new(1, 96, ExtensionMap::default());
+        fresh.splice(9);
+        let mut h = header(1, 9, 1, &[]);
+        fresh.rewrite(&mut h, &inbound);
+        assert_eq!(h.sequence_number, 9);
     }
 
     #[test]

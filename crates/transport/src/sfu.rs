@@ -30,6 +30,7 @@ use crate::ids::{ParticipantId, from_codec_kind, kind_label, stream_id, to_codec
 use crate::negotiation::{Negotiation, NegotiationStep};
 use crate::peer::{ConnectionState, PcEvent, Peer, SdpKind, SessionDescription, codec};
 use crate::rewrite::{ExtensionMap, LegRewriter};
+use crate::subscription::{FrameBoundary, GateAction, LegGate, VideoSubscription};
 
 /// Relay forwarding settings.
 #[derive(Debug, Clone)]
@@ -120,11 +121,15 @@ pub enum SfuEvent {
 struct Forwarded {
     packet: rtp::Packet,
     inbound: Arc<ExtensionMap>,
+    /// First packet after the leg was paused by its subscriber's video subscription.
+    resumed: bool,
 }
 
 struct LegTx {
     subscriber: ParticipantId,
     tx: mpsc::Sender<Forwarded>,
+    /// Video legs only: whether the subscriber wants this publisher's video.
+    gate: Option<Arc<LegGate>>,
 }
 
 struct Leg {
@@ -158,6 +163,8 @@ struct Inner {
     participants: Mutex<HashMap<ParticipantId, Arc<Participant>>>,
     routes: RwLock<Routes>,
     publishers: StdMutex<HashMap<(ParticipantId, MediaKind), Arc<dyn TrackRemote>>>,
+    /// Each subscriber's video subscription (absent: every publisher).
+    video: StdMutex<HashMap<ParticipantId, VideoSubscription>>,
     next_ssrc: AtomicU32,
 }
 
@@ -184,6 +191,7 @@ impl Sfu {
             participants: Mutex::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
             publishers: StdMutex::new(HashMap::new()),
+            video: StdMutex::new(HashMap::new()),
             next_ssrc: AtomicU32::new(0x5F00_0001),
         });
         (Self { inner }, rx)
@@ -343,7 +351,16 @@ impl Sfu {
                 publisher,
                 kind,
             ));
-            activated.push(((publisher, kind), LegTx { subscriber: id, tx }));
+            let gate = (kind == MediaKind::Video)
+                .then(|| Arc::new(LegGate::new(inner.wants_video(id, publisher))));
+            activated.push((
+                (publisher, kind),
+                LegTx {
+                    subscriber: id,
+                    tx,
+                    gate,
+                },
+            ));
         }
         if let Ok(mut routes) = inner.routes.write() {
             for (key, leg) in activated {
@@ -384,6 +401,9 @@ impl Sfu {
         if let Ok(mut publishers) = inner.publishers.lock() {
             publishers.retain(|(publisher, _), _| *publisher != id);
         }
+        if let Ok(mut video) = inner.video.lock() {
+            video.remove(&id);
+        }
         let closed = part.pc.close().await;
         for other in others.iter().filter(|_| part.publishes) {
             {
@@ -397,6 +417,48 @@ impl Sfu {
             inner.renegotiate(other).await;
         }
         closed?;
+        Ok(())
+    }
+
+    /// Sets whose video `subscriber` receives (audio always flows from everyone); replaces
+    /// the previous subscription. Each leg starts or stops at the publisher's next frame
+    /// boundary, so no partial frame reaches the subscriber, and its sequence numbers stay
+    /// continuous. Publishers whose video is newly wanted are asked for a keyframe.
+    pub async fn set_video_subscription(
+        &self,
+        subscriber: ParticipantId,
+        subscription: VideoSubscription,
+    ) -> Result<(), TransportError> {
+        let inner = &self.inner;
+        if !inner.participants.lock().await.contains_key(&subscriber) {
+            return Err(TransportError::UnknownParticipant(subscriber));
+        }
+        let mut started = Vec::new();
+        if let Ok(routes) = inner.routes.read() {
+            for (&(publisher, kind), legs) in routes.iter() {
+                if kind != MediaKind::Video {
+                    continue;
+                }
+                let wanted = subscription.wants(publisher);
+                for gate in legs
+                    .iter()
+                    .filter(|l| l.subscriber == subscriber)
+                    .filter_map(|l| l.gate.as_ref())
+                {
+                    if gate.set_wanted(wanted) && wanted {
+                        started.push(publisher);
+                    }
+                }
+            }
+        }
+        if let Ok(mut video) = inner.video.lock() {
+            video.insert(subscriber, subscription);
+        }
+        for publisher in started {
+            inner
+                .request_keyframe_upstream(publisher, MediaKind::Video)
+                .await;
+        }
         Ok(())
     }
 
@@ -420,6 +482,30 @@ impl Sfu {
 }
 
 impl Inner {
+    fn wants_video(&self, subscriber: ParticipantId, publisher: ParticipantId) -> bool {
+        self.video
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&subscriber).map(|s| s.wants(publisher)))
+            .unwrap_or(true)
+    }
+
+    /// Sends a PLI for `publisher`'s stream of `kind` upstream; counts it when sent.
+    async fn request_keyframe_upstream(&self, publisher: ParticipantId, kind: MediaKind) {
+        let upstream = self
+            .publishers
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&(publisher, kind)).cloned());
+        let Some(upstream) = upstream else { return };
+        let Some(ssrc) = upstream.ssrcs().await.first().copied() else {
+            return;
+        };
+        if upstream.write_rtcp(pli(ssrc)).await.is_ok() {
+            self.counters.record_keyframe_request();
+        }
+    }
+
     async fn new_leg(
         &self,
         pc: &Arc<dyn PeerConnection>,
@@ -505,13 +591,14 @@ impl Inner {
         publisher: ParticipantId,
         kind: MediaKind,
         packet: rtp::Packet,
+        starts_frame: bool,
         inbound: &Arc<ExtensionMap>,
     ) {
         self.counters.record_in(packet.payload.len());
         if let Ok(routes) = self.routes.read() {
-            self.route(&routes, publisher, kind, &packet, inbound);
+            self.route(&routes, publisher, kind, &packet, starts_frame, inbound);
         } else {
-            self.counters.record_routed(0);
+            self.counters.record_routed(0, 0);
         }
         // Last, so a tap reader sees every counter of this packet already updated.
         if let Some(tap) = &self.config.tap {
@@ -530,16 +617,28 @@ impl Inner {
         publisher: ParticipantId,
         kind: MediaKind,
         packet: &rtp::Packet,
+        starts_frame: bool,
         inbound: &Arc<ExtensionMap>,
     ) {
         let legs = routes
             .get(&(publisher, kind))
             .map_or(&[][..], Vec::as_slice);
-        self.counters.record_routed(legs.len());
+        let mut skipped = 0;
         for leg in legs {
+            let action = leg
+                .gate
+                .as_ref()
+                .map_or(GateAction::Forward { resumed: false }, |g| {
+                    g.admit(starts_frame)
+                });
+            let GateAction::Forward { resumed } = action else {
+                skipped += 1;
+                continue;
+            };
             let item = Forwarded {
                 packet: packet.clone(),
                 inbound: Arc::clone(inbound),
+                resumed,
             };
             match leg.tx.try_send(item) {
                 Ok(()) => {}
@@ -551,6 +650,7 @@ impl Inner {
                 }
             }
         }
+        self.counters.record_routed(legs.len() - skipped, skipped);
     }
 }
 
@@ -626,6 +726,7 @@ async fn run_publisher(
     inbound: Arc<ExtensionMap>,
 ) {
     let mut loss = LossTracker::new();
+    let mut frames = FrameBoundary::default();
     while let Some(event) = track.poll().await {
         let Some(inner) = inner.upgrade() else { return };
         match event {
@@ -633,7 +734,8 @@ async fn run_publisher(
                 inner
                     .counters
                     .record_missing_upstream(loss.observe(packet.header.sequence_number));
-                inner.forward(id, kind, packet, &inbound)
+                let starts_frame = frames.observe(packet.header.marker);
+                inner.forward(id, kind, packet, starts_frame, &inbound)
             }
             TrackRemoteEvent::OnEnded => return,
             _ => {}
@@ -650,8 +752,12 @@ async fn run_leg_writer(
     while let Some(Forwarded {
         mut packet,
         inbound,
+        resumed,
     }) = rx.recv().await
     {
+        if resumed {
+            rewriter.splice(packet.header.sequence_number);
+        }
         let outcome = rewriter.rewrite(&mut packet.header, &inbound);
         let len = packet.payload.len();
         let result = track.write_rtp(packet).await;
@@ -677,20 +783,8 @@ async fn run_leg_feedback(
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {
             continue;
         };
-        if !packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-            continue;
-        }
-        let upstream = inner
-            .publishers
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&(publisher, kind)).cloned());
-        let Some(upstream) = upstream else { continue };
-        let Some(ssrc) = upstream.ssrcs().await.first().copied() else {
-            continue;
-        };
-        if upstream.write_rtcp(pli(ssrc)).await.is_ok() {
-            inner.counters.record_keyframe_request();
+        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+            inner.request_keyframe_upstream(publisher, kind).await;
         }
     }
 }
