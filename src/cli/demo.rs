@@ -34,6 +34,14 @@ pub(crate) struct Args {
     /// per participant-second and seal → open latency (no plaintext check).
     #[arg(long)]
     bench: bool,
+    /// Only this many participants talk; the others' audio is silence sent as Opus-DTX-like
+    /// comfort-noise frames every 400 ms. Default: everyone talks.
+    #[arg(long, value_name = "S")]
+    speakers: Option<usize>,
+    /// Each participant receives the video of only this many others (a gallery; audio still
+    /// comes from everyone). Default: everyone's video.
+    #[arg(long, value_name = "K")]
+    gallery: Option<usize>,
     /// How long each scripted step (a join, a departure, media reaching everyone) may take
     /// before the demo gives up and names what it was waiting for.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -117,6 +125,8 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                     Script::Full
                 },
                 step_timeout: Duration::from_secs(args.step_timeout),
+                gallery: args.gallery,
+                speakers: args.speakers,
             },
             Some(tx),
         )

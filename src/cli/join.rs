@@ -59,6 +59,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         MediaMode::Synthetic {
             sender_id: name_hash(args.name.as_bytes()) | 0x0101_0101,
             seed: 1,
+            silent: false,
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -25,7 +25,7 @@ use blindcall_group::{CallGroup, Client, Event as GroupEvent, PendingCommit};
 use blindcall_media::MediaKind;
 use blindcall_proto::{
     Body, Commit, CommitRejectReason, MediaSignal, MediaSignalPayload, RefusedReason,
-    RemoveParticipant, VLBytes, WaitingEntry,
+    RemoveParticipant, VLBytes, VideoFilter, WaitingEntry,
 };
 use blindcall_transport::{
     ClientConfig, ClientEvent, ClientTransport, ConnectionState, SdpKind, SessionDescription,
@@ -35,9 +35,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::control::{Control, ControlIn};
 use crate::error::{CallError, CallWarning};
 use crate::event::{CallStats, EndReason, Event, Member};
-use crate::log::{CommitRecord, EpochRecord, MembershipChange, MembershipRecord};
+use crate::log::{CommitRecord, EpochRecord, MembershipChange, MembershipRecord, VideoRecord};
 use crate::media::{IncomingFrame, MediaPipeline, Outgoing};
-use crate::options::{JoinOptions, MediaMode};
+use crate::options::{JoinOptions, MediaMode, VideoSelection};
 
 type Reply = oneshot::Sender<Result<(), CallError>>;
 
@@ -48,6 +48,7 @@ pub(crate) enum Command {
     Remove(String, Reply),
     Publish(MediaKind, Vec<u8>, Reply),
     StopMedia(Reply),
+    SelectVideo(VideoSelection, Reply),
     Lock(bool, Reply),
     Leave(Reply),
 }
@@ -108,6 +109,9 @@ pub(crate) struct Actor {
     media: Option<MediaState>,
     next_stats: Instant,
     room_locked: Option<bool>,
+    /// Whose video the application wants, and the filter last sent to the relay for it.
+    video: VideoSelection,
+    video_sent: Option<VideoFilter>,
     ended: bool,
 }
 
@@ -195,6 +199,8 @@ impl Actor {
             media: None,
             next_stats: now,
             room_locked: None,
+            video: VideoSelection::All,
+            video_sent: None,
             ended: false,
         }
     }
@@ -313,6 +319,59 @@ impl Actor {
         if now >= self.next_stats {
             self.next_stats = after(now, self.opts.stats_interval.max(Duration::from_millis(10)));
             self.publish_stats();
+            // Identities learned from newly opened streams may resolve more of the selection.
+            self.sync_video();
+        }
+    }
+
+    /// Records the application's video selection and sends the relay its filter.
+    fn select_video(&mut self, selection: VideoSelection, now: Instant) {
+        if let Some(log) = &self.opts.call_log {
+            let identity = Arc::clone(&self.identity);
+            let only = match &selection {
+                VideoSelection::All => None,
+                VideoSelection::Only(names) => {
+                    Some(names.iter().map(|n| Arc::<str>::from(n.as_str())).collect())
+                }
+            };
+            log.with(|d| {
+                d.video.push(VideoRecord {
+                    identity,
+                    only,
+                    at: now,
+                })
+            });
+        }
+        self.video = selection;
+        self.sync_video();
+    }
+
+    /// Sends the relay the video filter for the current selection when it changed: listed
+    /// identities become the relay's participant ids of the streams they were authenticated on.
+    fn sync_video(&mut self) {
+        let Some(m) = &self.media else { return };
+        let filter = match &self.video {
+            VideoSelection::All => VideoFilter::All,
+            VideoSelection::Only(names) => VideoFilter::Only(m.pipeline.participants_of(names)),
+        };
+        if self.video_sent.as_ref() == Some(&filter) {
+            return;
+        }
+        // Nothing sent yet and everything wanted: the relay's default already is "all".
+        if self.video_sent.is_none() && filter == VideoFilter::All {
+            self.video_sent = Some(filter);
+            return;
+        }
+        let payload = MediaSignalPayload::Video(filter.clone()).encode();
+        if self
+            .control
+            .tx
+            .send(Body::MediaSignal(MediaSignal {
+                payload: VLBytes::new(payload),
+            }))
+            .is_ok()
+        {
+            self.video_sent = Some(filter);
         }
     }
 
@@ -387,7 +446,11 @@ impl Actor {
             MediaMode::Off => return,
             MediaMode::ReceiveOnly => (false, None),
             MediaMode::App => (true, None),
-            MediaMode::Synthetic { sender_id, seed } => (true, Some((sender_id, seed))),
+            MediaMode::Synthetic {
+                sender_id,
+                seed,
+                silent,
+            } => (true, Some((sender_id, seed, silent))),
         };
         let config = ClientConfig {
             publish,
@@ -420,6 +483,8 @@ impl Actor {
         let _ = self.control.tx.send(Body::MediaSignal(MediaSignal {
             payload: VLBytes::new(MediaSignalPayload::Join { publish }.encode()),
         }));
+        let selection = self.opts.video.clone();
+        self.select_video(selection, Instant::now());
     }
 
     async fn on_media_event(&mut self, e: ClientEvent) {
@@ -523,6 +588,10 @@ impl Actor {
                 if let Some(m) = &mut self.media {
                     m.pipeline.stop_sources();
                 }
+                let _ = reply.send(Ok(()));
+            }
+            Command::SelectVideo(selection, reply) => {
+                self.select_video(selection, Instant::now());
                 let _ = reply.send(Ok(()));
             }
             Command::Lock(locked, reply) => {

@@ -18,7 +18,7 @@ use crate::control::{self, Control, ControlIn, body_name};
 use crate::error::{CallError, JoinError, ProtocolError};
 use crate::event::{CallStats, Event};
 use crate::media::IncomingFrame;
-use crate::options::JoinOptions;
+use crate::options::{JoinOptions, VideoSelection};
 use crate::tls;
 
 /// A running call. Cheap to clone; every clone controls the same call. Dropping every
@@ -290,6 +290,13 @@ impl Call {
     /// Locks (or unlocks) the room at the relay (hosts): new joiners are refused while locked.
     pub async fn lock_room(&self, locked: bool) -> Result<(), CallError> {
         self.ask(|r| Command::Lock(locked, r)).await
+    }
+
+    /// Chooses whose video this participant receives (audio always flows from everyone).
+    /// The relay switches each stream at a frame boundary and asks newly selected senders for
+    /// a keyframe; identities are matched to streams by the SFrame keys their media opens with.
+    pub async fn select_video(&self, selection: VideoSelection) -> Result<(), CallError> {
+        self.ask(|r| Command::SelectVideo(selection, r)).await
     }
 
     /// Stops the synthetic sources (the call stays up).

@@ -58,4 +58,4 @@ pub use error::{CallError, CallWarning, JoinError, OptionsError, ProtocolError};
 pub use event::{CallStats, DropCause, EndReason, Event, FrameReason, Member, SenderHealth};
 pub use log::CallLog;
 pub use media::IncomingFrame;
-pub use options::{JoinOptions, MediaMode, TrustAnchor};
+pub use options::{JoinOptions, MediaMode, TrustAnchor, VideoSelection};

@@ -2,6 +2,7 @@
 //! own view of the control channel is recorded by `blindcall_relay::ControlRecorder`). Off unless the application passes one in
 //! [`crate::JoinOptions`]; meant for tests, demos and audits, not for production calls.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -81,6 +82,17 @@ pub struct MembershipRecord {
     pub at: Instant,
 }
 
+/// A participant chose whose video to receive.
+#[derive(Debug, Clone)]
+pub struct VideoRecord {
+    /// Who chose.
+    pub identity: Arc<str>,
+    /// The identities whose video it receives (`None`: everyone's).
+    pub only: Option<Vec<Arc<str>>>,
+    /// When.
+    pub at: Instant,
+}
+
 /// Kinds of [`MembershipRecord`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipChange {
@@ -107,6 +119,75 @@ pub struct CallLogData {
     pub commits: Vec<CommitRecord>,
     /// Membership changes.
     pub membership: Vec<MembershipRecord>,
+    /// Video selections.
+    pub video: Vec<VideoRecord>,
+    /// Highest sequence number sent per (sender, kind slot): kept as records arrive so that
+    /// progress checks during a call do not rescan every record under the lock.
+    last_sent: HashMap<(Arc<str>, u8), u64>,
+    /// Highest sequence number opened per receiver, sender and kind slot.
+    last_opened: HashMap<Arc<str>, PerSender>,
+}
+
+/// Highest sequence number opened per sender, audio and video.
+type PerSender = HashMap<Arc<str>, [Option<u64>; 2]>;
+
+/// 0 for audio, 1 for video.
+pub(crate) fn kind_slot(k: MediaKind) -> u8 {
+    match k {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+impl CallLogData {
+    /// Records a sent frame.
+    pub fn push_sent(&mut self, f: SentFrame) {
+        let e = self
+            .last_sent
+            .entry((Arc::clone(&f.sender), kind_slot(f.kind)))
+            .or_insert(f.seq);
+        *e = (*e).max(f.seq);
+        self.sent.push(f);
+    }
+
+    /// Records an opened frame.
+    pub fn push_opened(&mut self, o: OpenedRecord) {
+        let slots = self
+            .last_opened
+            .entry(Arc::clone(&o.receiver))
+            .or_default()
+            .entry(Arc::clone(&o.sender))
+            .or_default();
+        let e = &mut slots[usize::from(kind_slot(o.kind))];
+        *e = Some(e.map_or(o.seq, |s| s.max(o.seq)));
+        self.opened.push(o);
+    }
+
+    /// The highest sequence number `sender` sent on `kind` (0 audio, 1 video).
+    pub fn last_sent(&self) -> impl Iterator<Item = (&str, u8, u64)> {
+        self.last_sent.iter().map(|((s, k), q)| (&**s, *k, *q))
+    }
+
+    /// The highest sequence number `receiver` opened from `sender` on `kind` (0 audio,
+    /// 1 video), if any.
+    pub fn last_opened(&self, receiver: &str, sender: &str, kind: u8) -> Option<u64> {
+        self.last_opened
+            .get(receiver)?
+            .get(sender)?
+            .get(usize::from(kind))
+            .copied()
+            .flatten()
+    }
+
+    /// Whether `receiver` ever chose a video selection that left `sender` out.
+    pub fn video_excluded(&self, receiver: &str, sender: &str) -> bool {
+        self.video.iter().any(|v| {
+            &*v.identity == receiver
+                && v.only
+                    .as_ref()
+                    .is_some_and(|only| !only.iter().any(|s| &**s == sender))
+        })
+    }
 }
 
 /// A shared recorder; clone it into every participant's options.

@@ -96,18 +96,17 @@ impl MediaPipeline {
     pub(crate) fn new(
         identity: Arc<str>,
         out: mpsc::UnboundedSender<Outgoing>,
-        synthetic: Option<(u32, u64)>,
+        synthetic: Option<(u32, u64, bool)>,
         hold: Duration,
         log: Option<CallLog>,
         sink: Option<mpsc::Sender<IncomingFrame>>,
     ) -> Self {
-        let sources = synthetic.map(|(id, seed)| {
-            [
-                SyntheticSource::new(MediaKind::Audio, id, seed),
-                SyntheticSource::new(MediaKind::Video, id, seed),
-            ]
+        let sources = synthetic.map(|(id, seed, silent)| {
+            let mut audio = SyntheticSource::new(MediaKind::Audio, id, seed);
+            audio.set_silent(silent);
+            [audio, SyntheticSource::new(MediaKind::Video, id, seed)]
         });
-        let seed = synthetic.map_or(0x5eed, |(id, seed)| seed ^ u64::from(id));
+        let seed = synthetic.map_or(0x5eed, |(id, seed, _)| seed ^ u64::from(id));
         Self {
             identity,
             out,
@@ -188,7 +187,7 @@ impl MediaPipeline {
         if let Some(log) = &self.log {
             let keep = log.keeps_plaintext();
             log.with(|d| {
-                d.sent.push(SentFrame {
+                d.push_sent(SentFrame {
                     sender: Arc::clone(&self.identity),
                     kind,
                     seq,
@@ -226,7 +225,7 @@ impl MediaPipeline {
                     return errors;
                 };
                 let frame = sources[i].next_frame();
-                let interval = frame.info.kind.frame_interval();
+                let interval = sources[i].frame_interval();
                 // Far behind (e.g. a stalled runtime): skip ahead rather than burst.
                 let next = due + interval;
                 self.next_due[i] = Some(if next + interval * 10 < now {
@@ -255,6 +254,20 @@ impl MediaPipeline {
             participant: from.0,
             ..SenderHealth::default()
         })
+    }
+
+    /// The relay participant ids whose streams authenticated as one of `identities`, in
+    /// ascending order.
+    pub(crate) fn participants_of(&self, identities: &[String]) -> Vec<u64> {
+        self.health
+            .iter()
+            .filter(|(_, h)| {
+                h.identity
+                    .as_deref()
+                    .is_some_and(|i| identities.iter().any(|n| n == i))
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn drop_frame(&mut self, from: ParticipantId, cause: DropCause) {
@@ -344,7 +357,7 @@ impl MediaPipeline {
                     let receiver = Arc::clone(&self.identity);
                     let sender = Arc::clone(&identity);
                     log.with(|d| {
-                        d.opened.push(OpenedRecord {
+                        d.push_opened(OpenedRecord {
                             receiver,
                             sender,
                             kind,
@@ -483,7 +496,7 @@ mod tests {
         let p = MediaPipeline::new(
             Arc::from(name),
             tx,
-            Some((7, 1)),
+            Some((7, 1, false)),
             Duration::from_secs(2),
             Some(log.clone()),
             None,

@@ -37,7 +37,23 @@ pub enum MediaMode {
         sender_id: u32,
         /// Seed of the sources.
         seed: u64,
+        /// The audio is silence, sent with discontinuous transmission like Opus DTX (one small
+        /// frame every 400 ms), as from a participant who is not talking.
+        silent: bool,
     },
+}
+
+/// Whose video this participant receives; audio always comes from everyone. Large calls
+/// show a gallery of a few tiles: receiving only those keeps every client's download and the
+/// relay's fan-out bounded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VideoSelection {
+    /// Every other member's video (the default).
+    #[default]
+    All,
+    /// Only these members' video, by identity. A listed identity that is not (yet) in the
+    /// call starts flowing once its media does.
+    Only(Vec<String>),
 }
 
 /// Options of [`crate::Call::join`].
@@ -73,6 +89,9 @@ pub struct JoinOptions {
     pub step_timeout: Duration,
     /// How often [`crate::Call::stats`] is refreshed and decrypt health is reported.
     pub stats_interval: Duration,
+    /// Whose video to receive from the start (change it with
+    /// [`crate::Call::select_video`]).
+    pub video: VideoSelection,
     /// Records frames sent and opened, epochs and commits (tests and the demo report).
     pub call_log: Option<CallLog>,
 }
@@ -94,6 +113,7 @@ impl JoinOptions {
             proposal_fallback_step: Duration::from_millis(750),
             step_timeout: Duration::from_secs(20),
             stats_interval: Duration::from_millis(250),
+            video: VideoSelection::All,
             call_log: None,
         }
     }

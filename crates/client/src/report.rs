@@ -10,7 +10,7 @@ use blindcall_transport::CountersSnapshot;
 use serde::Serialize;
 
 use crate::event::CallStats;
-use crate::log::{CallLogData, MembershipChange};
+use crate::log::{CallLogData, MembershipChange, kind_slot};
 
 /// A participant's part in the script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +58,9 @@ pub struct ParticipantReport {
     /// Frames still in flight when it or their sender left or was removed (never delivered):
     /// sealed after the last frame of that stream it opened.
     pub in_flight_at_departure: u64,
+    /// Video frames of senders it chose not to watch (its video selection left them out):
+    /// the relay did not send them; not missing.
+    pub unselected_video: u64,
     /// The first missing frames (sender/kind/seq/epoch), for diagnosis.
     pub missing_frames: Vec<String>,
     /// Media events its transport dropped (the call task fell behind).
@@ -114,6 +117,8 @@ pub struct RelayReport {
     /// Of which: the leg was being torn down or its write failed (subscriber gone or not yet
     /// connected).
     pub dropped_leg_closed_or_write_failed: u64,
+    /// Packet copies not sent because the subscriber's video selection left the publisher out.
+    pub unsubscribed: u64,
     /// Keyframe requests forwarded upstream.
     pub keyframe_requests: u64,
     /// Packets copied to the plaintext-check tap / missed by it.
@@ -208,48 +213,32 @@ pub struct Inputs<'a> {
     pub cpu: Option<CpuReport>,
 }
 
-fn kind_slot(k: MediaKind) -> u8 {
-    match k {
-        MediaKind::Audio => 0,
-        MediaKind::Video => 1,
-    }
-}
-
 /// Whether every receiver in `active` opened the last frame every other member of `active`
-/// sent (the media path has drained).
+/// sent (the media path has drained). Video from senders a receiver did not select is not
+/// awaited.
 pub fn drained(log: &CallLogData, active: &BTreeSet<String>) -> bool {
-    let mut last: HashMap<(&str, u8), u64> = HashMap::new();
-    for f in &log.sent {
-        if active.contains(&*f.sender) {
-            let e = last.entry((&f.sender, kind_slot(f.kind))).or_insert(0);
-            *e = (*e).max(f.seq);
-        }
-    }
-    let mut got: HashMap<(&str, &str, u8), u64> = HashMap::new();
-    for o in &log.opened {
-        let e = got
-            .entry((&o.receiver, &o.sender, kind_slot(o.kind)))
-            .or_insert(0);
-        *e = (*e).max(o.seq);
-    }
+    let last: Vec<(&str, u8, u64)> = log
+        .last_sent()
+        .filter(|(s, _, _)| active.contains(*s))
+        .collect();
     active.iter().all(|r| {
-        last.iter().all(|((s, k), seq)| {
-            *s == r.as_str() || got.get(&(r.as_str(), *s, *k)).is_some_and(|g| g >= seq)
+        last.iter().all(|&(s, k, seq)| {
+            s == r.as_str()
+                || (k == 1 && log.video_excluded(r, s))
+                || log.last_opened(r, s, k).is_some_and(|g| g >= seq)
         })
     })
 }
 
 /// Whether every receiver in `active` opened audio and video from every other member of
-/// `active` (every subscription carries media).
+/// `active` (every subscription carries media; video only from senders it selected).
 pub fn all_subscribed(log: &CallLogData, active: &BTreeSet<String>) -> bool {
-    let mut got: BTreeSet<(&str, &str, u8)> = BTreeSet::new();
-    for o in &log.opened {
-        got.insert((&o.receiver, &o.sender, kind_slot(o.kind)));
-    }
     active.iter().all(|r| {
-        active
-            .iter()
-            .all(|s| s == r || (got.contains(&(r, s, 0)) && got.contains(&(r, s, 1))))
+        active.iter().all(|s| {
+            s == r
+                || (log.last_opened(r, s, 0).is_some()
+                    && (log.last_opened(r, s, 1).is_some() || log.video_excluded(r, s)))
+        })
     })
 }
 
@@ -378,6 +367,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             continue;
         };
         let (mut missing, mut before_media, mut in_flight, mut outside) = (0, 0, 0, 0);
+        let mut unselected = 0;
         let mut missing_frames = Vec::new();
         for ((sender, k), frames) in &sent {
             if *sender == name.as_str() {
@@ -399,8 +389,13 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             }
             let first = got.and_then(|g| g.first().copied());
             let last = got.and_then(|g| g.last().copied());
+            let excluded = *k == 1 && log.video_excluded(name, sender);
             for f in frames.iter().filter(|f| in_membership(f)) {
                 if got.is_some_and(|g| g.contains(&f.seq)) {
+                    continue;
+                }
+                if excluded {
+                    unselected += 1;
                     continue;
                 }
                 match (first, last) {
@@ -451,6 +446,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             missing,
             before_media,
             in_flight_at_departure: in_flight,
+            unselected_video: unselected,
             missing_frames,
             transport_events_dropped: stats.transport_events_dropped,
             opened_outside_membership: outside,
@@ -538,6 +534,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
         dropped_no_subscriber: fw.dropped_no_subscriber,
         dropped_queue_full: fw.dropped_queue_full,
         dropped_leg_closed_or_write_failed: fw.dropped_leg_closed + fw.dropped_write_failed,
+        unsubscribed: fw.unsubscribed,
         keyframe_requests: fw.keyframe_requests,
         tapped: fw.tapped,
         tap_dropped: fw.tap_dropped,
@@ -664,7 +661,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "blindcall demo report ({:.1} s)", r.seconds);
     let _ = writeln!(
         s,
-        "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6}  {:<14} dropped",
+        "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6}  {:<14} dropped",
         "name",
         "fate",
         "sentA",
@@ -675,6 +672,7 @@ pub fn render(r: &Report) -> String {
         "missing",
         "pre",
         "inflt",
+        "unsel",
         "epochs"
     );
     for p in &r.participants {
@@ -693,7 +691,7 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6}  {:<14} {}",
+            "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6}  {:<14} {}",
             p.name,
             format!("{:?}", p.fate).to_lowercase(),
             p.sent_audio,
@@ -704,6 +702,7 @@ pub fn render(r: &Report) -> String {
             p.missing,
             p.before_media,
             p.in_flight_at_departure,
+            p.unselected_video,
             epochs,
             dropped
         );
@@ -748,7 +747,7 @@ pub fn render(r: &Report) -> String {
     let f = &r.relay;
     let _ = writeln!(
         s,
-        "relay: {} packets / {} bytes in, {} packets / {} bytes forwarded, {} dropped (no subscriber {}, queue full {}, leg closed or not connected {}), {} keyframe requests",
+        "relay: {} packets / {} bytes in, {} packets / {} bytes forwarded, {} dropped (no subscriber {}, queue full {}, leg closed or not connected {}), {} copies not sent (video not selected), {} keyframe requests",
         f.packets_in,
         f.bytes_in,
         f.packets_out,
@@ -757,6 +756,7 @@ pub fn render(r: &Report) -> String {
         f.dropped_no_subscriber,
         f.dropped_queue_full,
         f.dropped_leg_closed_or_write_failed,
+        f.unsubscribed,
         f.keyframe_requests
     );
     let _ = writeln!(s, "checks:");

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedRelay};
 use crate::event::{CallStats, EndReason, Event};
 use crate::log::CallLog;
-use crate::options::{JoinOptions, MediaMode};
+use crate::options::{JoinOptions, MediaMode, VideoSelection};
 use crate::report::{self, Fate, Report};
 use crate::{Call, Events, JoinError, Role};
 
@@ -42,6 +42,14 @@ pub fn name(index: usize) -> String {
         .map_or_else(|| format!("p{}", index + 1), |n| (*n).to_owned())
 }
 
+/// The gallery of participant `index` of `n`: the names of the `k` participants after it in
+/// joining order, wrapping around (never itself).
+pub fn gallery(index: usize, n: usize, k: usize) -> Vec<String> {
+    (1..=k.min(n.saturating_sub(1)))
+        .map(|d| name((index + d) % n))
+        .collect()
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ScenarioConfig {
@@ -55,6 +63,12 @@ pub struct ScenarioConfig {
     pub step_timeout: Duration,
     /// Which script to play.
     pub script: Script,
+    /// Only the first this many participants talk; the others' audio is silence sent with
+    /// discontinuous transmission (a small frame every 400 ms); `None`: everyone talks.
+    pub speakers: Option<usize>,
+    /// Each participant watches the video of only this many others (the next ones in joining
+    /// order, wrapping around), like a gallery of tiles; `None`: everyone's video.
+    pub gallery: Option<usize>,
 }
 
 /// The scripts.
@@ -75,6 +89,8 @@ impl Default for ScenarioConfig {
             seed: 0xb11d_ca11,
             step_timeout: Duration::from_secs(30),
             script: Script::Full,
+            speakers: None,
+            gallery: None,
         }
     }
 }
@@ -254,9 +270,13 @@ impl Runner {
         o.media = MediaMode::Synthetic {
             sender_id: sender_id(self.cfg.seed, index),
             seed: self.cfg.seed,
+            silent: self.cfg.speakers.is_some_and(|k| index >= k),
         };
         o.call_log = Some(self.log.clone());
         o.step_timeout = self.cfg.step_timeout;
+        if let Some(k) = self.cfg.gallery {
+            o.video = VideoSelection::Only(gallery(index, self.cfg.participants, k));
+        }
         o
     }
 
