@@ -132,7 +132,19 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         )
         .await;
         let _ = ui.await;
-        result.map_err(|e| format!("demo could not run: {e}"))
+        result.map_err(|e| {
+            let hint = if matches!(e, scenario::ScenarioError::Timeout { .. })
+                && n > 16
+                && args.gallery.is_none()
+            {
+                "\nhint: every participant receiving everyone's audio and video grows with the \
+                 square of the call; past ~20 participants that is more than two cores can \
+                 forward and decrypt. Large calls watch a gallery: try --gallery 8 --speakers 4."
+            } else {
+                ""
+            };
+            format!("demo could not run: {e}{hint}")
+        })
     })?;
     println!("{}", render(&report));
     if let Some(path) = &args.json {
