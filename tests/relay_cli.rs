@@ -1,6 +1,8 @@
 //! `blindcall relay` (the relay crate's `cli::run_relay`, the same code the `blindcall-relay`
 //! binary runs) forwards media: two SDK participants join it over TLS, and one's sealed
-//! application frame reaches the other through the relay's WebRTC forwarder.
+//! application frame reaches the other through the relay's WebRTC forwarder. The relay's media
+//! address is set on the command line and the clients use another one: media crosses between
+//! configured addresses, not just 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(unix)]
 
@@ -8,7 +10,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use blindcall_client::{Call, Event, Events, JoinOptions, MediaKind, MediaMode, TrustAnchor};
+use blindcall_client::{
+    Call, Event, Events, JoinOptions, MediaKind, MediaMode, MediaNetwork, TrustAnchor,
+};
 use blindcall_relay::cli::{RoleArg, TokenArgs, mint_token};
 
 const SECRET: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
@@ -27,13 +31,14 @@ async fn until(events: &mut Events, what: &str, pred: impl Fn(&Event) -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
-// covers: OPS-MEDIA-2
+// covers: OPS-MEDIA-2, MT-NET-1
 #[test]
 fn blindcall_relay_forwards_media_by_default() {
     let cert_path =
         std::env::temp_dir().join(format!("blindcall-cli-cert-{}.pem", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_blindcall"))
         .args(["relay", "--listen", "127.0.0.1:0", "--dev-self-signed"])
+        .args(["--media-bind", "127.0.0.2"])
         .args(["--log", "warn"])
         .arg("--dev-cert-out")
         .arg(&cert_path)
@@ -55,7 +60,7 @@ fn blindcall_relay_forwards_media_by_default() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(next(), "media forwarder attached");
+    assert_eq!(next(), "media forwarder attached on 127.0.0.2");
     let _ = std::fs::remove_file(&cert_path);
     let env = |v: &str| (v == "BLINDCALL_TOKEN_SECRET").then(|| SECRET.to_owned());
     let token = |role| {
@@ -73,6 +78,10 @@ fn blindcall_relay_forwards_media_by_default() {
         let mut o = JoinOptions::new(TrustAnchor::Fingerprint(fingerprint.clone()));
         o.media = MediaMode::App;
         o.auto_approve = true;
+        o.media_network = MediaNetwork {
+            bind: "127.0.0.3".parse().unwrap(),
+            advertise: None,
+        };
         o
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,10 @@ pub(crate) struct Args {
     /// Join without publishing media.
     #[arg(long)]
     receive_only: bool,
+    /// Local address for media (default 127.0.0.1; an interface address reaches a relay on
+    /// another machine).
+    #[arg(long, value_name = "IP")]
+    media_bind: Option<std::net::IpAddr>,
 }
 
 /// Joins, prints events until the call ends, Ctrl-C or `--duration`.
@@ -53,6 +57,9 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     };
     let mut options = JoinOptions::new(trust);
     options.server_name = args.server_name.clone();
+    if let Some(ip) = args.media_bind {
+        options.media_network.bind = ip;
+    }
     options.media = if args.receive_only {
         MediaMode::ReceiveOnly
     } else {

@@ -454,6 +454,7 @@ impl Actor {
         };
         let config = ClientConfig {
             publish,
+            network: self.opts.media_network,
             ..ClientConfig::default()
         };
         let (transport, events) = match ClientTransport::new(config).await {

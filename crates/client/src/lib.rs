@@ -53,6 +53,7 @@ pub mod scenario;
 
 pub use blindcall_media::MediaKind;
 pub use blindcall_proto::{RefusedReason, Role};
+pub use blindcall_transport::MediaNetwork;
 pub use call::{Call, Events};
 pub use error::{CallError, CallWarning, JoinError, OptionsError, ProtocolError};
 pub use event::{CallStats, DropCause, EndReason, Event, FrameReason, Member, SenderHealth};

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use blindcall_group::{CallConfig, MemberConfig, MlsSuite};
+use blindcall_transport::MediaNetwork;
 
 use crate::log::CallLog;
 
@@ -89,6 +90,9 @@ pub struct JoinOptions {
     pub step_timeout: Duration,
     /// How often [`crate::Call::stats`] is refreshed and decrypt health is reported.
     pub stats_interval: Duration,
+    /// The local address of the media connection (default 127.0.0.1: a relay on this
+    /// machine); set an interface address to reach a relay elsewhere.
+    pub media_network: MediaNetwork,
     /// Whose video to receive from the start (change it with
     /// [`crate::Call::select_video`]).
     pub video: VideoSelection,
@@ -114,6 +118,7 @@ impl JoinOptions {
             step_timeout: Duration::from_secs(20),
             stats_interval: Duration::from_millis(250),
             video: VideoSelection::All,
+            media_network: MediaNetwork::default(),
             call_log: None,
         }
     }

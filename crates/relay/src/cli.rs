@@ -66,6 +66,12 @@ pub struct RelayArgs {
     /// Listen address of the metrics endpoint (overrides the config).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the media forwarder's UDP sockets (overrides `[media] bind`).
+    #[arg(long, value_name = "IP")]
+    pub media_bind: Option<std::net::IpAddr>,
+    /// Public address to advertise for media behind a 1:1 NAT (overrides `[media] advertise`).
+    #[arg(long, value_name = "IP")]
+    pub media_advertise: Option<std::net::IpAddr>,
     /// Serve the control channel only, without the WebRTC media forwarder.
     #[arg(long)]
     pub no_media: bool,
@@ -86,6 +92,8 @@ impl Default for RelayArgs {
             dev_cert_out: None,
             listen: None,
             metrics_listen: None,
+            media_bind: None,
+            media_advertise: None,
             no_media: false,
             print_example_config: false,
             log: "info".to_string(),
@@ -106,6 +114,12 @@ impl RelayArgs {
         }
         if let Some(m) = self.metrics_listen {
             cfg.metrics_listen = Some(m);
+        }
+        if let Some(ip) = self.media_bind {
+            cfg.media.bind = ip;
+        }
+        if let Some(ip) = self.media_advertise {
+            cfg.media.advertise = Some(ip);
         }
         if self.dev_self_signed {
             cfg.tls.dev_self_signed = true;
@@ -164,13 +178,23 @@ pub async fn run_relay_async(args: &RelayArgs) -> Result<(), CliError> {
     let handle = if args.no_media {
         server::start(resolved.server).await?
     } else {
-        crate::forward::start_with_media(resolved.server, ForwarderConfig::default())
+        let forwarder = ForwarderConfig {
+            network: resolved.media,
+            ..ForwarderConfig::default()
+        };
+        crate::forward::start_with_media(resolved.server, forwarder)
             .await?
             .0
     };
     println!("listening on {}", handle.local_addr());
     if !args.no_media {
-        println!("media forwarder attached");
+        match resolved.media.advertise {
+            Some(public) => println!(
+                "media forwarder attached on {} (advertised as {public})",
+                resolved.media.bind
+            ),
+            None => println!("media forwarder attached on {}", resolved.media.bind),
+        }
     }
     if let Some(m) = handle.metrics_addr() {
         println!("metrics on http://{m}/metrics");

@@ -7,10 +7,11 @@
 //! that names the setting.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use blindcall_transport::MediaNetwork;
 use openmls::prelude::{BasicCredential, SignatureScheme};
 use openmls_basic_credential::SignatureKeyPair;
 use serde::Deserialize;
@@ -60,6 +61,15 @@ max_connections = 10000          # further TCP connections are closed at once
 read_chunk = 16384               # bytes per read from a connection
 writer_queue = 256               # frames queued per connection before it counts as stuck
 shutdown_grace_secs = 5          # time to flush goodbyes on SIGTERM/SIGINT
+
+[media]
+# Address of the WebRTC forwarder's UDP sockets (one ephemeral port per participant). The
+# default, 127.0.0.1, serves clients on this machine only: set an interface address that
+# clients can reach, and open UDP to it.
+bind = "127.0.0.1"
+# Behind a 1:1 NAT (e.g. a cloud instance's public address), the address clients should send
+# media to; candidates on `bind` are advertised with it instead.
+# advertise = "203.0.113.10"
 "#;
 
 /// A configuration error, naming the setting at fault.
@@ -119,6 +129,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// The `[media]` section is inconsistent.
+    #[error("[media] {0}")]
+    Media(&'static str),
     /// Generating the relay's MLS external-sender key failed.
     #[error("cannot generate the relay's MLS signature key")]
     RelayIdentity,
@@ -142,6 +155,50 @@ pub struct RelayConfig {
     /// Limits and timeouts.
     #[serde(default)]
     pub limits: Limits,
+    /// The media forwarder's addresses.
+    #[serde(default)]
+    pub media: MediaSection,
+}
+
+/// `[media]`: where the media forwarder's UDP sockets live and what address it advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// Local address of every participant's PeerConnection (default `127.0.0.1`).
+    #[serde(default = "loopback")]
+    pub bind: IpAddr,
+    /// Public address advertised in place of `bind` (a relay behind a 1:1 NAT).
+    #[serde(default)]
+    pub advertise: Option<IpAddr>,
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        Self {
+            bind: loopback(),
+            advertise: None,
+        }
+    }
+}
+
+impl MediaSection {
+    /// The forwarder's network settings; `advertise` needs a specific `bind` address (a
+    /// wildcard offers every interface's own address, which no single public address replaces).
+    pub fn network(&self) -> Result<MediaNetwork, ConfigError> {
+        if self.advertise.is_some() && self.bind.is_unspecified() {
+            return Err(ConfigError::Media(
+                "advertise needs a specific bind address, not a wildcard",
+            ));
+        }
+        Ok(MediaNetwork {
+            bind: self.bind,
+            advertise: self.advertise,
+        })
+    }
 }
 
 /// `[tls]`: a PEM certificate chain and key, or a development self-signed certificate.
@@ -410,6 +467,8 @@ pub struct Resolved {
     pub server: ServerConfig,
     /// The self-signed certificate, when `dev_self_signed`.
     pub dev_cert: Option<DevCert>,
+    /// The media forwarder's network settings.
+    pub media: MediaNetwork,
 }
 
 impl RelayConfig {
@@ -436,6 +495,7 @@ impl RelayConfig {
             tls: TlsSection::default(),
             token_secret: SecretSection::default(),
             limits: Limits::default(),
+            media: MediaSection::default(),
         }
     }
 
@@ -444,6 +504,7 @@ impl RelayConfig {
     /// external-sender key, check the limits.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, ConfigError> {
         let (ds_limits, shell) = self.limits.validate()?;
+        let media = self.media.network()?;
         let secret = self.token_secret.load(env)?;
         let t = &self.tls;
         let (certs, key, dev_cert) = match (&t.cert, &t.key, t.dev_self_signed) {
@@ -477,6 +538,7 @@ impl RelayConfig {
                 control_tap: None,
             },
             dev_cert,
+            media,
         })
     }
 }
@@ -522,6 +584,41 @@ mod tests {
         assert!(r.dev_cert.is_some());
         assert_eq!(r.server.ds.idle_timeout, Some(Duration::from_secs(60)));
         assert_eq!(r.server.limits.writer_queue, 256);
+        assert_eq!(r.media, MediaNetwork::default());
+    }
+
+    // covers: OPS-CFG-1, MT-NET-1
+    #[test]
+    fn media_addresses_are_configured_and_checked() {
+        let base = format!(
+            "listen = \"127.0.0.1:0\"\n[tls]\ndev_self_signed = true\n\
+             [token_secret]\nhex = \"{SECRET_HEX}\"\n"
+        );
+        let resolve = |extra: &str| {
+            RelayConfig::from_toml(&format!("{base}{extra}"))
+                .and_then(|c| c.resolve(&no_env))
+                .map(|r| r.media)
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            resolve("[media]\nbind = \"10.1.2.3\"\nadvertise = \"203.0.113.10\"\n").unwrap(),
+            MediaNetwork {
+                bind: ip("10.1.2.3"),
+                advertise: Some(ip("203.0.113.10")),
+            }
+        );
+        assert!(matches!(
+            resolve("[media]\nbind = \"0.0.0.0\"\nadvertise = \"203.0.113.10\"\n"),
+            Err(ConfigError::Media(_))
+        ));
+        assert!(matches!(
+            resolve("[media]\nbind = \"not-an-ip\"\n"),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            resolve("[media]\nport = 5\n"),
+            Err(ConfigError::Parse(_))
+        ));
     }
 
     // covers: OPS-CFG-1

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use blindcall_proto::{MediaSignalPayload, VideoFilter};
 use blindcall_transport::{
-    CountersSnapshot, DropReason, ParticipantId, ParticipantOptions, SdpKind, SessionDescription,
-    Sfu, SfuConfig, SfuEvent, TappedPacket, VideoSubscription,
+    CountersSnapshot, DropReason, MediaNetwork, ParticipantId, ParticipantOptions, SdpKind,
+    SessionDescription, Sfu, SfuConfig, SfuEvent, TappedPacket, VideoSubscription,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +35,8 @@ pub struct ForwarderConfig {
     /// Receives a copy of every RTP packet the forwarder receives (SRTP removed); for tests and
     /// audits.
     pub tap: Option<mpsc::Sender<TappedPacket>>,
+    /// Where participants' PeerConnections bind, and the address they advertise.
+    pub network: MediaNetwork,
 }
 
 impl Default for ForwarderConfig {
@@ -42,6 +44,7 @@ impl Default for ForwarderConfig {
         Self {
             leg_queue: 4_096,
             tap: None,
+            network: MediaNetwork::default(),
         }
     }
 }
@@ -245,6 +248,7 @@ impl Forwarder {
                 let (sfu, ev) = Sfu::new(SfuConfig {
                     leg_queue: self.config.leg_queue,
                     tap: self.config.tap.clone(),
+                    network: self.config.network,
                 });
                 tokio::spawn(pump(ev, self.cmds.clone()));
                 sfu

@@ -58,7 +58,10 @@ fn the_binary_serves_tls_and_stops_on_sigterm() {
     let addr = line("the listen address");
     let addr: std::net::SocketAddr = addr.strip_prefix("listening on ").unwrap().parse().unwrap();
     // The operators' binary runs the media forwarder by default.
-    assert_eq!(line("the media forwarder"), "media forwarder attached");
+    assert_eq!(
+        line("the media forwarder"),
+        "media forwarder attached on 127.0.0.1"
+    );
     // The written PEM is the certificate the relay serves, and its fingerprint is the printed one.
     let cert = CertificateDer::from_pem_file(&cert_path).unwrap();
     std::fs::remove_file(&cert_path).unwrap();

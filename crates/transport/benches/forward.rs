@@ -157,7 +157,7 @@ async fn connected(events: &mut mpsc::Receiver<ClientEvent>) {
 async fn relay_rig(n: usize) -> RelayRig {
     let (sfu, mut sfu_events) = Sfu::new(SfuConfig {
         leg_queue: 4_096,
-        tap: None,
+        ..SfuConfig::default()
     });
     let (publisher, mut pub_events) = ClientTransport::new(ClientConfig::default()).await.unwrap();
     let offer = sfu.add_participant(ParticipantId(0)).await.unwrap();

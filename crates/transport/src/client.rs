@@ -20,7 +20,9 @@ use webrtc::rtp_transceiver::RtpSender;
 use crate::error::TransportError;
 use crate::feedback::{is_keyframe_request, pli};
 use crate::ids::{ParticipantId, from_codec_kind, kind_label, parse_stream_id, to_codec_kind};
-use crate::peer::{ConnectionState, PcEvent, Peer, SdpKind, SessionDescription, codec};
+use crate::peer::{
+    ConnectionState, MediaNetwork, PcEvent, Peer, SdpKind, SessionDescription, codec,
+};
 
 /// Client settings.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +35,8 @@ pub struct ClientConfig {
     pub video_ssrc: u32,
     /// Whether to publish audio and video (must match the relay's participant options).
     pub publish: bool,
+    /// The local address media uses.
+    pub network: MediaNetwork,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +46,7 @@ impl Default for ClientConfig {
             audio_ssrc: 0x0A0D_1000,
             video_ssrc: 0x0B1D_2000,
             publish: true,
+            network: MediaNetwork::default(),
         }
     }
 }
@@ -146,7 +151,7 @@ impl ClientTransport {
     pub async fn new(
         config: ClientConfig,
     ) -> Result<(Self, mpsc::Receiver<ClientEvent>), TransportError> {
-        let peer = Peer::build().await?;
+        let peer = Peer::build(config.network).await?;
         let (events_tx, events_rx) = mpsc::channel(config.event_capacity.max(1));
         let gathered = peer.gathered();
         let Peer { pc, events, .. } = peer;
@@ -220,7 +225,13 @@ impl ClientTransport {
         }
         let answer = inner.pc.create_answer(None).await?;
         let mut gathered = inner.gathered.lock().await;
-        let local = crate::peer::set_local_and_export(&inner.pc, &mut gathered, answer).await?;
+        let local = crate::peer::set_local_and_export(
+            &inner.pc,
+            &mut gathered,
+            answer,
+            inner.config.network,
+        )
+        .await?;
         drop(gathered);
         let mut published = inner.published.lock().await;
         for p in published.values_mut() {

@@ -9,7 +9,8 @@
 //!
 //! Signaling is left to the caller: offers and answers are [`SessionDescription`] values
 //! (complete SDP, candidates included) to carry over the control channel. The relay always
-//! offers; clients always answer. Host candidates on 127.0.0.1 only, ephemeral ports, no STUN.
+//! offers; clients always answer. Host candidates on one configured address ([`MediaNetwork`];
+//! 127.0.0.1 by default), ephemeral ports, no STUN.
 //!
 //! Sans-IO pieces (unit-tested without sockets): [`rewrite`], [`negotiation`], [`counters`],
 //! [`feedback`], [`ids`], [`subscription`].
@@ -32,7 +33,8 @@ pub use counters::{CountersSnapshot, DropReason};
 pub use error::TransportError;
 pub use ids::ParticipantId;
 pub use peer::{
-    AUDIO_MIME, AUDIO_PT, ConnectionState, SdpKind, SessionDescription, VIDEO_MIME, VIDEO_PT,
+    AUDIO_MIME, AUDIO_PT, ConnectionState, MediaNetwork, SdpKind, SessionDescription, VIDEO_MIME,
+    VIDEO_PT, advertise_candidates,
 };
 pub use runtime::SOCKET_BUFFER_BYTES;
 pub use sfu::{ParticipantOptions, Sfu, SfuConfig, SfuEvent, TappedPacket};

@@ -1,6 +1,8 @@
-//! PeerConnection setup shared by the relay and the client: loopback host candidates only,
-//! no STUN, the SFrame payload "codecs", and the interceptor chain.
+//! PeerConnection setup shared by the relay and the client: host candidates on one
+//! configured address (loopback by default), optionally advertised as a public address behind
+//! a 1:1 NAT, no STUN, the SFrame payload "codecs", and the interceptor chain.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,27 @@ pub const VIDEO_MIME: &str = "video/sframe";
 pub const AUDIO_PT: u8 = 110;
 /// Payload type the relay offers for video (a leg may negotiate another).
 pub const VIDEO_PT: u8 = 111;
+
+/// Where a PeerConnection's UDP socket lives and which address it tells the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaNetwork {
+    /// Local address to bind (an ephemeral port on it). `127.0.0.1` by default: a relay or
+    /// client reachable from other machines binds one of its interface addresses. A wildcard
+    /// (`0.0.0.0`) offers every non-loopback interface.
+    pub bind: IpAddr,
+    /// The public address to advertise instead of the bound one, for a relay behind a 1:1
+    /// NAT (e.g. a cloud instance's public address); `None` advertises the bound address.
+    pub advertise: Option<IpAddr>,
+}
+
+impl Default for MediaNetwork {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise: None,
+        }
+    }
+}
 
 /// How long to wait for ICE gathering (host candidates on loopback take milliseconds).
 pub(crate) const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,8 +200,8 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    /// Builds a PeerConnection bound to 127.0.0.1 on an ephemeral UDP port, without STUN.
-    pub(crate) async fn build() -> Result<Self, TransportError> {
+    /// Builds a PeerConnection on an ephemeral UDP port of `net.bind`, without STUN.
+    pub(crate) async fn build(net: MediaNetwork) -> Result<Self, TransportError> {
         let mut media_engine = MediaEngine::default();
         for (kind, pt, ck) in [
             (MediaKind::Audio, AUDIO_PT, RtpCodecKind::Audio),
@@ -208,7 +231,7 @@ impl Peer {
             .with_interceptor_registry(registry)
             .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
             .with_runtime(Arc::new(crate::runtime::BufferedTokio::new()))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(vec![SocketAddr::new(net.bind, 0)])
             .build()
             .await?;
         Ok(Self {
@@ -219,11 +242,42 @@ impl Peer {
     }
 }
 
-/// Applies `desc` locally, waits for gathering and returns the full local description.
+/// Rewrites the address of every ICE candidate on `bound` to `public` (RFC 8839 candidate
+/// attribute: `foundation component transport priority address port typ ...`). The webrtc
+/// stack in use does not apply a 1:1 NAT mapping itself; connectivity checks sent to the
+/// public address reach the bound socket through the NAT.
+pub fn advertise_candidates(sdp: &str, bound: IpAddr, public: IpAddr) -> String {
+    let bound = bound.to_string();
+    let public = public.to_string();
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix("\r\n") {
+            Some(b) => (b, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (line, ""),
+            },
+        };
+        let fields: Vec<&str> = body.split(' ').collect();
+        if body.starts_with("a=candidate:") && fields.get(4) == Some(&bound.as_str()) {
+            let mut fields = fields;
+            fields[4] = &public;
+            out.push_str(&fields.join(" "));
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(end);
+    }
+    out
+}
+
+/// Applies `desc` locally, waits for gathering and returns the full local description, its
+/// candidates advertised as `net.advertise` when set.
 pub(crate) async fn set_local_and_export(
     pc: &Arc<dyn PeerConnection>,
     gathered: &mut watch::Receiver<bool>,
     desc: RTCSessionDescription,
+    net: MediaNetwork,
 ) -> Result<SessionDescription, TransportError> {
     pc.set_local_description(desc).await?;
     tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done))
@@ -234,12 +288,46 @@ pub(crate) async fn set_local_and_export(
         .local_description()
         .await
         .ok_or(TransportError::NoLocalDescription)?;
-    SessionDescription::from_rtc(local)
+    let mut desc = SessionDescription::from_rtc(local)?;
+    if let Some(public) = net.advertise {
+        desc.sdp = advertise_candidates(&desc.sdp, net.bind, public);
+    }
+    Ok(desc)
 }
 
 impl Peer {
     /// Splits off the gathering flag (for [`set_local_and_export`]).
     pub(crate) fn gathered(&self) -> watch::Receiver<bool> {
         self.gathered.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // covers: MT-NET-2
+    #[test]
+    fn only_candidates_on_the_bound_address_are_rewritten() {
+        let sdp = "v=0\r\nc=IN IP4 10.0.0.5\r\n\
+                   a=candidate:1 1 udp 2130706431 10.0.0.5 5000 typ host\r\n\
+                   a=candidate:2 1 udp 2130706431 10.0.0.55 5001 typ host\r\n\
+                   a=candidate:3 1 udp 1694498815 10.0.0.5 5002 typ srflx raddr 10.0.0.5 rport 9\n";
+        let out = advertise_candidates(
+            sdp,
+            "10.0.0.5"
+                .parse()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            "198.51.100.7"
+                .parse()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        );
+        assert_eq!(
+            out,
+            "v=0\r\nc=IN IP4 10.0.0.5\r\n\
+             a=candidate:1 1 udp 2130706431 198.51.100.7 5000 typ host\r\n\
+             a=candidate:2 1 udp 2130706431 10.0.0.55 5001 typ host\r\n\
+             a=candidate:3 1 udp 1694498815 198.51.100.7 5002 typ srflx raddr 10.0.0.5 rport 9\n"
+        );
     }
 }

@@ -28,7 +28,9 @@ use crate::error::TransportError;
 use crate::feedback::{is_keyframe_request, pli};
 use crate::ids::{ParticipantId, from_codec_kind, kind_label, stream_id, to_codec_kind, track_id};
 use crate::negotiation::{Negotiation, NegotiationStep};
-use crate::peer::{ConnectionState, PcEvent, Peer, SdpKind, SessionDescription, codec};
+use crate::peer::{
+    ConnectionState, MediaNetwork, PcEvent, Peer, SdpKind, SessionDescription, codec,
+};
 use crate::rewrite::{ExtensionMap, LegRewriter};
 use crate::subscription::{FrameBoundary, GateAction, LegGate, VideoSubscription};
 
@@ -40,6 +42,8 @@ pub struct SfuConfig {
     /// Optional tap receiving a copy of every RTP packet the relay receives from a publisher,
     /// after SRTP removal (for the plaintext check in tests and the demo).
     pub tap: Option<mpsc::Sender<TappedPacket>>,
+    /// The local address of every participant's PeerConnection, and the address advertised.
+    pub network: MediaNetwork,
 }
 
 impl Default for SfuConfig {
@@ -47,6 +51,7 @@ impl Default for SfuConfig {
         Self {
             leg_queue: 1_024,
             tap: None,
+            network: MediaNetwork::default(),
         }
     }
 }
@@ -233,7 +238,7 @@ impl Sfu {
         if participants.contains_key(&id) {
             return Err(TransportError::DuplicateParticipant(id));
         }
-        let peer = Peer::build().await?;
+        let peer = Peer::build(inner.config.network).await?;
         let own_kinds: &[MediaKind] = if options.publish {
             &[MediaKind::Audio, MediaKind::Video]
         } else {
@@ -555,7 +560,8 @@ impl Inner {
         let result = async {
             let offer = part.pc.create_offer(None).await?;
             let mut gathered = part.gathered.lock().await;
-            crate::peer::set_local_and_export(&part.pc, &mut gathered, offer).await
+            crate::peer::set_local_and_export(&part.pc, &mut gathered, offer, self.config.network)
+                .await
         }
         .await;
         match result {

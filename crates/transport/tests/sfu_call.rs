@@ -320,3 +320,108 @@ async fn joins_and_leaves() {
     assert_eq!(c.dropped(DropReason::QueueFull), 0);
     room.sfu.close().await;
 }
+
+/// The distinct addresses of the candidates in an SDP text.
+fn candidate_addresses(sdp: &str) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter_map(|c| c.split_whitespace().nth(4).map(str::to_owned))
+        .collect();
+    set.into_iter().collect()
+}
+
+// covers: MT-NET-1
+#[test]
+fn media_flows_between_configured_addresses() {
+    use blindcall_media::RtpPacket;
+    use blindcall_transport::{ClientEvent, MediaNetwork};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    // Every 127/8 address is local on Linux: a relay and clients on distinct addresses.
+    let relay_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let client_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+    common::runtime().block_on(async {
+        let mut room = Room::with_network(
+            None,
+            64,
+            MediaNetwork {
+                bind: relay_ip,
+                advertise: None,
+            },
+            MediaNetwork {
+                bind: client_ip,
+                advertise: None,
+            },
+        );
+        let (a, b) = (ParticipantId(1), ParticipantId(2));
+        let mut ea = room.join(a).await;
+        let mut eb = room.join(b).await;
+        room.wait_ready(&[a, b], 2).await;
+        let (mut backlog_a, mut backlog_b) = (Vec::new(), Vec::new());
+        wait_client_connected(&mut ea, &mut backlog_a).await;
+        wait_client_connected(&mut eb, &mut backlog_b).await;
+        for sdp in room.offers.lock().await.iter() {
+            assert_eq!(
+                candidate_addresses(sdp),
+                vec![relay_ip.to_string()],
+                "{sdp}"
+            );
+        }
+        // a publishes; b receives it from the relay's address.
+        let client_a = room.client(a).await;
+        let got = within("b to receive a's packet", async {
+            let mut seq = 0u16;
+            loop {
+                let packet = RtpPacket {
+                    sequence_number: seq,
+                    timestamp: u32::from(seq) * 960,
+                    marker: true,
+                    payload: vec![0xC0, 1, 2, 3],
+                };
+                client_a.send(MediaKind::Audio, packet).await.unwrap();
+                seq += 1;
+                let next = tokio::time::timeout(std::time::Duration::from_millis(200), eb.recv());
+                if let Ok(Some(ClientEvent::Media { from, packet, .. })) = next.await {
+                    return (from, packet.payload);
+                }
+            }
+        })
+        .await;
+        assert_eq!(got, (a, vec![0xC0, 1, 2, 3]));
+        room.sfu.close().await;
+    });
+}
+
+// covers: MT-NET-2
+#[test]
+fn a_relay_behind_nat_advertises_its_public_address() {
+    use blindcall_transport::MediaNetwork;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    common::runtime().block_on(async {
+        let public = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+        let room = Room::with_network(
+            None,
+            64,
+            MediaNetwork {
+                bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                advertise: Some(public),
+            },
+            MediaNetwork::default(),
+        );
+        let offer = within(
+            "the relay's first offer",
+            room.sfu.add_participant(ParticipantId(1)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            candidate_addresses(&offer.sdp),
+            vec![public.to_string()],
+            "{}",
+            offer.sdp
+        );
+        room.sfu.close().await;
+    });
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blindcall_transport::{
-    ClientConfig, ClientEvent, ClientTransport, ConnectionState, ParticipantId, ParticipantOptions,
-    Sfu, SfuConfig, SfuEvent, TappedPacket,
+    ClientConfig, ClientEvent, ClientTransport, ConnectionState, MediaNetwork, ParticipantId,
+    ParticipantOptions, Sfu, SfuConfig, SfuEvent, TappedPacket,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Mutex, mpsc};
@@ -49,11 +49,30 @@ pub struct Room {
     pub clients: Arc<Mutex<HashMap<ParticipantId, ClientTransport>>>,
     pub notes: mpsc::UnboundedReceiver<RelayNote>,
     pub tap: Option<mpsc::Receiver<TappedPacket>>,
+    /// Where the clients' media sockets live.
+    pub client_network: MediaNetwork,
+    /// Every first offer the relay made (SDP text), in joining order.
+    pub offers: Mutex<Vec<String>>,
 }
 
 impl Room {
     /// A forwarder whose re-offers are answered by the clients in `clients`.
     pub fn new(tap_capacity: Option<usize>, leg_queue: usize) -> Room {
+        Self::with_network(
+            tap_capacity,
+            leg_queue,
+            MediaNetwork::default(),
+            MediaNetwork::default(),
+        )
+    }
+
+    /// [`Room::new`] with the relay's and the clients' media addresses.
+    pub fn with_network(
+        tap_capacity: Option<usize>,
+        leg_queue: usize,
+        relay_network: MediaNetwork,
+        client_network: MediaNetwork,
+    ) -> Room {
         let (tap_tx, tap) = match tap_capacity {
             Some(cap) => {
                 let (tx, rx) = mpsc::channel(cap);
@@ -64,6 +83,7 @@ impl Room {
         let (sfu, mut events) = Sfu::new(SfuConfig {
             leg_queue,
             tap: tap_tx,
+            network: relay_network,
         });
         let clients: Arc<Mutex<HashMap<ParticipantId, ClientTransport>>> = Arc::default();
         let (notes_tx, notes) = mpsc::unbounded_channel();
@@ -117,6 +137,8 @@ impl Room {
             clients,
             notes,
             tap,
+            client_network,
+            offers: Mutex::new(Vec::new()),
         }
     }
 
@@ -129,6 +151,7 @@ impl Room {
     pub async fn join_with(&self, id: ParticipantId, publish: bool) -> mpsc::Receiver<ClientEvent> {
         let (client, events) = ClientTransport::new(ClientConfig {
             publish,
+            network: self.client_network,
             ..ClientConfig::default()
         })
         .await
@@ -139,6 +162,7 @@ impl Room {
             .add_participant_with(id, ParticipantOptions { publish })
             .await
             .expect("relay offer");
+        self.offers.lock().await.push(offer.sdp.clone());
         let mut offer = Some(offer);
         while let Some(o) = offer.take() {
             let answer = client.handle_offer(o).await.expect("client answer");
