@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use blindcall_group::{CallGroup, Client, RelaySender};
+use blindcall_group::{CallGroup, Client, MlsSuite, RelaySender};
 use blindcall_media::MediaKind;
 use blindcall_proto::{
     Body, CreateGroup, ErrorCode, Hello, HelloAck, PublishKeyPackage, RefusedReason, Role, VLBytes,
@@ -92,12 +92,19 @@ async fn await_msg<T>(
     }
 }
 
-fn relay_sender(ack: &HelloAck) -> Result<RelaySender, ProtocolError> {
-    let cred = Credential::tls_deserialize_exact(ack.external_sender_credential.as_slice())
+/// The relay's external-sender identity for `suite`'s signature scheme, from its HelloAck.
+fn relay_sender(ack: &HelloAck, suite: MlsSuite) -> Result<RelaySender, ProtocolError> {
+    let scheme = suite.ciphersuite().signature_algorithm() as u16;
+    let entry = ack
+        .external_senders
+        .iter()
+        .find(|s| s.signature_scheme == scheme)
+        .ok_or(ProtocolError::RelayCredential)?;
+    let cred = Credential::tls_deserialize_exact(entry.credential.as_slice())
         .map_err(|_| ProtocolError::RelayCredential)?;
     let basic = BasicCredential::try_from(cred).map_err(|_| ProtocolError::RelayCredential)?;
     Ok(RelaySender {
-        signature_key: ack.external_sender_key.as_slice().to_vec(),
+        signature_key: entry.signature_key.as_slice().to_vec(),
         identity: basic.identity().to_vec(),
     })
 }
@@ -148,7 +155,7 @@ impl Call {
         let phase = if creates {
             let mut call_config = options.call_config.clone();
             call_config.mls_suite = options.mls_suite;
-            call_config.relay = Some(relay_sender(&ack)?);
+            call_config.relay = Some(relay_sender(&ack, options.mls_suite)?);
             let group = CallGroup::create(client, &call_config, options.member_config, now)?;
             let _ = control.tx.send(Body::CreateGroup(CreateGroup {
                 group_info: VLBytes::new(group.group_info()?),

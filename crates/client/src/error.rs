@@ -72,8 +72,9 @@ pub enum ProtocolError {
     /// The relay reported an error for our last message.
     #[error("relay error {0}")]
     RelayError(ErrorCode),
-    /// The HelloAck's external-sender credential is not a basic credential.
-    #[error("relay external-sender credential unusable")]
+    /// The HelloAck lists no external sender for this participant's ciphersuite, or its
+    /// credential is not a basic credential.
+    #[error("relay external-sender identity missing or unusable for this ciphersuite")]
     RelayCredential,
     /// The relay closed the connection.
     #[error("connection closed by the relay")]

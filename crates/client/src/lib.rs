@@ -51,6 +51,7 @@ pub mod report;
 #[cfg(feature = "relay")]
 pub mod scenario;
 
+pub use blindcall_group::MlsSuite;
 pub use blindcall_media::MediaKind;
 pub use blindcall_proto::{RefusedReason, Role};
 pub use blindcall_transport::MediaNetwork;

@@ -9,7 +9,7 @@ use blindcall_client::embedded::{EmbeddedOptions, EmbeddedRelay};
 use blindcall_client::log::CallLog;
 use blindcall_client::{
     Call, CallError, CallWarning, EndReason, Event, Events, JoinError, JoinOptions, MediaMode,
-    ProtocolError, RefusedReason, Role, TrustAnchor,
+    MlsSuite, ProtocolError, RefusedReason, Role, TrustAnchor,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -296,6 +296,58 @@ fn overlapping_joins_converge_on_one_group() {
                 );
             }
         }
+        relay.shutdown().await;
+    });
+}
+
+/// Waits until every call shows `members` members at `epoch`; returns their stats.
+async fn all_at(calls: &[&Call], members: usize, epoch: u64) -> Vec<blindcall_client::CallStats> {
+    let fut = async {
+        loop {
+            let stats: Vec<_> = calls.iter().map(|c| c.stats()).collect();
+            if stats
+                .iter()
+                .all(|s| s.members == members && s.epoch == Some(epoch))
+            {
+                return stats;
+            }
+            let mut w = calls[0].watch_stats();
+            let _ = w.changed().await;
+        }
+    };
+    tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| {
+        let seen: Vec<_> = calls
+            .iter()
+            .map(|c| (c.identity().to_owned(), c.stats().members, c.stats().epoch))
+            .collect();
+        panic!("timed out waiting for {members} members at epoch {epoch}: {seen:?}")
+    })
+}
+
+// covers: DS-EXT-3
+#[test]
+fn a_p256_call_gets_the_relays_removal_proposal_for_a_departed_member() {
+    // Ciphersuite 2 signs with ECDSA P-256: the relay must list, and sign its Remove proposal
+    // with, its P-256 external-sender identity.
+    runtime().block_on(async {
+        let relay = EmbeddedRelay::start(EmbeddedOptions::default())
+            .await
+            .unwrap();
+        let opts = |relay: &EmbeddedRelay| {
+            let mut o = options(relay);
+            o.auto_approve = true;
+            o.mls_suite = MlsSuite::P256Aes128;
+            o
+        };
+        let (alice, _ae) = join(&relay, "alice", Role::HOST, opts(&relay)).await;
+        let (bob, _be) = join(&relay, "bob", Role::GUEST, opts(&relay)).await;
+        all_at(&[&alice, &bob], 2, 2).await;
+        let (carol, _ce) = join(&relay, "carol", Role::GUEST, opts(&relay)).await;
+        all_at(&[&alice, &bob, &carol], 3, 4).await;
+        carol.leave().await.unwrap();
+        // The relay proposes carol's removal; alice or bob commits it.
+        let stats = all_at(&[&alice, &bob], 2, 5).await;
+        assert_eq!(stats[0].code, stats[1].code);
         relay.shutdown().await;
     });
 }

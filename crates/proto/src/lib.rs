@@ -21,8 +21,8 @@ pub use media::{MAX_VIDEO_FILTER_IDS, MediaSignalDecodeError, MediaSignalPayload
 pub use messages::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejected, ControlMessage, CreateGroup,
     ErrorMessage, GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted,
-    MediaSignal, Ping, Pong, PublishKeyPackage, Refused, RelayProposal, RemoveParticipant,
-    RoomState, WaitingEntry, WaitingRoomUpdate, WelcomeMessage,
+    MediaSignal, Ping, Pong, PublishKeyPackage, Refused, RelayProposal, RelaySender,
+    RemoveParticipant, RoomState, WaitingEntry, WaitingRoomUpdate, WelcomeMessage,
 };
 pub use tls::{ALPN, cert_fingerprint};
 pub use tls_codec::VLBytes;

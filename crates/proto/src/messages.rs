@@ -42,10 +42,20 @@ pub struct HelloAck {
     pub role: Role,
     /// The room's state.
     pub room: RoomState,
-    /// The relay's MLS external-sender signature public key.
-    pub external_sender_key: VLBytes,
-    /// The relay's MLS external-sender credential (TLS-serialized MLS `Credential`).
-    pub external_sender_credential: VLBytes,
+    /// The relay's MLS external-sender identities, one per signature scheme it supports; a
+    /// group creator lists the one of its ciphersuite's scheme.
+    pub external_senders: Vec<RelaySender>,
+}
+
+/// One MLS external-sender identity of the relay.
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct RelaySender {
+    /// MLS `SignatureScheme` of the key (0x0807 Ed25519, 0x0403 ECDSA P-256 SHA-256).
+    pub signature_scheme: u16,
+    /// The signature public key.
+    pub signature_key: VLBytes,
+    /// TLS-serialized MLS `Credential`.
+    pub credential: VLBytes,
 }
 
 /// Relay → client: refused; the relay closes the connection after this message.

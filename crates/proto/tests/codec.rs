@@ -26,15 +26,27 @@ fn body() -> impl Strategy<Value = Body> {
             token,
             display_name
         })),
-        (any::<u64>(), any::<u8>(), room_state(), bytes(), bytes()).prop_map(
-            |(conn_id, r, room, k, c)| Body::HelloAck(HelloAck {
+        (
+            any::<u64>(),
+            any::<u8>(),
+            room_state(),
+            proptest::collection::vec((any::<u16>(), bytes(), bytes()), 0..3)
+        )
+            .prop_map(|(conn_id, r, room, senders)| Body::HelloAck(HelloAck {
                 conn_id,
                 role: Role(r),
                 room,
-                external_sender_key: k,
-                external_sender_credential: c,
-            })
-        ),
+                external_senders: senders
+                    .into_iter()
+                    .map(
+                        |(signature_scheme, signature_key, credential)| RelaySender {
+                            signature_scheme,
+                            signature_key,
+                            credential,
+                        }
+                    )
+                    .collect(),
+            })),
         any::<u16>().prop_map(|r| Body::Refused(Refused {
             reason: RefusedReason(r)
         })),

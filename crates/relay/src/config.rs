@@ -17,7 +17,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::ds::{DsConfig, RelayIdentity};
+use crate::ds::{DsConfig, RelayIdentities, RelayIdentity};
 use crate::server::tls::{self, DevCert, TlsError};
 use crate::server::{ServerConfig, ShellLimits};
 use crate::token::{TokenError, TokenSecret};
@@ -524,7 +524,7 @@ impl RelayConfig {
             _ => return Err(ConfigError::ConflictingTls),
         };
         let tls = tls::server_config(certs, key)?;
-        let mut ds = DsConfig::new(secret, generate_relay_identity()?);
+        let mut ds = DsConfig::new(secret, generate_relay_identities()?);
         ds_limits.apply(&mut ds);
         Ok(Resolved {
             server: ServerConfig {
@@ -543,15 +543,20 @@ impl RelayConfig {
     }
 }
 
-/// A fresh Ed25519 MLS external-sender identity for the relay (ciphersuite 1's signature
-/// scheme). Rooms live in memory only, so a new key per process start is sufficient.
-pub fn generate_relay_identity() -> Result<RelayIdentity, ConfigError> {
-    let signer =
-        SignatureKeyPair::new(SignatureScheme::ED25519).map_err(|_| ConfigError::RelayIdentity)?;
-    Ok(RelayIdentity::new(
-        signer,
-        BasicCredential::new(b"blindcall-relay".to_vec()).into(),
-    ))
+/// Fresh MLS external-sender identities for the relay: Ed25519 (ciphersuite 1) and ECDSA P-256
+/// (ciphersuite 2). Rooms live in memory only, so new keys per process start are sufficient.
+pub fn generate_relay_identities() -> Result<RelayIdentities, ConfigError> {
+    let identity = |scheme| {
+        let signer = SignatureKeyPair::new(scheme).map_err(|_| ConfigError::RelayIdentity)?;
+        Ok::<_, ConfigError>(RelayIdentity::new(
+            signer,
+            BasicCredential::new(b"blindcall-relay".to_vec()).into(),
+        ))
+    };
+    Ok(RelayIdentities::new([
+        identity(SignatureScheme::ED25519)?,
+        identity(SignatureScheme::ECDSA_SECP256R1_SHA256)?,
+    ]))
 }
 
 #[cfg(test)]

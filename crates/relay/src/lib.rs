@@ -22,7 +22,7 @@ pub mod token;
 pub use config::{ConfigError, RelayConfig};
 pub use ds::{
     CloseReason, ConnId, Ds, DsConfig, DsCounters, DsFault, Event, Input, MediaSignalError,
-    Occupancy, Output, RelayIdentity, RoomId,
+    Occupancy, Output, RelayIdentities, RelayIdentity, RoomId,
 };
 pub use forward::{ForwarderConfig, ForwarderHandle, start_with_media};
 pub use server::{

@@ -8,6 +8,7 @@ use std::time::Duration;
 use blindcall_proto::*;
 use blindcall_relay::*;
 use common::*;
+use openmls::prelude::{Ciphersuite, SignatureScheme};
 
 fn refused(net: &mut Net, token: &[u8], room: &[u8]) -> (ConnId, RefusedReason) {
     let (id, body) = net.hello(room, token, "x");
@@ -58,12 +59,25 @@ fn every_token_refusal_is_typed_counted_and_closes() {
     assert_eq!(ack.conn_id, id.0);
     assert_eq!(ack.role, Role::GUEST);
     assert_eq!(ack.room.epoch, None);
-    let relay = relay_from_ack(&ack);
-    assert_eq!(
-        relay.key.as_slice(),
-        net.ds.relay_identity().signature_public_key()
-    );
-    assert_eq!(&relay.credential, net.ds.relay_identity().credential());
+    // One external-sender identity per supported signature scheme, in a stable order.
+    let schemes: Vec<u16> = ack
+        .external_senders
+        .iter()
+        .map(|s| s.signature_scheme)
+        .collect();
+    assert_eq!(schemes, vec![0x0807, 0x0403]);
+    for (cs, scheme) in [
+        (CS, SignatureScheme::ED25519),
+        (
+            Ciphersuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+            SignatureScheme::ECDSA_SECP256R1_SHA256,
+        ),
+    ] {
+        let relay = relay_from_ack_for(&ack, cs);
+        let ours = net.ds.relay_identities().for_scheme(scheme).unwrap();
+        assert_eq!(relay.key.as_slice(), ours.signature_public_key());
+        assert_eq!(&relay.credential, ours.credential());
+    }
     assert_eq!(net.ds.counters().admitted, 1);
 }
 

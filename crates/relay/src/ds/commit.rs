@@ -225,7 +225,7 @@ impl Ds {
             return;
         }
         let epoch = group.epoch();
-        match group.propose_remove(&self.crypto, &self.cfg.relay_identity, leaf) {
+        match group.propose_remove(&self.crypto, &self.cfg.relay_identities, leaf) {
             Ok(bytes) => {
                 self.counters.remove_proposals += 1;
                 for (m, _) in self.members(room_id) {

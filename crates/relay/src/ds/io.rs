@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use blindcall_proto::{CommitRejectReason, DEFAULT_MAX_FRAME_LEN, ErrorCode, RefusedReason, Role};
 
-use super::{DsFault, RelayIdentity, RoomId};
+use super::{DsFault, RelayIdentities, RoomId};
 use crate::token::TokenSecret;
 
 /// The shell's id for a connection (unique while the connection lives).
@@ -16,8 +16,8 @@ pub struct ConnId(pub u64);
 pub struct DsConfig {
     /// Verifies capability tokens.
     pub token_secret: TokenSecret,
-    /// The relay's MLS external-sender identity.
-    pub relay_identity: RelayIdentity,
+    /// The relay's MLS external-sender identities (one per signature scheme).
+    pub relay_identities: RelayIdentities,
     /// Largest frame accepted or sent (length prefix excluded).
     pub max_frame_len: u32,
     /// A connection must send Hello within this time.
@@ -42,10 +42,10 @@ pub struct DsConfig {
 impl DsConfig {
     /// Defaults: 1 MiB frames, 10 s Hello, 5 min waiting room, 16 winners, 128-byte names,
     /// 16 errors, 64 messages burst and 20 per second, no idle timeout.
-    pub fn new(token_secret: TokenSecret, relay_identity: RelayIdentity) -> Self {
+    pub fn new(token_secret: TokenSecret, relay_identities: RelayIdentities) -> Self {
         Self {
             token_secret,
-            relay_identity,
+            relay_identities,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             hello_timeout: Duration::from_secs(10),
             waiting_room_timeout: Duration::from_secs(300),

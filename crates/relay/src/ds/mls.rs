@@ -13,7 +13,7 @@ use openmls::prelude::{
     Credential, ExternalProposal, ExternalSender, GroupEpoch, KeyPackage, LeafNodeIndex,
     MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProposalStore, ProtocolMessage,
     ProtocolVersion, PublicGroup, RatchetTreeIn, Sender, SenderExtensionIndex, SignaturePublicKey,
-    StagedCommit,
+    SignatureScheme, StagedCommit,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{MemoryStorage, OpenMlsRustCrypto, RustCrypto};
@@ -63,9 +63,51 @@ impl RelayIdentity {
         &self.credential
     }
 
+    /// The signature scheme of its key.
+    pub fn signature_scheme(&self) -> SignatureScheme {
+        self.signer.signature_scheme()
+    }
+
     pub(crate) fn credential_bytes(&self) -> Vec<u8> {
         // Serializing an in-memory basic credential only fails past 2^30 bytes.
         self.credential.tls_serialize_detached().unwrap_or_default()
+    }
+}
+
+/// The relay's external-sender identities, one per signature scheme: a group's
+/// `external_senders` entry must sign with its ciphersuite's scheme (RFC 9420 §12.1.8.1), so
+/// rooms of ciphersuite 1 (Ed25519) and 2 (ECDSA P-256) each get the matching one.
+#[derive(Debug)]
+pub struct RelayIdentities {
+    identities: Vec<RelayIdentity>,
+}
+
+impl RelayIdentities {
+    /// Identities with pairwise distinct signature schemes; a later one with the scheme of an
+    /// earlier one is ignored.
+    pub fn new(identities: impl IntoIterator<Item = RelayIdentity>) -> Self {
+        let mut out: Vec<RelayIdentity> = Vec::new();
+        for id in identities {
+            if !out
+                .iter()
+                .any(|o| o.signature_scheme() == id.signature_scheme())
+            {
+                out.push(id);
+            }
+        }
+        Self { identities: out }
+    }
+
+    /// The identity that signs with `scheme`.
+    pub fn for_scheme(&self, scheme: SignatureScheme) -> Option<&RelayIdentity> {
+        self.identities
+            .iter()
+            .find(|i| i.signature_scheme() == scheme)
+    }
+
+    /// Every identity, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &RelayIdentity> {
+        self.identities.iter()
     }
 }
 
@@ -192,6 +234,8 @@ pub(crate) struct GroupState {
     history: VecDeque<SequencedCommit>,
     history_len: usize,
     sender_index: SenderExtensionIndex,
+    /// The scheme of the relay identity listed in the group's `external_senders`.
+    relay_scheme: SignatureScheme,
 }
 
 fn parse_group_info(
@@ -220,7 +264,7 @@ impl GroupState {
     /// Bootstrap from the creator's GroupInfo. Returns the state and the creator's leaf.
     pub fn bootstrap(
         crypto: &RustCrypto,
-        relay: &RelayIdentity,
+        relays: &RelayIdentities,
         group_info: &[u8],
         history_len: usize,
     ) -> Result<(Self, u32), GroupInfoError> {
@@ -229,6 +273,10 @@ impl GroupState {
         let [creator] = members[..] else {
             return Err(GroupInfoError::NotSingleMember);
         };
+        let scheme = group.ciphersuite().signature_algorithm();
+        let relay = relays
+            .for_scheme(scheme)
+            .ok_or(GroupInfoError::MissingExternalSender)?;
         let ours = relay.external_sender();
         let index = group
             .group_context()
@@ -245,6 +293,7 @@ impl GroupState {
                 history: VecDeque::new(),
                 history_len,
                 sender_index: SenderExtensionIndex::new(index),
+                relay_scheme: scheme,
             },
             creator,
         ))
@@ -472,9 +521,12 @@ impl GroupState {
     pub fn propose_remove(
         &mut self,
         crypto: &RustCrypto,
-        relay: &RelayIdentity,
+        relays: &RelayIdentities,
         leaf: u32,
     ) -> Result<Vec<u8>, DsFault> {
+        let relay = relays
+            .for_scheme(self.relay_scheme)
+            .ok_or(DsFault::Proposal)?;
         let out = ExternalProposal::new_remove::<OpenMlsRustCrypto>(
             LeafNodeIndex::new(leaf),
             self.group.group_id().clone(),

@@ -29,7 +29,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use blindcall_proto::{
     Body, ControlMessage, CreateGroup, DecodeError, ErrorCode, ErrorMessage, FrameDecoder,
     GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted, Pong, PublishKeyPackage,
-    Refused, RefusedReason, Role, VLBytes, WaitingEntry, WaitingRoomUpdate,
+    Refused, RefusedReason, RelaySender, Role, VLBytes, WaitingEntry, WaitingRoomUpdate,
 };
 use openmls_rust_crypto::RustCrypto;
 use tls_codec::Serialize as _;
@@ -38,7 +38,7 @@ pub use counters::DsCounters;
 pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError};
 pub use io::{CloseReason, ConnId, DsConfig, Event, Input, Output};
 pub use lifecycle::Occupancy;
-pub use mls::RelayIdentity;
+pub use mls::{RelayIdentities, RelayIdentity};
 pub use state::RoomId;
 
 use mls::GroupState;
@@ -88,9 +88,9 @@ impl Ds {
         }
     }
 
-    /// The relay's external-sender identity (for group creators).
-    pub fn relay_identity(&self) -> &RelayIdentity {
-        &self.cfg.relay_identity
+    /// The relay's external-sender identities (for group creators).
+    pub fn relay_identities(&self) -> &RelayIdentities {
+        &self.cfg.relay_identities
     }
 
     /// Counters so far.
@@ -462,13 +462,21 @@ impl Ds {
         let Some(state) = self.room_state(&room_key) else {
             return;
         };
-        let relay = &self.cfg.relay_identity;
+        let external_senders = self
+            .cfg
+            .relay_identities
+            .iter()
+            .map(|r| RelaySender {
+                signature_scheme: r.signature_scheme() as u16,
+                signature_key: VLBytes::new(r.signature_public_key().to_vec()),
+                credential: VLBytes::new(r.credential_bytes()),
+            })
+            .collect();
         let ack = HelloAck {
             conn_id: id.0,
             role: claims.role,
             room: state,
-            external_sender_key: VLBytes::new(relay.signature_public_key().to_vec()),
-            external_sender_credential: VLBytes::new(relay.credential_bytes()),
+            external_senders,
         };
         self.send(id, Body::HelloAck(ack));
         self.event(Event::Admitted {
@@ -501,7 +509,7 @@ impl Ds {
         }
         let boot = GroupState::bootstrap(
             &self.crypto,
-            &self.cfg.relay_identity,
+            &self.cfg.relay_identities,
             m.group_info.as_slice(),
             self.cfg.commit_history,
         );

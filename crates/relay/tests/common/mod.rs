@@ -21,13 +21,24 @@ pub const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed
 pub const SECRET: [u8; 32] = [0x42; 32];
 pub const T0: u64 = 1_800_000_000;
 
-pub fn relay_identity() -> RelayIdentity {
-    let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
+pub fn relay_identity(scheme: SignatureScheme) -> RelayIdentity {
+    let signer = SignatureKeyPair::new(scheme).unwrap();
     RelayIdentity::new(signer, BasicCredential::new(b"relay".to_vec()).into())
 }
 
+/// The relay's identities for ciphersuites 1 (Ed25519) and 2 (ECDSA P-256).
+pub fn relay_identities() -> RelayIdentities {
+    RelayIdentities::new([
+        relay_identity(SignatureScheme::ED25519),
+        relay_identity(SignatureScheme::ECDSA_SECP256R1_SHA256),
+    ])
+}
+
 pub fn config() -> DsConfig {
-    let mut c = DsConfig::new(TokenSecret::new(SECRET.to_vec()).unwrap(), relay_identity());
+    let mut c = DsConfig::new(
+        TokenSecret::new(SECRET.to_vec()).unwrap(),
+        relay_identities(),
+    );
     c.hello_timeout = Duration::from_secs(10);
     c.waiting_room_timeout = Duration::from_secs(60);
     c
@@ -433,13 +444,24 @@ pub fn room_with_host(net: &mut Net, room: &[u8], token_id: u8) -> Client {
     host
 }
 
-/// The relay's external sender as a client learns it from HelloAck. A `RelayIdentity` is only
-/// needed for `external_senders_extension`; build the extension from the ack's bytes instead.
+/// The relay's external sender for ciphersuite [`CS`] as a client learns it from HelloAck. A
+/// `RelayIdentity` is only needed for `external_senders_extension`; build the extension from
+/// the ack's bytes instead.
 pub fn relay_from_ack(ack: &HelloAck) -> AckRelay {
+    relay_from_ack_for(ack, CS)
+}
+
+/// [`relay_from_ack`] for the signature scheme of `cs`.
+pub fn relay_from_ack_for(ack: &HelloAck, cs: Ciphersuite) -> AckRelay {
+    let scheme = cs.signature_algorithm() as u16;
+    let entry = ack
+        .external_senders
+        .iter()
+        .find(|s| s.signature_scheme == scheme)
+        .expect("the relay lists an external sender for the ciphersuite");
     AckRelay {
-        key: ack.external_sender_key.as_slice().to_vec(),
-        credential: Credential::tls_deserialize_exact(ack.external_sender_credential.as_slice())
-            .unwrap(),
+        key: entry.signature_key.as_slice().to_vec(),
+        credential: Credential::tls_deserialize_exact(entry.credential.as_slice()).unwrap(),
     }
 }
 
