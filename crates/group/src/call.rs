@@ -167,6 +167,28 @@ impl CallGroup {
             }
             .into());
         }
+        // The Welcome is signed by the member whose commit added us: under the call's add rule
+        // only a host may have done that (GRP-POL-9). Other members refuse such a commit; a
+        // joiner sees only the Welcome, so it checks its signer itself.
+        if params.add_rule == AddRule::HostsOnly {
+            let leaf = staged.welcome_sender_index().u32();
+            let welcomer = staged
+                .welcome_sender()
+                .map_err(|_| InvalidMessage::UnexpectedKind {
+                    expected: "Welcome signed by a member",
+                })?;
+            if !params.is_host(welcomer.signature_key().as_slice()) {
+                return Err(PolicyViolation::AddNotAllowed {
+                    proposer: policy::Actor::Member {
+                        leaf,
+                        identity: display_identity(welcomer.credential())
+                            .unwrap_or_else(|_| String::from("<invalid>")),
+                    },
+                    added: client.identity.to_string(),
+                }
+                .into());
+            }
+        }
         if staged.members().count() > params.max_members as usize {
             return Err(PolicyViolation::CallFull {
                 max: params.max_members,

@@ -523,3 +523,50 @@ fn call_size_is_capped_by_max_members() {
     ));
     assert_eq!(r.get("alice").params().layout.sender_bits(), 2);
 }
+
+// covers: GRP-POL-9
+#[test]
+fn a_welcome_from_a_non_host_is_refused_by_the_joiner() {
+    use std::time::Instant;
+
+    let (_r, mallory, mut mgroup) = room_with_mallory(CallConfig::default());
+    // Erin runs our client; mallory (not a host) adds her with raw openmls.
+    let erin = Client::new("erin", MlsSuite::default()).unwrap();
+    let kp = erin.key_package().unwrap();
+    let MlsMessageBodyIn::KeyPackage(kp_in) =
+        MlsMessageIn::tls_deserialize_exact(&kp).unwrap().extract()
+    else {
+        panic!("not a key package")
+    };
+    let kp = kp_in
+        .validate(
+            mallory.provider.crypto(),
+            openmls::prelude::ProtocolVersion::Mls10,
+        )
+        .unwrap();
+    let mallory_leaf = mgroup.own_leaf_index().u32();
+    let (_commit, welcome, _gi) = mgroup
+        .add_members(&mallory.provider, &mallory.signer, &[kp])
+        .unwrap();
+    let err = blindcall_group::CallGroup::join(
+        erin,
+        &bytes(&welcome),
+        MemberConfig::default(),
+        Instant::now(),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    match err {
+        Error::Policy(PolicyViolation::AddNotAllowed { proposer, added }) => {
+            assert_eq!(
+                proposer,
+                Actor::Member {
+                    leaf: mallory_leaf,
+                    identity: "mallory".into()
+                }
+            );
+            assert_eq!(added, "erin");
+        }
+        other => panic!("expected AddNotAllowed, got {other:?}"),
+    }
+}
