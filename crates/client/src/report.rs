@@ -114,6 +114,8 @@ pub struct RelayReport {
     pub dropped_no_subscriber: u64,
     /// Of which: a subscriber leg's queue was full.
     pub dropped_queue_full: u64,
+    /// Of which: waited past the leg's delay bound (the machine could not keep up).
+    pub dropped_late: u64,
     /// Of which: the leg was being torn down or its write failed (subscriber gone or not yet
     /// connected).
     pub dropped_leg_closed_or_write_failed: u64,
@@ -530,7 +532,9 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
         dropped: fw.dropped_no_subscriber
             + fw.dropped_queue_full
             + fw.dropped_leg_closed
-            + fw.dropped_write_failed,
+            + fw.dropped_write_failed
+            + fw.dropped_late,
+        dropped_late: fw.dropped_late,
         dropped_no_subscriber: fw.dropped_no_subscriber,
         dropped_queue_full: fw.dropped_queue_full,
         dropped_leg_closed_or_write_failed: fw.dropped_leg_closed + fw.dropped_write_failed,
@@ -747,7 +751,7 @@ pub fn render(r: &Report) -> String {
     let f = &r.relay;
     let _ = writeln!(
         s,
-        "relay: {} packets / {} bytes in, {} packets / {} bytes forwarded, {} dropped (no subscriber {}, queue full {}, leg closed or not connected {}), {} copies not sent (video not selected), {} keyframe requests",
+        "relay: {} packets / {} bytes in, {} packets / {} bytes forwarded, {} dropped (no subscriber {}, queue full {}, late {}, leg closed or not connected {}), {} copies not sent (video not selected), {} keyframe requests",
         f.packets_in,
         f.bytes_in,
         f.packets_out,
@@ -755,6 +759,7 @@ pub fn render(r: &Report) -> String {
         f.dropped,
         f.dropped_no_subscriber,
         f.dropped_queue_full,
+        f.dropped_late,
         f.dropped_leg_closed_or_write_failed,
         f.unsubscribed,
         f.keyframe_requests

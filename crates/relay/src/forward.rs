@@ -32,6 +32,9 @@ use crate::server::{
 pub struct ForwarderConfig {
     /// Packets queued per subscriber leg.
     pub leg_queue: usize,
+    /// Longest a copy may wait in its leg's queue before it and the rest of its frame are
+    /// dropped (`late`).
+    pub leg_max_delay: std::time::Duration,
     /// Receives a copy of every RTP packet the forwarder receives (SRTP removed); for tests and
     /// audits.
     pub tap: Option<mpsc::Sender<TappedPacket>>,
@@ -43,6 +46,7 @@ impl Default for ForwarderConfig {
     fn default() -> Self {
         Self {
             leg_queue: 4_096,
+            leg_max_delay: std::time::Duration::from_millis(500),
             tap: None,
             network: MediaNetwork::default(),
         }
@@ -75,6 +79,7 @@ fn add(t: &mut CountersSnapshot, c: &CountersSnapshot) {
     t.dropped_queue_full += c.dropped_queue_full;
     t.dropped_leg_closed += c.dropped_leg_closed;
     t.dropped_write_failed += c.dropped_write_failed;
+    t.dropped_late += c.dropped_late;
     t.unsubscribed += c.unsubscribed;
     t.extensions_stripped += c.extensions_stripped;
     t.keyframe_requests += c.keyframe_requests;
@@ -247,6 +252,7 @@ impl Forwarder {
             .or_insert_with(|| {
                 let (sfu, ev) = Sfu::new(SfuConfig {
                     leg_queue: self.config.leg_queue,
+                    leg_max_delay: self.config.leg_max_delay,
                     tap: self.config.tap.clone(),
                     network: self.config.network,
                 });
@@ -406,6 +412,7 @@ mod tests {
             dropped_queue_full: 2,
             dropped_leg_closed: 0,
             dropped_write_failed: 1,
+            dropped_late: 6,
             unsubscribed: 5,
             keyframe_requests: 3,
             missing_upstream: 4,
@@ -428,6 +435,7 @@ mod tests {
             "blindcall_relay_media_packets_dropped_total{reason=\"queue_full\"} 2",
             "blindcall_relay_media_packets_dropped_total{reason=\"leg_closed\"} 0",
             "blindcall_relay_media_packets_dropped_total{reason=\"write_failed\"} 1",
+            "blindcall_relay_media_packets_dropped_total{reason=\"late\"} 6",
             "blindcall_relay_media_copies_unsubscribed_total 5",
             "blindcall_relay_media_keyframe_requests_total 3",
             "blindcall_relay_media_packets_missing_upstream_total 4",

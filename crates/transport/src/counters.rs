@@ -51,15 +51,18 @@ pub enum DropReason {
     LegClosed,
     /// The WebRTC stack refused the write (connection closed).
     WriteFailed,
+    /// The copy (or an earlier one of its frame) waited longer than the leg's delay bound.
+    Late,
 }
 
 impl DropReason {
     /// All reasons, in a stable order.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::NoSubscriber,
         DropReason::QueueFull,
         DropReason::LegClosed,
         DropReason::WriteFailed,
+        DropReason::Late,
     ];
 
     fn index(self) -> usize {
@@ -68,6 +71,7 @@ impl DropReason {
             DropReason::QueueFull => 1,
             DropReason::LegClosed => 2,
             DropReason::WriteFailed => 3,
+            DropReason::Late => 4,
         }
     }
 
@@ -78,6 +82,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::LegClosed => "leg_closed",
             DropReason::WriteFailed => "write_failed",
+            DropReason::Late => "late",
         }
     }
 }
@@ -91,7 +96,7 @@ pub struct Counters {
     copies: AtomicU64,
     packets_out: AtomicU64,
     bytes_out: AtomicU64,
-    dropped: [AtomicU64; 4],
+    dropped: [AtomicU64; 5],
     unsubscribed: AtomicU64,
     extensions_stripped: AtomicU64,
     keyframe_requests: AtomicU64,
@@ -175,6 +180,7 @@ impl Counters {
             dropped_queue_full: l(&self.dropped[1]),
             dropped_leg_closed: l(&self.dropped[2]),
             dropped_write_failed: l(&self.dropped[3]),
+            dropped_late: l(&self.dropped[4]),
             unsubscribed: l(&self.unsubscribed),
             extensions_stripped: l(&self.extensions_stripped),
             keyframe_requests: l(&self.keyframe_requests),
@@ -209,6 +215,8 @@ pub struct CountersSnapshot {
     pub dropped_leg_closed: u64,
     /// Copies the WebRTC stack refused.
     pub dropped_write_failed: u64,
+    /// Copies dropped because they (or their frame) waited past the leg's delay bound.
+    pub dropped_late: u64,
     /// Copies not made because the subscriber's video subscription left that publisher out.
     pub unsubscribed: u64,
     /// Header extensions removed on legs that did not negotiate them.
@@ -232,6 +240,7 @@ impl CountersSnapshot {
             DropReason::QueueFull => self.dropped_queue_full,
             DropReason::LegClosed => self.dropped_leg_closed,
             DropReason::WriteFailed => self.dropped_write_failed,
+            DropReason::Late => self.dropped_late,
         }
     }
 
@@ -241,7 +250,8 @@ impl CountersSnapshot {
             self.packets_out
                 + self.dropped_queue_full
                 + self.dropped_leg_closed
-                + self.dropped_write_failed,
+                + self.dropped_write_failed
+                + self.dropped_late,
         )
     }
 
@@ -254,6 +264,7 @@ impl CountersSnapshot {
                     + self.dropped_queue_full
                     + self.dropped_leg_closed
                     + self.dropped_write_failed
+                    + self.dropped_late
                     + self.in_flight()
     }
 }
@@ -285,6 +296,13 @@ mod tests {
         assert_eq!(s.copies, 3);
         assert_eq!(s.unsubscribed, 1);
         assert_eq!(s.in_flight(), 0);
+        assert!(s.balanced());
+        // A copy dropped as late balances like any other drop.
+        c.record_in(1);
+        c.record_routed(1, 0);
+        c.record_drop(DropReason::Late);
+        let s = c.snapshot();
+        assert_eq!((s.dropped(DropReason::Late), s.in_flight()), (1, 0));
         assert!(s.balanced());
         // One more copy in flight still balances; a phantom "out" does not.
         c.record_in(1);

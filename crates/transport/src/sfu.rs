@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use blindcall_media::MediaKind;
 use rtc::media_stream::MediaStreamTrack;
@@ -32,13 +33,16 @@ use crate::peer::{
     ConnectionState, MediaNetwork, PcEvent, Peer, SdpKind, SessionDescription, codec,
 };
 use crate::rewrite::{ExtensionMap, LegRewriter};
-use crate::subscription::{FrameBoundary, GateAction, LegGate, VideoSubscription};
+use crate::subscription::{FrameBoundary, GateAction, LateFilter, LegGate, VideoSubscription};
 
 /// Relay forwarding settings.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
     /// Packets queued per subscriber leg before copies are dropped (`QueueFull`).
     pub leg_queue: usize,
+    /// Longest a copy may wait in its leg's queue; a later one is dropped with the rest of its
+    /// frame (`Late`), so an overloaded subscriber loses frames instead of falling behind.
+    pub leg_max_delay: Duration,
     /// Optional tap receiving a copy of every RTP packet the relay receives from a publisher,
     /// after SRTP removal (for the plaintext check in tests and the demo).
     pub tap: Option<mpsc::Sender<TappedPacket>>,
@@ -50,6 +54,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         Self {
             leg_queue: 1_024,
+            leg_max_delay: Duration::from_millis(500),
             tap: None,
             network: MediaNetwork::default(),
         }
@@ -128,6 +133,10 @@ struct Forwarded {
     inbound: Arc<ExtensionMap>,
     /// First packet after the leg was paused by its subscriber's video subscription.
     resumed: bool,
+    /// Whether the packet starts a frame.
+    starts_frame: bool,
+    /// When it was queued.
+    queued_at: Instant,
 }
 
 struct LegTx {
@@ -348,6 +357,7 @@ impl Sfu {
                 Arc::downgrade(inner),
                 Arc::clone(&leg.track),
                 LegRewriter::new(leg.ssrc, pt, outbound),
+                inner.config.leg_max_delay,
                 rx,
             ));
             tokio::spawn(run_leg_feedback(
@@ -630,6 +640,7 @@ impl Inner {
             .get(&(publisher, kind))
             .map_or(&[][..], Vec::as_slice);
         let mut skipped = 0;
+        let now = Instant::now();
         for leg in legs {
             let action = leg
                 .gate
@@ -645,6 +656,8 @@ impl Inner {
                 packet: packet.clone(),
                 inbound: Arc::clone(inbound),
                 resumed,
+                starts_frame,
+                queued_at: now,
             };
             match leg.tx.try_send(item) {
                 Ok(()) => {}
@@ -753,14 +766,23 @@ async fn run_leg_writer(
     inner: Weak<Inner>,
     track: Arc<TrackLocalStaticRTP>,
     mut rewriter: LegRewriter,
+    max_delay: Duration,
     mut rx: mpsc::Receiver<Forwarded>,
 ) {
+    let mut late = LateFilter::default();
     while let Some(Forwarded {
         mut packet,
         inbound,
         resumed,
+        starts_frame,
+        queued_at,
     }) = rx.recv().await
     {
+        if !late.admit(queued_at.elapsed() > max_delay, starts_frame) {
+            let Some(inner) = inner.upgrade() else { return };
+            inner.counters.record_drop(DropReason::Late);
+            continue;
+        }
         if resumed {
             rewriter.splice(packet.header.sequence_number);
         }

@@ -94,6 +94,31 @@ impl LegGate {
     }
 }
 
+/// Bounds a leg's delay under overload: once a copy waited longer than the bound in the leg's
+/// queue, it and the rest of its frame are dropped, and the leg resumes at the first frame that
+/// starts in time. Real-time media is worthless late; a subscriber that cannot keep up loses
+/// whole frames (and asks for a keyframe) instead of falling further behind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LateFilter {
+    dropping: bool,
+}
+
+impl LateFilter {
+    /// Whether to send a copy that waited `waited` (`late`: longer than the bound) and whose
+    /// packet does or does not start a frame. Returns `false` for a copy to drop.
+    pub fn admit(&mut self, late: bool, starts_frame: bool) -> bool {
+        if late {
+            self.dropping = true;
+            return false;
+        }
+        if self.dropping && !starts_frame {
+            return false;
+        }
+        self.dropping = false;
+        true
+    }
+}
+
 /// Tracks frame boundaries of one publisher stream from RTP marker bits.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameBoundary {
@@ -159,6 +184,26 @@ mod tests {
         assert_eq!(forwarded[5].1, RESUME);
         assert!(forwarded.iter().filter(|(_, a)| *a == RESUME).count() == 1);
         assert!(!gate.set_wanted(true), "no change reported twice");
+    }
+
+    // covers: MT-FWD-8
+    #[test]
+    fn late_copies_drop_whole_frames_and_the_leg_resumes_at_a_frame_start() {
+        let mut f = LateFilter::default();
+        // (late, starts_frame) → admitted?
+        let steps = [
+            ((false, true), true),   // frame 1, in time
+            ((false, false), true),  //
+            ((true, false), false),  // frame 1's tail is late: dropped
+            ((false, false), false), // still frame 1: dropped (it is incomplete anyway)
+            ((true, true), false),   // frame 2 starts late: dropped
+            ((false, false), false), // rest of frame 2
+            ((false, true), true),   // frame 3 starts in time: resume
+            ((false, false), true),
+        ];
+        for (i, ((late, starts), want)) in steps.into_iter().enumerate() {
+            assert_eq!(f.admit(late, starts), want, "step {i}");
+        }
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Room {
             leg_queue,
             tap: tap_tx,
             network: relay_network,
+            ..SfuConfig::default()
         });
         let clients: Arc<Mutex<HashMap<ParticipantId, ClientTransport>>> = Arc::default();
         let (notes_tx, notes) = mpsc::unbounded_channel();
