@@ -137,7 +137,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                 && n > 16
                 && args.gallery.is_none()
             {
-                "\nhint: every participant receiving everyone's audio and video grows with the \
+                "; hint: every participant receiving everyone's audio and video grows with the \
                  square of the call; past ~20 participants that is more than two cores can \
                  forward and decrypt. Large calls watch a gallery: try --gallery 8 --speakers 4."
             } else {
