@@ -249,11 +249,9 @@ fn overlapping_joins_converge_on_one_group() {
         let relay = EmbeddedRelay::start(EmbeddedOptions::default())
             .await
             .unwrap();
-        let log = CallLog::new(false);
         let opts = |relay: &EmbeddedRelay| {
             let mut o = options(relay);
             o.auto_approve = true;
-            o.call_log = Some(log.clone());
             o
         };
         let (alice, ae) = join(&relay, "alice", Role::HOST, opts(&relay)).await;
@@ -262,29 +260,8 @@ fn overlapping_joins_converge_on_one_group() {
             calls.push(join(&relay, name, Role::GUEST, opts(&relay)).await);
         }
         // Each joiner's Add and path update: 4 + 4 commits after epoch 0.
-        let fut = async {
-            loop {
-                let stats: Vec<_> = calls.iter().map(|(c, _)| c.stats()).collect();
-                if stats.iter().all(|s| s.members == 5 && s.epoch == Some(8)) {
-                    return stats;
-                }
-                let mut w = calls[0].0.watch_stats();
-                let _ = w.changed().await;
-            }
-        };
-        let stats = tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| {
-            let seen: Vec<_> = calls
-                .iter()
-                .map(|(c, _)| (c.identity().to_owned(), c.stats().epoch, c.stats().code))
-                .collect();
-            let commits: Vec<_> = log
-                .lock()
-                .commits
-                .iter()
-                .map(|c| (c.identity.to_string(), c.from_epoch, c.kind))
-                .collect();
-            panic!("timed out waiting for 5 members at epoch 8: {seen:?}; commits: {commits:?}")
-        });
+        let handles: Vec<&Call> = calls.iter().map(|(c, _)| c).collect();
+        let stats = all_at(&handles, 5, 8).await;
         for s in &stats {
             assert_eq!(s.code, stats[0].code, "a member forked: {stats:?}");
         }
