@@ -366,20 +366,19 @@ impl Sfu {
                 publisher,
                 kind,
             ));
-            let gate = (kind == MediaKind::Video)
-                .then(|| Arc::new(LegGate::new(inner.wants_video(id, publisher))));
-            activated.push((
-                (publisher, kind),
-                LegTx {
+            activated.push(((publisher, kind), tx));
+        }
+        if let Ok(mut routes) = inner.routes.write() {
+            // The subscription is read under the routes lock, which `set_video_subscription`
+            // also holds while it records a new one: a leg activated meanwhile cannot miss it.
+            for ((publisher, kind), tx) in activated {
+                let gate = (kind == MediaKind::Video)
+                    .then(|| Arc::new(LegGate::new(inner.wants_video(id, publisher))));
+                routes.entry((publisher, kind)).or_default().push(LegTx {
                     subscriber: id,
                     tx,
                     gate,
-                },
-            ));
-        }
-        if let Ok(mut routes) = inner.routes.write() {
-            for (key, leg) in activated {
-                routes.entry(key).or_default().push(leg);
+                });
             }
         }
         let active_legs = state.legs.values().filter(|l| l.active).count();
@@ -450,6 +449,9 @@ impl Sfu {
         }
         let mut started = Vec::new();
         if let Ok(routes) = inner.routes.read() {
+            if let Ok(mut video) = inner.video.lock() {
+                video.insert(subscriber, subscription.clone());
+            }
             for (&(publisher, kind), legs) in routes.iter() {
                 if kind != MediaKind::Video {
                     continue;
@@ -465,9 +467,6 @@ impl Sfu {
                     }
                 }
             }
-        }
-        if let Ok(mut video) = inner.video.lock() {
-            video.insert(subscriber, subscription);
         }
         for publisher in started {
             inner
