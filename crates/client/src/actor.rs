@@ -559,7 +559,12 @@ impl Actor {
             Command::Remove(identity, reply) => {
                 let r = match self.group() {
                     None => Err(CallError::NotMember),
-                    Some(g) => match g.roster().find(&identity) {
+                    Some(g) => match g
+                        .roster()
+                        .members()
+                        .iter()
+                        .find(|m| *m.identity == *identity)
+                    {
                         Some(m) => {
                             let leaf = m.leaf;
                             self.intents.push_back(Intent::Remove(leaf));

@@ -21,7 +21,9 @@ use crate::error::{ApiMisuse, Error, FrameError, InvalidMessage, MlsFailure};
 use crate::event::{Event, RetireReason};
 use crate::identity::{Client, Roster, RosterMember, capabilities, display_identity};
 use crate::keyring::{EXPORTER_LABEL, KeyRing, OpenedFrame};
-use crate::policy::{self, AddRule, PolicyViolation, RemoveRule, actor_of, check_proposal};
+use crate::policy::{
+    self, AddRule, PolicyViolation, RemoveRule, actor_of, check_commit, check_proposal,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PathUpdate {
@@ -102,7 +104,7 @@ impl CallGroup {
         let params = CallParams::from_config(call, client.signature_key())?;
         let mut exts = vec![Extension::Unknown(
             CALL_PARAMS_EXTENSION_TYPE,
-            UnknownExtension(params.encode()),
+            UnknownExtension(params.encode()?),
         )];
         if let Some(relay) = &call.relay {
             exts.push(Extension::ExternalSenders(vec![ExternalSender::new(
@@ -229,7 +231,9 @@ impl CallGroup {
     ) -> Result<Self, Error> {
         // The own leaf must be addressable in the KID layout.
         params.layout.encode(0, group.own_leaf_index().u32(), 0)?;
-        let roster = Arc::new(Roster::from_members(group.members(), &params));
+        let roster = Arc::new(Roster::from_public_group(group.public_group(), |k| {
+            params.is_host(k)
+        }));
         let mut keyring = KeyRing::new(params.sframe_suite, params.layout, config.replay_window);
         let epoch = group.epoch().as_u64();
         let _ = keyring.install(epoch, secret, Arc::clone(&roster), now, config.retention);
@@ -482,7 +486,7 @@ impl CallGroup {
     ) -> Result<PendingCommit, Error> {
         let from_epoch = self.epoch();
         let roster = Arc::clone(&self.roster);
-        let (add_rule, remove_rule) = (self.params.add_rule, self.params.remove_rule);
+        let rules = self.params.rules();
         let provider = &self.client.provider;
         let bundle = self
             .group
@@ -497,10 +501,7 @@ impl CallGroup {
                 provider.rand(),
                 provider.crypto(),
                 &self.client.signer,
-                |qp| {
-                    check_proposal(add_rule, remove_rule, &roster, qp.sender(), qp.proposal())
-                        .is_ok()
-                },
+                |qp| check_proposal(&rules, &roster, qp.sender(), qp.proposal()).is_ok(),
             )
             .map_err(|e| MlsFailure::CreateCommit(Box::new(e)))?
             .stage_commit(provider)
@@ -597,7 +598,9 @@ impl CallGroup {
 
     fn enter_epoch(&mut self, next: NextEpoch, now: Instant) {
         let old = Arc::clone(&self.roster);
-        let roster = Arc::new(Roster::from_members(self.group.members(), &self.params));
+        let roster = Arc::new(Roster::from_public_group(self.group.public_group(), |k| {
+            self.params.is_host(k)
+        }));
         let same = |a: &RosterMember, b: &RosterMember| {
             a.leaf == b.leaf && a.signature_key == b.signature_key
         };
@@ -703,13 +706,7 @@ impl CallGroup {
                 if matches!(sender, Sender::Member(l) if l == self.group.own_leaf_index()) {
                     return Ok(());
                 }
-                check_proposal(
-                    self.params.add_rule,
-                    self.params.remove_rule,
-                    &self.roster,
-                    &sender,
-                    qp.proposal(),
-                )?;
+                check_proposal(&self.params.rules(), &self.roster, &sender, qp.proposal())?;
                 let kind = policy::ProposalKind::of(qp.proposal());
                 self.group
                     .store_pending_proposal(self.client.provider.storage(), *qp)
@@ -721,13 +718,7 @@ impl CallGroup {
                 Ok(())
             }
             ProcessedMessageContent::ExternalJoinProposalMessage(qp) => {
-                check_proposal(
-                    self.params.add_rule,
-                    self.params.remove_rule,
-                    &self.roster,
-                    &sender,
-                    qp.proposal(),
-                )?;
+                check_proposal(&self.params.rules(), &self.roster, &sender, qp.proposal())?;
                 Err(MlsFailure::Unreachable("external join proposal passed policy").into())
             }
             ProcessedMessageContent::ApplicationMessage(_)
@@ -754,33 +745,7 @@ impl CallGroup {
             }
             .into());
         }
-        if !matches!(sender, Sender::Member(_)) {
-            return Err(PolicyViolation::CommitByNonMember {
-                committer: actor_of(sender, &self.roster),
-            }
-            .into());
-        }
-        for qp in staged.queued_proposals() {
-            check_proposal(
-                self.params.add_rule,
-                self.params.remove_rule,
-                &self.roster,
-                qp.sender(),
-                qp.proposal(),
-            )?;
-        }
-        for credential in staged.credentials_to_verify() {
-            display_identity(credential)?;
-        }
-        let would_have = (self.roster.len() + staged.add_proposals().count())
-            .saturating_sub(staged.remove_proposals().count());
-        if would_have > self.params.max_members as usize {
-            return Err(PolicyViolation::CallFull {
-                max: self.params.max_members,
-                would_have,
-            }
-            .into());
-        }
+        check_commit(&self.params.rules(), &self.roster, sender, &staged)?;
         if staged.self_removed() {
             let epoch = staged.epoch().as_u64();
             self.group

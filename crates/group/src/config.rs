@@ -5,14 +5,11 @@ use std::time::Duration;
 use blindcall_sframe::CipherSuite as SframeSuite;
 use openmls::prelude::Ciphersuite;
 
+pub use blindcall_policy::{CALL_PARAMS_EXTENSION_TYPE, CALL_PARAMS_VERSION, MediaSignatures};
+
 use crate::error::InvalidMessage;
 use crate::kid::{KidError, KidLayout};
-use crate::policy::{AddRule, RemoveRule};
-
-/// Group-context extension type carrying [`CallParams`] (private-use range of RFC 9420 §17.3).
-pub const CALL_PARAMS_EXTENSION_TYPE: u16 = 0xF0BC;
-/// Version of the [`CallParams`] encoding.
-pub const CALL_PARAMS_VERSION: u16 = 1;
+use crate::policy::{AddRule, RemoveRule, Rules};
 
 /// MLS ciphersuite of a call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -72,6 +69,8 @@ pub struct CallConfig {
     pub extra_hosts: Vec<Vec<u8>>,
     /// The relay as MLS external sender, if any.
     pub relay: Option<RelaySender>,
+    /// Whether every member must sign its media (default: members that can, must).
+    pub media_signatures: MediaSignatures,
 }
 
 impl Default for CallConfig {
@@ -86,6 +85,7 @@ impl Default for CallConfig {
             remove_rule: RemoveRule::HostsOnly,
             extra_hosts: Vec::new(),
             relay: None,
+            media_signatures: MediaSignatures::Optional,
         }
     }
 }
@@ -130,6 +130,8 @@ pub struct CallParams {
     pub remove_rule: RemoveRule,
     /// Signature public keys of the hosts.
     pub hosts: Vec<Vec<u8>>,
+    /// Whether every member must sign its media.
+    pub media_signatures: MediaSignatures,
 }
 
 impl CallParams {
@@ -153,6 +155,7 @@ impl CallParams {
             add_rule: config.add_rule,
             remove_rule: config.remove_rule,
             hosts,
+            media_signatures: config.media_signatures,
         })
     }
 
@@ -161,108 +164,70 @@ impl CallParams {
         self.hosts.iter().any(|h| h.as_slice() == signature_key)
     }
 
-    /// Encodes the parameters (see spec/group.md, `CallParams`).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(16 + self.hosts.iter().map(|h| h.len() + 2).sum::<usize>());
-        out.extend_from_slice(&CALL_PARAMS_VERSION.to_be_bytes());
-        out.extend_from_slice(&self.sframe_suite.id().to_be_bytes());
-        out.extend_from_slice(&self.max_members.to_be_bytes());
-        out.push(self.layout.sender_bits());
-        out.push(self.layout.epoch_bits());
-        out.push(self.layout.context_bits());
-        out.push(self.add_rule.code());
-        out.push(self.remove_rule.code());
-        // Host count and key lengths are bounded by construction (keys are < 256 bytes).
-        out.extend_from_slice(
-            &u16::try_from(self.hosts.len())
-                .unwrap_or(u16::MAX)
-                .to_be_bytes(),
-        );
-        for h in self.hosts.iter().take(usize::from(u16::MAX)) {
-            out.extend_from_slice(&u16::try_from(h.len()).unwrap_or(0).to_be_bytes());
-            if h.len() <= usize::from(u16::MAX) {
-                out.extend_from_slice(h);
-            }
+    /// The membership rules these parameters set.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            add_rule: self.add_rule,
+            remove_rule: self.remove_rule,
+            max_members: self.max_members,
         }
-        out
     }
 
-    /// Decodes parameters; every malformed or out-of-range input is an error.
-    pub fn decode(bytes: &[u8]) -> Result<Self, InvalidMessage> {
-        let mut r = Reader { bytes, pos: 0 };
-        let version = r.u16()?;
-        if version != CALL_PARAMS_VERSION {
-            return Err(InvalidMessage::CallParams { field: "version" });
+    /// The wire form shared with the relay.
+    pub fn to_wire(&self) -> blindcall_policy::CallParams {
+        blindcall_policy::CallParams {
+            sframe_suite: self.sframe_suite.id(),
+            max_members: self.max_members,
+            sender_bits: self.layout.sender_bits(),
+            epoch_bits: self.layout.epoch_bits(),
+            context_bits: self.layout.context_bits(),
+            add_rule: self.add_rule,
+            remove_rule: self.remove_rule,
+            hosts: self.hosts.clone(),
+            media_signatures: self.media_signatures,
         }
-        let suite = SframeSuite::from_id(r.u16()?).map_err(|_| InvalidMessage::CallParams {
-            field: "sframe_suite",
+    }
+
+    /// Validates wire parameters: a known SFrame suite, a valid KID layout wide enough for the
+    /// maximum size.
+    pub fn from_wire(w: blindcall_policy::CallParams) -> Result<Self, InvalidMessage> {
+        let suite =
+            SframeSuite::from_id(w.sframe_suite).map_err(|_| InvalidMessage::CallParams {
+                field: "sframe_suite",
+            })?;
+        let layout = KidLayout::new(w.sender_bits, w.epoch_bits, w.context_bits).map_err(|_| {
+            InvalidMessage::CallParams {
+                field: "kid_layout",
+            }
         })?;
-        let max_members = r.u32()?;
-        let (s, e, c) = (r.u8()?, r.u8()?, r.u8()?);
-        let layout = KidLayout::new(s, e, c).map_err(|_| InvalidMessage::CallParams {
-            field: "kid_layout",
-        })?;
-        if max_members == 0 || KidLayout::sender_bits_for(max_members) > s {
+        if KidLayout::sender_bits_for(w.max_members) > w.sender_bits {
             return Err(InvalidMessage::CallParams {
                 field: "max_members",
-            });
-        }
-        let add_rule =
-            AddRule::from_code(r.u8()?).ok_or(InvalidMessage::CallParams { field: "add_rule" })?;
-        let remove_rule = RemoveRule::from_code(r.u8()?).ok_or(InvalidMessage::CallParams {
-            field: "remove_rule",
-        })?;
-        let count = r.u16()?;
-        let mut hosts = Vec::with_capacity(usize::from(count).min(64));
-        for _ in 0..count {
-            let len = r.u16()?;
-            hosts.push(r.take(usize::from(len))?.to_vec());
-        }
-        if r.pos != bytes.len() {
-            return Err(InvalidMessage::CallParams {
-                field: "trailing_bytes",
             });
         }
         Ok(Self {
             sframe_suite: suite,
             layout,
-            max_members,
-            add_rule,
-            remove_rule,
-            hosts,
+            max_members: w.max_members,
+            add_rule: w.add_rule,
+            remove_rule: w.remove_rule,
+            hosts: w.hosts,
+            media_signatures: w.media_signatures,
         })
     }
-}
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
+    /// Encodes the parameters (see spec/group.md, `CallParams`).
+    pub fn encode(&self) -> Result<Vec<u8>, InvalidMessage> {
+        self.to_wire()
+            .encode()
+            .map_err(|e| InvalidMessage::CallParams { field: e.field })
+    }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], InvalidMessage> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(InvalidMessage::CallParams { field: "length" })?;
-        let s = self
-            .bytes
-            .get(self.pos..end)
-            .ok_or(InvalidMessage::CallParams { field: "truncated" })?;
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, InvalidMessage> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, InvalidMessage> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, InvalidMessage> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    /// Decodes parameters; every malformed or out-of-range input is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, InvalidMessage> {
+        let wire = blindcall_policy::CallParams::decode(bytes)
+            .map_err(|e| InvalidMessage::CallParams { field: e.field })?;
+        Self::from_wire(wire)
     }
 }
 
@@ -281,7 +246,7 @@ mod tests {
         let p = CallParams::from_config(&cfg, &[1; 32]).unwrap();
         assert_eq!(p.layout.sender_bits(), 10);
         assert!(p.is_host(&[1; 32]) && p.is_host(&[9; 32]) && !p.is_host(&[2; 32]));
-        let bytes = p.encode();
+        let bytes = p.encode().unwrap();
         assert_eq!(CallParams::decode(&bytes).unwrap(), p);
         for cut in 0..bytes.len() {
             assert!(
@@ -293,7 +258,7 @@ mod tests {
         extra.push(0);
         assert!(CallParams::decode(&extra).is_err());
         let mut bad_version = bytes.clone();
-        bad_version[1] = 2;
+        bad_version[1] = 1;
         assert!(matches!(
             CallParams::decode(&bad_version),
             Err(InvalidMessage::CallParams { field: "version" })

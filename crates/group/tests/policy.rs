@@ -570,3 +570,106 @@ fn a_welcome_from_a_non_host_is_refused_by_the_joiner() {
         other => panic!("expected AddNotAllowed, got {other:?}"),
     }
 }
+
+fn expect_identity_change_refused(errors: &[(String, Error)], leaf: u32) {
+    assert_eq!(
+        errors.len(),
+        2,
+        "alice and bob must both refuse: {errors:?}"
+    );
+    for (who, e) in errors {
+        assert!(
+            matches!(
+                e,
+                Error::Policy(PolicyViolation::IdentityChanged { leaf: l, identity, .. })
+                    if *l == leaf && identity == "mallory"
+            ),
+            "{who}: expected IdentityChanged for mallory, got {e:?}"
+        );
+    }
+}
+
+// covers: GRP-ID-1
+#[test]
+fn a_member_cannot_rename_itself_by_commit_or_proposal() {
+    let (mut r, mallory, mut mgroup) = room_with_mallory(CallConfig::default());
+    let epoch = r.get("alice").epoch();
+    let leaf = mgroup.own_leaf_index().u32();
+    let as_alice = CredentialWithKey {
+        credential: BasicCredential::new(b"alice".to_vec()).into(),
+        signature_key: mallory.signer.public().into(),
+    };
+    // A self-update whose path leaf carries the host's name, same key.
+    let bundle = mgroup
+        .self_update(
+            &mallory.provider,
+            &mallory.signer,
+            LeafNodeParameters::builder()
+                .with_credential_with_key(as_alice.clone())
+                .build(),
+        )
+        .unwrap();
+    let errors = r.broadcast_except("mallory", &bytes(&bundle.into_commit()));
+    expect_identity_change_refused(&errors, leaf);
+    mgroup
+        .clear_pending_commit(mallory.provider.storage())
+        .unwrap();
+
+    // Same name, a new signature key: the identity key is the identity, so also refused.
+    let new_key =
+        SignatureKeyPair::new(MlsSuite::default().ciphersuite().signature_algorithm()).unwrap();
+    let rekeyed = CredentialWithKey {
+        credential: BasicCredential::new(b"mallory".to_vec()).into(),
+        signature_key: new_key.public().into(),
+    };
+    let bundle = mgroup
+        .self_update_with_new_signer(
+            &mallory.provider,
+            &mallory.signer,
+            openmls::prelude::NewSignerBundle {
+                signer: &new_key,
+                credential_with_key: rekeyed.clone(),
+            },
+            LeafNodeParameters::builder()
+                .with_credential_with_key(rekeyed)
+                .build(),
+        )
+        .unwrap();
+    let errors = r.broadcast_except("mallory", &bytes(&bundle.into_commit()));
+    expect_identity_change_refused(&errors, leaf);
+    mgroup
+        .clear_pending_commit(mallory.provider.storage())
+        .unwrap();
+
+    // An Update proposal renaming the leaf is refused and never queued.
+    let (proposal, _) = mgroup
+        .propose_self_update(
+            &mallory.provider,
+            &mallory.signer,
+            LeafNodeParameters::builder()
+                .with_credential_with_key(as_alice)
+                .build(),
+        )
+        .unwrap();
+    let errors = r.broadcast_except("mallory", &bytes(&proposal));
+    expect_identity_change_refused(&errors, leaf);
+    r.drain();
+    assert!(
+        !r.events
+            .get("alice")
+            .is_some_and(|es| es.iter().any(|e| matches!(e, Event::ProposalQueued { .. })))
+    );
+    assert_eq!(r.get("bob").epoch(), epoch);
+    let names: Vec<&str> = r
+        .get("bob")
+        .roster()
+        .members()
+        .iter()
+        .map(|m| &*m.identity)
+        .collect();
+    assert_eq!(names, ["alice", "bob", "mallory"]);
+    // Our own client's self-update (same identity) still goes through.
+    let pc = r.get_mut("bob").self_update().unwrap();
+    r.commit("bob", pc);
+    r.assert_converged();
+}

@@ -183,7 +183,7 @@ impl<C: MlsConfig> RsMember<C> {
         let mut exts = ExtensionList::new();
         exts.set(Extension::new(
             ExtensionType::new(CALL_PARAMS_EXTENSION_TYPE),
-            params.encode(),
+            params.encode().expect("encodable call parameters"),
         ));
         self.group = Some(self.client.create_group(exts, ExtensionList::new(), None)?);
         Ok(())
