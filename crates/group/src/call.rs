@@ -20,7 +20,7 @@ use crate::config::{CALL_PARAMS_EXTENSION_TYPE, CallConfig, CallParams, MemberCo
 use crate::error::{ApiMisuse, Error, FrameError, InvalidMessage, MlsFailure};
 use crate::event::{Event, RetireReason};
 use crate::identity::{Client, Roster, RosterMember, capabilities, display_identity};
-use crate::keyring::{EXPORTER_LABEL, KeyRing, OpenedFrame};
+use crate::keyring::{DEFAULT_STREAM, EXPORTER_LABEL, KeyRing, OpenedFrame};
 use crate::policy::{
     self, AddRule, PolicyViolation, RemoveRule, actor_of, check_commit, check_proposal,
 };
@@ -51,6 +51,8 @@ pub struct CallGroup {
     pending: Option<u64>,
     next_pending_id: u64,
     path_update: PathUpdate,
+    /// When own senders switch to the current epoch (the send barrier), if pending.
+    switch_at: Option<Instant>,
     leaving: bool,
     active: bool,
     events: VecDeque<Event>,
@@ -255,6 +257,7 @@ impl CallGroup {
             pending: None,
             next_pending_id: 1,
             path_update,
+            switch_at: None,
             leaving: false,
             active: true,
             events,
@@ -626,7 +629,12 @@ impl CallGroup {
             self.config.security_code_groups,
         );
         self.events.push_back(Event::EpochChanged { epoch, code });
-        if !left.is_empty() {
+        let removal = !left.is_empty();
+        if removal {
+            // Whoever was removed knows the older epochs' keys: refuse its frames under them
+            // now, and keep those keys only as long as frames in flight need.
+            let retention = self.config.removal_retention.min(self.config.retention);
+            self.keyring.revoke_removed(now, retention);
             self.events.push_back(Event::MembersLeft {
                 epoch,
                 members: left,
@@ -639,6 +647,13 @@ impl CallGroup {
             });
         }
         self.retire(retired);
+        if removal || self.config.activation_delay.is_zero() {
+            // Nothing more may be sealed under keys a removed member holds.
+            self.switch_at = None;
+            self.switch_send_epoch(false);
+        } else if self.active {
+            self.switch_at = Some(now.checked_add(self.config.activation_delay).unwrap_or(now));
+        }
     }
 
     fn retire(&mut self, retired: Vec<(u64, RetireReason)>) {
@@ -666,9 +681,11 @@ impl CallGroup {
         }
     }
 
-    /// Switches own senders to the current epoch (after the DS's "execute" or the app's own
-    /// choice); returns the send epoch. New senders start at counter 0 under new keys.
+    /// Switches own senders to the current epoch now, ahead of the send barrier
+    /// (`MemberConfig::activation_delay`); returns the send epoch. New senders start at
+    /// counter 0 under new keys.
     pub fn activate_send_epoch(&mut self) -> u64 {
+        self.switch_at = None;
         if self.active && self.keyring.current_epoch() != Some(self.send_epoch) {
             self.switch_send_epoch(false);
         }
@@ -783,7 +800,7 @@ impl CallGroup {
             PathUpdate::Scheduled(t) if self.active => Some(t),
             _ => None,
         };
-        [self.keyring.next_expiry(), path]
+        [self.keyring.next_expiry(), path, self.switch_at]
             .into_iter()
             .flatten()
             .min()
@@ -793,6 +810,12 @@ impl CallGroup {
     /// time is treated as the last seen time.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
+        if self.switch_at.is_some_and(|t| t <= now) {
+            self.switch_at = None;
+            if self.active {
+                self.switch_send_epoch(false);
+            }
+        }
         let gone = self.keyring.expire(now);
         self.retire(
             gone.into_iter()
@@ -842,7 +865,24 @@ impl CallGroup {
         metadata: &[u8],
         frame: &'a mut [u8],
     ) -> Result<OpenedFrame<'a>, FrameError> {
-        self.keyring.open(metadata, frame)
+        self.keyring.open(DEFAULT_STREAM, metadata, frame)
+    }
+
+    /// Opens an SFrame frame received on `stream` (the caller's id of one incoming flow, e.g.
+    /// one remote participant's audio): replay state is kept per stream, so frames on one
+    /// stream never affect another's.
+    pub fn open_on<'a>(
+        &mut self,
+        stream: u64,
+        metadata: &[u8],
+        frame: &'a mut [u8],
+    ) -> Result<OpenedFrame<'a>, FrameError> {
+        self.keyring.open(stream, metadata, frame)
+    }
+
+    /// Forgets the receive state of `stream` (it ended).
+    pub fn close_stream(&mut self, stream: u64) {
+        self.keyring.close_stream(stream);
     }
 
     #[cfg(test)]

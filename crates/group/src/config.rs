@@ -102,6 +102,15 @@ pub struct MemberConfig {
     pub security_code_groups: u8,
     /// SFrame replay window per KID.
     pub replay_window: u64,
+    /// Send-side switch barrier: after a commit that removes nobody, own senders keep the old
+    /// epoch this long before switching to the new keys (default 200 ms; every receiver
+    /// installs the new keys at once when it merges, so this covers the relay's fan-out of
+    /// the commit). After a commit that removes anyone, senders switch at once.
+    pub activation_delay: Duration,
+    /// How long older epochs' receive keys stay after a commit that removed someone (default
+    /// 2 s, capped by `retention`): long enough for frames in flight, short enough that the
+    /// removed member's knowledge of the old keys is useless soon.
+    pub removal_retention: Duration,
 }
 
 impl Default for MemberConfig {
@@ -111,6 +120,8 @@ impl Default for MemberConfig {
             path_update_after_join: Some(Duration::ZERO),
             security_code_groups: crate::code::DEFAULT_GROUPS,
             replay_window: 128,
+            activation_delay: Duration::from_millis(200),
+            removal_retention: Duration::from_secs(2),
         }
     }
 }

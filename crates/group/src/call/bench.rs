@@ -63,6 +63,7 @@ impl CallGroup {
             pending: self.pending,
             next_pending_id: self.next_pending_id,
             path_update: self.path_update,
+            switch_at: self.switch_at,
             leaving: self.leaving,
             active: self.active,
             events: VecDeque::new(),
