@@ -100,6 +100,7 @@ impl CallGroup {
         config: MemberConfig,
         now: Instant,
     ) -> Result<Self, Error> {
+        config.validate()?;
         if call.mls_suite != client.suite {
             return Err(ApiMisuse::InvalidConfig.into());
         }
@@ -152,6 +153,7 @@ impl CallGroup {
         config: MemberConfig,
         now: Instant,
     ) -> Result<Self, Error> {
+        config.validate()?;
         let MlsMessageBodyIn::Welcome(welcome) = parse(welcome)?.extract() else {
             return Err(InvalidMessage::UnexpectedKind {
                 expected: "Welcome",
@@ -404,6 +406,24 @@ impl CallGroup {
                 .into());
             }
             let added = display_identity(kp.leaf_node().credential())?;
+            let key = kp.leaf_node().signature_key().as_slice();
+            let leaving = |leaf: u32| {
+                self.group.pending_proposals().any(|qp| {
+                    matches!(qp.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed().u32() == leaf)
+                })
+            };
+            let in_call = self
+                .roster
+                .members()
+                .iter()
+                .any(|m| m.signature_key == key && !leaving(m.leaf));
+            if in_call
+                || kps
+                    .iter()
+                    .any(|k: &KeyPackage| k.leaf_node().signature_key().as_slice() == key)
+            {
+                return Err(PolicyViolation::DuplicateIdentityKey { identity: added }.into());
+            }
             if self.params.add_rule == AddRule::HostsOnly && !self.own_is_host() {
                 let proposer = policy::Actor::Member {
                     leaf: self.own_leaf(),

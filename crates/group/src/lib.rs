@@ -25,7 +25,7 @@ pub use error::{
     ApiMisuse, Error, FrameDropReason, FrameError, FrameOrigin, InvalidMessage, MlsFailure,
 };
 pub use event::{Event, RetireReason};
-pub use identity::{Client, Roster, RosterMember};
+pub use identity::{Client, IdentityKey, IdentityKeyError, Roster, RosterMember};
 pub use keyring::{EXPORTER_LABEL, OpenedFrame};
 pub use kid::{KidError, KidLayout, KidParts};
 pub use policy::{Actor, AddRule, PolicyViolation, ProposalKind, RemoveRule};
