@@ -17,6 +17,7 @@ use openmls_traits::OpenMlsProvider as _;
 use crate::code::SecurityCode;
 use crate::commit::{CommitKind, NextEpoch, PendingCommit};
 use crate::config::{CALL_PARAMS_EXTENSION_TYPE, CallConfig, CallParams, MemberConfig};
+use crate::confirm::Confirmations;
 use crate::error::{ApiMisuse, Error, FrameError, InvalidMessage, MlsFailure};
 use crate::event::{Event, RetireReason};
 use crate::identity::{Client, Roster, RosterMember, capabilities, display_identity};
@@ -56,6 +57,12 @@ pub struct CallGroup {
     leaving: bool,
     active: bool,
     events: VecDeque<Event>,
+    /// Epoch confirmations of the members (split detection).
+    confirm: Confirmations,
+    /// Messages for every other member (sent through the relay's `PeerBroadcast`).
+    outbox: VecDeque<Vec<u8>>,
+    /// This member's signed confirmation of the current epoch (re-sent on demand).
+    own_confirmation: Option<Vec<u8>>,
     now: Instant,
     /// Set on benchmark duplicates: they share keys with the original and must never seal.
     media_disabled: bool,
@@ -247,7 +254,8 @@ impl CallGroup {
         );
         let mut events = VecDeque::new();
         events.push_back(Event::EpochChanged { epoch, code });
-        Ok(Self {
+        let confirm = Confirmations::new(config.confirm_timeout);
+        let mut call = Self {
             client,
             group,
             params,
@@ -263,9 +271,14 @@ impl CallGroup {
             leaving: false,
             active: true,
             events,
+            confirm,
+            outbox: VecDeque::new(),
+            own_confirmation: None,
             now,
             media_disabled: false,
-        })
+        };
+        call.enter_confirmations(now);
+        Ok(call)
     }
 
     fn clock(&mut self, now: Instant) -> Instant {
@@ -667,6 +680,7 @@ impl CallGroup {
             });
         }
         self.retire(retired);
+        self.enter_confirmations(now);
         if removal || self.config.activation_delay.is_zero() {
             // Nothing more may be sealed under keys a removed member holds.
             self.switch_at = None;
@@ -820,7 +834,8 @@ impl CallGroup {
             PathUpdate::Scheduled(t) if self.active => Some(t),
             _ => None,
         };
-        [self.keyring.next_expiry(), path, self.switch_at]
+        let confirm = self.active.then(|| self.confirm.poll_timeout()).flatten();
+        [self.keyring.next_expiry(), path, self.switch_at, confirm]
             .into_iter()
             .flatten()
             .min()
@@ -834,6 +849,14 @@ impl CallGroup {
             self.switch_at = None;
             if self.active {
                 self.switch_send_epoch(false);
+            }
+        }
+        if self.active {
+            let members = self.confirm.handle_timeout(now);
+            if !members.is_empty() {
+                let epoch = self.confirm.epoch();
+                self.events
+                    .push_back(Event::EpochUnconfirmed { epoch, members });
             }
         }
         let gone = self.keyring.expire(now);
@@ -920,5 +943,7 @@ impl CallGroup {
 
 #[cfg(feature = "bench-internals")]
 mod bench;
+mod peer;
+pub use peer::{PEER_CONFIRMATION, PEER_MANIFEST};
 #[cfg(test)]
 mod tests;

@@ -120,6 +120,9 @@ pub struct MemberConfig {
     /// 2 s, capped by `retention`): long enough for frames in flight, short enough that the
     /// removed member's knowledge of the old keys is useless soon.
     pub removal_retention: Duration,
+    /// How long after entering an epoch every member that confirms epochs must have confirmed
+    /// it before the group reports `EpochUnconfirmed` (default 5 s).
+    pub confirm_timeout: Duration,
 }
 
 impl Default for MemberConfig {
@@ -131,6 +134,7 @@ impl Default for MemberConfig {
             replay_window: 128,
             activation_delay: Duration::from_millis(200),
             removal_retention: Duration::from_secs(2),
+            confirm_timeout: Duration::from_secs(5),
         }
     }
 }

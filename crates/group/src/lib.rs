@@ -10,6 +10,7 @@ pub mod call;
 pub mod code;
 pub mod commit;
 pub mod config;
+pub mod confirm;
 pub mod error;
 pub mod event;
 pub mod identity;
@@ -17,10 +18,11 @@ pub mod keyring;
 pub mod kid;
 pub mod policy;
 
-pub use call::CallGroup;
+pub use call::{CallGroup, PEER_CONFIRMATION, PEER_MANIFEST};
 pub use code::SecurityCode;
 pub use commit::{CommitKind, PendingCommit};
 pub use config::{CallConfig, CallParams, MemberConfig, MlsSuite, RelaySender};
+pub use confirm::PeerMessageError;
 pub use error::{
     ApiMisuse, Error, FrameDropReason, FrameError, FrameOrigin, InvalidMessage, MlsFailure,
 };

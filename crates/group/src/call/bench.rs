@@ -67,6 +67,9 @@ impl CallGroup {
             leaving: self.leaving,
             active: self.active,
             events: VecDeque::new(),
+            confirm: crate::confirm::Confirmations::new(self.config.confirm_timeout),
+            outbox: VecDeque::new(),
+            own_confirmation: None,
             now: self.now,
             media_disabled: true,
         })
