@@ -179,6 +179,23 @@ fn encoding_is_the_documented_byte_layout_and_round_trips() {
     assert_eq!(sample_body().encoded_len(), bytes.len() - 5);
 }
 
+// covers: MA-HASH-1
+#[test]
+fn the_frame_hash_is_truncated_sha256_of_the_whole_frame() {
+    // FIPS 180-2 example: SHA-256("abc").
+    assert_eq!(
+        frame_hash(b"abc").0.to_vec(),
+        hex::decode("ba7816bf8f01cfea414140de5dae2223").unwrap()
+    );
+    // Every byte counts, the header and the tag included.
+    let frame = [0x11u8, 0x22, 0x33, 0x44, 0x55];
+    for i in 0..frame.len() {
+        let mut f = frame;
+        f[i] ^= 0x80;
+        assert_ne!(frame_hash(&f), frame_hash(&frame));
+    }
+}
+
 // covers: MA-SIGN-1
 #[test]
 fn the_signed_content_is_mls_sign_content_with_the_manifest_label() {
