@@ -538,15 +538,15 @@ fn a_mismatching_hash_blocks_that_stream_and_never_the_victims_own() {
     assert_eq!(evs.len(), 1, "{evs:?}");
     let MediaAuthEvent::Impersonation {
         leaf,
+        kid: claimed_kid,
         stream,
         reason,
         detected_after,
-        ..
     } = evs[0]
     else {
         panic!("{evs:?}")
     };
-    assert_eq!((leaf, stream.id), (VICTIM, 2));
+    assert_eq!((leaf, claimed_kid, stream.id), (VICTIM, kid(VICTIM, 0), 2));
     assert_eq!(reason, ImpersonationReason::WrongParticipant);
     assert_eq!(detected_after, 240 * MS);
     assert_eq!(v.stream_counters(1).unwrap().verified, 5);

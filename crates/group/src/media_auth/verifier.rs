@@ -267,6 +267,8 @@ struct Stream {
     block: Option<Block>,
     pending: VecDeque<PendingFrame>,
     epochs: Vec<u64>,
+    /// KID of the last authenticated frame of the pinned leaf.
+    last_kid: Option<Kid>,
     last_offense: [Option<Instant>; 4],
     counters: AuthCounters,
 }
@@ -279,6 +281,7 @@ impl Stream {
             block: None,
             pending: VecDeque::new(),
             epochs: Vec::new(),
+            last_kid: None,
             last_offense: [None; 4],
             counters: AuthCounters::default(),
         }
@@ -525,7 +528,8 @@ impl MediaVerifier {
     }
 
     /// After a frame authenticated: pins its stream, and checks it against the claimed
-    /// sender's manifests (or queues it until one arrives).
+    /// sender's manifests (or queues it until one arrives). A stream's participant is the one
+    /// given with its first frame (a stream id never moves to another participant).
     pub fn on_opened(&mut self, now: Instant, f: &AuthenticatedFrame) -> FrameAuth {
         let now = self.clamp(now);
         let cfg = &self.config;
@@ -554,6 +558,7 @@ impl MediaVerifier {
             return FrameAuth::Refused(b.reason);
         }
         s.note_epoch(f.epoch);
+        s.last_kid = Some(f.kid);
         if !f.signs {
             out.count(s, f.leaf, |c| c.unsigned += 1);
             let le = leaf_epoch(&mut self.leaves, f.epoch, f.leaf);
@@ -650,10 +655,14 @@ impl MediaVerifier {
                 id,
                 participant: s.participant,
             };
+            let kid = s
+                .last_kid
+                .or_else(|| m.entries.first().map(|e| e.kid))
+                .unwrap_or(Kid(0));
             let wrong = |since, block| Detection {
                 now,
                 leaf: m.leaf,
-                kid: m.entries.first().map_or(Kid(0), |e| e.kid),
+                kid,
                 reason: ImpersonationReason::WrongParticipant,
                 since,
                 frames: 0,
