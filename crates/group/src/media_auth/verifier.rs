@@ -734,7 +734,7 @@ impl MediaVerifier {
             let Some(r) = le.ranges.pop_front() else {
                 break;
             };
-            le.hashes -= r.hashes.len();
+            le.hashes = le.hashes.saturating_sub(r.hashes.len());
             self.out.counters.hashes_evicted += u64::try_from(r.hashes.len()).unwrap_or(u64::MAX);
         }
     }
@@ -767,7 +767,7 @@ impl MediaVerifier {
                 deadline(r.received, cfg.manifest_retention).is_some_and(|t| t <= now)
             }) {
                 if let Some(r) = le.ranges.pop_front() {
-                    le.hashes -= r.hashes.len();
+                    le.hashes = le.hashes.saturating_sub(r.hashes.len());
                 }
             }
         }
