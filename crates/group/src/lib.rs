@@ -16,6 +16,7 @@ pub mod event;
 pub mod identity;
 pub mod keyring;
 pub mod kid;
+pub mod media_auth;
 pub mod policy;
 
 pub use call::{CallGroup, PEER_CONFIRMATION, PEER_MANIFEST};
