@@ -195,6 +195,9 @@ pub enum FrameDropReason {
     Replay,
     /// Counter left of the replay window.
     TooOld,
+    /// Counter further ahead of the stream's highest than the time since allows: one frame
+    /// may not move the replay window arbitrarily far.
+    CounterJump,
     /// Other SFrame refusal.
     Other,
 }
@@ -207,6 +210,7 @@ impl From<DropReason> for FrameDropReason {
             DropReason::TagMismatch => Self::TagMismatch,
             DropReason::Replay => Self::Replay,
             DropReason::TooOld => Self::TooOld,
+            DropReason::CounterJump => Self::CounterJump,
             #[allow(unreachable_patterns)]
             _ => Self::Other,
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blindcall_sframe::{
-    BaseKey, CipherSuite, Counter, Header, Kid, Receiver, ReceiverConfig, Sender,
+    BaseKey, CipherSuite, Counter, Header, JumpLimit, Kid, Receiver, ReceiverConfig, Sender,
     mls::sender_base_key,
 };
 
@@ -288,6 +288,7 @@ impl KeyRing {
     /// Opens a frame received on `stream` in place, choosing the key by KID only.
     pub(crate) fn open<'a>(
         &mut self,
+        now: Instant,
         stream: u64,
         metadata: &[u8],
         frame: &'a mut [u8],
@@ -327,10 +328,13 @@ impl KeyRing {
         let identity = Arc::clone(&member.identity);
         let signs_media = member.signs_media;
         let config = self.config;
-        let receiver = self
-            .streams
-            .entry(stream)
-            .or_insert_with(|| Receiver::new(config));
+        let receiver = self.streams.entry(stream).or_insert_with(|| {
+            let mut r = Receiver::new(config);
+            // One frame may not move a stream's window arbitrarily far (a forged far-ahead
+            // counter would silence the genuine sender).
+            r.set_jump_limit(Some(JumpLimit::DEFAULT));
+            r
+        });
         if !receiver.has_key(kid) {
             let base = member_base_key(self.suite, &keys.secret, parts.leaf)
                 .map_err(|_| fail(FrameDropReason::Other))?;
@@ -340,7 +344,7 @@ impl KeyRing {
             keys.installed.push((stream, kid));
         }
         let epoch = keys.epoch;
-        match receiver.open_in_place(metadata, frame) {
+        match receiver.open_in_place_at(now, metadata, frame) {
             Ok(opened) => Ok(OpenedFrame {
                 sender: parts.leaf,
                 identity,

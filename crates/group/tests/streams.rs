@@ -95,3 +95,47 @@ fn a_forged_far_ahead_frame_on_another_stream_does_not_silence_the_victim() {
     r.get_mut("alice").close_stream(MALLORY_STREAM.id);
     assert_eq!(r.get("alice").receive_key_count(), keys - 1);
 }
+
+// covers: KS-RX-3
+#[test]
+fn one_far_ahead_frame_on_the_victims_own_stream_is_refused_without_moving_its_window() {
+    let mut r = Room::with_members(
+        &["alice", "bob"],
+        CallConfig::default(),
+        MemberConfig::default(),
+    );
+    let mallory = Raw::new("mallory");
+    let kp = MlsMessageOut::from(mallory.key_package())
+        .tls_serialize_detached()
+        .unwrap();
+    let pc = r.get_mut("alice").add_members(&[&kp]).unwrap();
+    let welcome = pc.welcome().unwrap().to_vec();
+    r.commit("alice", pc);
+    let mgroup = mallory.join(&welcome);
+    r.activate_all();
+    let layout = r.get("alice").params().layout;
+    let bob_leaf = r.get("bob").own_leaf();
+    let now = r.now;
+    let first = r.seal("bob", 0, b"one");
+    let second = r.seal("bob", 0, b"two");
+    let mut buf = first.clone();
+    r.get_mut("alice")
+        .open_on(now, BOB_STREAM, b"meta", &mut buf)
+        .unwrap();
+    // Injected into bob's own stream (the relay colluding): a counter far ahead.
+    let forged = forge(&mgroup, &mallory, layout, bob_leaf, 0, 1_000_000, b"x");
+    let mut buf = forged.clone();
+    let err = r
+        .get_mut("alice")
+        .open_on(now, BOB_STREAM, b"meta", &mut buf)
+        .unwrap_err();
+    assert_eq!(err.reason, FrameDropReason::CounterJump);
+    let mut buf = second.clone();
+    assert_eq!(
+        r.get_mut("alice")
+            .open_on(now, BOB_STREAM, b"meta", &mut buf)
+            .unwrap()
+            .plaintext,
+        b"two"
+    );
+}

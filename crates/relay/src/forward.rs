@@ -69,23 +69,7 @@ pub struct ForwarderHandle {
 }
 
 fn add(t: &mut CountersSnapshot, c: &CountersSnapshot) {
-    t.packets_in += c.packets_in;
-    t.bytes_in += c.bytes_in;
-    t.routed += c.routed;
-    t.copies += c.copies;
-    t.packets_out += c.packets_out;
-    t.bytes_out += c.bytes_out;
-    t.dropped_no_subscriber += c.dropped_no_subscriber;
-    t.dropped_queue_full += c.dropped_queue_full;
-    t.dropped_leg_closed += c.dropped_leg_closed;
-    t.dropped_write_failed += c.dropped_write_failed;
-    t.dropped_late += c.dropped_late;
-    t.unsubscribed += c.unsubscribed;
-    t.extensions_stripped += c.extensions_stripped;
-    t.keyframe_requests += c.keyframe_requests;
-    t.tapped += c.tapped;
-    t.tap_dropped += c.tap_dropped;
-    t.missing_upstream += c.missing_upstream;
+    *t += c;
 }
 
 impl ForwarderHandle {

@@ -133,6 +133,17 @@ pub enum OpenError {
         /// The frame's counter.
         ctr: Counter,
     },
+    /// The counter runs further ahead of the KID's highest accepted counter than the
+    /// receiver's jump limit allows.
+    #[error("counter jump: KID {} CTR {} after highest {}", kid.0, ctr.0, highest.0)]
+    CounterJump {
+        /// The frame's KID.
+        kid: Kid,
+        /// The frame's counter.
+        ctr: Counter,
+        /// The KID's highest accepted counter.
+        highest: Counter,
+    },
 }
 
 impl OpenError {
@@ -144,7 +155,8 @@ impl OpenError {
             Self::UnknownKid { kid }
             | Self::TagMismatch { kid, .. }
             | Self::Replay { kid, .. }
-            | Self::TooOld { kid, .. } => Some(kid),
+            | Self::TooOld { kid, .. }
+            | Self::CounterJump { kid, .. } => Some(kid),
         }
     }
 
@@ -156,6 +168,7 @@ impl OpenError {
             Self::TagMismatch { .. } => DropReason::TagMismatch,
             Self::Replay { .. } => DropReason::Replay,
             Self::TooOld { .. } => DropReason::TooOld,
+            Self::CounterJump { .. } => DropReason::CounterJump,
         }
     }
 }
@@ -174,4 +187,6 @@ pub enum DropReason {
     Replay,
     /// Counter left of the replay window.
     TooOld,
+    /// Counter too far ahead of the highest accepted one (jump limit).
+    CounterJump,
 }

@@ -2,9 +2,11 @@
 //!
 //! Sans-IO and call-and-return: a [`Sender`] seals frames for one KID and owns that key's
 //! counter; a [`Receiver`] opens frames, choosing the key by KID only and keeping a replay
-//! window per KID. Keys are derived once per KID (RFC 9605 §4.4.2) and zeroized on drop.
-//! [`Sender::seal_into`], [`Sender::seal_in_place`] and [`Receiver::open_in_place`] make no
-//! heap allocation per frame (see [`MAX_INLINE_AAD`] for the one documented exception).
+//! window per KID, optionally with a [`JumpLimit`] on how far one frame may move it (time is
+//! an argument: [`Receiver::open_in_place_at`]). Keys are derived once per KID (RFC 9605
+//! §4.4.2) and zeroized on drop. [`Sender::seal_into`], [`Sender::seal_in_place`],
+//! [`Receiver::open_in_place`] and [`Receiver::open_in_place_at`] make no heap allocation per
+//! frame (see [`MAX_INLINE_AAD`] for the one documented exception).
 //!
 //! ```
 //! use blindcall_sframe::{BaseKey, CipherSuite, Kid, Receiver, ReceiverConfig, Sender};
@@ -25,6 +27,7 @@
 
 mod error;
 mod header;
+mod jump;
 mod key;
 pub mod mls;
 mod receiver;
@@ -37,6 +40,7 @@ mod tests;
 
 pub use error::{DropReason, HeaderError, HeaderField, KeyError, OpenError, SealError};
 pub use header::{Counter, Header, Kid};
+pub use jump::JumpLimit;
 pub use key::{BaseKey, MAX_INLINE_AAD};
 pub use receiver::{Opened, Receiver, ReceiverConfig};
 pub use replay::MAX_REPLAY_WINDOW;

@@ -44,6 +44,18 @@ impl ReplayWindow {
         }
     }
 
+    /// The highest accepted counter, `None` before the first accepted frame.
+    #[inline]
+    pub(crate) fn top(&self) -> Option<u64> {
+        self.top
+    }
+
+    /// Forgets every accepted counter.
+    pub(crate) fn reset(&mut self) {
+        self.top = None;
+        self.bits.fill(0);
+    }
+
     #[inline]
     fn slot(&self, ctr: u64) -> (usize, u64) {
         let i = ctr & self.mask;
@@ -72,8 +84,10 @@ impl ReplayWindow {
     }
 
     /// Records `ctr` as accepted. Call only after `check(ctr)` passed and the frame verified.
+    /// True if `ctr` became the highest accepted counter.
     #[inline]
-    pub(crate) fn record(&mut self, ctr: u64) {
+    pub(crate) fn record(&mut self, ctr: u64) -> bool {
+        let raised = self.top.is_none_or(|top| ctr > top);
         match self.top {
             Some(top) if ctr <= top => {}
             Some(top) => {
@@ -93,6 +107,7 @@ impl ReplayWindow {
         }
         let (w, m) = self.slot(ctr);
         self.bits[w] |= m;
+        raised
     }
 }
 
@@ -105,6 +120,21 @@ mod tests {
         w.check(c)?;
         w.record(c);
         Ok(())
+    }
+
+    // covers: SF-RX-11, SF-RX-15
+    #[test]
+    fn record_reports_a_new_top_and_reset_forgets() {
+        let mut w = ReplayWindow::new(128);
+        assert_eq!(w.top(), None);
+        assert!(w.record(10));
+        assert!(!w.record(5));
+        assert!(w.record(11));
+        assert_eq!(w.top(), Some(11));
+        w.reset();
+        assert_eq!(w.top(), None);
+        assert_eq!(w.check(5), Ok(()));
+        assert_eq!(w.check(11), Ok(()));
     }
 
     // covers: SF-RX-4, SF-RX-5, SF-RX-6

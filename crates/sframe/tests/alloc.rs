@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::System;
+use std::time::{Duration, Instant};
 
 use blindcall_sframe::{
-    BaseKey, CipherSuite, Kid, MAX_INLINE_AAD, Receiver, ReceiverConfig, Sender,
+    BaseKey, CipherSuite, Counter, DropReason, JumpLimit, Kid, MAX_INLINE_AAD, Receiver,
+    ReceiverConfig, Sender,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -17,7 +19,7 @@ fn heap_ops(region: &Region<'_, System>) -> usize {
     c.allocations + c.reallocations
 }
 
-// covers: SF-ALLOC-1, SF-AAD-2
+// covers: SF-ALLOC-1, SF-ALLOC-2, SF-AAD-2
 #[test]
 fn per_frame_paths_do_not_allocate() {
     let base = BaseKey::new(&[9u8; 32]);
@@ -30,12 +32,21 @@ fn per_frame_paths_do_not_allocate() {
         let mut tx = Sender::new(suite, kid, &base).unwrap();
         let mut rx = Receiver::new(ReceiverConfig::default());
         rx.add_key(suite, kid, &base).unwrap();
+        // A second receiver under the default jump limit, driven with time.
+        let mut timed = Receiver::new(ReceiverConfig::default());
+        timed.set_jump_limit(Some(JumpLimit::DEFAULT));
+        timed.add_key(suite, kid, &base).unwrap();
+        let mut forger = Sender::with_counter(suite, kid, &base, Counter(u64::MAX / 2)).unwrap();
+        let t0 = Instant::now();
+        let mut tick = 0u64;
         let plain = vec![0xA5u8; 100_000];
         let mut out = vec![0u8; 100_000 + 64];
         let metadata: [&[u8]; 3] = [b"", b"rtp", &md_inline];
         // Warm-up frame: one-time lazy initialisation is not a per-frame cost.
         let len = tx.seal_into(b"", &plain[..16], &mut out).unwrap();
         rx.open_in_place(b"", &mut out[..len]).unwrap();
+        let len = tx.seal_into(b"", &plain[..16], &mut out).unwrap();
+        timed.open_in_place_at(t0, b"", &mut out[..len]).unwrap();
 
         // The counter is process-wide: libtest's main thread may allocate once while this
         // runs (e.g. when it first blocks waiting for the result). Such noise happens once;
@@ -56,6 +67,17 @@ fn per_frame_paths_do_not_allocate() {
                     let len = tx.seal_into(md, &plain[..n], &mut out).unwrap();
                     out[h] ^= 1;
                     assert!(rx.open_in_place(md, &mut out[..len]).is_err());
+                    // The timed path under a jump limit: accepted and refused frames.
+                    tick += 1;
+                    let now = t0 + Duration::from_millis(tick);
+                    let len = tx.seal_into(md, &plain[..n], &mut out).unwrap();
+                    let opened = timed.open_in_place_at(now, md, &mut out[..len]).unwrap();
+                    assert_eq!(opened.plaintext.len(), n);
+                    let len = forger.seal_into(md, &plain[..n], &mut out).unwrap();
+                    let e = timed
+                        .open_in_place_at(now, md, &mut out[..len])
+                        .unwrap_err();
+                    assert_eq!(e.reason(), DropReason::CounterJump);
                 }
             }
             heap_ops(&region)

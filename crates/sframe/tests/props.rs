@@ -1,8 +1,12 @@
 //! Property tests over the public API: round trips, tampering, replay, header codec.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
 use blindcall_sframe::{
-    BaseKey, CipherSuite, Counter, Header, Kid, OpenError, Receiver, ReceiverConfig, Sender,
+    BaseKey, CipherSuite, Counter, Header, JumpLimit, Kid, OpenError, Receiver, ReceiverConfig,
+    Sender,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -140,5 +144,209 @@ proptest! {
         prop_assert_eq!(n, h.encoded_len());
         prop_assert_eq!(Header::decode(&out[..n]).unwrap(), (h, n));
         prop_assert!(Header::decode(&out[..n - 1]).is_err());
+    }
+}
+
+/// One step of a receiver run under a jump limit.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Open a frame with this counter, `dt_ms` after the previous step (or, if `earlier`, at
+    /// half the current time), with or without a time, optionally with a broken tag.
+    Open {
+        ctr: u64,
+        dt_ms: u64,
+        earlier: bool,
+        timed: bool,
+        tampered: bool,
+    },
+    /// `Receiver::reset_window`.
+    Reset,
+}
+
+fn steps(anchor: u64) -> impl Strategy<Value = Vec<Step>> {
+    let open = (
+        prop_oneof![
+            8 => (0u64..600).prop_map(move |d| anchor.saturating_add(d)),
+            1 => any::<u64>(),
+            1 => (0u64..80).prop_map(|d| u64::MAX - d),
+        ],
+        prop_oneof![3 => Just(0u64), 6 => 0u64..300, 1 => 0u64..20_000],
+        proptest::bool::weighted(0.1),
+        proptest::bool::weighted(0.85),
+        proptest::bool::weighted(0.1),
+    )
+        .prop_map(|(ctr, dt_ms, earlier, timed, tampered)| Step::Open {
+            ctr,
+            dt_ms,
+            earlier,
+            timed,
+            tampered,
+        });
+    proptest::collection::vec(prop_oneof![30 => open, 1 => Just(Step::Reset)], 1..80)
+}
+
+fn jump_limit() -> impl Strategy<Value = JumpLimit> {
+    prop_oneof![
+        4 => Just(JumpLimit::DEFAULT),
+        4 => (0u64..200, 0u64..2_000).prop_map(|(base, per_second)| JumpLimit { base, per_second }),
+        1 => (any::<u64>(), any::<u64>()).prop_map(|(base, per_second)| JumpLimit { base, per_second }),
+    ]
+}
+
+/// Reference model of the receiver's counter state: window, jump limit and time, in ms.
+struct Model {
+    window: u64,
+    limit: JumpLimit,
+    top: Option<u64>,
+    top_at: Option<u64>,
+    seen: BTreeSet<u64>,
+    now: Option<u64>,
+}
+
+impl Model {
+    fn open(&mut self, ctr: u64, at: Option<u64>, tampered: bool) -> Result<(), OpenError> {
+        let kid = Kid(9);
+        if let Some(at) = at {
+            if self.now.is_none() && self.top.is_some() {
+                self.top_at = Some(at);
+            }
+            self.now = Some(self.now.map_or(at, |n| n.max(at)));
+        }
+        if let Some(top) = self.top {
+            if ctr <= top {
+                if top - ctr >= self.window {
+                    return Err(OpenError::TooOld {
+                        kid,
+                        ctr: Counter(ctr),
+                    });
+                }
+                if self.seen.contains(&ctr) {
+                    return Err(OpenError::Replay {
+                        kid,
+                        ctr: Counter(ctr),
+                    });
+                }
+            } else {
+                let elapsed_ms = match (self.now, self.top_at) {
+                    (Some(n), Some(t)) => n.saturating_sub(t),
+                    _ => 0,
+                };
+                let grown = u128::from(self.limit.per_second) * u128::from(elapsed_ms) / 1000;
+                let allowed = u128::from(self.limit.base) + grown;
+                if u128::from(ctr - top) > allowed {
+                    return Err(OpenError::CounterJump {
+                        kid,
+                        ctr: Counter(ctr),
+                        highest: Counter(top),
+                    });
+                }
+            }
+        }
+        if tampered {
+            return Err(OpenError::TagMismatch {
+                kid,
+                ctr: Counter(ctr),
+            });
+        }
+        self.seen.insert(ctr);
+        if self.top.is_none_or(|top| ctr > top) {
+            self.top = Some(ctr);
+            self.top_at = self.now;
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.top = None;
+        self.top_at = None;
+        self.seen.clear();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    // The receiver under a jump limit behaves exactly like the model: a refused frame (jump,
+    // window or tag) changes nothing, counters and limits anywhere in u64 never overflow.
+    // covers: SF-RX-11, SF-RX-12, SF-RX-14, SF-RX-15, SF-RX-16
+    #[test]
+    fn jump_limit_matches_model(suite in suite(), window in prop_oneof![Just(128u64), 1u64..300],
+                                limit in jump_limit(),
+                                steps in prop_oneof![Just(0u64), Just(u64::MAX - 500), any::<u64>()]
+                                    .prop_flat_map(steps)) {
+        let base = BaseKey::new(b"jump model base key");
+        let kid = Kid(9);
+        let mut rx = Receiver::new(ReceiverConfig { replay_window: window });
+        rx.set_jump_limit(Some(limit));
+        rx.add_key(suite, kid, &base).unwrap();
+        let mut model = Model { window, limit, top: None, top_at: None, seen: BTreeSet::new(), now: None };
+        let t0 = Instant::now();
+        let mut clock_ms = 0u64;
+        for step in steps {
+            match step {
+                Step::Reset => {
+                    prop_assert!(rx.reset_window(kid));
+                    model.reset();
+                }
+                Step::Open { ctr, dt_ms, earlier, timed, tampered } => {
+                    clock_ms += dt_ms;
+                    let at = if earlier { clock_ms / 2 } else { clock_ms };
+                    let mut frame = Sender::with_counter(suite, kid, &base, Counter(ctr)).unwrap().seal(b"m", b"payload").unwrap();
+                    if tampered {
+                        let last = frame.len() - 1;
+                        frame[last] ^= 0x80;
+                    }
+                    let got = if timed {
+                        rx.open_at(t0 + Duration::from_millis(at), b"m", &frame)
+                    } else {
+                        rx.open(b"m", &frame)
+                    };
+                    let want = model.open(ctr, timed.then_some(at), tampered);
+                    prop_assert_eq!(got.map(|(h, pt)| (h.ctr, pt)), want.map(|()| (Counter(ctr), b"payload".to_vec())));
+                }
+            }
+        }
+    }
+
+    // Whatever counter a forger picks, with the default limit and window: a forgery arriving
+    // less than (128 - 64) / 256 s = 250 ms after the last genuine frame costs the genuine
+    // stream nothing but the frame sharing its counter (a replay); a later one moves the top at
+    // most 64 + 256 frames/s × gap ahead, and the genuine stream is heard again as soon as its
+    // counter is back inside the window, so the silence is bounded by the gap, never the epoch.
+    // covers: SF-RX-17
+    #[test]
+    fn one_forged_frame_never_silences(start in prop_oneof![Just(0u64), 0u64..1_000_000, Just(u64::MAX - 300)],
+                                       forged in prop_oneof![any::<u64>(), 0u64..400, (0u64..80).prop_map(|d| u64::MAX - d)],
+                                       gap_ms in prop_oneof![0u64..250, 0u64..2_000]) {
+        let suite = CipherSuite::AES_128_CTR_HMAC_SHA256_80;
+        let base = BaseKey::new(b"silencing base key");
+        let kid = Kid(0x42);
+        let mut victim = Sender::with_counter(suite, kid, &base, Counter(start)).unwrap();
+        let mut rx = Receiver::new(ReceiverConfig::default());
+        rx.set_jump_limit(Some(JumpLimit::DEFAULT));
+        rx.add_key(suite, kid, &base).unwrap();
+        let t0 = Instant::now();
+        rx.open_at(t0, b"", &victim.seal(b"", b"g").unwrap()).unwrap();
+        let forged_frame = Sender::with_counter(suite, kid, &base, Counter(forged)).unwrap().seal(b"", b"f").unwrap();
+        // The forgery arrives `gap_ms` after the last genuine frame, just before the next one.
+        let t1 = t0 + Duration::from_millis(gap_ms);
+        let forged_ok = rx.open_at(t1, b"", &forged_frame).is_ok();
+        if forged_ok && forged > start {
+            prop_assert!(forged - start <= JumpLimit::DEFAULT.allowance(Duration::from_millis(gap_ms)));
+        }
+        // The genuine sender goes on at 50 frames/s.
+        for i in 1..=400u64 {
+            let Some(ctr) = start.checked_add(i) else { break };
+            let frame = victim.seal(b"", b"g").unwrap();
+            let r = rx.open_at(t1 + Duration::from_millis(20 * i), b"", &frame);
+            if forged_ok && ctr == forged {
+                prop_assert_eq!(r.unwrap_err(), OpenError::Replay { kid, ctr: Counter(ctr) });
+            } else if forged_ok && forged > ctr && forged - ctr >= 128 {
+                prop_assert!(gap_ms >= 250, "silenced after a {} ms gap", gap_ms);
+                prop_assert_eq!(r.unwrap_err(), OpenError::TooOld { kid, ctr: Counter(ctr) });
+            } else {
+                prop_assert!(r.is_ok(), "genuine {} after forged {} ({}): {:?}", ctr, forged, forged_ok, r);
+            }
+        }
     }
 }

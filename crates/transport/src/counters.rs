@@ -53,16 +53,20 @@ pub enum DropReason {
     WriteFailed,
     /// The copy (or an earlier one of its frame) waited longer than the leg's delay bound.
     Late,
+    /// The packet's SSRC is not the one its publisher announced for that stream (counted
+    /// once per packet; see [`crate::announce`]).
+    UnannouncedSsrc,
 }
 
 impl DropReason {
     /// All reasons, in a stable order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::NoSubscriber,
         DropReason::QueueFull,
         DropReason::LegClosed,
         DropReason::WriteFailed,
         DropReason::Late,
+        DropReason::UnannouncedSsrc,
     ];
 
     fn index(self) -> usize {
@@ -72,6 +76,7 @@ impl DropReason {
             DropReason::LegClosed => 2,
             DropReason::WriteFailed => 3,
             DropReason::Late => 4,
+            DropReason::UnannouncedSsrc => 5,
         }
     }
 
@@ -83,6 +88,7 @@ impl DropReason {
             DropReason::LegClosed => "leg_closed",
             DropReason::WriteFailed => "write_failed",
             DropReason::Late => "late",
+            DropReason::UnannouncedSsrc => "unannounced_ssrc",
         }
     }
 }
@@ -96,7 +102,7 @@ pub struct Counters {
     copies: AtomicU64,
     packets_out: AtomicU64,
     bytes_out: AtomicU64,
-    dropped: [AtomicU64; 5],
+    dropped: [AtomicU64; 6],
     unsubscribed: AtomicU64,
     extensions_stripped: AtomicU64,
     keyframe_requests: AtomicU64,
@@ -181,6 +187,7 @@ impl Counters {
             dropped_leg_closed: l(&self.dropped[2]),
             dropped_write_failed: l(&self.dropped[3]),
             dropped_late: l(&self.dropped[4]),
+            dropped_unannounced_ssrc: l(&self.dropped[5]),
             unsubscribed: l(&self.unsubscribed),
             extensions_stripped: l(&self.extensions_stripped),
             keyframe_requests: l(&self.keyframe_requests),
@@ -217,6 +224,9 @@ pub struct CountersSnapshot {
     pub dropped_write_failed: u64,
     /// Copies dropped because they (or their frame) waited past the leg's delay bound.
     pub dropped_late: u64,
+    /// Packets dropped because their SSRC is not the one their publisher announced for the
+    /// stream.
+    pub dropped_unannounced_ssrc: u64,
     /// Copies not made because the subscriber's video subscription left that publisher out.
     pub unsubscribed: u64,
     /// Header extensions removed on legs that did not negotiate them.
@@ -232,6 +242,50 @@ pub struct CountersSnapshot {
     pub missing_upstream: u64,
 }
 
+impl std::ops::AddAssign<&CountersSnapshot> for CountersSnapshot {
+    /// Adds every counter of `other` (e.g. to sum rooms).
+    fn add_assign(&mut self, other: &CountersSnapshot) {
+        let CountersSnapshot {
+            packets_in,
+            bytes_in,
+            routed,
+            copies,
+            packets_out,
+            bytes_out,
+            dropped_no_subscriber,
+            dropped_queue_full,
+            dropped_leg_closed,
+            dropped_write_failed,
+            dropped_late,
+            dropped_unannounced_ssrc,
+            unsubscribed,
+            extensions_stripped,
+            keyframe_requests,
+            tapped,
+            tap_dropped,
+            missing_upstream,
+        } = *other;
+        self.packets_in += packets_in;
+        self.bytes_in += bytes_in;
+        self.routed += routed;
+        self.copies += copies;
+        self.packets_out += packets_out;
+        self.bytes_out += bytes_out;
+        self.dropped_no_subscriber += dropped_no_subscriber;
+        self.dropped_queue_full += dropped_queue_full;
+        self.dropped_leg_closed += dropped_leg_closed;
+        self.dropped_write_failed += dropped_write_failed;
+        self.dropped_late += dropped_late;
+        self.dropped_unannounced_ssrc += dropped_unannounced_ssrc;
+        self.unsubscribed += unsubscribed;
+        self.extensions_stripped += extensions_stripped;
+        self.keyframe_requests += keyframe_requests;
+        self.tapped += tapped;
+        self.tap_dropped += tap_dropped;
+        self.missing_upstream += missing_upstream;
+    }
+}
+
 impl CountersSnapshot {
     /// Dropped copies or packets with `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
@@ -241,6 +295,7 @@ impl CountersSnapshot {
             DropReason::LegClosed => self.dropped_leg_closed,
             DropReason::WriteFailed => self.dropped_write_failed,
             DropReason::Late => self.dropped_late,
+            DropReason::UnannouncedSsrc => self.dropped_unannounced_ssrc,
         }
     }
 
@@ -258,7 +313,7 @@ impl CountersSnapshot {
     /// Whether the books balance: every packet in was routed or dropped, and every copy was
     /// written, dropped with a reason, or is still in flight.
     pub fn balanced(&self) -> bool {
-        self.packets_in == self.routed + self.dropped_no_subscriber
+        self.packets_in == self.routed + self.dropped_no_subscriber + self.dropped_unannounced_ssrc
             && self.copies
                 == self.packets_out
                     + self.dropped_queue_full
@@ -315,6 +370,41 @@ mod tests {
         for r in DropReason::ALL {
             assert!(!r.label().is_empty());
         }
+    }
+
+    // covers: MT-FWD-5, MT-PIN-4
+    #[test]
+    fn unannounced_packets_balance_as_drops_and_sums_carry_them() {
+        let c = Counters::default();
+        c.record_in(10);
+        c.record_drop(DropReason::UnannouncedSsrc);
+        c.record_in(10);
+        c.record_routed(1, 0);
+        c.record_out(10);
+        let s = c.snapshot();
+        assert_eq!(s.dropped(DropReason::UnannouncedSsrc), 1);
+        assert_eq!(s.dropped_unannounced_ssrc, 1);
+        assert_eq!(DropReason::UnannouncedSsrc.label(), "unannounced_ssrc");
+        assert!(s.balanced());
+        // Counted as an in-packet that was neither routed nor dropped, it would not balance.
+        let mut bad = s;
+        bad.dropped_unannounced_ssrc = 0;
+        assert!(!bad.balanced());
+        let mut sum = s;
+        sum += &s;
+        assert_eq!(
+            (
+                sum.packets_in,
+                sum.dropped_unannounced_ssrc,
+                sum.packets_out
+            ),
+            (4, 2, 2)
+        );
+        assert!(sum.balanced());
+        // Every reason has its own slot.
+        let labels: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), DropReason::ALL.len());
     }
 
     // covers: MT-FWD-7

@@ -3,7 +3,8 @@
 //! - [`Sfu`]: the relay's forwarder. One PeerConnection per participant; forwards each
 //!   publisher's RTP packets to every other participant, rewriting only SSRC, payload type,
 //!   header-extension ids (and sequence/timestamp when a leg's source changes); forwards
-//!   keyframe requests upstream; counts every packet in, out and dropped. It never reads a
+//!   keyframe requests upstream; counts every packet in, out and dropped. Each publisher
+//!   stream is pinned to the one SSRC its answer announced ([`announce`]). It never reads a
 //!   payload byte and cannot name a key.
 //! - [`ClientTransport`]: a participant's single PeerConnection to the relay.
 //!
@@ -13,8 +14,9 @@
 //! 127.0.0.1 by default), ephemeral ports, no STUN.
 //!
 //! Sans-IO pieces (unit-tested without sockets): [`rewrite`], [`negotiation`], [`counters`],
-//! [`feedback`], [`ids`], [`subscription`].
+//! [`feedback`], [`ids`], [`subscription`], [`announce`].
 
+pub mod announce;
 pub mod client;
 pub mod counters;
 pub mod error;

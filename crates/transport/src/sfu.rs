@@ -6,6 +6,10 @@
 //! other participant and kind, labelled `a=msid:bcp-<id> bcp-<id>-<kind>`. When someone joins
 //! or leaves, the relay adds or removes those sections on every other connection and
 //! re-offers ([`SfuEvent::Offer`]); at most one offer is outstanding per connection.
+//!
+//! Streams are pinned: a publisher's packets are forwarded only under the one SSRC per kind
+//! its answers first announced ([`crate::announce`]); anything else arriving on its
+//! connection is dropped and counted ([`DropReason::UnannouncedSsrc`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,8 +26,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
-use webrtc::rtp_transceiver::RtpSender;
+use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 
+use crate::announce::{Announced, SharedPins, announced};
 use crate::counters::{Counters, CountersSnapshot, DropReason, LossTracker};
 use crate::error::TransportError;
 use crate::feedback::{is_keyframe_request, pli};
@@ -164,11 +169,18 @@ struct Participant {
     id: ParticipantId,
     publishes: bool,
     pc: Arc<dyn PeerConnection>,
+    /// The receive-only transceivers offered for the participant's own streams.
+    own: Vec<(MediaKind, Arc<dyn RtpTransceiver>)>,
+    /// The SSRC each of its streams is pinned to.
+    pins: Arc<SharedPins>,
     gathered: Mutex<watch::Receiver<bool>>,
     state: Mutex<ParticipantState>,
 }
 
 type Routes = HashMap<(ParticipantId, MediaKind), Vec<LegTx>>;
+
+/// Each publisher stream's remote track, with its publisher's pins.
+type Publishers = HashMap<(ParticipantId, MediaKind), (Arc<dyn TrackRemote>, Arc<SharedPins>)>;
 
 struct Inner {
     config: SfuConfig,
@@ -176,7 +188,7 @@ struct Inner {
     events: mpsc::UnboundedSender<SfuEvent>,
     participants: Mutex<HashMap<ParticipantId, Arc<Participant>>>,
     routes: RwLock<Routes>,
-    publishers: StdMutex<HashMap<(ParticipantId, MediaKind), Arc<dyn TrackRemote>>>,
+    publishers: StdMutex<Publishers>,
     /// Each subscriber's video subscription (absent: every publisher).
     video: StdMutex<HashMap<ParticipantId, VideoSubscription>>,
     next_ssrc: AtomicU32,
@@ -253,8 +265,10 @@ impl Sfu {
         } else {
             &[]
         };
+        let mut own = Vec::new();
         for &kind in own_kinds {
-            peer.pc
+            let transceiver = peer
+                .pc
                 .add_transceiver_from_kind(
                     to_codec_kind(kind),
                     Some(RTCRtpTransceiverInit {
@@ -263,20 +277,24 @@ impl Sfu {
                     }),
                 )
                 .await?;
+            own.push((kind, transceiver));
         }
         let gathered = peer.gathered();
         let Peer { pc, events, .. } = peer;
+        let pins = Arc::new(SharedPins::new());
         let part = Arc::new(Participant {
             id,
             publishes: options.publish,
             pc,
+            own,
+            pins: Arc::clone(&pins),
             gathered: Mutex::new(gathered),
             state: Mutex::new(ParticipantState {
                 negotiation: Negotiation::new(),
                 legs: HashMap::new(),
             }),
         });
-        tokio::spawn(run_pc_events(Arc::downgrade(inner), id, events));
+        tokio::spawn(run_pc_events(Arc::downgrade(inner), id, pins, events));
 
         let others: Vec<Arc<Participant>> = participants.values().cloned().collect();
         {
@@ -311,8 +329,10 @@ impl Sfu {
         }
     }
 
-    /// Applies `id`'s answer. Legs it accepted start forwarding. If changes queued up while
-    /// the offer was outstanding, returns the follow-up offer to send right away.
+    /// Applies `id`'s answer. Legs it accepted start forwarding. A stream of `id`'s not yet
+    /// pinned is pinned to the one SSRC the answer announces for it, if it announces exactly
+    /// one ([`crate::announce::SsrcPins::with_answer`]). If changes queued up while the offer
+    /// was outstanding, returns the follow-up offer to send right away.
     pub async fn handle_answer(
         &self,
         id: ParticipantId,
@@ -333,7 +353,23 @@ impl Sfu {
         if state.negotiation.awaiting().is_none() {
             return Err(TransportError::UnexpectedAnswer);
         }
-        part.pc.set_remote_description(answer.into_rtc()?).await?;
+        let answer = answer.into_rtc()?;
+        // Pin before the answer takes effect, so no packet of a newly announced stream can
+        // arrive before its pin; undone if the answer is refused.
+        let before = part.pins.load();
+        let parsed = answer.unmarshal()?;
+        let mut announcements = [Announced::Nothing; 2];
+        for (kind, transceiver) in &part.own {
+            if let Some(mid) = transceiver.mid().await? {
+                announcements[usize::from(*kind == MediaKind::Video)] = announced(&parsed, &mid);
+            }
+        }
+        let [audio, video] = announcements;
+        part.pins.store(before.with_answer(audio, video));
+        if let Err(e) = part.pc.set_remote_description(answer).await {
+            part.pins.store(before);
+            return Err(e.into());
+        }
         let (answered, next) = state.negotiation.handle_answer()?;
         let mut activated = Vec::new();
         for (&(publisher, kind), leg) in state.legs.iter_mut() {
@@ -476,6 +512,13 @@ impl Sfu {
         Ok(())
     }
 
+    /// The SSRC `id`'s `kind` stream is pinned to: the only one its packets are forwarded
+    /// under. `None` until an answer announced exactly one (or for an unknown participant).
+    pub async fn pinned_ssrc(&self, id: ParticipantId, kind: MediaKind) -> Option<u32> {
+        let part = self.inner.participants.lock().await.get(&id).cloned()?;
+        part.pins.get(kind)
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         let parts: Vec<_> = self
@@ -504,15 +547,18 @@ impl Inner {
             .unwrap_or(true)
     }
 
-    /// Sends a PLI for `publisher`'s stream of `kind` upstream; counts it when sent.
+    /// Sends a PLI for `publisher`'s stream of `kind` (its pinned SSRC) upstream; counts it
+    /// when sent.
     async fn request_keyframe_upstream(&self, publisher: ParticipantId, kind: MediaKind) {
         let upstream = self
             .publishers
             .lock()
             .ok()
             .and_then(|p| p.get(&(publisher, kind)).cloned());
-        let Some(upstream) = upstream else { return };
-        let Some(ssrc) = upstream.ssrcs().await.first().copied() else {
+        let Some((upstream, pins)) = upstream else {
+            return;
+        };
+        let Some(ssrc) = pins.get(kind) else {
             return;
         };
         if upstream.write_rtcp(pli(ssrc)).await.is_ok() {
@@ -615,7 +661,19 @@ impl Inner {
         } else {
             self.counters.record_routed(0, 0);
         }
-        // Last, so a tap reader sees every counter of this packet already updated.
+        self.tap(publisher, kind, packet);
+    }
+
+    /// Counts and drops a packet under an SSRC its publisher did not announce for `kind`.
+    fn refuse_unannounced(&self, publisher: ParticipantId, kind: MediaKind, packet: rtp::Packet) {
+        self.counters.record_in(packet.payload.len());
+        self.counters.record_drop(DropReason::UnannouncedSsrc);
+        self.tap(publisher, kind, packet);
+    }
+
+    /// Offers a received packet to the tap. Call last, so a tap reader sees every counter of
+    /// this packet already updated.
+    fn tap(&self, publisher: ParticipantId, kind: MediaKind, packet: rtp::Packet) {
         if let Some(tap) = &self.config.tap {
             let copy = TappedPacket {
                 publisher,
@@ -675,6 +733,7 @@ impl Inner {
 async fn run_pc_events(
     inner: Weak<Inner>,
     id: ParticipantId,
+    pins: Arc<SharedPins>,
     mut events: mpsc::UnboundedReceiver<PcEvent>,
 ) {
     while let Some(event) = events.recv().await {
@@ -692,7 +751,7 @@ async fn run_pc_events(
                 };
                 let inbound = Arc::new(inbound_extensions(&inner, id, &track).await);
                 if let Ok(mut publishers) = inner.publishers.lock() {
-                    publishers.insert((id, kind), Arc::clone(&track));
+                    publishers.insert((id, kind), (Arc::clone(&track), Arc::clone(&pins)));
                 }
                 let _ = inner.events.send(SfuEvent::Published {
                     participant: id,
@@ -703,6 +762,7 @@ async fn run_pc_events(
                     id,
                     kind,
                     track,
+                    Arc::clone(&pins),
                     inbound,
                 ));
             }
@@ -736,11 +796,15 @@ async fn inbound_extensions(
     ExtensionMap::default()
 }
 
+/// Forwards one remote track's packets as `id`'s `kind` stream. The track's kind is the one
+/// webrtc-rs gave it; its packets may carry any SSRC some answer declared (see
+/// [`crate::announce`]), so each is checked against the stream's pin first.
 async fn run_publisher(
     inner: Weak<Inner>,
     id: ParticipantId,
     kind: MediaKind,
     track: Arc<dyn TrackRemote>,
+    pins: Arc<SharedPins>,
     inbound: Arc<ExtensionMap>,
 ) {
     let mut loss = LossTracker::new();
@@ -749,6 +813,10 @@ async fn run_publisher(
         let Some(inner) = inner.upgrade() else { return };
         match event {
             TrackRemoteEvent::OnRtpPacket(packet) => {
+                if pins.get(kind) != Some(packet.header.ssrc) {
+                    inner.refuse_unannounced(id, kind, packet);
+                    continue;
+                }
                 inner
                     .counters
                     .record_missing_upstream(loss.observe(packet.header.sequence_number));

@@ -114,7 +114,8 @@ impl CallGroup {
         metadata: &[u8],
         frame: &'a mut [u8],
     ) -> Result<OpenedFrame<'a>, FrameError> {
-        self.keyring.open(DEFAULT_STREAM, metadata, frame)
+        let now = self.now;
+        self.keyring.open(now, DEFAULT_STREAM, metadata, frame)
     }
 
     /// Opens an SFrame frame received on `stream` in place: the key is chosen by KID only,
@@ -147,7 +148,7 @@ impl CallGroup {
             });
         }
         let hash = frame_hash(frame);
-        let mut opened = self.keyring.open(stream.id, metadata, frame)?;
+        let mut opened = self.keyring.open(now, stream.id, metadata, frame)?;
         let auth = self.verifier.on_opened(
             now,
             &AuthenticatedFrame {

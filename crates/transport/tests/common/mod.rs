@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use blindcall_transport::{
     ClientConfig, ClientEvent, ClientTransport, ConnectionState, MediaNetwork, ParticipantId,
-    ParticipantOptions, Sfu, SfuConfig, SfuEvent, TappedPacket,
+    ParticipantOptions, SessionDescription, Sfu, SfuConfig, SfuEvent, TappedPacket,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Mutex, mpsc};
+
+pub mod raw;
 
 /// The runtime the tests run on (two workers, like the CI machine's two cores).
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -53,6 +55,9 @@ pub struct Room {
     pub client_network: MediaNetwork,
     /// Every first offer the relay made (SDP text), in joining order.
     pub offers: Mutex<Vec<String>>,
+    /// Re-offers to participants that are not [`ClientTransport`]s (raw test peers): the
+    /// test answers them itself.
+    pub raw_offers: mpsc::UnboundedReceiver<(ParticipantId, SessionDescription)>,
 }
 
 impl Room {
@@ -92,13 +97,17 @@ impl Room {
         let pump_reoffers = Arc::clone(&reoffers);
         let pump_sfu = sfu.clone();
         let pump_clients = Arc::clone(&clients);
+        let (raw_tx, raw_offers) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
                     SfuEvent::Offer { to, offer } => {
                         pump_reoffers.fetch_add(1, Ordering::SeqCst);
                         let client = pump_clients.lock().await.get(&to).cloned();
-                        let Some(client) = client else { continue };
+                        let Some(client) = client else {
+                            let _ = raw_tx.send((to, offer));
+                            continue;
+                        };
                         let sfu = pump_sfu.clone();
                         tokio::spawn(async move {
                             let mut offer = Some(offer);
@@ -140,6 +149,7 @@ impl Room {
             tap,
             client_network,
             offers: Mutex::new(Vec::new()),
+            raw_offers,
         }
     }
 
@@ -200,6 +210,11 @@ impl Room {
     pub async fn wait_ready(&mut self, ids: &[ParticipantId], legs_each: usize) {
         let want: Vec<_> = ids.iter().map(|id| (*id, legs_each)).collect();
         self.wait_legs(&want).await;
+        self.wait_connected(ids).await;
+    }
+
+    /// Waits until every listed participant's connection at the relay is up.
+    pub async fn wait_connected(&mut self, ids: &[ParticipantId]) {
         within("relay connections Connected", async {
             while !ids.iter().all(|id| self.connected.contains(id)) {
                 let note = self.notes.recv().await.expect("relay notes");
