@@ -327,6 +327,7 @@ pub async fn room_over_tls(
         let (mut t, c) = relay.member(room, Role::GUEST, id, &name).await;
         t.send(Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(c.key_package()),
+            join_proof: None,
         }))
         .await;
         assert!(matches!(
@@ -341,12 +342,10 @@ pub async fn room_over_tls(
         out.push((t, c));
     }
     let (host_tls, host) = &mut out[0];
-    let bodies = host_tls
-        .recv_until(
-            "waiting room with every guest",
-            |b| matches!(b, Body::WaitingRoomUpdate(u) if u.entries.len() == guests),
-        )
-        .await;
+    let mut bodies = Vec::new();
+    while super::waiting_kps(&bodies).len() < guests {
+        bodies.push(host_tls.recv("waiting room with every guest").await);
+    }
     let kps: Vec<Vec<u8>> = super::waiting_kps(&bodies)
         .into_iter()
         .map(|(_, k)| k)
