@@ -549,3 +549,71 @@ fn room_state_lives_while_a_connection_is_admitted() {
     assert_eq!(net.ds.room_epoch(ROOM), Some(0));
     let _ = other;
 }
+
+fn publish_and_join(net: &mut Net, c: &Client, proof: Option<Vec<u8>>) {
+    net.send(
+        c.conn,
+        Body::PublishKeyPackage(PublishKeyPackage {
+            key_package: VLBytes::new(c.key_package()),
+            join_proof: proof.map(VLBytes::new),
+        }),
+    );
+    net.send(c.conn, Body::JoinRequest);
+    net.take(c.conn);
+}
+
+// covers: CP-WAIT-1, CP-JOIN-1, DS-WAIT-1, DS-WAIT-4, DS-WAIT-5
+#[test]
+fn the_waiting_room_reaches_members_one_entry_at_a_time() {
+    let mut net = Net::new();
+    let mut host = room_with_host(&mut net, ROOM, 1);
+    let g1 = Client::connect(&mut net, ROOM, Role::GUEST, 2, "g1");
+    publish_and_join(&mut net, &g1, Some(vec![0xAA; 32]));
+    let bodies = host.pump(&mut net);
+    let [Body::WaitingEntryAdded(e1)] = bodies.as_slice() else {
+        panic!("{bodies:?}")
+    };
+    assert_eq!(e1.conn_id, g1.conn.0);
+    assert_eq!(
+        e1.join_proof.as_ref().map(VLBytes::as_slice),
+        Some(&[0xAA; 32][..])
+    );
+    let mut g2 = Client::connect(&mut net, ROOM, Role::GUEST, 3, "g2");
+    publish_and_join(&mut net, &g2, None);
+    let g3 = Client::connect(&mut net, ROOM, Role::GUEST, 4, "g3");
+    publish_and_join(&mut net, &g3, None);
+    // Each new joiner is one message; nobody gets the whole room again.
+    let bodies = host.pump(&mut net);
+    assert!(
+        matches!(bodies.as_slice(), [Body::WaitingEntryAdded(a), Body::WaitingEntryAdded(b)]
+            if a.conn_id == g2.conn.0 && b.conn_id == g3.conn.0),
+        "{bodies:?}"
+    );
+    // A joiner that leaves is one removal.
+    net.close(g1.conn);
+    assert_eq!(
+        host.pump(&mut net),
+        vec![Body::WaitingEntryRemoved(WaitingEntryRemoved {
+            conn_id: g1.conn.0
+        })]
+    );
+    // The host adds g2 only: the host drops g2's entry, and g2, now a member, gets the entry
+    // still waiting (g3) right after its Welcome.
+    let entries = waiting_kps(&bodies);
+    let commit = host.add(&[entries[0].1.clone()]);
+    net.send(host.conn, Body::Commit(commit));
+    let host_in = net.take(host.conn);
+    host.merge_pending();
+    let g2_in = g2.pump(&mut net);
+    assert!(
+        matches!(g2_in.as_slice(), [Body::Welcome(_), Body::WaitingEntryAdded(e)] if e.conn_id == g3.conn.0),
+        "{g2_in:?}"
+    );
+    assert_eq!(
+        host_in,
+        vec![
+            Body::CommitAccepted(CommitAccepted { epoch: 1 }),
+            Body::WaitingEntryRemoved(WaitingEntryRemoved { conn_id: g2.conn.0 })
+        ]
+    );
+}
