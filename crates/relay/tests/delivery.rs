@@ -7,10 +7,7 @@ mod common;
 use blindcall_proto::*;
 use blindcall_relay::*;
 use common::*;
-use openmls::prelude::{
-    Extensions, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsMessageBodyIn, MlsMessageIn,
-    OpenMlsProvider, RatchetTreeIn,
-};
+use openmls::prelude::{Extensions, MlsMessageBodyIn, MlsMessageIn, RatchetTreeIn};
 use tls_codec::Deserialize as _;
 
 const ROOM: &[u8] = b"room-1";
