@@ -200,6 +200,21 @@ impl TlsClient {
         self.send_raw(&frame).await;
     }
 
+    /// Send one message, tolerating a relay that cuts the connection meanwhile.
+    pub async fn try_send(&mut self, body: Body) -> std::io::Result<()> {
+        let frame = ControlMessage::new(body).to_frame(u32::MAX).unwrap();
+        self.try_send_raw(&frame).await
+    }
+
+    /// The next message, or `None` once the stream ended (no deadline: callers bound it).
+    pub async fn next(&mut self) -> Option<Body> {
+        if let Some(b) = self.pending.pop_front() {
+            return Some(b);
+        }
+        self.fill().await?;
+        self.pending.pop_front()
+    }
+
     /// Read until one more message is available or the stream ends (`None`).
     async fn fill(&mut self) -> Option<()> {
         loop {
