@@ -673,7 +673,7 @@ mod tests {
         None
     }
 
-    // covers: OPS-CFG-1
+    // covers: OPS-CFG-1, OPS-CFG-2
     #[test]
     fn example_config_parses_and_resolves_with_env_secret() {
         let mut cfg = RelayConfig::from_toml(EXAMPLE_CONFIG).unwrap();
@@ -767,7 +767,7 @@ mod tests {
         ));
     }
 
-    // covers: OPS-CFG-1
+    // covers: OPS-CFG-1, OPS-CFG-2
     #[test]
     fn every_misconfiguration_is_a_named_error() {
         let base = "listen = \"127.0.0.1:0\"\n";

@@ -284,3 +284,29 @@ fn peer_messages_have_their_own_budget_and_size_cap_and_never_cost_the_connectio
     assert!(!net.closed.contains_key(&b.conn));
     assert_eq!(net.ds.counters().errors(ErrorCode::RATE_LIMITED), 0);
 }
+
+// covers: DS-RM-8, DS-RM-1
+#[test]
+fn the_relay_may_propose_a_hosts_removal_and_any_member_commits_it() {
+    let mut net = Net::new();
+    let (a, mut b, mut c) = three_members(&mut net);
+    // The host's connection ends: the relay proposes the removal of the host's leaf too.
+    net.close(a.conn);
+    let b_in = b.pump(&mut net);
+    assert!(
+        matches!(b_in.as_slice(), [Body::RelayProposal(p)] if p.removed_leaf == 0 && p.epoch == 1),
+        "{b_in:?}"
+    );
+    c.pump(&mut net);
+    // A guest commits it (relay proposals are accepted from anyone by the members' policy).
+    let commit = b.commit_pending();
+    net.send(b.conn, Body::Commit(commit));
+    assert!(matches!(
+        net.take(b.conn).first(),
+        Some(Body::CommitAccepted(e)) if e.epoch == 2
+    ));
+    b.merge_pending();
+    c.pump(&mut net);
+    assert_eq!(b.authenticator(), c.authenticator());
+    assert!(b.group().members().all(|m| m.index.u32() != 0));
+}

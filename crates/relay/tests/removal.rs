@@ -120,8 +120,11 @@ mod over_tls {
     use common::tls::*;
     use tokio::sync::mpsc;
 
+    // covers: DS-RM-7, OPS-MEDIA-3
     #[test]
     fn a_removed_member_is_cut_off_the_forwarder_when_the_commit_is_sequenced() {
+        // One thread: the driver's step (sequence, broadcast, close, tell the forwarder) runs
+        // to its end before any writer or the test can run.
         run_current_thread(body());
     }
 
@@ -155,6 +158,21 @@ mod over_tls {
             told.iter()
                 .any(|e| matches!(e, ForwarderEvent::Closed { conn } if *conn == removed_conn)),
             "the forwarder was not told when the commit was sequenced: {told:?}"
+        );
+        // The removed member got the commit, then its refusal, then a clean close.
+        let (m_tls, _) = &mut room[1];
+        let (got, ending) = m_tls.closed("the removed member's connection closed").await;
+        assert!(
+            matches!(got.as_slice(), [Body::CommitBroadcast(_), Body::Refused(r)] if r.reason == RefusedReason::REMOVED_FROM_GROUP),
+            "{got:?}"
+        );
+        assert_eq!(ending, Ending::Clean);
+        // The other member stays.
+        let (g_tls, _) = &mut room[2];
+        let got = g_tls.sync().await;
+        assert!(
+            matches!(got.as_slice(), [Body::CommitBroadcast(_)]),
+            "{got:?}"
         );
         relay.handle.shutdown();
     }
