@@ -39,10 +39,13 @@ mod call;
 mod control;
 pub mod error;
 pub mod event;
+pub mod identity;
+pub mod invite;
 pub mod log;
 pub mod media;
 pub mod options;
 pub mod tls;
+pub mod trust;
 
 #[cfg(feature = "relay")]
 pub mod embedded;

@@ -79,6 +79,8 @@ pub(crate) struct MediaPipeline {
     next_due: [Option<Instant>; 2],
     timestamps: [u32; 2],
     publish_seq: [u64; 2],
+    /// Send epoch of the last synthetic video frame.
+    video_epoch: Option<u64>,
     depack: HashMap<(ParticipantId, MediaKind), (Depacketizer, u64)>,
     health: BTreeMap<u64, SenderHealth>,
     held: VecDeque<Held>,
@@ -124,6 +126,7 @@ impl MediaPipeline {
             next_due: [None, None],
             timestamps: [(seed >> 20) as u32, (seed >> 24) as u32],
             publish_seq: [0, 0],
+            video_epoch: None,
             depack: HashMap::new(),
             health: BTreeMap::new(),
             held: VecDeque::new(),
@@ -224,6 +227,12 @@ impl MediaPipeline {
                 let Some(sources) = &mut self.sources else {
                     return errors;
                 };
+                // The first video frame under a new send epoch is a keyframe, whatever order
+                // the group's switch and its event reach this task in.
+                if i == slot(MediaKind::Video) && self.video_epoch != Some(group.send_epoch()) {
+                    self.video_epoch = Some(group.send_epoch());
+                    sources[i].request_keyframe();
+                }
                 let frame = sources[i].next_frame();
                 let interval = sources[i].frame_interval();
                 // Far behind (e.g. a stalled runtime): skip ahead rather than burst.

@@ -58,6 +58,9 @@ pub struct ParticipantReport {
     /// Frames still in flight when it or their sender left or was removed (never delivered):
     /// sealed after the last frame of that stream it opened.
     pub in_flight_at_departure: u64,
+    /// Frames lost in transport: packets missing at this receiver, so the depacketizer gave
+    /// the frame up (`Incomplete`); at most the receiver's count of such frames.
+    pub lost_in_transport: u64,
     /// Video frames of senders it chose not to watch (its video selection left them out):
     /// the relay did not send them; not missing.
     pub unselected_video: u64,
@@ -370,6 +373,29 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
         };
         let (mut missing, mut before_media, mut in_flight, mut outside) = (0, 0, 0, 0);
         let mut unselected = 0;
+        // Frames a departed sender sealed in time but that arrived after this receiver merged
+        // its removal are refused by design (`SenderRemoved`): in flight at departure, not lost.
+        let mut refused_after_removal = inp
+            .stats
+            .get(name)
+            .and_then(|s| {
+                s.dropped
+                    .iter()
+                    .find(|(c, _)| c.to_string() == "SenderRemoved")
+                    .map(|(_, n)| *n)
+            })
+            .unwrap_or(0);
+        let mut incomplete = inp
+            .stats
+            .get(name)
+            .and_then(|s| {
+                s.dropped
+                    .iter()
+                    .find(|(c, _)| c.to_string() == "Incomplete")
+                    .map(|(_, n)| *n)
+            })
+            .unwrap_or(0);
+        let mut lost = 0;
         let mut missing_frames = Vec::new();
         for ((sender, k), frames) in &sent {
             if *sender == name.as_str() {
@@ -405,6 +431,14 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
                     (None, _) => before_media += 1,
                     (_, Some(z)) if f.seq > z && (m.ended_at.is_some() || sender_departed) => {
                         in_flight += 1
+                    }
+                    _ if sender_departed && refused_after_removal > 0 => {
+                        refused_after_removal -= 1;
+                        in_flight += 1;
+                    }
+                    _ if incomplete > 0 => {
+                        incomplete -= 1;
+                        lost += 1;
                     }
                     _ => {
                         missing += 1;
@@ -448,6 +482,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             missing,
             before_media,
             in_flight_at_departure: in_flight,
+            lost_in_transport: lost,
             unselected_video: unselected,
             missing_frames,
             transport_events_dropped: stats.transport_events_dropped,
@@ -568,10 +603,14 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
         })
     };
     let missing: u64 = participants.iter().map(|p| p.missing).sum();
+    let lost: u64 = participants.iter().map(|p| p.lost_in_transport).sum();
     check(
         "every member opened every frame sent while it was a member",
         missing == 0,
-        format!("{missing} frames missing (after media was up, before departure)"),
+        format!(
+            "{missing} frames missing (after media was up, before departure; \
+             {lost} more lost in transport, incomplete at the receiver)"
+        ),
     );
     let outside: u64 = participants
         .iter()
@@ -582,20 +621,30 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
         outside == 0,
         format!("{outside} frames"),
     );
+    // Expected drops: frames of epochs before a member joined, frames lost in transport, and
+    // frames a removed member sealed before it learned of its removal (refused by design).
+    let expected = ["BeforeJoin", "Incomplete", "SenderRemoved"];
     let integrity: u64 = participants
         .iter()
         .map(|p| {
             p.dropped
                 .iter()
-                .filter(|(c, _)| c.as_str() != "BeforeJoin" && c.as_str() != "Incomplete")
+                .filter(|(c, _)| !expected.contains(&c.as_str()))
                 .map(|(_, n)| n)
                 .sum::<u64>()
         })
         .sum();
+    let after_removal: u64 = participants
+        .iter()
+        .filter_map(|p| p.dropped.get("SenderRemoved"))
+        .sum();
     check(
         "no frame failed to authenticate or verify",
         integrity == 0,
-        format!("{integrity} frames dropped for key, tag, replay or integrity reasons"),
+        format!(
+            "{integrity} frames dropped for key, tag, replay or integrity reasons \
+             ({after_removal} frames of removed members refused after their removal)"
+        ),
     );
     let mismatched: Vec<u64> = epochs
         .iter()
@@ -665,7 +714,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "blindcall demo report ({:.1} s)", r.seconds);
     let _ = writeln!(
         s,
-        "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6}  {:<14} dropped",
+        "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>5} {:>6} {:>6} {:>6}  {:<14} dropped",
         "name",
         "fate",
         "sentA",
@@ -674,6 +723,7 @@ pub fn render(r: &Report) -> String {
         "rx frms",
         "opened",
         "missing",
+        "lost",
         "pre",
         "inflt",
         "unsel",
@@ -695,7 +745,7 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>6}  {:<14} {}",
+            "{:<8} {:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>5} {:>6} {:>6} {:>6}  {:<14} {}",
             p.name,
             format!("{:?}", p.fate).to_lowercase(),
             p.sent_audio,
@@ -704,6 +754,7 @@ pub fn render(r: &Report) -> String {
             p.frames_received,
             p.opened,
             p.missing,
+            p.lost_in_transport,
             p.before_media,
             p.in_flight_at_departure,
             p.unselected_video,

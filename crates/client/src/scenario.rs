@@ -477,11 +477,17 @@ pub async fn run_detailed(
     ticker.abort();
     // The measured call is over: what happens while everyone hangs up is not recorded.
     r.log.close();
-    let final_stats: BTreeMap<String, CallStats> = r
-        .calls
-        .iter()
-        .map(|(n, c)| (n.clone(), c.stats()))
-        .collect();
+    // Counters are published every stats interval: take each call's next snapshot, so none
+    // predates the end of the script (a loaded machine may not have refreshed one since).
+    let mut final_stats: BTreeMap<String, CallStats> = BTreeMap::new();
+    for (n, c) in &r.calls {
+        let mut watch = c.watch_stats();
+        if !watch.borrow_and_update().ended {
+            // A call that ends meanwhile publishes its last counters as it ends.
+            let _ = tokio::time::timeout(r.cfg.step_timeout, watch.changed()).await;
+        }
+        final_stats.insert(n.clone(), c.stats());
+    }
     for c in r.calls.values() {
         let _ = c.leave().await;
     }

@@ -17,10 +17,11 @@ use openmls_traits::OpenMlsProvider as _;
 use crate::code::SecurityCode;
 use crate::commit::{CommitKind, NextEpoch, PendingCommit};
 use crate::config::{CALL_PARAMS_EXTENSION_TYPE, CallConfig, CallParams, MemberConfig};
+use crate::confirm::Confirmations;
 use crate::error::{ApiMisuse, Error, FrameError, InvalidMessage, MlsFailure};
 use crate::event::{Event, RetireReason};
 use crate::identity::{Client, Roster, RosterMember, capabilities, display_identity};
-use crate::keyring::{EXPORTER_LABEL, KeyRing, OpenedFrame};
+use crate::keyring::{DEFAULT_STREAM, EXPORTER_LABEL, KeyRing, OpenedFrame};
 use crate::policy::{
     self, AddRule, PolicyViolation, RemoveRule, actor_of, check_commit, check_proposal,
 };
@@ -51,9 +52,17 @@ pub struct CallGroup {
     pending: Option<u64>,
     next_pending_id: u64,
     path_update: PathUpdate,
+    /// When own senders switch to the current epoch (the send barrier), if pending.
+    switch_at: Option<Instant>,
     leaving: bool,
     active: bool,
     events: VecDeque<Event>,
+    /// Epoch confirmations of the members (split detection).
+    confirm: Confirmations,
+    /// Messages for every other member (sent through the relay's `PeerBroadcast`).
+    outbox: VecDeque<Vec<u8>>,
+    /// This member's signed confirmation of the current epoch (re-sent on demand).
+    own_confirmation: Option<Vec<u8>>,
     now: Instant,
     /// Set on benchmark duplicates: they share keys with the original and must never seal.
     media_disabled: bool,
@@ -98,6 +107,7 @@ impl CallGroup {
         config: MemberConfig,
         now: Instant,
     ) -> Result<Self, Error> {
+        config.validate()?;
         if call.mls_suite != client.suite {
             return Err(ApiMisuse::InvalidConfig.into());
         }
@@ -150,6 +160,7 @@ impl CallGroup {
         config: MemberConfig,
         now: Instant,
     ) -> Result<Self, Error> {
+        config.validate()?;
         let MlsMessageBodyIn::Welcome(welcome) = parse(welcome)?.extract() else {
             return Err(InvalidMessage::UnexpectedKind {
                 expected: "Welcome",
@@ -243,7 +254,8 @@ impl CallGroup {
         );
         let mut events = VecDeque::new();
         events.push_back(Event::EpochChanged { epoch, code });
-        Ok(Self {
+        let confirm = Confirmations::new(config.confirm_timeout);
+        let mut call = Self {
             client,
             group,
             params,
@@ -255,12 +267,18 @@ impl CallGroup {
             pending: None,
             next_pending_id: 1,
             path_update,
+            switch_at: None,
             leaving: false,
             active: true,
             events,
+            confirm,
+            outbox: VecDeque::new(),
+            own_confirmation: None,
             now,
             media_disabled: false,
-        })
+        };
+        call.enter_confirmations(now);
+        Ok(call)
     }
 
     fn clock(&mut self, now: Instant) -> Instant {
@@ -401,6 +419,24 @@ impl CallGroup {
                 .into());
             }
             let added = display_identity(kp.leaf_node().credential())?;
+            let key = kp.leaf_node().signature_key().as_slice();
+            let leaving = |leaf: u32| {
+                self.group.pending_proposals().any(|qp| {
+                    matches!(qp.proposal(), openmls::prelude::Proposal::Remove(r) if r.removed().u32() == leaf)
+                })
+            };
+            let in_call = self
+                .roster
+                .members()
+                .iter()
+                .any(|m| m.signature_key == key && !leaving(m.leaf));
+            if in_call
+                || kps
+                    .iter()
+                    .any(|k: &KeyPackage| k.leaf_node().signature_key().as_slice() == key)
+            {
+                return Err(PolicyViolation::DuplicateIdentityKey { identity: added }.into());
+            }
             if self.params.add_rule == AddRule::HostsOnly && !self.own_is_host() {
                 let proposer = policy::Actor::Member {
                     leaf: self.own_leaf(),
@@ -626,7 +662,12 @@ impl CallGroup {
             self.config.security_code_groups,
         );
         self.events.push_back(Event::EpochChanged { epoch, code });
-        if !left.is_empty() {
+        let removal = !left.is_empty();
+        if removal {
+            // Whoever was removed knows the older epochs' keys: refuse its frames under them
+            // now, and keep those keys only as long as frames in flight need.
+            let retention = self.config.removal_retention.min(self.config.retention);
+            self.keyring.revoke_removed(now, retention);
             self.events.push_back(Event::MembersLeft {
                 epoch,
                 members: left,
@@ -639,6 +680,14 @@ impl CallGroup {
             });
         }
         self.retire(retired);
+        self.enter_confirmations(now);
+        if removal || self.config.activation_delay.is_zero() {
+            // Nothing more may be sealed under keys a removed member holds.
+            self.switch_at = None;
+            self.switch_send_epoch(false);
+        } else if self.active {
+            self.switch_at = Some(now.checked_add(self.config.activation_delay).unwrap_or(now));
+        }
     }
 
     fn retire(&mut self, retired: Vec<(u64, RetireReason)>) {
@@ -666,9 +715,11 @@ impl CallGroup {
         }
     }
 
-    /// Switches own senders to the current epoch (after the DS's "execute" or the app's own
-    /// choice); returns the send epoch. New senders start at counter 0 under new keys.
+    /// Switches own senders to the current epoch now, ahead of the send barrier
+    /// (`MemberConfig::activation_delay`); returns the send epoch. New senders start at
+    /// counter 0 under new keys.
     pub fn activate_send_epoch(&mut self) -> u64 {
+        self.switch_at = None;
         if self.active && self.keyring.current_epoch() != Some(self.send_epoch) {
             self.switch_send_epoch(false);
         }
@@ -783,7 +834,8 @@ impl CallGroup {
             PathUpdate::Scheduled(t) if self.active => Some(t),
             _ => None,
         };
-        [self.keyring.next_expiry(), path]
+        let confirm = self.active.then(|| self.confirm.poll_timeout()).flatten();
+        [self.keyring.next_expiry(), path, self.switch_at, confirm]
             .into_iter()
             .flatten()
             .min()
@@ -793,6 +845,20 @@ impl CallGroup {
     /// time is treated as the last seen time.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
+        if self.switch_at.is_some_and(|t| t <= now) {
+            self.switch_at = None;
+            if self.active {
+                self.switch_send_epoch(false);
+            }
+        }
+        if self.active {
+            let members = self.confirm.handle_timeout(now);
+            if !members.is_empty() {
+                let epoch = self.confirm.epoch();
+                self.events
+                    .push_back(Event::EpochUnconfirmed { epoch, members });
+            }
+        }
         let gone = self.keyring.expire(now);
         self.retire(
             gone.into_iter()
@@ -842,7 +908,24 @@ impl CallGroup {
         metadata: &[u8],
         frame: &'a mut [u8],
     ) -> Result<OpenedFrame<'a>, FrameError> {
-        self.keyring.open(metadata, frame)
+        self.keyring.open(DEFAULT_STREAM, metadata, frame)
+    }
+
+    /// Opens an SFrame frame received on `stream` (the caller's id of one incoming flow, e.g.
+    /// one remote participant's audio): replay state is kept per stream, so frames on one
+    /// stream never affect another's.
+    pub fn open_on<'a>(
+        &mut self,
+        stream: u64,
+        metadata: &[u8],
+        frame: &'a mut [u8],
+    ) -> Result<OpenedFrame<'a>, FrameError> {
+        self.keyring.open(stream, metadata, frame)
+    }
+
+    /// Forgets the receive state of `stream` (it ended).
+    pub fn close_stream(&mut self, stream: u64) {
+        self.keyring.close_stream(stream);
     }
 
     #[cfg(test)]
@@ -860,5 +943,7 @@ impl CallGroup {
 
 #[cfg(feature = "bench-internals")]
 mod bench;
+mod peer;
+pub use peer::{PEER_CONFIRMATION, PEER_MANIFEST};
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,15 @@ impl MlsSuite {
             Self::P256Aes128 => 2,
         }
     }
+
+    /// The suite with IANA id `id`, if supported.
+    pub fn from_id(id: u16) -> Option<Self> {
+        match id {
+            1 => Some(Self::X25519Aes128Ed25519),
+            2 => Some(Self::P256Aes128),
+            _ => None,
+        }
+    }
 }
 
 /// The relay's identity as an MLS external sender (may only propose removals).
@@ -98,10 +107,22 @@ pub struct MemberConfig {
     /// Delay after joining from a Welcome before the path-update commit is due (default 0 s,
     /// i.e. at the first `handle_timeout`); `None` disables it.
     pub path_update_after_join: Option<Duration>,
-    /// Number of 5-digit groups in the security code (1..=6, default 6).
+    /// Number of 5-digit groups in the security code (5..=6, default 6; fewer are refused).
     pub security_code_groups: u8,
     /// SFrame replay window per KID.
     pub replay_window: u64,
+    /// Send-side switch barrier: after a commit that removes nobody, own senders keep the old
+    /// epoch this long before switching to the new keys (default 200 ms; every receiver
+    /// installs the new keys at once when it merges, so this covers the relay's fan-out of
+    /// the commit). After a commit that removes anyone, senders switch at once.
+    pub activation_delay: Duration,
+    /// How long older epochs' receive keys stay after a commit that removed someone (default
+    /// 2 s, capped by `retention`): long enough for frames in flight, short enough that the
+    /// removed member's knowledge of the old keys is useless soon.
+    pub removal_retention: Duration,
+    /// How long after entering an epoch every member that confirms epochs must have confirmed
+    /// it before the group reports `EpochUnconfirmed` (default 5 s).
+    pub confirm_timeout: Duration,
 }
 
 impl Default for MemberConfig {
@@ -111,7 +132,22 @@ impl Default for MemberConfig {
             path_update_after_join: Some(Duration::ZERO),
             security_code_groups: crate::code::DEFAULT_GROUPS,
             replay_window: 128,
+            activation_delay: Duration::from_millis(200),
+            removal_retention: Duration::from_secs(2),
+            confirm_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl MemberConfig {
+    /// Checks the settings: the security code has at least [`crate::code::MIN_GROUPS`]
+    /// groups (a shorter code could be brute-forced by a relay in the middle).
+    pub fn validate(&self) -> Result<(), crate::error::ApiMisuse> {
+        if !(crate::code::MIN_GROUPS..=crate::code::MAX_GROUPS).contains(&self.security_code_groups)
+        {
+            return Err(crate::error::ApiMisuse::InvalidConfig);
+        }
+        Ok(())
     }
 }
 

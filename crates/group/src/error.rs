@@ -177,6 +177,8 @@ pub enum FrameDropReason {
     UnknownEpoch,
     /// KID names a leaf that is not a member in that epoch.
     UnknownSender,
+    /// KID names a leaf that a newer epoch removed: its old-epoch frames are refused.
+    SenderRemoved,
     /// Authentication failed.
     TagMismatch,
     /// Counter already seen.

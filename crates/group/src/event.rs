@@ -70,4 +70,27 @@ pub enum Event {
         /// Epoch of the removal commit.
         epoch: u64,
     },
+    /// Every other member that confirms epochs confirmed `epoch` with the same tag: all are in
+    /// the same group with the same keys.
+    EpochConsistent {
+        /// Epoch.
+        epoch: u64,
+    },
+    /// `member` signed a confirmation of `epoch` with a different tag: it is in another group
+    /// state for the same epoch (the relay confirmed two different commits, splitting the
+    /// call). Media between the two sides no longer opens; reported, not repaired.
+    GroupSplit {
+        /// Epoch.
+        epoch: u64,
+        /// The member on the other side.
+        member: RosterMember,
+    },
+    /// These members did not confirm `epoch` within the confirmation timeout (slow, cut off,
+    /// or on the other side of a split whose confirmations the relay withholds).
+    EpochUnconfirmed {
+        /// Epoch.
+        epoch: u64,
+        /// Who did not confirm.
+        members: Vec<RosterMember>,
+    },
 }

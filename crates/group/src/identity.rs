@@ -47,8 +47,15 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A new participant named `display_identity` (UTF-8, 1..=255 bytes) for `suite`.
+    /// A new participant named `display_identity` (UTF-8, 1..=255 bytes) for `suite`, with a
+    /// fresh identity key (kept for this call only).
     pub fn new(display_identity: &str, suite: MlsSuite) -> Result<Self, Error> {
+        let key = IdentityKey::generate(suite).map_err(|_| MlsFailure::Crypto)?;
+        Self::with_identity(display_identity, &key)
+    }
+
+    /// A participant named `display_identity` who signs with its persistent `key`.
+    pub fn with_identity(display_identity: &str, key: &IdentityKey) -> Result<Self, Error> {
         if display_identity.is_empty() || display_identity.len() > MAX_IDENTITY_LEN {
             return Err(ApiMisuse::InvalidIdentity {
                 len: display_identity.len(),
@@ -56,9 +63,7 @@ impl Client {
             .into());
         }
         let provider = OpenMlsRustCrypto::default();
-        let cs = suite.ciphersuite();
-        let signer =
-            SignatureKeyPair::new(cs.signature_algorithm()).map_err(|_| MlsFailure::Crypto)?;
+        let signer = key.keypair_copy().map_err(|_| MlsFailure::Crypto)?;
         signer
             .store(provider.storage())
             .map_err(|_| MlsFailure::Storage)?;
@@ -70,7 +75,7 @@ impl Client {
             provider,
             signer,
             credential,
-            suite,
+            suite: key.suite(),
             identity: Arc::from(display_identity),
         })
     }
@@ -104,5 +109,142 @@ impl Client {
         let msg = MlsMessageOut::from(bundle.key_package().clone());
         msg.tls_serialize_detached()
             .map_err(|_| MlsFailure::Encode.into())
+    }
+}
+
+/// Why identity key bytes were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityKeyError {
+    /// Not an identity key of this format (wrong magic or truncated).
+    #[error("not a blindcall identity key")]
+    NotAnIdentityKey,
+    /// A format version this build does not read.
+    #[error("identity key format version {0} is not supported")]
+    UnsupportedVersion(u8),
+    /// An MLS suite this build does not support.
+    #[error("identity key for unknown MLS suite {0}")]
+    UnknownSuite(u16),
+    /// The key pair does not parse, its scheme does not match its suite, or its private and
+    /// public halves do not belong together.
+    #[error("identity key is corrupt")]
+    Corrupt,
+    /// The system's random source or signing failed while generating.
+    #[error("identity key generation failed")]
+    Generation,
+}
+
+/// Magic of the identity key encoding.
+const IDENTITY_KEY_MAGIC: &[u8; 4] = b"BCIK";
+/// Version of the identity key encoding.
+const IDENTITY_KEY_VERSION: u8 = 1;
+/// What a loaded key signs to prove its halves belong together.
+const IDENTITY_KEY_CHECK: &[u8] = b"blindcall identity key check v1";
+
+/// A participant's identity key: its MLS signature key pair, kept on its device and used in
+/// every call, so others can recognise it (pairwise codes, trust store) and hosts can be named
+/// by key. The private half is zeroized on drop and never shown by `Debug`.
+pub struct IdentityKey {
+    keypair: SignatureKeyPair,
+    suite: MlsSuite,
+}
+
+impl std::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityKey")
+            .field("suite", &self.suite)
+            .field("public", &hex_prefix(self.keypair.public()))
+            .finish_non_exhaustive()
+    }
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl IdentityKey {
+    /// A fresh identity key for `suite`.
+    pub fn generate(suite: MlsSuite) -> Result<Self, IdentityKeyError> {
+        let keypair = SignatureKeyPair::new(suite.ciphersuite().signature_algorithm())
+            .map_err(|_| IdentityKeyError::Generation)?;
+        Ok(Self { keypair, suite })
+    }
+
+    /// The public half (the member's signature key in every call).
+    pub fn public_key(&self) -> &[u8] {
+        self.keypair.public()
+    }
+
+    /// The MLS suite the key belongs to.
+    pub fn suite(&self) -> MlsSuite {
+        self.suite
+    }
+
+    /// Secret encoding for storage on the device: `"BCIK" || u8 version = 1 || u16 suite ||
+    /// TLS-serialized key pair`. Zeroized when dropped.
+    pub fn to_bytes(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, IdentityKeyError> {
+        use openmls::prelude::tls_codec::Serialize as _;
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(128));
+        out.extend_from_slice(IDENTITY_KEY_MAGIC);
+        out.push(IDENTITY_KEY_VERSION);
+        out.extend_from_slice(&self.suite.id().to_be_bytes());
+        self.keypair
+            .tls_serialize(&mut *out)
+            .map_err(|_| IdentityKeyError::Corrupt)?;
+        Ok(out)
+    }
+
+    /// Reads [`IdentityKey::to_bytes`] output; refuses anything else, and a key whose private
+    /// half does not sign for its public half.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityKeyError> {
+        use openmls::prelude::tls_codec::Deserialize as _;
+        let rest = bytes
+            .strip_prefix(IDENTITY_KEY_MAGIC.as_slice())
+            .ok_or(IdentityKeyError::NotAnIdentityKey)?;
+        let [version, s0, s1, key @ ..] = rest else {
+            return Err(IdentityKeyError::NotAnIdentityKey);
+        };
+        if *version != IDENTITY_KEY_VERSION {
+            return Err(IdentityKeyError::UnsupportedVersion(*version));
+        }
+        let suite_id = u16::from_be_bytes([*s0, *s1]);
+        let suite = MlsSuite::from_id(suite_id).ok_or(IdentityKeyError::UnknownSuite(suite_id))?;
+        let keypair =
+            SignatureKeyPair::tls_deserialize_exact(key).map_err(|_| IdentityKeyError::Corrupt)?;
+        if keypair.signature_scheme() != suite.ciphersuite().signature_algorithm() {
+            return Err(IdentityKeyError::Corrupt);
+        }
+        let key = Self { keypair, suite };
+        key.check()?;
+        Ok(key)
+    }
+
+    /// Signs a fixed message and verifies it with the public half.
+    fn check(&self) -> Result<(), IdentityKeyError> {
+        use openmls_traits::crypto::OpenMlsCrypto as _;
+        use openmls_traits::signatures::Signer as _;
+        let sig = self
+            .keypair
+            .sign(IDENTITY_KEY_CHECK)
+            .map_err(|_| IdentityKeyError::Corrupt)?;
+        openmls_rust_crypto::RustCrypto::default()
+            .verify_signature(
+                self.keypair.signature_scheme(),
+                IDENTITY_KEY_CHECK,
+                self.keypair.public(),
+                &sig,
+            )
+            .map_err(|_| IdentityKeyError::Corrupt)
+    }
+
+    /// An independent copy of the key pair (the openmls type is not `Clone`).
+    fn keypair_copy(&self) -> Result<SignatureKeyPair, IdentityKeyError> {
+        use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+        let bytes = zeroize::Zeroizing::new(
+            self.keypair
+                .tls_serialize_detached()
+                .map_err(|_| IdentityKeyError::Corrupt)?,
+        );
+        SignatureKeyPair::tls_deserialize_exact(&bytes[..]).map_err(|_| IdentityKeyError::Corrupt)
     }
 }

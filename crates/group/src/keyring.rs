@@ -1,6 +1,7 @@
 //! Per-epoch SFrame key sets (RFC 9605 §5.2): one receive ring for every member's streams of
 //! every live epoch, retention of old epochs, and zeroization on removal.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use blindcall_sframe::{
 use crate::error::{Error, FrameDropReason, FrameError, FrameOrigin};
 use crate::event::RetireReason;
 use crate::identity::Roster;
-use crate::kid::KidLayout;
+use crate::kid::{KidLayout, KidParts};
 
 /// The MLS exporter label of RFC 9605 §5.2.
 pub const EXPORTER_LABEL: &str = "SFrame 1.0 Base Key";
@@ -43,18 +44,27 @@ pub fn member_base_key(
     Ok(sender_base_key(suite, epoch_secret, leaf)?)
 }
 
+/// The stream frames arrive on when the caller does not name one ([`crate::CallGroup::open`]).
+pub const DEFAULT_STREAM: u64 = u64::MAX;
+
 struct EpochKeys {
     epoch: u64,
     secret: BaseKey,
     roster: Arc<Roster>,
-    installed: Vec<Kid>,
+    /// (stream, KID) pairs whose receive keys are installed.
+    installed: Vec<(u64, Kid)>,
+    /// Leaves a newer epoch removed: their frames under this epoch are refused.
+    revoked: BTreeSet<u32>,
     expires_at: Option<Instant>,
 }
 
+/// Receive state: one SFrame receiver (keys and replay windows) per incoming stream, so frames
+/// on one stream can never move another stream's replay window.
 pub(crate) struct KeyRing {
     suite: CipherSuite,
     layout: KidLayout,
-    receiver: Receiver,
+    config: ReceiverConfig,
+    streams: HashMap<u64, Receiver>,
     /// Ascending by epoch; the last one is the current epoch and never expires.
     epochs: Vec<EpochKeys>,
 }
@@ -64,7 +74,8 @@ impl KeyRing {
         Self {
             suite,
             layout,
-            receiver: Receiver::new(ReceiverConfig { replay_window }),
+            config: ReceiverConfig { replay_window },
+            streams: HashMap::new(),
             epochs: Vec::new(),
         }
     }
@@ -101,16 +112,57 @@ impl KeyRing {
             secret,
             roster,
             installed: Vec::new(),
+            revoked: BTreeSet::new(),
             expires_at: None,
         });
         retired
     }
 
-    fn drop_keys(&mut self, keys: EpochKeys) {
-        for kid in &keys.installed {
-            self.receiver.remove_key(*kid);
+    /// After a commit that removed members: in every older epoch, frames of a leaf the current
+    /// roster no longer holds (with the same identity key) are refused from now on, and the
+    /// older epochs expire no later than `retention` after `now`.
+    pub(crate) fn revoke_removed(&mut self, now: Instant, retention: Duration) {
+        let Some((current, older)) = self.epochs.split_last_mut() else {
+            return;
+        };
+        let deadline = now.checked_add(retention).unwrap_or(now);
+        for keys in older {
+            for m in keys.roster.members() {
+                let stays = current
+                    .roster
+                    .get(m.leaf)
+                    .is_some_and(|n| n.signature_key == m.signature_key);
+                if !stays && keys.revoked.insert(m.leaf) {
+                    let layout = self.layout;
+                    keys.installed.retain(|(stream, kid)| {
+                        let gone = layout.decode(*kid).is_ok_and(|p| p.leaf == m.leaf);
+                        if gone && let Some(r) = self.streams.get_mut(stream) {
+                            r.remove_key(*kid);
+                        }
+                        !gone
+                    });
+                }
+            }
+            keys.expires_at = Some(keys.expires_at.map_or(deadline, |t| t.min(deadline)));
         }
+    }
+
+    fn drop_keys(&mut self, keys: EpochKeys) {
+        for (stream, kid) in &keys.installed {
+            if let Some(r) = self.streams.get_mut(stream) {
+                r.remove_key(*kid);
+            }
+        }
+        self.streams.retain(|_, r| r.key_count() > 0);
         // `keys.secret` (a BaseKey) zeroizes on drop.
+    }
+
+    /// Forgets a stream's receive state (its keys and replay windows).
+    pub(crate) fn close_stream(&mut self, stream: u64) {
+        self.streams.remove(&stream);
+        for keys in &mut self.epochs {
+            keys.installed.retain(|(s, _)| *s != stream);
+        }
     }
 
     /// A copy holding the same epochs (fresh receive state; keys re-derived on demand).
@@ -119,7 +171,8 @@ impl KeyRing {
         Self {
             suite: self.suite,
             layout: self.layout,
-            receiver: Receiver::new(ReceiverConfig { replay_window }),
+            config: ReceiverConfig { replay_window },
+            streams: HashMap::new(),
             epochs: self
                 .epochs
                 .iter()
@@ -128,6 +181,7 @@ impl KeyRing {
                     secret: BaseKey::new(e.secret.expose_secret()),
                     roster: Arc::clone(&e.roster),
                     installed: Vec::new(),
+                    revoked: e.revoked.clone(),
                     expires_at: e.expires_at,
                 })
                 .collect(),
@@ -173,7 +227,7 @@ impl KeyRing {
     }
 
     pub(crate) fn receive_key_count(&self) -> usize {
-        self.receiver.key_count()
+        self.streams.values().map(Receiver::key_count).sum()
     }
 
     #[cfg(test)]
@@ -199,12 +253,8 @@ impl KeyRing {
         Ok(Some(Sender::new(self.suite, kid, &base)?))
     }
 
-    /// Opens a frame in place, choosing the key by KID only.
-    pub(crate) fn open<'a>(
-        &mut self,
-        metadata: &[u8],
-        frame: &'a mut [u8],
-    ) -> Result<OpenedFrame<'a>, FrameError> {
+    /// Parses a frame's SFrame header and decodes its KID; changes nothing.
+    pub(crate) fn peek(&self, frame: &[u8]) -> Result<(Header, KidParts), FrameError> {
         let header = match Header::decode(frame) {
             Ok((h, _)) => h,
             Err(_) => {
@@ -215,12 +265,23 @@ impl KeyRing {
                 });
             }
         };
-        let kid = header.kid;
-        let parts = self.layout.decode(kid).map_err(|_| FrameError {
+        let parts = self.layout.decode(header.kid).map_err(|_| FrameError {
             reason: FrameDropReason::KidOutOfLayout,
-            kid: Some(kid),
+            kid: Some(header.kid),
             origin: None,
         })?;
+        Ok((header, parts))
+    }
+
+    /// Opens a frame received on `stream` in place, choosing the key by KID only.
+    pub(crate) fn open<'a>(
+        &mut self,
+        stream: u64,
+        metadata: &[u8],
+        frame: &'a mut [u8],
+    ) -> Result<OpenedFrame<'a>, FrameError> {
+        let (header, parts) = self.peek(frame)?;
+        let kid = header.kid;
         let mut origin = FrameOrigin {
             leaf: parts.leaf,
             context: parts.context,
@@ -240,28 +301,33 @@ impl KeyRing {
             });
         };
         origin.epoch = Some(keys.epoch);
+        let fail = |reason| FrameError {
+            reason,
+            kid: Some(kid),
+            origin: Some(origin),
+        };
+        if keys.revoked.contains(&parts.leaf) {
+            return Err(fail(FrameDropReason::SenderRemoved));
+        }
         let Some(member) = keys.roster.get(parts.leaf) else {
-            return Err(FrameError {
-                reason: FrameDropReason::UnknownSender,
-                kid: Some(kid),
-                origin: Some(origin),
-            });
+            return Err(fail(FrameDropReason::UnknownSender));
         };
         let identity = Arc::clone(&member.identity);
-        if !self.receiver.has_key(kid) {
-            let fail = FrameError {
-                reason: FrameDropReason::Other,
-                kid: Some(kid),
-                origin: Some(origin),
-            };
-            let base = member_base_key(self.suite, &keys.secret, parts.leaf).map_err(|_| fail)?;
-            self.receiver
+        let config = self.config;
+        let receiver = self
+            .streams
+            .entry(stream)
+            .or_insert_with(|| Receiver::new(config));
+        if !receiver.has_key(kid) {
+            let base = member_base_key(self.suite, &keys.secret, parts.leaf)
+                .map_err(|_| fail(FrameDropReason::Other))?;
+            receiver
                 .add_key(self.suite, kid, &base)
-                .map_err(|_| fail)?;
-            keys.installed.push(kid);
+                .map_err(|_| fail(FrameDropReason::Other))?;
+            keys.installed.push((stream, kid));
         }
         let epoch = keys.epoch;
-        match self.receiver.open_in_place(metadata, frame) {
+        match receiver.open_in_place(metadata, frame) {
             Ok(opened) => Ok(OpenedFrame {
                 sender: parts.leaf,
                 identity,
@@ -270,11 +336,7 @@ impl KeyRing {
                 counter: opened.header.ctr,
                 plaintext: opened.plaintext,
             }),
-            Err(e) => Err(FrameError {
-                reason: e.reason().into(),
-                kid: Some(kid),
-                origin: Some(origin),
-            }),
+            Err(e) => Err(fail(e.reason().into())),
         }
     }
 }

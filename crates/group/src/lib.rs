@@ -10,22 +10,25 @@ pub mod call;
 pub mod code;
 pub mod commit;
 pub mod config;
+pub mod confirm;
 pub mod error;
 pub mod event;
 pub mod identity;
 pub mod keyring;
 pub mod kid;
+pub mod media_auth;
 pub mod policy;
 
-pub use call::CallGroup;
+pub use call::{CallGroup, PEER_CONFIRMATION, PEER_MANIFEST};
 pub use code::SecurityCode;
 pub use commit::{CommitKind, PendingCommit};
 pub use config::{CallConfig, CallParams, MemberConfig, MlsSuite, RelaySender};
+pub use confirm::PeerMessageError;
 pub use error::{
     ApiMisuse, Error, FrameDropReason, FrameError, FrameOrigin, InvalidMessage, MlsFailure,
 };
 pub use event::{Event, RetireReason};
-pub use identity::{Client, Roster, RosterMember};
+pub use identity::{Client, IdentityKey, IdentityKeyError, Roster, RosterMember};
 pub use keyring::{EXPORTER_LABEL, OpenedFrame};
 pub use kid::{KidError, KidLayout, KidParts};
 pub use policy::{Actor, AddRule, PolicyViolation, ProposalKind, RemoveRule};

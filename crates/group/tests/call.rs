@@ -149,7 +149,12 @@ fn after_self_update_new_frames_do_not_open_with_old_epoch_keys() {
 // covers: KS-TR-3, KS-TR-5, GRP-TIME-1
 #[test]
 fn frames_sealed_before_a_transition_open_within_retention_and_not_after() {
-    let mut r = room(&["alice", "bob", "carol"]);
+    // A send barrier longer than the retention: the old send epoch's keys expire first.
+    let local = MemberConfig {
+        activation_delay: Duration::from_secs(3600),
+        ..MemberConfig::default()
+    };
+    let mut r = Room::with_members(&["alice", "bob", "carol"], CallConfig::default(), local);
     r.activate_all();
     // Alice seals a burst just before the transition (still on the old send epoch).
     let old: Vec<Vec<u8>> = (0..4).map(|i| r.seal("alice", 0, &[i; 8])).collect();
@@ -381,6 +386,7 @@ fn leave_is_a_self_remove_committed_by_another_member() {
 fn joiner_is_told_to_send_a_path_update_and_it_converges() {
     let local = MemberConfig {
         path_update_after_join: Some(Duration::from_millis(500)),
+        activation_delay: Duration::ZERO,
         ..MemberConfig::default()
     };
     let mut r = Room::with_members(&["alice", "bob"], CallConfig::default(), local);

@@ -11,12 +11,12 @@ use blindcall_group::{
     PolicyViolation, ProposalKind, RelaySender,
 };
 use common::Room;
+use common::raw::Raw;
 use openmls::prelude::{
     BasicCredential, Capabilities, CredentialWithKey, ExtensionType, Extensions, ExternalProposal,
     GroupEpoch, GroupId, JoinProposal, KeyPackage, LeafNodeIndex, LeafNodeParameters,
     MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY, MlsGroup, MlsGroupJoinConfig, MlsMessageBodyIn,
     MlsMessageIn, MlsMessageOut, PURE_PLAINTEXT_WIRE_FORMAT_POLICY, SenderExtensionIndex,
-    StagedWelcome,
     tls_codec::{Deserialize as _, Serialize as _},
 };
 use openmls_basic_credential::SignatureKeyPair;
@@ -24,66 +24,6 @@ use openmls_rust_crypto::{MemoryStorage, OpenMlsRustCrypto};
 use openmls_traits::OpenMlsProvider as _;
 
 const CALL_EXT: u16 = blindcall_group::config::CALL_PARAMS_EXTENSION_TYPE;
-
-/// A participant using openmls directly.
-struct Raw {
-    provider: OpenMlsRustCrypto,
-    signer: SignatureKeyPair,
-    credential: CredentialWithKey,
-}
-
-impl Raw {
-    fn new(name: &str) -> Self {
-        let provider = OpenMlsRustCrypto::default();
-        let cs = MlsSuite::default().ciphersuite();
-        let signer = SignatureKeyPair::new(cs.signature_algorithm()).unwrap();
-        signer.store(provider.storage()).unwrap();
-        let credential = CredentialWithKey {
-            credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
-            signature_key: signer.public().into(),
-        };
-        Self {
-            provider,
-            signer,
-            credential,
-        }
-    }
-
-    fn key_package(&self) -> KeyPackage {
-        KeyPackage::builder()
-            .leaf_node_capabilities(
-                Capabilities::builder()
-                    .extensions(vec![ExtensionType::Unknown(CALL_EXT)])
-                    .build(),
-            )
-            .build(
-                MlsSuite::default().ciphersuite(),
-                &self.provider,
-                &self.signer,
-                self.credential.clone(),
-            )
-            .unwrap()
-            .key_package()
-            .clone()
-    }
-
-    fn join(&self, welcome: &[u8]) -> MlsGroup {
-        let MlsMessageBodyIn::Welcome(w) = MlsMessageIn::tls_deserialize_exact(welcome)
-            .unwrap()
-            .extract()
-        else {
-            panic!("not a welcome")
-        };
-        let cfg = MlsGroupJoinConfig::builder()
-            .use_ratchet_tree_extension(true)
-            .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-            .build();
-        StagedWelcome::new_from_welcome(&self.provider, &cfg, w, None)
-            .unwrap()
-            .into_group(&self.provider)
-            .unwrap()
-    }
-}
 
 fn bytes(m: &MlsMessageOut) -> Vec<u8> {
     m.tls_serialize_detached().unwrap()

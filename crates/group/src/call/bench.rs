@@ -63,9 +63,13 @@ impl CallGroup {
             pending: self.pending,
             next_pending_id: self.next_pending_id,
             path_update: self.path_update,
+            switch_at: self.switch_at,
             leaving: self.leaving,
             active: self.active,
             events: VecDeque::new(),
+            confirm: crate::confirm::Confirmations::new(self.config.confirm_timeout),
+            outbox: VecDeque::new(),
+            own_confirmation: None,
             now: self.now,
             media_disabled: true,
         })

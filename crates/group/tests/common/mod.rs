@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod raw;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,10 @@ pub struct Room {
     pub ds_epoch: u64,
     /// Every handshake message the DS broadcast, in order.
     pub log: Vec<Vec<u8>>,
+    /// Whether the DS relays members' peer messages (epoch confirmations) to everyone.
+    pub relay_peer_messages: bool,
+    /// Peer messages held back when `relay_peer_messages` is off: (sender, payload).
+    pub held_peer_messages: Vec<(String, Vec<u8>)>,
 }
 
 impl Room {
@@ -53,6 +59,8 @@ impl Room {
             events: BTreeMap::new(),
             ds_epoch: group.epoch(),
             log: Vec::new(),
+            relay_peer_messages: true,
+            held_peer_messages: Vec::new(),
         };
         room.members.insert(host.to_string(), group);
         room.drain();
@@ -76,11 +84,43 @@ impl Room {
         self.members.get_mut(name).unwrap()
     }
 
-    /// Moves every member's queued events into `events`.
+    /// Relays members' peer messages (to everyone else, as the relay does), then moves every
+    /// member's queued events into `events`.
     pub fn drain(&mut self) {
+        loop {
+            let mut out = Vec::new();
+            for (name, m) in &mut self.members {
+                while let Some(p) = m.poll_peer_message() {
+                    out.push((name.clone(), p));
+                }
+            }
+            if out.is_empty() {
+                break;
+            }
+            if !self.relay_peer_messages {
+                self.held_peer_messages.extend(out);
+                break;
+            }
+            for (from, payload) in out {
+                self.deliver_peer(&from, &payload, None);
+            }
+        }
         for (name, m) in &mut self.members {
             while let Some(e) = m.poll_event() {
                 self.events.entry(name.clone()).or_default().push(e);
+            }
+        }
+    }
+
+    /// Delivers a peer message from `from` to every other active member, or only to `to`.
+    pub fn deliver_peer(&mut self, from: &str, payload: &[u8], to: Option<&[&str]>) {
+        let now = self.now;
+        for (name, m) in &mut self.members {
+            let wanted = to.is_none_or(|t| t.contains(&name.as_str()));
+            if name != from && wanted && m.is_active() {
+                // Refusals (e.g. a confirmation of an epoch the receiver left) are counted by
+                // real clients; the harness ignores them.
+                let _ = m.handle_peer_message(now, payload);
             }
         }
     }
