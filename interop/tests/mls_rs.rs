@@ -178,7 +178,7 @@ fn removals_from_both_sides<C: MlsConfig>(
         removed_event |= matches!(e, Event::RemovedFromCall { .. });
     }
     assert!(removed_event, "bob must be told he was removed");
-    assert!(bob.sender(0).is_err());
+    assert!(bob.seal(std::time::Instant::now(), 0, b"", b"x").is_err());
     let (frames, last) = exchange_all(&mut [alice], &mut [carol]);
     assert_ne!(after, last);
     assert_eq!(alice.roster().len(), 2);

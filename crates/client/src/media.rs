@@ -172,9 +172,7 @@ impl MediaPipeline {
     ) -> Result<(), String> {
         let epoch = group.send_epoch();
         let sealed = group
-            .sender(context_of(kind))
-            .map_err(|e| e.to_string())?
-            .seal(b"", plaintext)
+            .seal(now, context_of(kind), b"", plaintext)
             .map_err(|e| e.to_string())?;
         let i = slot(kind);
         let ts = timestamp.unwrap_or_else(|| {

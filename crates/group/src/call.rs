@@ -16,12 +16,16 @@ use openmls_traits::OpenMlsProvider as _;
 
 use crate::code::SecurityCode;
 use crate::commit::{CommitKind, NextEpoch, PendingCommit};
+use crate::config::MediaSignatures;
 use crate::config::{CALL_PARAMS_EXTENSION_TYPE, CallConfig, CallParams, MemberConfig};
 use crate::confirm::Confirmations;
-use crate::error::{ApiMisuse, Error, FrameError, InvalidMessage, MlsFailure};
+use crate::error::{ApiMisuse, Error, InvalidMessage, MlsFailure};
 use crate::event::{Event, RetireReason};
 use crate::identity::{Client, Roster, RosterMember, capabilities, display_identity};
-use crate::keyring::{DEFAULT_STREAM, EXPORTER_LABEL, KeyRing, OpenedFrame};
+use crate::keyring::{EXPORTER_LABEL, KeyRing};
+use crate::media_auth::{
+    EPOCH_BINDING_LEN, ManifestSigner, MediaVerifier, SignerConfig, VerifierConfig,
+};
 use crate::policy::{
     self, AddRule, PolicyViolation, RemoveRule, actor_of, check_commit, check_proposal,
 };
@@ -63,6 +67,12 @@ pub struct CallGroup {
     outbox: VecDeque<Vec<u8>>,
     /// This member's signed confirmation of the current epoch (re-sent on demand).
     own_confirmation: Option<Vec<u8>>,
+    /// Records own sealed frames and makes the signed media manifests.
+    media_signer: ManifestSigner,
+    /// Checks others' frames against their signed manifests; pins streams.
+    verifier: MediaVerifier,
+    /// Per held epoch: the manifest signature binding (an exporter value of that epoch).
+    manifest_bindings: BTreeMap<u64, [u8; EPOCH_BINDING_LEN]>,
     now: Instant,
     /// Set on benchmark duplicates: they share keys with the original and must never seal.
     media_disabled: bool,
@@ -255,6 +265,22 @@ impl CallGroup {
         let mut events = VecDeque::new();
         events.push_back(Event::EpochChanged { epoch, code });
         let confirm = Confirmations::new(config.confirm_timeout);
+        let media_signer = ManifestSigner::new(
+            group.own_leaf_index().u32(),
+            0,
+            SignerConfig {
+                interval: config.manifest_interval,
+                ..SignerConfig::default()
+            },
+        );
+        let verifier = MediaVerifier::new(
+            params.layout,
+            VerifierConfig {
+                verify_bound: config.signature_bound,
+                require_signed: params.media_signatures == MediaSignatures::Required,
+                ..VerifierConfig::default()
+            },
+        );
         let mut call = Self {
             client,
             group,
@@ -274,9 +300,13 @@ impl CallGroup {
             confirm,
             outbox: VecDeque::new(),
             own_confirmation: None,
+            media_signer,
+            verifier,
+            manifest_bindings: BTreeMap::new(),
             now,
             media_disabled: false,
         };
+        call.enter_media_epoch();
         call.enter_confirmations(now);
         Ok(call)
     }
@@ -680,6 +710,7 @@ impl CallGroup {
             });
         }
         self.retire(retired);
+        self.enter_media_epoch();
         self.enter_confirmations(now);
         if removal || self.config.activation_delay.is_zero() {
             // Nothing more may be sealed under keys a removed member holds.
@@ -694,6 +725,7 @@ impl CallGroup {
         let mut send_gone = false;
         for (epoch, reason) in retired {
             send_gone |= epoch == self.send_epoch;
+            self.retire_media_epoch(epoch);
             self.events
                 .push_back(Event::EpochKeysRetired { epoch, reason });
         }
@@ -708,6 +740,8 @@ impl CallGroup {
         {
             self.send_epoch = current;
             self.senders.clear();
+            // Everything sealed under the old send epoch goes out in its own manifests.
+            self.media_signer.flush(self.now);
             self.events.push_back(Event::SendEpochActivated {
                 epoch: current,
                 forced,
@@ -816,6 +850,8 @@ impl CallGroup {
     fn drop_everything(&mut self, epoch: u64) {
         self.active = false;
         self.senders.clear();
+        self.manifest_bindings.clear();
+        self.outbox.clear();
         for e in self.keyring.clear() {
             self.events.push_back(Event::EpochKeysRetired {
                 epoch: e,
@@ -835,10 +871,21 @@ impl CallGroup {
             _ => None,
         };
         let confirm = self.active.then(|| self.confirm.poll_timeout()).flatten();
-        [self.keyring.next_expiry(), path, self.switch_at, confirm]
-            .into_iter()
-            .flatten()
-            .min()
+        let manifests = self
+            .active
+            .then(|| self.media_signer.poll_timeout())
+            .flatten();
+        [
+            self.keyring.next_expiry(),
+            path,
+            self.switch_at,
+            confirm,
+            manifests,
+            self.verifier.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Expires old epochs' receive keys and raises due timers. `now` older than the last seen
@@ -851,6 +898,11 @@ impl CallGroup {
                 self.switch_send_epoch(false);
             }
         }
+        if self.active {
+            self.flush_manifests(now);
+        }
+        self.verifier.handle_timeout(now);
+        self.drain_auth_events();
         if self.active {
             let members = self.confirm.handle_timeout(now);
             if !members.is_empty() {
@@ -877,57 +929,6 @@ impl CallGroup {
 
     // ----- media -----
 
-    /// The SFrame sender of own stream `context` in the send epoch (created on first use).
-    pub fn sender(&mut self, context: u64) -> Result<&mut FrameSender, Error> {
-        if !self.active {
-            return Err(ApiMisuse::NotAMember.into());
-        }
-        if self.media_disabled {
-            return Err(ApiMisuse::NotAllowed.into());
-        }
-        let max = self.params.layout.max_contexts();
-        if context >= max {
-            return Err(ApiMisuse::ContextOutOfRange { context, max }.into());
-        }
-        if !self.senders.contains_key(&context) {
-            let s = self
-                .keyring
-                .sender(self.send_epoch, self.own_leaf(), context)?
-                .ok_or(MlsFailure::Unreachable("send epoch keys missing"))?;
-            self.senders.insert(context, s);
-        }
-        self.senders
-            .get_mut(&context)
-            .ok_or_else(|| MlsFailure::Unreachable("sender just inserted").into())
-    }
-
-    /// Opens an SFrame frame in place; reports which member and stream sent it, or why it was
-    /// dropped (with the KID's claimed origin for per-sender counters).
-    pub fn open<'a>(
-        &mut self,
-        metadata: &[u8],
-        frame: &'a mut [u8],
-    ) -> Result<OpenedFrame<'a>, FrameError> {
-        self.keyring.open(DEFAULT_STREAM, metadata, frame)
-    }
-
-    /// Opens an SFrame frame received on `stream` (the caller's id of one incoming flow, e.g.
-    /// one remote participant's audio): replay state is kept per stream, so frames on one
-    /// stream never affect another's.
-    pub fn open_on<'a>(
-        &mut self,
-        stream: u64,
-        metadata: &[u8],
-        frame: &'a mut [u8],
-    ) -> Result<OpenedFrame<'a>, FrameError> {
-        self.keyring.open(stream, metadata, frame)
-    }
-
-    /// Forgets the receive state of `stream` (it ended).
-    pub fn close_stream(&mut self, stream: u64) {
-        self.keyring.close_stream(stream);
-    }
-
     #[cfg(test)]
     pub(crate) fn exporter_now(&self, len: usize) -> Vec<u8> {
         self.group
@@ -943,7 +944,9 @@ impl CallGroup {
 
 #[cfg(feature = "bench-internals")]
 mod bench;
+mod media;
 mod peer;
+pub use media::Sealed;
 pub use peer::{PEER_CONFIRMATION, PEER_MANIFEST};
 #[cfg(test)]
 mod tests;

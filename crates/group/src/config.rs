@@ -123,6 +123,11 @@ pub struct MemberConfig {
     /// How long after entering an epoch every member that confirms epochs must have confirmed
     /// it before the group reports `EpochUnconfirmed` (default 5 s).
     pub confirm_timeout: Duration,
+    /// How often own signed media manifests are sent (default 250 ms).
+    pub manifest_interval: Duration,
+    /// A frame of a member that signs its media not covered by a signed manifest within this
+    /// time is an impersonation (default 1 s).
+    pub signature_bound: Duration,
 }
 
 impl Default for MemberConfig {
@@ -135,6 +140,8 @@ impl Default for MemberConfig {
             activation_delay: Duration::from_millis(200),
             removal_retention: Duration::from_secs(2),
             confirm_timeout: Duration::from_secs(5),
+            manifest_interval: Duration::from_millis(250),
+            signature_bound: Duration::from_secs(1),
         }
     }
 }

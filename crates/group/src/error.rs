@@ -30,6 +30,10 @@ pub enum Error {
     /// A KID could not be formed.
     #[error("KID: {0}")]
     Kid(#[from] KidError),
+    /// Sealing a frame failed (e.g. the stream's counter is exhausted: a new epoch is needed;
+    /// a counter is never reused).
+    #[error("seal: {0}")]
+    Seal(#[from] blindcall_sframe::SealError),
 }
 
 /// Why an incoming message was refused before policy checks.
@@ -179,6 +183,12 @@ pub enum FrameDropReason {
     UnknownSender,
     /// KID names a leaf that a newer epoch removed: its old-epoch frames are refused.
     SenderRemoved,
+    /// The stream is pinned to another member: a frame under someone else's KID on it is an
+    /// attack (refused before decryption).
+    ForeignSender,
+    /// The frame impersonates its claimed sender (its signed manifests contradict it, never
+    /// cover it, or name another stream), or its stream is blocked for that sender.
+    Impersonated,
     /// Authentication failed.
     TagMismatch,
     /// Counter already seen.

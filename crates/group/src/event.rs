@@ -1,7 +1,12 @@
 //! Events a [`crate::CallGroup`] reports through `poll_event`.
 
+use std::time::Duration;
+
+use blindcall_sframe::Kid;
+
 use crate::code::SecurityCode;
 use crate::identity::RosterMember;
+use crate::media_auth::{ImpersonationReason, StreamRef};
 use crate::policy::{Actor, ProposalKind};
 
 /// Why an epoch's receive keys were dropped.
@@ -92,5 +97,39 @@ pub enum Event {
         epoch: u64,
         /// Who did not confirm.
         members: Vec<RosterMember>,
+    },
+    /// Frames on `stream` claim to come from `claimed` but do not (detected `detected_after`
+    /// the first such frame was opened); the stream is blocked for that member, so they never
+    /// play under its name again. The member's own streams are not affected.
+    Impersonation {
+        /// The member whose identity was claimed (if still in the roster).
+        claimed: Option<RosterMember>,
+        /// Its leaf.
+        leaf: u32,
+        /// KID of the offending frame.
+        kid: Kid,
+        /// The stream that carried it.
+        stream: StreamRef,
+        /// What gave it away.
+        reason: ImpersonationReason,
+        /// Time from the first offending frame to detection.
+        detected_after: Duration,
+    },
+    /// `member` does not sign its media (e.g. another MLS implementation): its frames play,
+    /// shown as unauthenticated within the group.
+    SenderUnauthenticated {
+        /// The member (if still in the roster).
+        member: Option<RosterMember>,
+        /// Its leaf.
+        leaf: u32,
+        /// Epoch in which this was first seen.
+        epoch: u64,
+    },
+    /// A block on `stream` for `leaf` ended: a late manifest of that member vouched for it.
+    StreamUnblocked {
+        /// Leaf.
+        leaf: u32,
+        /// Stream.
+        stream: StreamRef,
     },
 }

@@ -33,6 +33,10 @@ pub struct OpenedFrame<'a> {
     pub counter: Counter,
     /// Decrypted payload (inside the caller's buffer).
     pub plaintext: &'a [u8],
+    /// Whether the sender's leaf advertises signed media.
+    pub signs_media: bool,
+    /// Sender authentication (`None` when opened without it, by `CallGroup::open`).
+    pub auth: Option<crate::media_auth::FrameAuth>,
 }
 
 /// Derives a member's SFrame sender base key for one epoch (RFC 9605 §5.2).
@@ -222,6 +226,14 @@ impl KeyRing {
         self.epochs.iter().map(|e| e.epoch)
     }
 
+    /// The roster of a held epoch.
+    pub(crate) fn roster(&self, epoch: u64) -> Option<&Roster> {
+        self.epochs
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map(|e| &*e.roster)
+    }
+
     pub(crate) fn current_epoch(&self) -> Option<u64> {
         self.epochs.last().map(|e| e.epoch)
     }
@@ -313,6 +325,7 @@ impl KeyRing {
             return Err(fail(FrameDropReason::UnknownSender));
         };
         let identity = Arc::clone(&member.identity);
+        let signs_media = member.signs_media;
         let config = self.config;
         let receiver = self
             .streams
@@ -335,6 +348,8 @@ impl KeyRing {
                 epoch,
                 counter: opened.header.ctr,
                 plaintext: opened.plaintext,
+                signs_media,
+                auth: None,
             }),
             Err(e) => Err(fail(e.reason().into())),
         }

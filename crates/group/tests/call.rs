@@ -596,8 +596,9 @@ fn each_stream_has_its_own_kid_key_and_counter_and_failures_are_attributed() {
         FrameDropReason::Malformed
     );
     let max = layout.max_contexts();
+    let now = r.now;
     assert!(matches!(
-        r.get_mut("alice").sender(max),
+        r.get_mut("alice").seal(now, max, b"", b"x"),
         Err(Error::ApiMisuse(ApiMisuse::ContextOutOfRange { .. }))
     ));
 }

@@ -5,13 +5,20 @@
 
 mod common;
 
+use blindcall_group::media_auth::StreamRef;
 use blindcall_group::{CallConfig, FrameDropReason, MemberConfig};
 use common::Room;
 use common::raw::{Raw, forge};
 use openmls::prelude::{MlsMessageOut, tls_codec::Serialize as _};
 
-const BOB_STREAM: u64 = 1;
-const MALLORY_STREAM: u64 = 2;
+const BOB_STREAM: StreamRef = StreamRef {
+    id: 1,
+    participant: 101,
+};
+const MALLORY_STREAM: StreamRef = StreamRef {
+    id: 2,
+    participant: 102,
+};
 
 // covers: KS-RX-2
 #[test]
@@ -31,6 +38,7 @@ fn a_forged_far_ahead_frame_on_another_stream_does_not_silence_the_victim() {
     let mgroup = mallory.join(&welcome);
     r.activate_all();
     let layout = r.get("alice").params().layout;
+    let r_now = r.now;
     let bob_leaf = r.get("bob").own_leaf();
 
     // Bob speaks; alice opens on bob's stream.
@@ -38,7 +46,7 @@ fn a_forged_far_ahead_frame_on_another_stream_does_not_silence_the_victim() {
     let mut buf = genuine[0].clone();
     assert_eq!(
         r.get_mut("alice")
-            .open_on(BOB_STREAM, b"meta", &mut buf)
+            .open_on(r_now, BOB_STREAM, b"meta", &mut buf)
             .unwrap()
             .plaintext,
         [0; 4]
@@ -58,7 +66,7 @@ fn a_forged_far_ahead_frame_on_another_stream_does_not_silence_the_victim() {
     let mut buf = forged.clone();
     let opened = r
         .get_mut("alice")
-        .open_on(MALLORY_STREAM, b"meta", &mut buf)
+        .open_on(r_now, MALLORY_STREAM, b"meta", &mut buf)
         .unwrap();
     assert_eq!(
         opened.sender, bob_leaf,
@@ -69,7 +77,7 @@ fn a_forged_far_ahead_frame_on_another_stream_does_not_silence_the_victim() {
         let mut buf = frame.clone();
         let got = r
             .get_mut("alice")
-            .open_on(BOB_STREAM, b"meta", &mut buf)
+            .open_on(r_now, BOB_STREAM, b"meta", &mut buf)
             .unwrap();
         assert_eq!(got.plaintext, [i as u8; 4]);
     }
@@ -77,13 +85,13 @@ fn a_forged_far_ahead_frame_on_another_stream_does_not_silence_the_victim() {
     let mut buf = genuine[2].clone();
     assert_eq!(
         r.get_mut("alice")
-            .open_on(BOB_STREAM, b"meta", &mut buf)
+            .open_on(r_now, BOB_STREAM, b"meta", &mut buf)
             .unwrap_err()
             .reason,
         FrameDropReason::Replay
     );
     // Closing a stream forgets its state and keys.
     let keys = r.get("alice").receive_key_count();
-    r.get_mut("alice").close_stream(MALLORY_STREAM);
+    r.get_mut("alice").close_stream(MALLORY_STREAM.id);
     assert_eq!(r.get("alice").receive_key_count(), keys - 1);
 }

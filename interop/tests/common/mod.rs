@@ -374,9 +374,7 @@ pub fn bc_seal(call: &mut CallGroup, context: u64) -> Sealed {
     let name = call.identity().to_string();
     let (metadata, payload) = content(&name, "blindcall", epoch, context);
     let frame = call
-        .sender(context)
-        .unwrap()
-        .seal(&metadata, &payload)
+        .seal(std::time::Instant::now(), context, &metadata, &payload)
         .unwrap();
     let (header, _) = Header::decode(&frame).unwrap();
     assert_eq!(header.kid, rfc9605_kid(call.params(), context, leaf, epoch));

@@ -70,6 +70,16 @@ impl CallGroup {
             confirm: crate::confirm::Confirmations::new(self.config.confirm_timeout),
             outbox: VecDeque::new(),
             own_confirmation: None,
+            media_signer: crate::media_auth::ManifestSigner::new(
+                self.own_leaf(),
+                0,
+                crate::media_auth::SignerConfig::default(),
+            ),
+            verifier: crate::media_auth::MediaVerifier::new(
+                self.params.layout,
+                crate::media_auth::VerifierConfig::default(),
+            ),
+            manifest_bindings: self.manifest_bindings.clone(),
             now: self.now,
             media_disabled: true,
         })

@@ -46,6 +46,7 @@ impl CallGroup {
                 let c = Confirmation::decode(body)?;
                 self.handle_confirmation(now, c)
             }
+            Some((&PEER_MANIFEST, body)) => self.handle_manifest(now, body),
             _ => Err(PeerMessageError::Malformed),
         }
     }

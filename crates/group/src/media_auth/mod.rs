@@ -33,7 +33,7 @@ pub use wire::{
 
 /// The leaf capability (an MLS extension type) by which a leaf announces that it signs its
 /// media; receivers expect manifests from exactly the leaves that advertise it.
-pub const SIGNS_MEDIA_EXTENSION_TYPE: u16 = 0xF0BD;
+pub const SIGNS_MEDIA_EXTENSION_TYPE: u16 = blindcall_policy::SIGNS_MEDIA_CAPABILITY;
 
 /// Length of a frame hash in bytes.
 pub const FRAME_HASH_LEN: usize = 16;

@@ -236,10 +236,9 @@ impl Room {
 
     /// `name` seals `payload` on its stream `context`.
     pub fn seal(&mut self, name: &str, context: u64, payload: &[u8]) -> Vec<u8> {
+        let now = self.now;
         self.get_mut(name)
-            .sender(context)
-            .unwrap()
-            .seal(b"meta", payload)
+            .seal(now, context, b"meta", payload)
             .unwrap()
     }
 
