@@ -758,10 +758,12 @@ impl Actor {
                     }
                 }
             }
-            Body::WaitingRoomUpdate(u) => {
-                let present: BTreeSet<u64> = u.entries.iter().map(|e| e.conn_id).collect();
-                self.announced.retain(|c| present.contains(c));
-                self.waiting = u.entries.into_iter().map(|e| (e.conn_id, e)).collect();
+            Body::WaitingEntryRemoved(r) => {
+                self.waiting.remove(&r.conn_id);
+                self.announced.remove(&r.conn_id);
+            }
+            Body::WaitingEntryAdded(e) => {
+                self.waiting.insert(e.conn_id, e);
                 // Whoever the call's policy lets add members is asked (hosts by default).
                 let may_add = match &self.phase {
                     Phase::Member(g) => {

@@ -177,6 +177,7 @@ impl Call {
         } else {
             let _ = control.tx.send(Body::PublishKeyPackage(PublishKeyPackage {
                 key_package: VLBytes::new(client.key_package()?),
+                join_proof: None,
             }));
             await_msg(
                 &mut control,
@@ -218,7 +219,10 @@ impl Call {
         for b in &backlog {
             if !matches!(
                 b,
-                Body::RoomStateUpdate(_) | Body::Pong(_) | Body::WaitingRoomUpdate(_)
+                Body::RoomStateUpdate(_)
+                    | Body::Pong(_)
+                    | Body::WaitingEntryAdded(_)
+                    | Body::WaitingEntryRemoved(_)
             ) {
                 return Err(unexpected(b, "admission"));
             }

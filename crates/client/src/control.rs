@@ -119,7 +119,8 @@ pub(crate) fn body_name(b: &Body) -> &'static str {
         Body::PublishKeyPackage(_) => "PublishKeyPackage",
         Body::KeyPackageAccepted(_) => "KeyPackageAccepted",
         Body::JoinRequest => "JoinRequest",
-        Body::WaitingRoomUpdate(_) => "WaitingRoomUpdate",
+        Body::WaitingEntryAdded(_) => "WaitingEntryAdded",
+        Body::WaitingEntryRemoved(_) => "WaitingEntryRemoved",
         Body::Commit(_) => "Commit",
         Body::CommitAccepted(_) => "CommitAccepted",
         Body::CommitRejected(_) => "CommitRejected",
@@ -136,5 +137,9 @@ pub(crate) fn body_name(b: &Body) -> &'static str {
         Body::MediaSignal(_) => "MediaSignal",
         Body::Ping(_) => "Ping",
         Body::Pong(_) => "Pong",
+        Body::Propose(_) => "Propose",
+        Body::ProposalBroadcast(_) => "ProposalBroadcast",
+        Body::PeerBroadcast(_) => "PeerBroadcast",
+        Body::PeerMessage(_) => "PeerMessage",
     }
 }

@@ -60,7 +60,8 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// Which body follows in a [`ControlMessage`](crate::ControlMessage).
+    /// Which body follows in a [`ControlMessage`](crate::ControlMessage). Value 9 (the
+    /// whole-room `WaitingRoomUpdate` of earlier drafts) is retired and never reused.
     MessageType(u16) {
         /// Client → relay: first message, presents the capability token.
         HELLO = 1,
@@ -78,8 +79,6 @@ wire_enum! {
         KEY_PACKAGE_ACCEPTED = 7,
         /// Client → relay: enter the waiting room with the published KeyPackage.
         JOIN_REQUEST = 8,
-        /// Relay → members: the waiting room's current entries.
-        WAITING_ROOM_UPDATE = 9,
         /// Client → relay: a commit for one epoch.
         COMMIT = 10,
         /// Relay → committer: the commit won its epoch.
@@ -112,6 +111,18 @@ wire_enum! {
         PING = 24,
         /// Relay → client: the answer to `PING`.
         PONG = 25,
+        /// Relay → members: a joiner entered the waiting room (one message per entry).
+        WAITING_ENTRY_ADDED = 26,
+        /// Relay → members: a joiner left the waiting room (added, gone or refused).
+        WAITING_ENTRY_REMOVED = 27,
+        /// Member → relay: the member's own proposal (only a Remove of its own leaf).
+        PROPOSE = 28,
+        /// Relay → members: a member's proposal the relay accepted, for the other members.
+        PROPOSAL_BROADCAST = 29,
+        /// Member → relay: an opaque message for every other member.
+        PEER_BROADCAST = 30,
+        /// Relay → members: another member's `PEER_BROADCAST`.
+        PEER_MESSAGE = 31,
     }
 }
 
@@ -154,6 +165,12 @@ wire_enum! {
         SHUTTING_DOWN = 12,
         /// The connection sent nothing for longer than the idle timeout.
         IDLE_TIMEOUT = 13,
+        /// A commit sequenced by the relay removed this member from the group.
+        REMOVED_FROM_GROUP = 14,
+        /// The token (or the source address) already holds as many connections as allowed.
+        TOO_MANY_CONNECTIONS = 15,
+        /// The waiting room (or this token's share of it) is full.
+        WAITING_ROOM_FULL = 16,
     }
 }
 
@@ -174,7 +191,7 @@ wire_enum! {
         NOT_A_COMMIT = 6,
         /// openmls refused the commit against the group's public state.
         INVALID = 7,
-        /// The commit's sender is not the connection's own leaf (or not allowed to join externally).
+        /// The commit's sender is not the connection's own leaf.
         SENDER_MISMATCH = 8,
         /// An Add names a KeyPackage that is not in the waiting room.
         UNKNOWN_KEY_PACKAGE = 9,
@@ -188,6 +205,10 @@ wire_enum! {
         EPOCH_MISMATCH = 13,
         /// The room has no group yet.
         NO_GROUP = 14,
+        /// An external commit (MLS `new_member_commit`): only members commit.
+        EXTERNAL_COMMIT = 15,
+        /// The members' shared commit policy refuses it.
+        POLICY = 16,
     }
 }
 
@@ -222,5 +243,9 @@ wire_enum! {
         RATE_LIMITED = 13,
         /// Only a group member may do this (e.g. media signaling).
         NOT_MEMBER = 14,
+        /// The KeyPackage is larger than the relay accepts.
+        KEY_PACKAGE_TOO_LARGE = 15,
+        /// The proposal is not the sender's own Remove for the current epoch, or does not validate.
+        INVALID_PROPOSAL = 16,
     }
 }

@@ -68,6 +68,12 @@ impl FrameDecoder {
         self.max_len
     }
 
+    /// Change the limit for frames whose header is not complete yet (e.g. raise a small
+    /// pre-authentication limit once the peer is admitted).
+    pub fn set_max_len(&mut self, max_len: u32) {
+        self.max_len = max_len;
+    }
+
     /// Whether bytes of an incomplete frame are buffered.
     pub fn has_partial(&self) -> bool {
         self.header_filled > 0 || self.body.is_some()

@@ -21,8 +21,9 @@ pub use media::{MAX_VIDEO_FILTER_IDS, MediaSignalDecodeError, MediaSignalPayload
 pub use messages::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejected, ControlMessage, CreateGroup,
     ErrorMessage, GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted,
-    MediaSignal, Ping, Pong, PublishKeyPackage, Refused, RelayProposal, RelaySender,
-    RemoveParticipant, RoomState, WaitingEntry, WaitingRoomUpdate, WelcomeMessage,
+    MAX_JOIN_PROOF_LEN, MediaSignal, PeerBroadcast, PeerMessage, Ping, Pong, ProposalBroadcast,
+    Propose, PublishKeyPackage, Refused, RelayProposal, RelaySender, RemoveParticipant, RoomState,
+    WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
 };
 pub use tls::{ALPN, cert_fingerprint};
 pub use tls_codec::VLBytes;

@@ -79,11 +79,17 @@ pub struct GroupCreated {
     pub epoch: u64,
 }
 
+/// The longest join proof, in bytes ([`PublishKeyPackage::join_proof`]).
+pub const MAX_JOIN_PROOF_LEN: usize = 64;
+
 /// Client → relay: a single-use KeyPackage.
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
 pub struct PublishKeyPackage {
     /// MLSMessage carrying the KeyPackage.
     pub key_package: VLBytes,
+    /// The joiner's proof of holding the invite secret (≤ [`MAX_JOIN_PROOF_LEN`] bytes),
+    /// opaque to the relay, which passes it on in the [`WaitingEntry`].
+    pub join_proof: Option<VLBytes>,
 }
 
 /// Relay → client: the KeyPackage is stored.
@@ -102,13 +108,15 @@ pub struct WaitingEntry {
     pub display_name: VLBytes,
     /// MLSMessage carrying the joiner's KeyPackage, ready for an Add.
     pub key_package: VLBytes,
+    /// The join proof the joiner published with its KeyPackage, if any.
+    pub join_proof: Option<VLBytes>,
 }
 
-/// Relay → members: the whole waiting room.
-#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
-pub struct WaitingRoomUpdate {
-    /// Every joiner currently waiting, oldest first.
-    pub entries: Vec<WaitingEntry>,
+/// Relay → members: a joiner left the waiting room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct WaitingEntryRemoved {
+    /// The joiner's connection id, as in its [`WaitingEntry`].
+    pub conn_id: u64,
 }
 
 /// Client → relay: a commit for `epoch`.
@@ -182,6 +190,45 @@ pub struct RelayProposal {
     pub proposal: VLBytes,
 }
 
+/// Member → relay: the member's own proposal for `epoch` (only a Remove of its own leaf).
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct Propose {
+    /// The epoch the proposal is for.
+    pub epoch: u64,
+    /// MLSMessage carrying the proposal as a PublicMessage.
+    pub proposal: VLBytes,
+}
+
+/// Relay → members: a member's proposal the relay validated and queued.
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct ProposalBroadcast {
+    /// The epoch the proposal is for.
+    pub epoch: u64,
+    /// MLSMessage carrying the proposal as a PublicMessage.
+    pub proposal: VLBytes,
+}
+
+/// Member → relay: an opaque message (signed by the sender's leaf key) for every other member.
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct PeerBroadcast {
+    /// The message; the relay neither reads nor changes it.
+    pub payload: VLBytes,
+}
+
+/// Relay → members: another member's [`PeerBroadcast`].
+///
+/// `from_conn` and `from_leaf` are the relay's claim only; the payload's own signature is what
+/// a member may trust.
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct PeerMessage {
+    /// The sender's connection id.
+    pub from_conn: u64,
+    /// The sender's leaf in the group, as the relay sees it.
+    pub from_leaf: u32,
+    /// The message, as sent.
+    pub payload: VLBytes,
+}
+
 /// Client (host) → relay: remove a participant (waiting or member).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
 pub struct RemoveParticipant {
@@ -241,8 +288,6 @@ pub enum Body {
     KeyPackageAccepted(KeyPackageAccepted),
     /// [`MessageType::JOIN_REQUEST`]: enter the waiting room with the published KeyPackage.
     JoinRequest,
-    /// [`MessageType::WAITING_ROOM_UPDATE`]
-    WaitingRoomUpdate(WaitingRoomUpdate),
     /// [`MessageType::COMMIT`]
     Commit(Commit),
     /// [`MessageType::COMMIT_ACCEPTED`]
@@ -275,6 +320,18 @@ pub enum Body {
     Ping(Ping),
     /// [`MessageType::PONG`]
     Pong(Pong),
+    /// [`MessageType::WAITING_ENTRY_ADDED`]
+    WaitingEntryAdded(WaitingEntry),
+    /// [`MessageType::WAITING_ENTRY_REMOVED`]
+    WaitingEntryRemoved(WaitingEntryRemoved),
+    /// [`MessageType::PROPOSE`]
+    Propose(Propose),
+    /// [`MessageType::PROPOSAL_BROADCAST`]
+    ProposalBroadcast(ProposalBroadcast),
+    /// [`MessageType::PEER_BROADCAST`]
+    PeerBroadcast(PeerBroadcast),
+    /// [`MessageType::PEER_MESSAGE`]
+    PeerMessage(PeerMessage),
 }
 
 impl Body {
@@ -289,7 +346,6 @@ impl Body {
             Self::PublishKeyPackage(_) => MessageType::PUBLISH_KEY_PACKAGE,
             Self::KeyPackageAccepted(_) => MessageType::KEY_PACKAGE_ACCEPTED,
             Self::JoinRequest => MessageType::JOIN_REQUEST,
-            Self::WaitingRoomUpdate(_) => MessageType::WAITING_ROOM_UPDATE,
             Self::Commit(_) => MessageType::COMMIT,
             Self::CommitAccepted(_) => MessageType::COMMIT_ACCEPTED,
             Self::CommitRejected(_) => MessageType::COMMIT_REJECTED,
@@ -306,6 +362,12 @@ impl Body {
             Self::MediaSignal(_) => MessageType::MEDIA_SIGNAL,
             Self::Ping(_) => MessageType::PING,
             Self::Pong(_) => MessageType::PONG,
+            Self::WaitingEntryAdded(_) => MessageType::WAITING_ENTRY_ADDED,
+            Self::WaitingEntryRemoved(_) => MessageType::WAITING_ENTRY_REMOVED,
+            Self::Propose(_) => MessageType::PROPOSE,
+            Self::ProposalBroadcast(_) => MessageType::PROPOSAL_BROADCAST,
+            Self::PeerBroadcast(_) => MessageType::PEER_BROADCAST,
+            Self::PeerMessage(_) => MessageType::PEER_MESSAGE,
         }
     }
 
@@ -320,7 +382,6 @@ impl Body {
             Self::GroupCreated(m) => m.tls_serialize(out)?,
             Self::PublishKeyPackage(m) => m.tls_serialize(out)?,
             Self::KeyPackageAccepted(m) => m.tls_serialize(out)?,
-            Self::WaitingRoomUpdate(m) => m.tls_serialize(out)?,
             Self::Commit(m) => m.tls_serialize(out)?,
             Self::CommitAccepted(m) => m.tls_serialize(out)?,
             Self::CommitRejected(m) => m.tls_serialize(out)?,
@@ -334,6 +395,12 @@ impl Body {
             Self::MediaSignal(m) => m.tls_serialize(out)?,
             Self::Ping(m) => m.tls_serialize(out)?,
             Self::Pong(m) => m.tls_serialize(out)?,
+            Self::WaitingEntryAdded(m) => m.tls_serialize(out)?,
+            Self::WaitingEntryRemoved(m) => m.tls_serialize(out)?,
+            Self::Propose(m) => m.tls_serialize(out)?,
+            Self::ProposalBroadcast(m) => m.tls_serialize(out)?,
+            Self::PeerBroadcast(m) => m.tls_serialize(out)?,
+            Self::PeerMessage(m) => m.tls_serialize(out)?,
         };
         Ok(())
     }
@@ -347,15 +414,14 @@ impl Body {
             MessageType::CREATE_GROUP => Self::CreateGroup(CreateGroup::tls_deserialize(r)?),
             MessageType::GROUP_CREATED => Self::GroupCreated(GroupCreated::tls_deserialize(r)?),
             MessageType::PUBLISH_KEY_PACKAGE => {
-                Self::PublishKeyPackage(PublishKeyPackage::tls_deserialize(r)?)
+                let m = PublishKeyPackage::tls_deserialize(r)?;
+                check_join_proof(m.join_proof.as_ref())?;
+                Self::PublishKeyPackage(m)
             }
             MessageType::KEY_PACKAGE_ACCEPTED => {
                 Self::KeyPackageAccepted(KeyPackageAccepted::tls_deserialize(r)?)
             }
             MessageType::JOIN_REQUEST => Self::JoinRequest,
-            MessageType::WAITING_ROOM_UPDATE => {
-                Self::WaitingRoomUpdate(WaitingRoomUpdate::tls_deserialize(r)?)
-            }
             MessageType::COMMIT => Self::Commit(Commit::tls_deserialize(r)?),
             MessageType::COMMIT_ACCEPTED => {
                 Self::CommitAccepted(CommitAccepted::tls_deserialize(r)?)
@@ -382,6 +448,20 @@ impl Body {
             MessageType::MEDIA_SIGNAL => Self::MediaSignal(MediaSignal::tls_deserialize(r)?),
             MessageType::PING => Self::Ping(Ping::tls_deserialize(r)?),
             MessageType::PONG => Self::Pong(Pong::tls_deserialize(r)?),
+            MessageType::WAITING_ENTRY_ADDED => {
+                let m = WaitingEntry::tls_deserialize(r)?;
+                check_join_proof(m.join_proof.as_ref())?;
+                Self::WaitingEntryAdded(m)
+            }
+            MessageType::WAITING_ENTRY_REMOVED => {
+                Self::WaitingEntryRemoved(WaitingEntryRemoved::tls_deserialize(r)?)
+            }
+            MessageType::PROPOSE => Self::Propose(Propose::tls_deserialize(r)?),
+            MessageType::PROPOSAL_BROADCAST => {
+                Self::ProposalBroadcast(ProposalBroadcast::tls_deserialize(r)?)
+            }
+            MessageType::PEER_BROADCAST => Self::PeerBroadcast(PeerBroadcast::tls_deserialize(r)?),
+            MessageType::PEER_MESSAGE => Self::PeerMessage(PeerMessage::tls_deserialize(r)?),
             MessageType(other) => return Err(DecodeError::UnknownMessageType(other)),
         })
     }
@@ -396,7 +476,6 @@ impl Body {
             Self::GroupCreated(m) => m.tls_serialized_len(),
             Self::PublishKeyPackage(m) => m.tls_serialized_len(),
             Self::KeyPackageAccepted(m) => m.tls_serialized_len(),
-            Self::WaitingRoomUpdate(m) => m.tls_serialized_len(),
             Self::Commit(m) => m.tls_serialized_len(),
             Self::CommitAccepted(m) => m.tls_serialized_len(),
             Self::CommitRejected(m) => m.tls_serialized_len(),
@@ -410,7 +489,21 @@ impl Body {
             Self::MediaSignal(m) => m.tls_serialized_len(),
             Self::Ping(m) => m.tls_serialized_len(),
             Self::Pong(m) => m.tls_serialized_len(),
+            Self::WaitingEntryAdded(m) => m.tls_serialized_len(),
+            Self::WaitingEntryRemoved(m) => m.tls_serialized_len(),
+            Self::Propose(m) => m.tls_serialized_len(),
+            Self::ProposalBroadcast(m) => m.tls_serialized_len(),
+            Self::PeerBroadcast(m) => m.tls_serialized_len(),
+            Self::PeerMessage(m) => m.tls_serialized_len(),
         }
+    }
+}
+
+/// A join proof longer than [`MAX_JOIN_PROOF_LEN`] is a value its type forbids.
+fn check_join_proof(proof: Option<&VLBytes>) -> Result<(), DecodeError> {
+    match proof {
+        Some(p) if p.as_slice().len() > MAX_JOIN_PROOF_LEN => Err(DecodeError::InvalidValue),
+        _ => Ok(()),
     }
 }
 
@@ -443,6 +536,15 @@ impl ControlMessage {
     /// Encode and frame, refusing messages over `max_frame_len`.
     pub fn to_frame(&self, max_frame_len: u32) -> Result<Vec<u8>, EncodeError> {
         encode_frame(&self.encode()?, max_frame_len)
+    }
+
+    /// The message type of an encoded version-1 message, read from its first four bytes without
+    /// decoding the body; `None` for a shorter input or another version.
+    pub fn peek_type(bytes: &[u8]) -> Option<MessageType> {
+        match bytes {
+            [0, 1, hi, lo, ..] => Some(MessageType(u16::from_be_bytes([*hi, *lo]))),
+            _ => None,
+        }
     }
 
     /// Decode exactly one message from `bytes` (one frame's payload). Never panics.

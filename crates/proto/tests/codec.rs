@@ -8,6 +8,23 @@ fn bytes() -> impl Strategy<Value = VLBytes> {
     proptest::collection::vec(any::<u8>(), 0..300).prop_map(VLBytes::new)
 }
 
+fn proof() -> impl Strategy<Value = Option<VLBytes>> {
+    proptest::option::of(
+        proptest::collection::vec(any::<u8>(), 0..=MAX_JOIN_PROOF_LEN).prop_map(VLBytes::new),
+    )
+}
+
+fn waiting_entry() -> impl Strategy<Value = WaitingEntry> {
+    (any::<u64>(), bytes(), bytes(), proof()).prop_map(
+        |(conn_id, display_name, key_package, join_proof)| WaitingEntry {
+            conn_id,
+            display_name,
+            key_package,
+            join_proof,
+        },
+    )
+}
+
 fn room_state() -> impl Strategy<Value = RoomState> {
     (any::<Option<u64>>(), 0u8..2, any::<u32>(), any::<u32>()).prop_map(
         |(epoch, locked, members, waiting)| RoomState {
@@ -52,21 +69,29 @@ fn body() -> impl Strategy<Value = Body> {
         })),
         bytes().prop_map(|group_info| Body::CreateGroup(CreateGroup { group_info })),
         any::<u64>().prop_map(|epoch| Body::GroupCreated(GroupCreated { epoch })),
-        bytes().prop_map(|key_package| Body::PublishKeyPackage(PublishKeyPackage { key_package })),
+        (bytes(), proof()).prop_map(|(key_package, join_proof)| Body::PublishKeyPackage(
+            PublishKeyPackage {
+                key_package,
+                join_proof
+            }
+        )),
         bytes().prop_map(
             |key_package_ref| Body::KeyPackageAccepted(KeyPackageAccepted { key_package_ref })
         ),
         Just(Body::JoinRequest),
-        proptest::collection::vec((any::<u64>(), bytes(), bytes()), 0..4).prop_map(|v| {
-            Body::WaitingRoomUpdate(WaitingRoomUpdate {
-                entries: v
-                    .into_iter()
-                    .map(|(conn_id, display_name, key_package)| WaitingEntry {
-                        conn_id,
-                        display_name,
-                        key_package,
-                    })
-                    .collect(),
+        waiting_entry().prop_map(Body::WaitingEntryAdded),
+        any::<u64>().prop_map(|conn_id| Body::WaitingEntryRemoved(WaitingEntryRemoved { conn_id })),
+        (any::<u64>(), bytes())
+            .prop_map(|(epoch, proposal)| Body::Propose(Propose { epoch, proposal })),
+        (any::<u64>(), bytes()).prop_map(|(epoch, proposal)| Body::ProposalBroadcast(
+            ProposalBroadcast { epoch, proposal }
+        )),
+        bytes().prop_map(|payload| Body::PeerBroadcast(PeerBroadcast { payload })),
+        (any::<u64>(), any::<u32>(), bytes()).prop_map(|(from_conn, from_leaf, payload)| {
+            Body::PeerMessage(PeerMessage {
+                from_conn,
+                from_leaf,
+                payload,
             })
         }),
         (
@@ -206,14 +231,76 @@ fn wire_enums_name_known_values_and_keep_unknown_ones() {
     assert_eq!(format!("{:?}", RefusedReason(999)), "RefusedReason(0x3e7)");
     assert!(!Role(3).is_known());
     assert!(Role::HOST.is_known());
-    assert_eq!(MessageType::KNOWN.len(), 25);
-    for (i, t) in MessageType::KNOWN.iter().enumerate() {
-        assert_eq!(usize::from(t.0), i + 1);
+    // Types 1..=31 except the retired 9 (the whole-room waiting update).
+    let known: Vec<u16> = MessageType::KNOWN.iter().map(|t| t.0).collect();
+    let want: Vec<u16> = (1..=31).filter(|t| *t != 9).collect();
+    assert_eq!(known, want);
+    assert!(!MessageType(9).is_known());
+    assert_eq!(
+        ControlMessage::decode(&[0, 1, 0, 9]),
+        Err(DecodeError::UnknownMessageType(9))
+    );
+    for code in [
+        RefusedReason::REMOVED_FROM_GROUP,
+        RefusedReason::TOO_MANY_CONNECTIONS,
+        RefusedReason::WAITING_ROOM_FULL,
+    ] {
+        assert!(code.is_known());
     }
+    assert_eq!(CommitRejectReason::EXTERNAL_COMMIT.0, 15);
+    assert_eq!(CommitRejectReason::POLICY.0, 16);
+    assert_eq!(ErrorCode::KEY_PACKAGE_TOO_LARGE.0, 15);
     // An unknown code inside a known message decodes (forward compatible): acting on it is
     // the receiver's decision.
     let m = ControlMessage::new(Body::Refused(Refused {
         reason: RefusedReason(0xbeef),
     }));
     assert_eq!(ControlMessage::decode(&m.encode().unwrap()).unwrap(), m);
+}
+
+// covers: CP-DEC-2, CP-JOIN-1
+#[test]
+fn a_join_proof_over_64_bytes_is_an_invalid_value() {
+    for (len, ok) in [
+        (0, true),
+        (MAX_JOIN_PROOF_LEN, true),
+        (MAX_JOIN_PROOF_LEN + 1, false),
+    ] {
+        let proof = Some(VLBytes::new(vec![7; len]));
+        for body in [
+            Body::PublishKeyPackage(PublishKeyPackage {
+                key_package: VLBytes::new(vec![1, 2, 3]),
+                join_proof: proof.clone(),
+            }),
+            Body::WaitingEntryAdded(WaitingEntry {
+                conn_id: 4,
+                display_name: VLBytes::new(b"j".to_vec()),
+                key_package: VLBytes::new(vec![1, 2, 3]),
+                join_proof: proof.clone(),
+            }),
+        ] {
+            let enc = ControlMessage::new(body).encode().unwrap();
+            let got = ControlMessage::decode(&enc);
+            if ok {
+                assert!(got.is_ok(), "{len}: {got:?}");
+            } else {
+                assert_eq!(got, Err(DecodeError::InvalidValue), "{len}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_message_type_is_read_without_decoding_the_body() {
+    let enc = ControlMessage::new(Body::PeerBroadcast(PeerBroadcast {
+        payload: VLBytes::new(vec![0; 10]),
+    }))
+    .encode()
+    .unwrap();
+    assert_eq!(
+        ControlMessage::peek_type(&enc),
+        Some(MessageType::PEER_BROADCAST)
+    );
+    assert_eq!(ControlMessage::peek_type(&enc[..3]), None);
+    assert_eq!(ControlMessage::peek_type(&[0, 2, 0, 30]), None);
 }

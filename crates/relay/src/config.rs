@@ -58,6 +58,15 @@ hello_timeout_secs = 10          # TLS connection to Hello
 handshake_timeout_secs = 10      # TCP accept to finished TLS handshake
 waiting_room_timeout_secs = 300  # joiner not added by then is refused
 max_connections = 10000          # further TCP connections are closed at once
+max_connections_per_address = 256  # per source address (IPv6: per /64), TLS handshakes included
+max_connections_per_token = 128  # per capability token in its room (Refused TOO_MANY_CONNECTIONS)
+max_frame_len_before_hello = 4096  # bytes per frame before a connection is admitted
+max_key_package_len = 16384      # bytes per KeyPackage (Error KEY_PACKAGE_TOO_LARGE)
+max_waiting_per_room = 128       # joiners in one waiting room (Refused WAITING_ROOM_FULL)
+max_waiting_per_token = 100      # joiners of one token in its waiting room
+peer_rate_burst = 40             # members' peer messages in a burst (own budget)
+peer_rate_per_second = 10        # sustained peer messages per second; excess dropped, counted
+max_peer_payload = 16384         # bytes per peer message; larger ones dropped, counted
 read_chunk = 16384               # bytes per read from a connection
 writer_queue = 256               # frames queued per connection before it counts as stuck
 shutdown_grace_secs = 5          # time to flush goodbyes on SIGTERM/SIGINT
@@ -320,6 +329,24 @@ pub struct Limits {
     pub waiting_room_timeout_secs: f64,
     /// Simultaneous connections; further ones are closed at once.
     pub max_connections: usize,
+    /// Simultaneous connections from one source address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// Simultaneous admitted connections of one capability token in its room.
+    pub max_connections_per_token: usize,
+    /// Largest control frame before a connection is admitted, in bytes.
+    pub max_frame_len_before_hello: u32,
+    /// Largest KeyPackage stored, in bytes.
+    pub max_key_package_len: usize,
+    /// Most joiners in one room's waiting room.
+    pub max_waiting_per_room: usize,
+    /// Most joiners of one token in its room's waiting room.
+    pub max_waiting_per_token: usize,
+    /// Members' peer messages a member may send in a burst.
+    pub peer_rate_burst: u32,
+    /// Sustained peer messages per second per member.
+    pub peer_rate_per_second: u32,
+    /// Largest peer-message payload, in bytes.
+    pub max_peer_payload: usize,
     /// Bytes per read from a connection.
     pub read_chunk: usize,
     /// Frames queued per connection before the connection counts as stuck and is closed.
@@ -341,6 +368,15 @@ impl Default for Limits {
             handshake_timeout_secs: 10.0,
             waiting_room_timeout_secs: 300.0,
             max_connections: 10_000,
+            max_connections_per_address: 256,
+            max_connections_per_token: 128,
+            max_frame_len_before_hello: crate::ds::DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO,
+            max_key_package_len: crate::ds::DEFAULT_MAX_KEY_PACKAGE_LEN,
+            max_waiting_per_room: 128,
+            max_waiting_per_token: 100,
+            peer_rate_burst: 40,
+            peer_rate_per_second: 10,
+            max_peer_payload: crate::ds::DEFAULT_MAX_PEER_PAYLOAD,
             read_chunk: 16 * 1024,
             writer_queue: 256,
             shutdown_grace_secs: 5.0,
@@ -381,6 +417,9 @@ fn secs(field: &'static str, v: f64, allow_zero: bool) -> Result<Duration, Confi
     })
 }
 
+/// Bytes a relay message needs around one KeyPackage or peer payload (headers, ids, name).
+const FRAME_SLACK: usize = 2048;
+
 fn nonzero<T: PartialEq + Default>(field: &'static str, v: T) -> Result<T, ConfigError> {
     if v == T::default() {
         return Err(ConfigError::Limit {
@@ -401,6 +440,31 @@ impl Limits {
                 problem: "must be at least 4096",
             });
         }
+        // A Hello (room id, token, display name) fits in well under 1 KiB.
+        if self.max_frame_len_before_hello < 1024
+            || self.max_frame_len_before_hello > self.max_frame_len
+        {
+            return Err(ConfigError::Limit {
+                field: "max_frame_len_before_hello",
+                problem: "must be between 1024 and max_frame_len",
+            });
+        }
+        // What the relay sends with one KeyPackage or peer message must fit in one frame.
+        let room_in_frame = |len: usize| {
+            usize::try_from(self.max_frame_len).is_ok_and(|f| len.saturating_add(FRAME_SLACK) <= f)
+        };
+        if self.max_key_package_len < 1024 || !room_in_frame(self.max_key_package_len) {
+            return Err(ConfigError::Limit {
+                field: "max_key_package_len",
+                problem: "must be at least 1024 and 2048 bytes below max_frame_len",
+            });
+        }
+        if self.max_peer_payload == 0 || !room_in_frame(self.max_peer_payload) {
+            return Err(ConfigError::Limit {
+                field: "max_peer_payload",
+                problem: "must be greater than 0 and 2048 bytes below max_frame_len",
+            });
+        }
         let idle = secs("idle_timeout_secs", self.idle_timeout_secs, true)?;
         let ds = ValidatedLimits {
             max_frame_len: self.max_frame_len,
@@ -414,10 +478,25 @@ impl Limits {
                 self.waiting_room_timeout_secs,
                 false,
             )?,
+            max_frame_len_before_hello: self.max_frame_len_before_hello,
+            max_key_package_len: self.max_key_package_len,
+            max_connections_per_token: nonzero(
+                "max_connections_per_token",
+                self.max_connections_per_token,
+            )?,
+            max_waiting_per_room: nonzero("max_waiting_per_room", self.max_waiting_per_room)?,
+            max_waiting_per_token: nonzero("max_waiting_per_token", self.max_waiting_per_token)?,
+            peer_rate_burst: nonzero("peer_rate_burst", self.peer_rate_burst)?,
+            peer_rate_per_second: nonzero("peer_rate_per_second", self.peer_rate_per_second)?,
+            max_peer_payload: self.max_peer_payload,
         };
         let shell = ShellLimits {
             handshake_timeout: secs("handshake_timeout_secs", self.handshake_timeout_secs, false)?,
             max_connections: nonzero("max_connections", self.max_connections)?,
+            max_connections_per_address: nonzero(
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            )?,
             read_chunk: nonzero("read_chunk", self.read_chunk)?,
             writer_queue: nonzero("writer_queue", self.writer_queue)?,
             shutdown_grace: secs("shutdown_grace_secs", self.shutdown_grace_secs, true)?,
@@ -444,6 +523,22 @@ pub struct ValidatedLimits {
     pub hello_timeout: Duration,
     /// See [`Limits::waiting_room_timeout_secs`].
     pub waiting_room_timeout: Duration,
+    /// See [`Limits::max_frame_len_before_hello`].
+    pub max_frame_len_before_hello: u32,
+    /// See [`Limits::max_key_package_len`].
+    pub max_key_package_len: usize,
+    /// See [`Limits::max_connections_per_token`].
+    pub max_connections_per_token: usize,
+    /// See [`Limits::max_waiting_per_room`].
+    pub max_waiting_per_room: usize,
+    /// See [`Limits::max_waiting_per_token`].
+    pub max_waiting_per_token: usize,
+    /// See [`Limits::peer_rate_burst`].
+    pub peer_rate_burst: u32,
+    /// See [`Limits::peer_rate_per_second`].
+    pub peer_rate_per_second: u32,
+    /// See [`Limits::max_peer_payload`].
+    pub max_peer_payload: usize,
 }
 
 impl ValidatedLimits {
@@ -456,6 +551,14 @@ impl ValidatedLimits {
         ds.idle_timeout = self.idle_timeout;
         ds.hello_timeout = self.hello_timeout;
         ds.waiting_room_timeout = self.waiting_room_timeout;
+        ds.max_frame_len_before_hello = self.max_frame_len_before_hello;
+        ds.max_key_package_len = self.max_key_package_len;
+        ds.max_connections_per_token = self.max_connections_per_token;
+        ds.max_waiting_per_room = self.max_waiting_per_room;
+        ds.max_waiting_per_token = self.max_waiting_per_token;
+        ds.peer_rate_burst = self.peer_rate_burst;
+        ds.peer_rate_per_second = self.peer_rate_per_second;
+        ds.max_peer_payload = self.max_peer_payload;
     }
 }
 
@@ -570,7 +673,7 @@ mod tests {
         None
     }
 
-    // covers: OPS-CFG-1
+    // covers: OPS-CFG-1, OPS-CFG-2
     #[test]
     fn example_config_parses_and_resolves_with_env_secret() {
         let mut cfg = RelayConfig::from_toml(EXAMPLE_CONFIG).unwrap();
@@ -589,6 +692,44 @@ mod tests {
         assert!(r.dev_cert.is_some());
         assert_eq!(r.server.ds.idle_timeout, Some(Duration::from_secs(60)));
         assert_eq!(r.server.limits.writer_queue, 256);
+        // The example states the defaults of every cap.
+        let d = crate::ds::DsConfig::new(
+            crate::token::TokenSecret::from_hex(SECRET_HEX).unwrap(),
+            generate_relay_identities().unwrap(),
+        );
+        let ds = &r.server.ds;
+        assert_eq!(
+            (
+                ds.max_frame_len_before_hello,
+                ds.max_key_package_len,
+                ds.max_connections_per_token,
+                ds.max_waiting_per_room,
+                ds.max_waiting_per_token,
+            ),
+            (
+                d.max_frame_len_before_hello,
+                d.max_key_package_len,
+                d.max_connections_per_token,
+                d.max_waiting_per_room,
+                d.max_waiting_per_token,
+            )
+        );
+        assert_eq!(
+            (
+                ds.peer_rate_burst,
+                ds.peer_rate_per_second,
+                ds.max_peer_payload
+            ),
+            (
+                d.peer_rate_burst,
+                d.peer_rate_per_second,
+                d.max_peer_payload
+            )
+        );
+        assert_eq!(
+            r.server.limits.max_connections_per_address,
+            ShellLimits::default().max_connections_per_address
+        );
         assert_eq!(r.media, MediaNetwork::default());
     }
 
@@ -626,7 +767,7 @@ mod tests {
         ));
     }
 
-    // covers: OPS-CFG-1
+    // covers: OPS-CFG-1, OPS-CFG-2
     #[test]
     fn every_misconfiguration_is_a_named_error() {
         let base = "listen = \"127.0.0.1:0\"\n";
@@ -681,6 +822,28 @@ mod tests {
             Err(ConfigError::Tls(TlsError::Read { .. }))
         ));
         for (limit, field) in [
+            (
+                "max_connections_per_address = 0",
+                "max_connections_per_address",
+            ),
+            ("max_connections_per_token = 0", "max_connections_per_token"),
+            (
+                "max_frame_len_before_hello = 100",
+                "max_frame_len_before_hello",
+            ),
+            (
+                "max_frame_len = 8192\nmax_frame_len_before_hello = 8193",
+                "max_frame_len_before_hello",
+            ),
+            (
+                "max_frame_len = 8192\nmax_key_package_len = 8000",
+                "max_key_package_len",
+            ),
+            ("max_peer_payload = 0", "max_peer_payload"),
+            ("max_waiting_per_room = 0", "max_waiting_per_room"),
+            ("max_waiting_per_token = 0", "max_waiting_per_token"),
+            ("peer_rate_burst = 0", "peer_rate_burst"),
+            ("peer_rate_per_second = 0", "peer_rate_per_second"),
             ("rate_burst = 0", "rate_burst"),
             ("idle_timeout_secs = -1.0", "idle_timeout_secs"),
             ("hello_timeout_secs = 0.0", "hello_timeout_secs"),

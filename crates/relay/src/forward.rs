@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::ds::{ConnId, RoomId};
 use crate::metrics::MetricsSource;
@@ -63,9 +63,21 @@ struct Shared {
 
 /// A handle on the running forwarder: its counters. It is also the [`MetricsSource`] that
 /// exports them (see [`start_with_media`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ForwarderHandle {
     shared: Arc<Mutex<Shared>>,
+    /// Connections with media (a PeerConnection at the forwarder), once each join or removal
+    /// has completed.
+    participants: Arc<watch::Sender<usize>>,
+}
+
+impl Default for ForwarderHandle {
+    fn default() -> Self {
+        Self {
+            shared: Arc::default(),
+            participants: Arc::new(watch::Sender::new(0)),
+        }
+    }
 }
 
 fn add(t: &mut CountersSnapshot, c: &CountersSnapshot) {
@@ -91,6 +103,12 @@ impl ForwarderHandle {
     pub fn rooms(&self) -> usize {
         self.lock().live.len()
     }
+
+    /// Connections with media now; the receiver sees each change once the forwarder has
+    /// finished the join or removal (e.g. a removed member's legs are gone).
+    pub fn participants(&self) -> watch::Receiver<usize> {
+        self.participants.subscribe()
+    }
 }
 
 fn counter(v: u64) -> Counter {
@@ -100,10 +118,17 @@ fn counter(v: u64) -> Counter {
 }
 
 /// Registers the forwarder's metrics (names get the registry's `blindcall_relay` prefix).
-fn register_counters(r: &mut Registry, c: &CountersSnapshot, rooms: usize) {
+fn register_counters(r: &mut Registry, c: &CountersSnapshot, rooms: usize, participants: usize) {
     let g: Gauge = Gauge::default();
     g.set(i64::try_from(rooms).unwrap_or(i64::MAX));
     r.register("media_rooms", "Rooms with a running media forwarder", g);
+    let p: Gauge = Gauge::default();
+    p.set(i64::try_from(participants).unwrap_or(i64::MAX));
+    r.register(
+        "media_participants",
+        "Connections with a PeerConnection at the media forwarder",
+        p,
+    );
     r.register(
         "media_packets_in",
         "RTP packets received from publishers (after SRTP removal)",
@@ -154,7 +179,12 @@ fn register_counters(r: &mut Registry, c: &CountersSnapshot, rooms: usize) {
 
 impl MetricsSource for ForwarderHandle {
     fn register(&self, registry: &mut Registry) {
-        register_counters(registry, &self.counters(), self.rooms());
+        register_counters(
+            registry,
+            &self.counters(),
+            self.rooms(),
+            *self.participants.borrow(),
+        );
     }
 }
 
@@ -258,6 +288,7 @@ impl Forwarder {
             Ok(offer) => {
                 *self.members.entry(room.clone()).or_default() += 1;
                 self.conn_room.insert(conn, room);
+                self.handle.participants.send_replace(self.conn_room.len());
                 let _ = self
                     .cmds
                     .send(command(conn.0, MediaSignalPayload::Offer(offer.sdp)))
@@ -308,6 +339,8 @@ impl Forwarder {
         }
     }
 
+    /// A connection ended (a departure, or a member removed by a commit: the driver reports
+    /// it in the step that sequenced the commit). Its legs to and from everyone go first.
     async fn closed(&mut self, conn: ConnId) {
         let Some(room) = self.conn_room.remove(&conn) else {
             return;
@@ -315,6 +348,7 @@ impl Forwarder {
         if let Some(sfu) = self.sfu(&room) {
             let _ = sfu.remove_participant(ParticipantId(conn.0)).await;
         }
+        self.handle.participants.send_replace(self.conn_room.len());
         if let Some(n) = self.members.get_mut(&room) {
             *n = n.saturating_sub(1);
         }
@@ -411,6 +445,7 @@ mod tests {
         .unwrap();
         for line in [
             "blindcall_relay_media_rooms 0",
+            "blindcall_relay_media_participants 0",
             "blindcall_relay_media_packets_in_total 10",
             "blindcall_relay_media_bytes_in_total 1000",
             "blindcall_relay_media_packets_out_total 15",

@@ -51,6 +51,9 @@ pub struct ShellMetrics {
     pub accept_errors: Counter,
     /// Connections closed at once because `max_connections` were open.
     pub connections_over_limit: Counter,
+    /// Connections closed at once because their source address held
+    /// `max_connections_per_address` already.
+    pub connections_over_address_limit: Counter,
     /// Connections closed because their writer queue overflowed (peer not reading).
     pub writer_overflows: Counter,
     /// Forwarder events dropped because the forwarder's queue was full.
@@ -73,6 +76,7 @@ impl ShellMetrics {
             tls_handshake_timeouts: Counter::default(),
             accept_errors: Counter::default(),
             connections_over_limit: Counter::default(),
+            connections_over_address_limit: Counter::default(),
             writer_overflows: Counter::default(),
             forwarder_events_dropped: Counter::default(),
             media_signals_unrouted: Counter::default(),
@@ -219,6 +223,35 @@ pub fn render(
         counter(c.media_signals_out),
     );
     r.register(
+        "member_proposals",
+        "Members' own proposals (leaves) queued and sent to the other members",
+        counter(c.member_proposals),
+    );
+    r.register(
+        "members_removed",
+        "Connected members removed by a sequenced commit (their connections closed)",
+        counter(c.members_removed),
+    );
+    r.register(
+        "peer_messages",
+        "Members' peer messages fanned out to the other members",
+        counter(c.peer_messages),
+    );
+    let peer_dropped = Family::<Labels, Counter>::default();
+    for (reason, n) in [
+        ("rate_limited", c.peer_messages_rate_limited),
+        ("too_large", c.peer_messages_too_large),
+    ] {
+        peer_dropped
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(n);
+    }
+    r.register(
+        "peer_messages_dropped",
+        "Members' peer messages dropped (over the member's budget, or too large), by reason",
+        peer_dropped,
+    );
+    r.register(
         "control_bytes_in",
         "Control-channel bytes read (after TLS)",
         shell.bytes_in.clone(),
@@ -247,6 +280,11 @@ pub fn render(
         "connections_over_limit",
         "Connections closed at once because the connection limit was reached",
         shell.connections_over_limit.clone(),
+    );
+    r.register(
+        "connections_over_address_limit",
+        "Connections closed at once because their source address held its share already",
+        shell.connections_over_address_limit.clone(),
     );
     r.register(
         "writer_overflows",
@@ -454,6 +492,7 @@ mod tests {
         let labelled = text
             .lines()
             .filter(|l| l.contains("{reason=") || l.contains("{code="))
+            .filter(|l| !l.starts_with("blindcall_relay_peer_messages_dropped"))
             .count();
         assert_eq!(
             labelled,

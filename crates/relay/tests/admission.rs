@@ -146,6 +146,7 @@ fn locked_room_refuses_new_guests_but_not_hosts() {
         guest.conn,
         Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(guest.key_package()),
+            join_proof: None,
         }),
     );
     net.take(guest.conn);

@@ -7,10 +7,7 @@ mod common;
 use blindcall_proto::*;
 use blindcall_relay::*;
 use common::*;
-use openmls::prelude::{
-    Extensions, LeafNodeIndex, LeafNodeParameters, MlsGroup, MlsMessageBodyIn, MlsMessageIn,
-    OpenMlsProvider, RatchetTreeIn,
-};
+use openmls::prelude::{Extensions, MlsMessageBodyIn, MlsMessageIn, RatchetTreeIn};
 use tls_codec::Deserialize as _;
 
 const ROOM: &[u8] = b"room-1";
@@ -58,17 +55,17 @@ fn joiner_waits_until_a_member_commits_its_add_then_gets_the_welcome() {
     let mut g = waiting_guest(&mut net, ROOM, 2, "guest");
     // The member sees the joiner with its name and KeyPackage; the joiner has no group yet.
     let bodies = host.pump(&mut net);
-    let Some(Body::WaitingRoomUpdate(u)) = bodies.last() else {
+    let [Body::WaitingEntryAdded(entry)] = bodies.as_slice() else {
         panic!("{bodies:?}")
     };
-    assert_eq!(u.entries.len(), 1);
-    assert_eq!(u.entries[0].conn_id, g.conn.0);
-    assert_eq!(u.entries[0].display_name.as_slice(), b"guest");
+    assert_eq!(entry.conn_id, g.conn.0);
+    assert_eq!(entry.display_name.as_slice(), b"guest");
+    assert_eq!(entry.join_proof, None);
     assert!(g.pump(&mut net).is_empty(), "nothing until a member acts");
     assert_eq!(net.ds.counters().welcomes_routed, 0);
 
-    let kp = u.entries[0].key_package.as_slice().to_vec();
-    let commit = host.add(&[kp]);
+    let kp = entry.key_package.as_slice().to_vec();
+    let commit = host.add(std::slice::from_ref(&kp));
     net.send(host.conn, Body::Commit(commit));
     assert_eq!(
         net.take(host.conn).first(),
@@ -84,7 +81,7 @@ fn joiner_waits_until_a_member_commits_its_add_then_gets_the_welcome() {
     // The KeyPackage was single-use: the same Add again is refused.
     let _again = waiting_guest(&mut net, ROOM, 3, "g3");
     host.pump(&mut net);
-    let stale_kp = u.entries[0].key_package.as_slice().to_vec();
+    let stale_kp = kp.clone();
     let kp_err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host.add(&[stale_kp])));
     // openmls itself refuses to add a member already in the group; either way no second Welcome.
     if let Ok(commit) = kp_err {
@@ -110,6 +107,7 @@ fn key_package_and_waiting_room_rules() {
         g.conn,
         Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(vec![0, 1, 0, 5, 1, 2, 3]),
+            join_proof: None,
         }),
     );
     assert!(matches!(net.last(g.conn), Body::Error(e) if e.code == ErrorCode::INVALID_KEY_PACKAGE));
@@ -117,6 +115,7 @@ fn key_package_and_waiting_room_rules() {
         g.conn,
         Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(host.group_info()),
+            join_proof: None,
         }),
     );
     assert!(matches!(net.last(g.conn), Body::Error(e) if e.code == ErrorCode::INVALID_KEY_PACKAGE));
@@ -126,6 +125,7 @@ fn key_package_and_waiting_room_rules() {
         g.conn,
         Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(kp.clone()),
+            join_proof: None,
         }),
     );
     assert!(matches!(net.last(g.conn), Body::KeyPackageAccepted(_)));
@@ -134,6 +134,7 @@ fn key_package_and_waiting_room_rules() {
         other.conn,
         Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(kp),
+            join_proof: None,
         }),
     );
     assert!(
@@ -365,68 +366,35 @@ fn disconnect_yields_external_remove_proposal_that_a_member_commits() {
     );
 }
 
-// covers: DS-RM-4
+// covers: DS-RM-4, DS-POL-1
 #[test]
 fn a_guest_may_not_remove_an_active_member_by_value() {
     let mut net = Net::new();
     let (mut a, mut b, _c) = three_members(&mut net);
-    let (provider, signer) = (&b.provider, &b.signer);
-    let (commit, _, gi) = b
-        .group
-        .as_mut()
-        .unwrap()
-        .remove_members(provider, signer, &[LeafNodeIndex::new(0)])
-        .unwrap();
-    let epoch = 1;
-    net.send(
-        b.conn,
-        Body::Commit(Commit {
-            epoch,
-            commit: VLBytes::new(out_bytes(commit)),
-            welcome: None,
-            group_info: gi.map(|g| VLBytes::new(out_bytes(g))),
-        }),
-    );
-    assert_eq!(
-        rejected(&net.last(b.conn)).0,
-        CommitRejectReason::UNAUTHORIZED_REMOVE
-    );
+    let commit = b.remove(&[0]);
+    net.send(b.conn, Body::Commit(commit));
+    assert_eq!(rejected(&net.last(b.conn)).0, CommitRejectReason::POLICY);
     b.clear_pending();
     // The host may.
-    let (provider, signer) = (&a.provider, &a.signer);
-    let (commit, _, gi) = a
-        .group
-        .as_mut()
-        .unwrap()
-        .remove_members(provider, signer, &[LeafNodeIndex::new(1)])
-        .unwrap();
-    net.send(
-        a.conn,
-        Body::Commit(Commit {
-            epoch,
-            commit: VLBytes::new(out_bytes(commit)),
-            welcome: None,
-            group_info: gi.map(|g| VLBytes::new(out_bytes(g))),
-        }),
-    );
+    let commit = a.remove(&[1]);
+    net.send(a.conn, Body::Commit(commit));
     accepted(&mut net, a.conn);
-    // The removed member still hears the commit, then is no longer a member at the DS.
+    // The removed member still hears the commit, then is told and cut off.
     assert!(matches!(
         net.take(b.conn).as_slice(),
-        [Body::CommitBroadcast(_)]
+        [Body::CommitBroadcast(_), Body::Refused(r)] if r.reason == RefusedReason::REMOVED_FROM_GROUP
     ));
-    assert!(
-        net.events
-            .iter()
-            .any(|e| matches!(e, Event::MemberRemoved { conn, leaf: 1, .. } if *conn == b.conn))
-    );
-    // B is no longer a member at the DS; its stale commit is refused.
-    let stale = b.self_update();
-    net.send(b.conn, Body::Commit(stale));
     assert_eq!(
-        rejected(&net.last(b.conn)).0,
-        CommitRejectReason::EPOCH_TAKEN
+        net.closed.get(&b.conn),
+        Some(&CloseReason::Refused(RefusedReason::REMOVED_FROM_GROUP))
     );
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        Event::MemberRemoved { conn, leaf: 1, banned: true, .. } if *conn == b.conn
+    )));
+    assert_eq!(net.ds.counters().members_removed, 1);
+    // The relay proposes nothing for a leaf the commit already removed.
+    assert_eq!(net.ds.counters().remove_proposals, 0);
 }
 
 // covers: DS-CRASH-1, DS-SEQ-4
@@ -465,23 +433,13 @@ fn a_client_crashing_mid_commit_never_sticks_the_epoch() {
     assert_eq!(a.group.as_ref().unwrap().members().count(), 1);
 }
 
-// covers: DS-GI-1, DS-GI-2, DS-EXT-2
+// covers: DS-GI-1, DS-GI-2
 #[test]
-fn group_info_serves_rejoins_by_external_commit() {
+fn group_info_is_served_to_members_only() {
     let mut net = Net::new();
-    let (mut a, b, _c) = three_members(&mut net);
-    // A guest that was never a member may not fetch the GroupInfo.
-    let stranger = Client::connect(&mut net, ROOM, Role::GUEST, 50, "s");
-    net.send(stranger.conn, Body::GroupInfoRequest);
-    assert!(
-        matches!(net.last(stranger.conn), Body::Error(e) if e.code == ErrorCode::UNEXPECTED_MESSAGE)
-    );
-    // B crashes and reconnects with the same token.
-    net.close(b.conn);
-    a.pump(&mut net);
-    let mut b2 = Client::connect(&mut net, ROOM, Role::GUEST, 2, "b");
-    net.send(b2.conn, Body::GroupInfoRequest);
-    let Body::GroupInfoResponse(r) = net.last(b2.conn) else {
+    let (a, b, _c) = three_members(&mut net);
+    net.send(a.conn, Body::GroupInfoRequest);
+    let Body::GroupInfoResponse(r) = net.last(a.conn) else {
         panic!()
     };
     assert_eq!(r.epoch, 1);
@@ -492,84 +450,18 @@ fn group_info_serves_rejoins_by_external_commit() {
     else {
         panic!()
     };
-    let tree = RatchetTreeIn::tls_deserialize_exact(r.ratchet_tree.as_slice()).unwrap();
-    let tree_again = tree.clone();
-    let MlsMessageBodyIn::GroupInfo(vgi_again) =
-        MlsMessageIn::tls_deserialize_exact(r.group_info.as_slice())
-            .unwrap()
-            .extract()
-    else {
-        panic!()
-    };
-    let (group, bundle) = MlsGroup::external_commit_builder()
-        .with_ratchet_tree(tree)
-        .with_config(join_config())
-        .build_group(&b2.provider, vgi, b2.cwk.clone())
-        .unwrap()
-        .leaf_node_parameters(LeafNodeParameters::builder().build())
-        .load_psks(b2.provider.storage())
-        .unwrap()
-        .build(b2.provider.rand(), b2.provider.crypto(), &b2.signer, |_| {
-            true
-        })
-        .unwrap()
-        .finalize(&b2.provider)
-        .unwrap();
-    let gi = bundle.group_info().cloned();
-    let commit = bundle.into_commit();
-    // A guest that was never a member may not join by external commit, even with a GroupInfo
-    // it got elsewhere.
-    let (_sg, s_bundle) = MlsGroup::external_commit_builder()
-        .with_ratchet_tree(tree_again)
-        .with_config(join_config())
-        .build_group(&stranger.provider, vgi_again, stranger.cwk.clone())
-        .unwrap()
-        .leaf_node_parameters(LeafNodeParameters::builder().build())
-        .load_psks(stranger.provider.storage())
-        .unwrap()
-        .build(
-            stranger.provider.rand(),
-            stranger.provider.crypto(),
-            &stranger.signer,
-            |_| true,
-        )
-        .unwrap()
-        .finalize(&stranger.provider)
-        .unwrap();
-    let s_gi = s_bundle.group_info().cloned();
-    net.send(
-        stranger.conn,
-        Body::Commit(Commit {
-            epoch: 1,
-            commit: VLBytes::new(out_bytes(s_bundle.into_commit())),
-            welcome: None,
-            group_info: s_gi.map(|g| VLBytes::new(out_bytes(g))),
-        }),
-    );
-    assert_eq!(
-        rejected(&net.last(stranger.conn)).0,
-        CommitRejectReason::SENDER_MISMATCH
-    );
-    net.send(
-        b2.conn,
-        Body::Commit(Commit {
-            epoch: 1,
-            commit: VLBytes::new(out_bytes(commit)),
-            welcome: None,
-            group_info: gi.map(|g| VLBytes::new(out_bytes(g))),
-        }),
-    );
-    assert_eq!(accepted(&mut net, b2.conn), 2);
-    b2.group = Some(group);
-    b2.merge_pending();
-    a.pump(&mut net);
-    assert_eq!(a.authenticator(), b2.authenticator());
-    // The rejoined member commits the relay's pending Remove of its old leaf.
-    a.pump(&mut net);
-    b2.pump(&mut net);
-    let commit = b2.commit_pending();
-    net.send(b2.conn, Body::Commit(commit));
-    accepted(&mut net, b2.conn);
+    assert_eq!(vgi.group_context().epoch().as_u64(), 1);
+    RatchetTreeIn::tls_deserialize_exact(r.ratchet_tree.as_slice()).unwrap();
+    // Neither a stranger, nor a former member back with its token, nor a host that is not a
+    // member gets it: with no external commits it is of no use outside the group.
+    let stranger = Client::connect(&mut net, ROOM, Role::GUEST, 50, "s");
+    net.close(b.conn);
+    let back = Client::connect(&mut net, ROOM, Role::GUEST, 2, "b");
+    let host2 = Client::connect(&mut net, ROOM, Role::HOST, 51, "h2");
+    for c in [stranger.conn, back.conn, host2.conn] {
+        net.send(c, Body::GroupInfoRequest);
+        assert!(matches!(net.last(c), Body::Error(e) if e.code == ErrorCode::UNEXPECTED_MESSAGE));
+    }
 }
 
 // covers: DS-BOOT-2
@@ -653,4 +545,72 @@ fn room_state_lives_while_a_connection_is_admitted() {
     let _h = room_with_host(&mut net, ROOM, 1);
     assert_eq!(net.ds.room_epoch(ROOM), Some(0));
     let _ = other;
+}
+
+fn publish_and_join(net: &mut Net, c: &Client, proof: Option<Vec<u8>>) {
+    net.send(
+        c.conn,
+        Body::PublishKeyPackage(PublishKeyPackage {
+            key_package: VLBytes::new(c.key_package()),
+            join_proof: proof.map(VLBytes::new),
+        }),
+    );
+    net.send(c.conn, Body::JoinRequest);
+    net.take(c.conn);
+}
+
+// covers: CP-WAIT-1, CP-JOIN-1, DS-WAIT-1, DS-WAIT-4, DS-WAIT-5
+#[test]
+fn the_waiting_room_reaches_members_one_entry_at_a_time() {
+    let mut net = Net::new();
+    let mut host = room_with_host(&mut net, ROOM, 1);
+    let g1 = Client::connect(&mut net, ROOM, Role::GUEST, 2, "g1");
+    publish_and_join(&mut net, &g1, Some(vec![0xAA; 32]));
+    let bodies = host.pump(&mut net);
+    let [Body::WaitingEntryAdded(e1)] = bodies.as_slice() else {
+        panic!("{bodies:?}")
+    };
+    assert_eq!(e1.conn_id, g1.conn.0);
+    assert_eq!(
+        e1.join_proof.as_ref().map(VLBytes::as_slice),
+        Some(&[0xAA; 32][..])
+    );
+    let mut g2 = Client::connect(&mut net, ROOM, Role::GUEST, 3, "g2");
+    publish_and_join(&mut net, &g2, None);
+    let g3 = Client::connect(&mut net, ROOM, Role::GUEST, 4, "g3");
+    publish_and_join(&mut net, &g3, None);
+    // Each new joiner is one message; nobody gets the whole room again.
+    let bodies = host.pump(&mut net);
+    assert!(
+        matches!(bodies.as_slice(), [Body::WaitingEntryAdded(a), Body::WaitingEntryAdded(b)]
+            if a.conn_id == g2.conn.0 && b.conn_id == g3.conn.0),
+        "{bodies:?}"
+    );
+    // A joiner that leaves is one removal.
+    net.close(g1.conn);
+    assert_eq!(
+        host.pump(&mut net),
+        vec![Body::WaitingEntryRemoved(WaitingEntryRemoved {
+            conn_id: g1.conn.0
+        })]
+    );
+    // The host adds g2 only: the host drops g2's entry, and g2, now a member, gets the entry
+    // still waiting (g3) right after its Welcome.
+    let entries = waiting_kps(&bodies);
+    let commit = host.add(&[entries[0].1.clone()]);
+    net.send(host.conn, Body::Commit(commit));
+    let host_in = net.take(host.conn);
+    host.merge_pending();
+    let g2_in = g2.pump(&mut net);
+    assert!(
+        matches!(g2_in.as_slice(), [Body::Welcome(_), Body::WaitingEntryAdded(e)] if e.conn_id == g3.conn.0),
+        "{g2_in:?}"
+    );
+    assert_eq!(
+        host_in,
+        vec![
+            Body::CommitAccepted(CommitAccepted { epoch: 1 }),
+            Body::WaitingEntryRemoved(WaitingEntryRemoved { conn_id: g2.conn.0 })
+        ]
+    );
 }

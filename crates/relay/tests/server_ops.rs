@@ -107,8 +107,28 @@ async fn metrics_endpoint_speaks_minimal_http_body() {
         "# TYPE blindcall_relay_commits_rejected counter",
         "# TYPE blindcall_relay_commit_sequencing_seconds histogram",
         "# TYPE blindcall_relay_writer_overflows counter",
+        "# TYPE blindcall_relay_connections_over_address_limit counter",
+        "# TYPE blindcall_relay_member_proposals counter",
+        "# TYPE blindcall_relay_members_removed counter",
+        "# TYPE blindcall_relay_peer_messages counter",
+        "# TYPE blindcall_relay_peer_messages_dropped counter",
     ] {
         assert!(m.contains(family), "missing {family}");
+    }
+    for sample in [
+        "blindcall_relay_peer_messages_dropped_total{reason=\"rate_limited\"}",
+        "blindcall_relay_peer_messages_dropped_total{reason=\"too_large\"}",
+        "blindcall_relay_refused_total{reason=\"REMOVED_FROM_GROUP\"}",
+        "blindcall_relay_refused_total{reason=\"TOO_MANY_CONNECTIONS\"}",
+        "blindcall_relay_refused_total{reason=\"WAITING_ROOM_FULL\"}",
+        "blindcall_relay_commits_rejected_total{reason=\"EXTERNAL_COMMIT\"}",
+        "blindcall_relay_commits_rejected_total{reason=\"POLICY\"}",
+        "blindcall_relay_protocol_errors_total{code=\"KEY_PACKAGE_TOO_LARGE\"}",
+    ] {
+        assert!(
+            m.lines().any(|l| l == format!("{sample} 0")),
+            "missing {sample} 0"
+        );
     }
     assert!(m.trim_end().ends_with("# EOF"));
     assert!(
@@ -296,6 +316,45 @@ async fn connections_over_the_limit_are_closed_at_once_body() {
     let _ = first.closed("first closed").await;
     let (mut third, _) = relay.admitted(b"room-lim", Role::GUEST, 3, "third").await;
     assert!(third.sync().await.is_empty());
+    relay.handle.shutdown();
+    within("relay stop", relay.handle.wait()).await.unwrap();
+}
+
+// covers: OPS-CONN-2
+#[test]
+fn one_address_holds_at_most_its_share_of_connections() {
+    run(one_address_holds_at_most_its_share_of_connections_body());
+}
+
+async fn one_address_holds_at_most_its_share_of_connections_body() {
+    // The default leaves room for the largest loopback demo (64 participants on 127.0.0.1)
+    // while no single address can take every slot.
+    let d = blindcall_relay::ShellLimits::default();
+    assert!(d.max_connections_per_address >= 64);
+    assert!(d.max_connections_per_address < d.max_connections);
+    let relay = start_relay(|s| s.limits.max_connections_per_address = 2).await;
+    let (mut a, _) = relay.admitted(b"room-addr", Role::GUEST, 1, "a").await;
+    let (_b, _) = relay.admitted(b"room-addr", Role::GUEST, 2, "b").await;
+    // A third connection from 127.0.0.1 is closed before any TLS.
+    let mut third = TcpStream::connect(relay.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let n = within("over-address-limit close", third.read_to_end(&mut buf)).await;
+    assert!(n.is_err() || buf.is_empty(), "no TLS for the third");
+    assert!(a.sync().await.is_empty(), "the others are unaffected");
+    let m = relay.scrape().await;
+    assert_eq!(
+        metric(&m, "blindcall_relay_connections_over_address_limit_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "blindcall_relay_connections_over_limit_total"),
+        0.0
+    );
+    // Once one leaves, the address gets its slot back.
+    a.shutdown_write().await;
+    let _ = a.closed("a closed").await;
+    let (mut c, _) = relay.admitted(b"room-addr", Role::GUEST, 3, "c").await;
+    assert!(c.sync().await.is_empty());
     relay.handle.shutdown();
     within("relay stop", relay.handle.wait()).await.unwrap();
 }

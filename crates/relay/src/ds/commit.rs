@@ -1,13 +1,20 @@
-//! Commit sequencing: validate, decide, merge, broadcast, route Welcomes, re-propose removals.
+//! Commit sequencing: validate, decide, merge, broadcast, route Welcomes, cut removed members
+//! off, re-propose removals.
+//!
+//! Order of what a sequenced commit produces: `CommitAccepted` to the committer,
+//! `CommitBroadcast` to every other member (removed ones included, so their clients learn they
+//! are out), Welcomes, then each removed member's `Refused(REMOVED_FROM_GROUP)` and `Close`
+//! (the shell then drops its media at once), then waiting-room updates and the relay's
+//! proposals for the new epoch.
 
 use blindcall_proto::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected,
-    RelayProposal, Role, VLBytes, WelcomeMessage,
+    RefusedReason, RelayProposal, VLBytes, WelcomeMessage,
 };
 use tls_codec::Serialize as _;
 
-use super::mls::{CommitPolicy, Joiner, Rejection};
 use super::state::{Conn, Seat};
+use super::validate::{CommitContext, Joiner, Rejection, RemovedBy};
 use super::{ConnId, Ds, DsCounters, DsFault, Event, RoomId};
 
 impl Ds {
@@ -16,7 +23,7 @@ impl Ds {
             return;
         };
         let room_id = adm.room.clone();
-        let (role, token_id, seat) = (adm.role, adm.token_id, adm.seat);
+        let seat = adm.seat;
         let Some(room) = self.rooms.get(&room_id) else {
             return;
         };
@@ -43,16 +50,12 @@ impl Ds {
                 ))
             })
             .collect();
-        let policy = CommitPolicy {
+        let ctx = CommitContext {
             committer_leaf: match seat {
                 Seat::Member { leaf } => Some(leaf),
                 _ => None,
             },
-            committer_is_host: role == Role::HOST,
-            may_join_externally: seat == Seat::Lobby
-                && (role == Role::HOST || room.member_tokens.contains(&token_id)),
             waiting: &waiting,
-            departed: &room.departed,
         };
         let verdict = group.validate_commit(
             &self.crypto,
@@ -60,7 +63,7 @@ impl Ds {
             c.commit.as_slice(),
             c.welcome.as_ref().map(VLBytes::as_slice),
             c.group_info.as_ref().map(VLBytes::as_slice),
-            &policy,
+            &ctx,
         );
         let validated = match verdict {
             Ok(v) => v,
@@ -90,34 +93,34 @@ impl Ds {
         let commit_bytes = applied.sequenced.to_bytes();
         self.counters.commits_accepted += 1;
 
-        // Seats: removed members back to the lobby, joiners and an external committer in.
+        // Seats: removed members out (their connections close below), joiners in.
+        let members_before = self.members(&room_id);
         let mut removed_conns = Vec::new();
-        for leaf in &applied.removed {
-            if let Some((conn, _)) = self.members(&room_id).into_iter().find(|(_, l)| l == leaf) {
-                removed_conns.push((conn, *leaf));
+        for r in &applied.removed {
+            if let Some((conn, _)) = members_before.iter().find(|(_, l)| *l == r.leaf) {
+                removed_conns.push((*conn, r.leaf, matches!(r.by, RemovedBy::Member(_))));
             }
         }
-        for (conn, _) in &removed_conns {
+        let mut banned = Vec::new();
+        for (conn, _, by_member) in &removed_conns {
             if let Some(a) = self.conns.get_mut(conn).and_then(Conn::admission_mut) {
+                // Out of the group: forgetting the connection must not propose its removal.
                 a.seat = Seat::Lobby;
+                if *by_member {
+                    banned.push(a.token_id);
+                }
             }
         }
-        let mut new_members: Vec<(ConnId, u32)> = applied.joined.clone();
-        if let Some(leaf) = applied.external_leaf {
-            new_members.push((id, leaf));
-        }
-        let mut tokens = Vec::new();
-        for (conn, leaf) in &new_members {
+        for (conn, leaf) in &applied.joined {
             if let Some(a) = self.conns.get_mut(conn).and_then(Conn::admission_mut) {
                 a.seat = Seat::Member { leaf: *leaf };
                 a.key_package = None;
-                tokens.push(a.token_id);
             }
         }
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.waiting
                 .retain(|w| !applied.joined.iter().any(|(j, _)| j == w));
-            room.member_tokens.extend(tokens);
+            room.banned_tokens.extend(banned);
             if let Some(g) = room.group.as_ref() {
                 room.departed.retain(|l| g.has_leaf(*l));
             }
@@ -167,22 +170,31 @@ impl Ds {
             conn: id,
             epoch: applied.new_epoch,
         });
-        for (conn, leaf) in removed_conns {
+        // Removed members heard the commit above; now they are told and cut off.
+        for (conn, leaf, banned) in removed_conns {
+            self.counters.members_removed += 1;
             self.event(Event::MemberRemoved {
                 room: room_id.clone(),
                 conn,
                 leaf,
+                banned,
             });
+            self.refuse(conn, RefusedReason::REMOVED_FROM_GROUP);
         }
-        for (conn, leaf) in new_members {
+        for (conn, leaf) in &applied.joined {
             self.event(Event::MemberJoined {
                 room: room_id.clone(),
-                conn,
-                leaf,
+                conn: *conn,
+                leaf: *leaf,
             });
         }
-        if !applied.joined.is_empty() {
-            self.send_waiting_update(&room_id);
+        // Earlier members drop the joiners' entries; the joiners get the remaining ones.
+        let joined: Vec<ConnId> = applied.joined.iter().map(|(c, _)| *c).collect();
+        for joiner in &joined {
+            self.send_waiting_removed(&room_id, *joiner, &joined);
+        }
+        for joiner in &joined {
+            self.send_waiting_all(&room_id, *joiner);
         }
         // Departed members still in the tree: propose again for the new epoch.
         let departed: Vec<u32> = self
@@ -223,6 +235,20 @@ impl Ds {
         if !group.has_leaf(leaf) {
             room.departed.remove(&leaf);
             return;
+        }
+        // The leaf already proposed its own removal this epoch (a leave): a second Remove of it
+        // would make every commit that includes both invalid.
+        match group.remove_queued(leaf) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(f) => {
+                self.counters.internal_faults += 1;
+                self.event(Event::InternalFault {
+                    conn: on_behalf,
+                    fault: f,
+                });
+                return;
+            }
         }
         let epoch = group.epoch();
         match group.propose_remove(&self.crypto, &self.cfg.relay_identities, leaf) {

@@ -35,6 +35,16 @@ pub struct DsCounters {
     pub media_signals_in: u64,
     /// Media-signaling messages queued from the forwarder to members.
     pub media_signals_out: u64,
+    /// Members' own proposals (leaves) queued and sent to the other members.
+    pub member_proposals: u64,
+    /// Connected members removed by a sequenced commit (their connections were closed).
+    pub members_removed: u64,
+    /// `PeerBroadcast` messages fanned out to the other members.
+    pub peer_messages: u64,
+    /// `PeerBroadcast` messages dropped because the member's peer-message budget was spent.
+    pub peer_messages_rate_limited: u64,
+    /// `PeerBroadcast` messages dropped because the payload exceeded the size limit.
+    pub peer_messages_too_large: u64,
 }
 
 impl DsCounters {

@@ -7,6 +7,13 @@ use blindcall_proto::{CommitRejectReason, DEFAULT_MAX_FRAME_LEN, ErrorCode, Refu
 use super::{DsFault, RelayIdentities, RoomId};
 use crate::token::TokenSecret;
 
+/// Default frame limit before a connection is admitted: 4 KiB.
+pub const DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO: u32 = 4 * 1024;
+/// Default KeyPackage size limit: 16 KiB.
+pub const DEFAULT_MAX_KEY_PACKAGE_LEN: usize = 16 * 1024;
+/// Default `PeerBroadcast` payload limit: 16 KiB.
+pub const DEFAULT_MAX_PEER_PAYLOAD: usize = 16 * 1024;
+
 /// The shell's id for a connection (unique while the connection lives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -37,11 +44,30 @@ pub struct DsConfig {
     /// A connection that sends no byte for this long is refused with `IDLE_TIMEOUT`;
     /// `None` disables the check. Clients keep a quiet connection alive with `Ping`.
     pub idle_timeout: Option<Duration>,
+    /// Largest frame accepted before the connection is admitted (a Hello needs well under
+    /// 1 KiB), so an unauthenticated peer cannot make the relay buffer a large frame.
+    pub max_frame_len_before_hello: u32,
+    /// Largest KeyPackage message stored, in bytes.
+    pub max_key_package_len: usize,
+    /// Most connections one token may hold at once in its room.
+    pub max_connections_per_token: usize,
+    /// Most joiners in one room's waiting room.
+    pub max_waiting_per_room: usize,
+    /// Most joiners of one token in its room's waiting room.
+    pub max_waiting_per_token: usize,
+    /// `PeerBroadcast` messages a member may send in a burst.
+    pub peer_rate_burst: u32,
+    /// Sustained `PeerBroadcast` messages per second per member.
+    pub peer_rate_per_second: u32,
+    /// Largest `PeerBroadcast` payload, in bytes.
+    pub max_peer_payload: usize,
 }
 
 impl DsConfig {
-    /// Defaults: 1 MiB frames, 10 s Hello, 5 min waiting room, 16 winners, 128-byte names,
-    /// 16 errors, 64 messages burst and 20 per second, no idle timeout.
+    /// Defaults: 1 MiB frames (4 KiB before Hello), 10 s Hello, 5 min waiting room, 16
+    /// winners, 128-byte names, 16 errors, 64 messages burst and 20 per second, no idle
+    /// timeout, 16 KiB KeyPackages, 128 connections per token, waiting room of 128 (100 per
+    /// token), peer messages of 16 KiB at 10 per second with a burst of 40.
     pub fn new(token_secret: TokenSecret, relay_identities: RelayIdentities) -> Self {
         Self {
             token_secret,
@@ -55,6 +81,14 @@ impl DsConfig {
             rate_burst: 64,
             rate_per_second: 20,
             idle_timeout: None,
+            max_frame_len_before_hello: DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO,
+            max_key_package_len: DEFAULT_MAX_KEY_PACKAGE_LEN,
+            max_connections_per_token: 128,
+            max_waiting_per_room: 128,
+            max_waiting_per_token: 100,
+            peer_rate_burst: 40,
+            peer_rate_per_second: 10,
+            max_peer_payload: DEFAULT_MAX_PEER_PAYLOAD,
         }
     }
 }
@@ -181,7 +215,7 @@ pub enum Event {
         /// Its leaf.
         leaf: u32,
     },
-    /// A connected member was removed by a commit.
+    /// A connected member was removed by a commit; the relay closes its connection.
     MemberRemoved {
         /// Room.
         room: RoomId,
@@ -189,6 +223,19 @@ pub enum Event {
         conn: ConnId,
         /// Its former leaf.
         leaf: u32,
+        /// Whether another member removed it (its token is then banned in the room).
+        banned: bool,
+    },
+    /// A member's own proposal was queued and sent to the other members.
+    MemberProposed {
+        /// Room.
+        room: RoomId,
+        /// The proposer.
+        conn: ConnId,
+        /// Its leaf (the one it proposes to remove).
+        leaf: u32,
+        /// Epoch of the proposal.
+        epoch: u64,
     },
     /// A member's connection ended.
     MemberLeft {

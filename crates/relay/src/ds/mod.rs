@@ -1,5 +1,5 @@
 //! The delivery-service core: admission, waiting room, commit sequencing, Welcome routing,
-//! GroupInfo for rejoins, and removal proposals — as a sans-IO state machine.
+//! removal proposals, members' own proposals and peer messages — as a sans-IO state machine.
 //!
 //! # Driving it
 //!
@@ -19,26 +19,32 @@
 mod commit;
 mod counters;
 mod error;
+mod identity;
 mod io;
 mod lifecycle;
+mod members;
 mod mls;
 mod state;
+mod validate;
+mod waiting;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use blindcall_proto::{
     Body, ControlMessage, CreateGroup, DecodeError, ErrorCode, ErrorMessage, FrameDecoder,
-    GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted, Pong, PublishKeyPackage,
-    Refused, RefusedReason, RelaySender, Role, VLBytes, WaitingEntry, WaitingRoomUpdate,
+    GroupCreated, GroupInfoResponse, Hello, HelloAck, MessageType, Pong, Refused, RefusedReason,
+    RelaySender, Role, VLBytes,
 };
 use openmls_rust_crypto::RustCrypto;
-use tls_codec::Serialize as _;
 
 pub use counters::DsCounters;
-pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError};
-pub use io::{CloseReason, ConnId, DsConfig, Event, Input, Output};
+pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError, ProposalError};
+pub use identity::{RelayIdentities, RelayIdentity};
+pub use io::{
+    CloseReason, ConnId, DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO, DEFAULT_MAX_KEY_PACKAGE_LEN,
+    DEFAULT_MAX_PEER_PAYLOAD, DsConfig, Event, Input, Output,
+};
 pub use lifecycle::Occupancy;
-pub use mls::{RelayIdentities, RelayIdentity};
 pub use state::RoomId;
 
 use mls::GroupState;
@@ -55,6 +61,8 @@ pub struct Ds {
     rooms: HashMap<RoomId, Room>,
     /// (deadline, connection); checked lazily against the connection's state when due.
     timers: BTreeSet<(Timestamp, ConnId)>,
+    /// Admitted connections per (room, token id), for the per-token connection limit.
+    token_conns: HashMap<(RoomId, [u8; 16]), usize>,
     out: VecDeque<Output>,
     counters: DsCounters,
     now: Timestamp,
@@ -81,6 +89,7 @@ impl Ds {
             conns: HashMap::new(),
             rooms: HashMap::new(),
             timers: BTreeSet::new(),
+            token_conns: HashMap::new(),
             out: VecDeque::new(),
             counters: DsCounters::default(),
             now: Timestamp(0),
@@ -194,14 +203,19 @@ impl Ds {
         if let Some(idle) = self.cfg.idle_timeout {
             self.timers.insert((self.now.saturating_add(idle), id));
         }
+        let before_hello = self
+            .cfg
+            .max_frame_len_before_hello
+            .min(self.cfg.max_frame_len);
         self.conns.insert(
             id,
             Conn {
-                decoder: FrameDecoder::new(self.cfg.max_frame_len),
+                decoder: FrameDecoder::new(before_hello),
                 opened_at: self.now,
                 last_rx: self.now,
                 errors: 0,
                 bucket: TokenBucket::full(self.cfg.rate_burst, self.now),
+                peer_bucket: TokenBucket::full(self.cfg.peer_rate_burst, self.now),
                 phase: Phase::AwaitingHello,
             },
         );
@@ -221,11 +235,25 @@ impl Ds {
             };
             match conn.decoder.decode(&mut bytes) {
                 Ok(Some(frame)) => {
-                    let (burst, rate) = (self.cfg.rate_burst, self.cfg.rate_per_second);
-                    if conn.bucket.take(self.now, burst, rate) {
-                        self.on_frame(id, &frame);
+                    // Members' peer messages have their own budget; spending it drops the
+                    // message silently (counted), it never costs the connection.
+                    let peer = conn.admission().is_some()
+                        && ControlMessage::peek_type(&frame) == Some(MessageType::PEER_BROADCAST);
+                    if peer {
+                        let (burst, rate) =
+                            (self.cfg.peer_rate_burst, self.cfg.peer_rate_per_second);
+                        if conn.peer_bucket.take(self.now, burst, rate) {
+                            self.on_frame(id, &frame);
+                        } else {
+                            self.counters.peer_messages_rate_limited += 1;
+                        }
                     } else {
-                        self.error(id, ErrorCode::RATE_LIMITED);
+                        let (burst, rate) = (self.cfg.rate_burst, self.cfg.rate_per_second);
+                        if conn.bucket.take(self.now, burst, rate) {
+                            self.on_frame(id, &frame);
+                        } else {
+                            self.error(id, ErrorCode::RATE_LIMITED);
+                        }
                     }
                 }
                 Ok(None) => return,
@@ -283,6 +311,8 @@ impl Ds {
             Body::UnlockRoom => self.on_lock(id, false),
             Body::RemoveParticipant(m) => self.on_remove(id, ConnId(m.conn_id)),
             Body::MediaSignal(m) => self.on_media_signal(id, m),
+            Body::Propose(m) => self.on_propose(id, m),
+            Body::PeerBroadcast(m) => self.on_peer_broadcast(id, m),
             Body::Ping(p) => self.send(id, Body::Pong(Pong { nonce: p.nonce })),
             _ => self.error(id, ErrorCode::UNEXPECTED_MESSAGE),
         }
@@ -298,6 +328,13 @@ impl Ds {
             return;
         };
         let room_id = adm.room;
+        let key = (room_id.clone(), adm.token_id);
+        if let Some(n) = self.token_conns.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.token_conns.remove(&key);
+            }
+        }
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
@@ -306,7 +343,7 @@ impl Ds {
             Seat::Lobby => {}
             Seat::Waiting { .. } => {
                 room.waiting.retain(|c| *c != id);
-                self.send_waiting_update(&room_id);
+                self.send_waiting_removed(&room_id, id, &[]);
             }
             Seat::Member { leaf } => {
                 room.departed.insert(leaf);
@@ -340,12 +377,17 @@ impl Ds {
 
     /// Send an Error; close the connection once it has sent too many bad messages.
     fn error(&mut self, id: ConnId, code: ErrorCode) {
+        self.error_with(id, code, "");
+    }
+
+    /// [`Ds::error`] with a short ASCII detail for the peer's logs.
+    fn error_with(&mut self, id: ConnId, code: ErrorCode, detail: &str) {
         DsCounters::bump(&mut self.counters.errors, code);
         self.send(
             id,
             Body::Error(ErrorMessage {
                 code,
-                detail: VLBytes::new(Vec::new()),
+                detail: VLBytes::new(detail.as_bytes().to_vec()),
             }),
         );
         self.event(Event::ProtocolError { conn: id, code });
@@ -438,17 +480,23 @@ impl Ds {
                 self.refuse(id, RefusedReason::REMOVED_BY_HOST);
                 return;
             }
-            if room.locked
-                && claims.role != Role::HOST
-                && !room.member_tokens.contains(&claims.token_id)
-            {
+            if room.locked && claims.role != Role::HOST {
                 self.refuse(id, RefusedReason::ROOM_LOCKED);
                 return;
             }
         }
+        let token_key = (room_key.clone(), claims.token_id);
+        let held = self.token_conns.get(&token_key).copied().unwrap_or(0);
+        if held >= self.cfg.max_connections_per_token {
+            self.refuse(id, RefusedReason::TOO_MANY_CONNECTIONS);
+            return;
+        }
+        self.token_conns.insert(token_key, held + 1);
         let room = self.rooms.entry(room_key.clone()).or_default();
         room.conns.insert(id);
+        let max_frame_len = self.cfg.max_frame_len;
         if let Some(conn) = self.conns.get_mut(&id) {
+            conn.decoder.set_max_len(max_frame_len);
             conn.phase = Phase::Admitted(Box::new(Admission {
                 room: room_key.clone(),
                 role: claims.role,
@@ -502,7 +550,6 @@ impl Ds {
             return;
         }
         let room_id = adm.room.clone();
-        let token_id = adm.token_id;
         if self.rooms.get(&room_id).is_some_and(|r| r.group.is_some()) {
             self.error(id, ErrorCode::GROUP_EXISTS);
             return;
@@ -523,142 +570,20 @@ impl Ds {
         let epoch = group.epoch();
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.group = Some(group);
-            room.member_tokens.insert(token_id);
         }
         if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
             a.seat = Seat::Member { leaf };
         }
         self.counters.groups_created += 1;
         self.send(id, Body::GroupCreated(GroupCreated { epoch }));
+        self.send_waiting_all(&room_id, id);
         self.event(Event::GroupCreated {
             room: room_id,
             epoch,
         });
     }
 
-    fn on_publish(&mut self, id: ConnId, m: PublishKeyPackage) {
-        let Some(adm) = self.admission(id) else {
-            return;
-        };
-        if adm.seat != Seat::Lobby {
-            self.error(id, ErrorCode::UNEXPECTED_MESSAGE);
-            return;
-        }
-        let room_id = adm.room.clone();
-        let cs = self
-            .rooms
-            .get(&room_id)
-            .and_then(|r| r.group.as_ref())
-            .map(GroupState::ciphersuite);
-        let kp = match mls::validate_key_package(&self.crypto, m.key_package.as_slice(), cs) {
-            Ok(kp) => kp,
-            Err(e) => {
-                self.error(id, e.into());
-                return;
-            }
-        };
-        let duplicate = self.rooms.get(&room_id).is_some_and(|r| {
-            r.conns.iter().any(|c| {
-                *c != id
-                    && self
-                        .admission(*c)
-                        .and_then(|a| a.key_package.as_ref())
-                        .is_some_and(|k| k.kp_ref == kp.kp_ref)
-            })
-        });
-        if duplicate {
-            self.error(id, KeyPackageError::Duplicate.into());
-            return;
-        }
-        let kp_ref = kp.kp_ref.clone();
-        if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
-            a.key_package = Some(kp);
-        }
-        self.counters.key_packages_stored += 1;
-        self.send(
-            id,
-            Body::KeyPackageAccepted(KeyPackageAccepted {
-                key_package_ref: VLBytes::new(kp_ref),
-            }),
-        );
-    }
-
-    fn on_join_request(&mut self, id: ConnId) {
-        let Some(adm) = self.admission(id) else {
-            return;
-        };
-        if adm.seat != Seat::Lobby {
-            self.error(id, ErrorCode::UNEXPECTED_MESSAGE);
-            return;
-        }
-        let Some(kp) = adm.key_package.as_ref() else {
-            self.error(id, ErrorCode::NO_KEY_PACKAGE);
-            return;
-        };
-        let (room_id, role) = (adm.room.clone(), adm.role);
-        let Some(room) = self.rooms.get(&room_id) else {
-            return;
-        };
-        let Some(group) = room.group.as_ref() else {
-            self.error(id, ErrorCode::NO_GROUP);
-            return;
-        };
-        if room.locked && role != Role::HOST {
-            self.refuse(id, RefusedReason::ROOM_LOCKED);
-            return;
-        }
-        let fresh = mls::validate_key_package(
-            &self.crypto,
-            &kp.message.tls_serialize_detached().unwrap_or_default(),
-            Some(group.ciphersuite()),
-        );
-        if let Err(e) = fresh {
-            self.error(id, e.into());
-            return;
-        }
-        let since = self.now;
-        if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
-            a.seat = Seat::Waiting { since };
-        }
-        if let Some(room) = self.rooms.get_mut(&room_id) {
-            room.waiting.push(id);
-        }
-        self.timers
-            .insert((since.saturating_add(self.cfg.waiting_room_timeout), id));
-        if let Some(state) = self.room_state(&room_id) {
-            self.send(id, Body::RoomStateUpdate(state));
-        }
-        self.send_waiting_update(&room_id);
-        self.event(Event::JoinerWaiting {
-            room: room_id,
-            conn: id,
-        });
-    }
-
-    fn send_waiting_update(&mut self, room_id: &RoomId) {
-        let Some(room) = self.rooms.get(room_id) else {
-            return;
-        };
-        let entries = room
-            .waiting
-            .iter()
-            .filter_map(|c| {
-                let a = self.admission(*c)?;
-                let kp = a.key_package.as_ref()?;
-                Some(WaitingEntry {
-                    conn_id: c.0,
-                    display_name: VLBytes::new(a.display_name.clone()),
-                    key_package: VLBytes::new(kp.message.tls_serialize_detached().ok()?),
-                })
-            })
-            .collect();
-        let update = WaitingRoomUpdate { entries };
-        for (m, _) in self.members(room_id) {
-            self.send(m, Body::WaitingRoomUpdate(update.clone()));
-        }
-    }
-
-    // ----- rejoin and host commands -----
+    // ----- group info and host commands -----
 
     fn on_group_info_request(&mut self, id: ConnId) {
         let Some(adm) = self.admission(id) else {
@@ -668,10 +593,8 @@ impl Ds {
         let Some(room) = self.rooms.get(&room_id) else {
             return;
         };
-        let allowed = matches!(adm.seat, Seat::Member { .. })
-            || adm.role == Role::HOST
-            || room.member_tokens.contains(&adm.token_id);
-        if !allowed {
+        // Only members: with no external commits, a GroupInfo is of no use to anyone else.
+        if !matches!(adm.seat, Seat::Member { .. }) {
             self.error(id, ErrorCode::UNEXPECTED_MESSAGE);
             return;
         }
@@ -740,7 +663,6 @@ impl Ds {
         };
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.banned_tokens.insert(token_id);
-            room.member_tokens.remove(&token_id);
         }
         self.refuse(target, RefusedReason::REMOVED_BY_HOST);
     }

@@ -43,7 +43,10 @@ pub(crate) struct Conn {
     /// When bytes last arrived (for the idle timeout).
     pub last_rx: Timestamp,
     pub errors: u32,
+    /// Every message but `PeerBroadcast`.
     pub bucket: TokenBucket,
+    /// `PeerBroadcast` only (members' signed peer messages have their own budget).
+    pub peer_bucket: TokenBucket,
     pub phase: Phase,
 }
 
@@ -104,9 +107,7 @@ pub(crate) struct Room {
     pub waiting: Vec<ConnId>,
     /// Leaves whose connection left and that are still in the tree.
     pub departed: BTreeSet<u32>,
-    /// Token ids that have been group members here (eligible to rejoin by external commit).
-    pub member_tokens: HashSet<[u8; 16]>,
-    /// Token ids the host removed.
+    /// Token ids a host removed (by `RemoveParticipant` or by a commit removing their member).
     pub banned_tokens: HashSet<[u8; 16]>,
 }
 

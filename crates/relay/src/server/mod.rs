@@ -21,6 +21,7 @@
 //! accepting, refuse every connection with `Refused(SHUTTING_DOWN)`, let writers flush within
 //! the grace period, then cut what is left and return.
 
+mod address;
 mod conn;
 mod driver;
 mod tap;
@@ -54,6 +55,9 @@ pub struct ShellLimits {
     pub handshake_timeout: Duration,
     /// Simultaneous connections (TLS handshakes included).
     pub max_connections: usize,
+    /// Simultaneous connections from one source address (an IPv6 address counts by its /64),
+    /// TLS handshakes included.
+    pub max_connections_per_address: usize,
     /// Bytes per read from a connection.
     pub read_chunk: usize,
     /// Frames queued per connection writer.
@@ -69,6 +73,7 @@ impl Default for ShellLimits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            max_connections_per_address: 256,
             read_chunk: 16 * 1024,
             writer_queue: 256,
             driver_queue: 1024,
@@ -273,6 +278,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
         to_driver: tx,
         shell,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
+        per_address: address::PerAddress::new(limits.max_connections_per_address),
         next_id: AtomicU64::new(1),
         conns_cancel: conns_cancel.clone(),
         tracker: tracker.clone(),
@@ -354,6 +360,7 @@ struct Acceptor {
     to_driver: mpsc::Sender<driver::Cmd>,
     shell: ShellMetrics,
     slots: Arc<Semaphore>,
+    per_address: address::PerAddress,
     next_id: AtomicU64,
     conns_cancel: CancellationToken,
     tracker: TaskTracker,
@@ -386,6 +393,13 @@ impl Acceptor {
                 drop(tcp);
                 continue;
             };
+            // Before any TLS: a typed refusal would need the handshake this limit protects.
+            let Some(address_slot) = self.per_address.try_acquire(peer.ip()) else {
+                self.shell.connections_over_address_limit.inc();
+                debug!(%peer, "connection limit of the address reached; closing");
+                drop(tcp);
+                continue;
+            };
             let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
             let ctx = conn::Ctx {
                 id,
@@ -396,7 +410,7 @@ impl Acceptor {
             };
             let tls = self.tls.clone();
             self.tracker.spawn(async move {
-                let _permit = permit;
+                let _permit = (permit, address_slot);
                 handshake_and_serve(tls, tcp, peer, ctx).await;
             });
         }

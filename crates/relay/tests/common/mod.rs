@@ -6,6 +6,9 @@ pub mod tls;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use blindcall_policy::{
+    AddRule, CALL_PARAMS_EXTENSION_TYPE, CallParams, MediaSignatures, RemoveRule,
+};
 use blindcall_proto::{
     Body, Commit, ControlMessage, CreateGroup, FrameDecoder, GroupCreated, Hello, HelloAck,
     PublishKeyPackage, Role, VLBytes, WelcomeMessage,
@@ -178,6 +181,43 @@ impl Net {
     }
 }
 
+/// Leaf capabilities of a blindcall member: it reads the call parameters.
+pub fn capabilities() -> Capabilities {
+    Capabilities::builder()
+        .extensions(vec![ExtensionType::Unknown(CALL_PARAMS_EXTENSION_TYPE)])
+        .build()
+}
+
+/// Default call parameters with `hosts` (hosts add and remove).
+pub fn call_params(hosts: Vec<Vec<u8>>) -> CallParams {
+    CallParams {
+        sframe_suite: 1,
+        max_members: 64,
+        sender_bits: 6,
+        epoch_bits: 4,
+        context_bits: 2,
+        add_rule: AddRule::HostsOnly,
+        remove_rule: RemoveRule::HostsOnly,
+        hosts,
+        media_signatures: MediaSignatures::Optional,
+    }
+}
+
+/// Group-context extensions: the relay as external sender and, if given, the call parameters.
+pub fn group_extensions(relay: &AckRelay, params: Option<&CallParams>) -> Extensions<GroupContext> {
+    let mut exts = vec![Extension::ExternalSenders(vec![ExternalSender::new(
+        SignaturePublicKey::from(relay.key.clone()),
+        relay.credential.clone(),
+    )])];
+    if let Some(p) = params {
+        exts.push(Extension::Unknown(
+            CALL_PARAMS_EXTENSION_TYPE,
+            UnknownExtension(p.encode().unwrap()),
+        ));
+    }
+    Extensions::from_vec(exts).unwrap()
+}
+
 /// A real MLS client on the control channel.
 pub struct Client {
     pub name: String,
@@ -247,15 +287,11 @@ impl Client {
             .to_vec()
     }
 
-    /// Create a group listing the relay (from HelloAck) as external sender.
+    /// Create a group listing the relay (from HelloAck) as external sender, with call
+    /// parameters naming this client the only host.
     pub fn create_group(&mut self, relay: &AckRelay) {
-        self.create_group_with(
-            Extensions::single(Extension::ExternalSenders(vec![ExternalSender::new(
-                SignaturePublicKey::from(relay.key.clone()),
-                relay.credential.clone(),
-            )]))
-            .unwrap(),
-        );
+        let params = call_params(vec![self.signer.public().to_vec()]);
+        self.create_group_with(group_extensions(relay, Some(&params)));
     }
 
     pub fn create_group_with(&mut self, extensions: Extensions<GroupContext>) {
@@ -263,6 +299,7 @@ impl Client {
             .ciphersuite(CS)
             .use_ratchet_tree_extension(true)
             .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .capabilities(capabilities())
             .with_group_context_extensions(extensions)
             .build();
         self.group =
@@ -281,6 +318,7 @@ impl Client {
 
     pub fn key_package(&self) -> Vec<u8> {
         let bundle = KeyPackage::builder()
+            .leaf_node_capabilities(capabilities())
             .build(CS, &self.provider, &self.signer, self.cwk.clone())
             .unwrap();
         out_bytes(bundle.key_package().clone())
@@ -478,6 +516,7 @@ pub fn waiting_guest(net: &mut Net, room: &[u8], token_id: u8, name: &str) -> Cl
         g.conn,
         Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(g.key_package()),
+            join_proof: None,
         }),
     );
     assert!(matches!(net.last(g.conn), Body::KeyPackageAccepted(_)));
@@ -486,21 +525,20 @@ pub fn waiting_guest(net: &mut Net, room: &[u8], token_id: u8, name: &str) -> Cl
     g
 }
 
-/// The KeyPackages in the latest WaitingRoomUpdate a member received.
+/// The waiting room as the per-entry updates among `bodies` leave it (starting from empty):
+/// (connection id, KeyPackage) of each entry added and not removed since, oldest first.
 pub fn waiting_kps(bodies: &[Body]) -> Vec<(u64, Vec<u8>)> {
-    bodies
-        .iter()
-        .rev()
-        .find_map(|b| match b {
-            Body::WaitingRoomUpdate(u) => Some(
-                u.entries
-                    .iter()
-                    .map(|e| (e.conn_id, e.key_package.as_slice().to_vec()))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default()
+    let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+    for b in bodies {
+        match b {
+            Body::WaitingEntryAdded(e) => {
+                entries.push((e.conn_id, e.key_package.as_slice().to_vec()));
+            }
+            Body::WaitingEntryRemoved(r) => entries.retain(|(c, _)| *c != r.conn_id),
+            _ => {}
+        }
+    }
+    entries
 }
 
 /// Host admits every waiting guest with one Add commit; everyone converges.
@@ -527,5 +565,69 @@ pub fn admit_all(
     for j in joiners.iter_mut() {
         j.pump(net);
         assert_eq!(j.epoch(), host.epoch());
+    }
+}
+
+impl Client {
+    /// Remove the members at `leaves` by value; returns the Commit message to send.
+    pub fn remove(&mut self, leaves: &[u32]) -> Commit {
+        let epoch = self.epoch();
+        let leaves: Vec<LeafNodeIndex> = leaves.iter().map(|l| LeafNodeIndex::new(*l)).collect();
+        let (provider, signer) = (&self.provider, &self.signer);
+        let (commit, welcome, gi) = self
+            .group
+            .as_mut()
+            .unwrap()
+            .remove_members(provider, signer, &leaves)
+            .unwrap();
+        Commit {
+            epoch,
+            commit: VLBytes::new(out_bytes(commit)),
+            welcome: welcome.map(|w| VLBytes::new(out_bytes(w))),
+            group_info: gi.map(|g| VLBytes::new(out_bytes(g))),
+        }
+    }
+
+    /// An external commit (MLS `new_member_commit`) joining the group `member` is in, built with
+    /// the member's current GroupInfo and tree (as a colluding member could hand them over).
+    pub fn external_commit(&self, member: &Client) -> (MlsGroup, Commit) {
+        let group = member.group.as_ref().unwrap();
+        let MlsMessageBodyIn::GroupInfo(vgi) =
+            MlsMessageIn::tls_deserialize_exact(member.group_info())
+                .unwrap()
+                .extract()
+        else {
+            panic!("not a group info")
+        };
+        let tree: RatchetTreeIn = group.export_ratchet_tree().into();
+        let (new_group, bundle) = MlsGroup::external_commit_builder()
+            .with_ratchet_tree(tree)
+            .with_config(join_config())
+            .build_group(&self.provider, vgi, self.cwk.clone())
+            .unwrap()
+            .leaf_node_parameters(
+                LeafNodeParameters::builder()
+                    .with_capabilities(capabilities())
+                    .build(),
+            )
+            .load_psks(self.provider.storage())
+            .unwrap()
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .unwrap()
+            .finalize(&self.provider)
+            .unwrap();
+        let gi = bundle.group_info().cloned();
+        let commit = Commit {
+            epoch: member.epoch(),
+            commit: VLBytes::new(out_bytes(bundle.into_commit())),
+            welcome: None,
+            group_info: gi.map(|g| VLBytes::new(out_bytes(g))),
+        };
+        (new_group, commit)
     }
 }

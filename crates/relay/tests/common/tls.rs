@@ -200,6 +200,21 @@ impl TlsClient {
         self.send_raw(&frame).await;
     }
 
+    /// Send one message, tolerating a relay that cuts the connection meanwhile.
+    pub async fn try_send(&mut self, body: Body) -> std::io::Result<()> {
+        let frame = ControlMessage::new(body).to_frame(u32::MAX).unwrap();
+        self.try_send_raw(&frame).await
+    }
+
+    /// The next message, or `None` once the stream ended (no deadline: callers bound it).
+    pub async fn next(&mut self) -> Option<Body> {
+        if let Some(b) = self.pending.pop_front() {
+            return Some(b);
+        }
+        self.fill().await?;
+        self.pending.pop_front()
+    }
+
     /// Read until one more message is available or the stream ends (`None`).
     async fn fill(&mut self) -> Option<()> {
         loop {
@@ -327,6 +342,7 @@ pub async fn room_over_tls(
         let (mut t, c) = relay.member(room, Role::GUEST, id, &name).await;
         t.send(Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(c.key_package()),
+            join_proof: None,
         }))
         .await;
         assert!(matches!(
@@ -341,12 +357,10 @@ pub async fn room_over_tls(
         out.push((t, c));
     }
     let (host_tls, host) = &mut out[0];
-    let bodies = host_tls
-        .recv_until(
-            "waiting room with every guest",
-            |b| matches!(b, Body::WaitingRoomUpdate(u) if u.entries.len() == guests),
-        )
-        .await;
+    let mut bodies = Vec::new();
+    while super::waiting_kps(&bodies).len() < guests {
+        bodies.push(host_tls.recv("waiting room with every guest").await);
+    }
     let kps: Vec<Vec<u8>> = super::waiting_kps(&bodies)
         .into_iter()
         .map(|(_, k)| k)
