@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use blindcall_client::log::MembershipChange;
-use blindcall_client::report::{Fate, render};
-use blindcall_client::scenario::{ScenarioConfig, run_detailed};
+use blindcall_demo::recorder::MembershipChange;
+use blindcall_demo::report::{Fate, render};
+use blindcall_demo::scenario::{ScenarioConfig, run_detailed};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -20,7 +20,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-// covers: SDK-E2E-1, SDK-E2E-2, SDK-E2E-3, SDK-E2E-4, SDK-E2E-5, SDK-JOIN-1, SDK-JOIN-4, SDK-EPOCH-1, SDK-EPOCH-2, SDK-EPOCH-3, SDK-COMMIT-1, SDK-COMMIT-2, SDK-MEDIA-2, SDK-MEDIA-3, SDK-EVT-1
+// covers: SDK-E2E-1, SDK-E2E-2, SDK-E2E-3, SDK-E2E-4, SDK-E2E-5, SDK-JOIN-1, SDK-JOIN-4, SDK-EPOCH-1, SDK-EPOCH-2, SDK-EPOCH-3, SDK-COMMIT-1, SDK-COMMIT-2, SDK-MEDIA-2, SDK-MEDIA-3, SDK-EVT-1, SDK-OBS-1
 #[test]
 fn four_participants_join_leave_remove_late_join() {
     let outcome = runtime()
@@ -182,7 +182,8 @@ fn four_participants_join_leave_remove_late_join() {
     assert!(kinds.is_superset(&["add", "update", "proposals", "remove"].into()));
 
     // After every switch of a sender's send epoch, its first video frame is a keyframe.
-    let mut first_video: BTreeMap<(&str, u64), &blindcall_client::log::SentFrame> = BTreeMap::new();
+    let mut first_video: BTreeMap<(&str, u64), &blindcall_demo::recorder::SentFrame> =
+        BTreeMap::new();
     for f in log
         .sent
         .iter()

@@ -34,9 +34,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{Control, ControlIn};
 use crate::error::{CallError, CallWarning};
-use crate::event::{CallStats, EndReason, Event, Member};
-use crate::log::{CommitRecord, EpochRecord, MembershipChange, MembershipRecord, VideoRecord};
+use crate::event::{CallStats, EndReason, Event, KeyframeCause, Member};
 use crate::media::{IncomingFrame, MediaPipeline, Outgoing};
+use crate::observer::{
+    CommitPurpose, CommitSent, EpochEntered, MembershipChange, MembershipChanged,
+};
 use crate::options::{JoinOptions, MediaMode, VideoSelection};
 
 type Reply = oneshot::Sender<Result<(), CallError>>;
@@ -46,8 +48,7 @@ pub(crate) enum Command {
     Approve(u64, Reply),
     Deny(u64, Reply),
     Remove(String, Reply),
-    Publish(MediaKind, Vec<u8>, Reply),
-    StopMedia(Reply),
+    Publish(MediaKind, Vec<u8>, Option<bool>, Reply),
     SelectVideo(VideoSelection, Reply),
     Lock(bool, Reply),
     Leave(Reply),
@@ -88,7 +89,6 @@ struct MediaState {
 const SEND_FLUSH: Duration = Duration::from_secs(1);
 
 pub(crate) struct Actor {
-    identity: Arc<str>,
     opts: JoinOptions,
     control: Control,
     phase: Phase,
@@ -112,6 +112,8 @@ pub(crate) struct Actor {
     /// Whose video the application wants, and the filter last sent to the relay for it.
     video: VideoSelection,
     video_sent: Option<VideoFilter>,
+    /// The next video frame published with a known type must be a keyframe.
+    keyframe_due: bool,
     ended: bool,
 }
 
@@ -124,26 +126,6 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
 fn warn_to(events: &mpsc::UnboundedSender<Event>, w: CallWarning) {
     tracing::debug!(warning = %w, "call warning");
     let _ = events.send(Event::Warning(w));
-}
-
-fn log_epoch(
-    log: &Option<crate::log::CallLog>,
-    identity: &Arc<str>,
-    epoch: u64,
-    code: String,
-    now: Instant,
-) {
-    if let Some(log) = log {
-        let identity = Arc::clone(identity);
-        log.with(|d| {
-            d.epochs.push(EpochRecord {
-                identity,
-                epoch,
-                code,
-                at: now,
-            })
-        });
-    }
 }
 
 async fn next_media(media: &mut Option<MediaState>) -> Option<ClientEvent> {
@@ -166,7 +148,6 @@ async fn send_task(transport: ClientTransport, mut rx: mpsc::UnboundedReceiver<O
 impl Actor {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        identity: Arc<str>,
         opts: JoinOptions,
         control: Control,
         phase: Phase,
@@ -178,7 +159,6 @@ impl Actor {
         now: Instant,
     ) -> Self {
         Self {
-            identity,
             opts,
             control,
             phase,
@@ -201,6 +181,7 @@ impl Actor {
             room_locked: None,
             video: VideoSelection::All,
             video_sent: None,
+            keyframe_due: false,
             ended: false,
         }
     }
@@ -292,11 +273,8 @@ impl Actor {
             }
             if self.activate_at.is_some_and(|t| t <= now) {
                 self.activate_at = None;
+                // The group reports the switch (SendEpochActivated): one keyframe request.
                 g.activate_send_epoch();
-                // The first video frame under the new keys is a keyframe.
-                if let Some(m) = &mut self.media {
-                    m.pipeline.request_keyframe();
-                }
             }
             if self.proposal_fallback.is_some_and(|t| t <= now) {
                 self.proposal_fallback = None;
@@ -308,11 +286,6 @@ impl Actor {
             }
             if let Some(m) = &mut self.media {
                 m.pipeline.handle_timeout(now);
-                if m.connected {
-                    for e in m.pipeline.tick(now, g) {
-                        let _ = self.events.send(Event::Warning(CallWarning::Transport(e)));
-                    }
-                }
                 let _ = join_epoch;
             }
         }
@@ -325,23 +298,7 @@ impl Actor {
     }
 
     /// Records the application's video selection and sends the relay its filter.
-    fn select_video(&mut self, selection: VideoSelection, now: Instant) {
-        if let Some(log) = &self.opts.call_log {
-            let identity = Arc::clone(&self.identity);
-            let only = match &selection {
-                VideoSelection::All => None,
-                VideoSelection::Only(names) => {
-                    Some(names.iter().map(|n| Arc::<str>::from(n.as_str())).collect())
-                }
-            };
-            log.with(|d| {
-                d.video.push(VideoRecord {
-                    identity,
-                    only,
-                    at: now,
-                })
-            });
-        }
+    fn select_video(&mut self, selection: VideoSelection) {
         self.video = selection;
         self.sync_video();
     }
@@ -405,15 +362,11 @@ impl Actor {
     }
 
     fn log_membership(&self, change: MembershipChange, epoch: u64, now: Instant) {
-        if let Some(log) = &self.opts.call_log {
-            let identity = Arc::clone(&self.identity);
-            log.with(|d| {
-                d.membership.push(MembershipRecord {
-                    identity,
-                    change,
-                    epoch,
-                    at: now,
-                })
+        if let Some(o) = &self.opts.observer {
+            o.membership_changed(&MembershipChanged {
+                change,
+                epoch,
+                at: now,
             });
         }
     }
@@ -436,21 +389,18 @@ impl Actor {
             })
             .collect();
         self.log_membership(MembershipChange::Joined, epoch, now);
+        // The first video frame of a known type must be a keyframe.
+        self.keyframe_due = true;
         self.emit(Event::Joined { epoch, members });
         self.drain_group_events(now).await;
         self.start_media().await;
     }
 
     async fn start_media(&mut self) {
-        let (publish, synthetic) = match self.opts.media {
+        let publish = match self.opts.media {
             MediaMode::Off => return,
-            MediaMode::ReceiveOnly => (false, None),
-            MediaMode::App => (true, None),
-            MediaMode::Synthetic {
-                sender_id,
-                seed,
-                silent,
-            } => (true, Some((sender_id, seed, silent))),
+            MediaMode::ReceiveOnly => false,
+            MediaMode::App => true,
         };
         let config = ClientConfig {
             publish,
@@ -467,11 +417,10 @@ impl Actor {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let sender = tokio::spawn(send_task(transport.clone(), out_rx));
         let pipeline = MediaPipeline::new(
-            Arc::clone(&self.identity),
             out_tx,
-            synthetic,
+            0x5eed,
             self.opts.hold_future_frames,
-            self.opts.call_log.clone(),
+            self.opts.observer.clone(),
             self.frames.clone(),
         );
         self.media = Some(MediaState {
@@ -485,7 +434,7 @@ impl Actor {
             payload: VLBytes::new(MediaSignalPayload::Join { publish }.encode()),
         }));
         let selection = self.opts.video.clone();
-        self.select_video(selection, Instant::now());
+        self.select_video(selection);
     }
 
     async fn on_media_event(&mut self, e: ClientEvent) {
@@ -502,7 +451,9 @@ impl Actor {
             ClientEvent::KeyframeRequested {
                 kind: MediaKind::Video,
             } => {
-                m.pipeline.request_keyframe();
+                self.emit(Event::KeyframeRequested {
+                    cause: KeyframeCause::Receiver,
+                });
             }
             ClientEvent::TrackStarted {
                 from,
@@ -515,7 +466,6 @@ impl Actor {
             }
             ClientEvent::ConnectionState(ConnectionState::Connected) if !m.connected => {
                 m.connected = true;
-                m.pipeline.start_sources(now);
                 let epoch = g.epoch();
                 self.log_membership(MembershipChange::MediaReady, epoch, now);
                 self.emit(Event::MediaConnected);
@@ -570,29 +520,35 @@ impl Actor {
                 };
                 let _ = reply.send(r);
             }
-            Command::Publish(kind, frame, reply) => {
+            Command::Publish(kind, frame, keyframe, reply) => {
                 let now = Instant::now();
+                let gated = kind == MediaKind::Video && keyframe.is_some();
                 let r = match (&mut self.phase, &mut self.media, self.opts.media) {
                     (Phase::Member(_), Some(m), MediaMode::App) if !m.connected => {
                         Err(CallError::MediaNotConnected)
                     }
-                    (Phase::Member(g), Some(m), MediaMode::App) => m
-                        .pipeline
-                        .publish(now, g, kind, &frame)
-                        .map_err(CallError::FrameRejected),
+                    (Phase::Member(_), Some(_), MediaMode::App)
+                        if gated && self.keyframe_due && keyframe == Some(false) =>
+                    {
+                        Err(CallError::KeyframeRequired)
+                    }
+                    (Phase::Member(g), Some(m), MediaMode::App) => {
+                        let r = m
+                            .pipeline
+                            .publish(now, g, kind, &frame)
+                            .map_err(CallError::FrameRejected);
+                        if r.is_ok() && gated {
+                            self.keyframe_due = false;
+                        }
+                        r
+                    }
                     (Phase::Member(_), _, _) => Err(CallError::MediaDisabled),
                     _ => Err(CallError::NotMember),
                 };
                 let _ = reply.send(r);
             }
-            Command::StopMedia(reply) => {
-                if let Some(m) = &mut self.media {
-                    m.pipeline.stop_sources();
-                }
-                let _ = reply.send(Ok(()));
-            }
             Command::SelectVideo(selection, reply) => {
-                self.select_video(selection, Instant::now());
+                self.select_video(selection);
                 let _ = reply.send(Ok(()));
             }
             Command::Lock(locked, reply) => {
@@ -840,13 +796,13 @@ impl Actor {
             let Some(e) = g.poll_event() else { return };
             match e {
                 GroupEvent::EpochChanged { epoch, code } => {
-                    log_epoch(
-                        &self.opts.call_log,
-                        &self.identity,
-                        epoch,
-                        code.to_string(),
-                        now,
-                    );
+                    if let Some(o) = &self.opts.observer {
+                        o.epoch_entered(&EpochEntered {
+                            epoch,
+                            code: &code,
+                            at: now,
+                        });
+                    }
                     self.proposal_epoch = None;
                     self.proposal_fallback = None;
                     self.proposed_removals.clear();
@@ -900,10 +856,11 @@ impl Actor {
                     self.intents.push_back(Intent::PathUpdate)
                 }
                 GroupEvent::SendEpochActivated { epoch, .. } => {
-                    if let Some(m) = &mut self.media {
-                        m.pipeline.request_keyframe();
-                    }
+                    self.keyframe_due = true;
                     let _ = self.events.send(Event::SendEpochActivated { epoch });
+                    let _ = self.events.send(Event::KeyframeRequested {
+                        cause: KeyframeCause::SendEpochSwitched { epoch },
+                    });
                 }
                 GroupEvent::RemovedFromCall { .. } => {
                     self.end(EndReason::Removed).await;
@@ -936,26 +893,29 @@ impl Actor {
                 self.intents.clear();
                 return;
             }
-            let (result, kind) = match &intent {
+            let (result, purpose) = match &intent {
                 Intent::Approve(conn) => {
                     let Some(entry) = self.waiting.get(conn) else {
                         continue;
                     };
-                    (g.add_members(&[entry.key_package.as_slice()]), "add")
+                    (
+                        g.add_members(&[entry.key_package.as_slice()]),
+                        CommitPurpose::Add,
+                    )
                 }
                 Intent::Remove(leaf) => {
                     if g.roster().get(*leaf).is_none() {
                         continue;
                     }
-                    (g.remove_members(&[*leaf]), "remove")
+                    (g.remove_members(&[*leaf]), CommitPurpose::Remove)
                 }
                 Intent::Proposals => {
                     if self.proposal_epoch != Some(g.epoch()) {
                         continue;
                     }
-                    (g.commit_pending_proposals(), "proposals")
+                    (g.commit_pending_proposals(), CommitPurpose::Proposals)
                 }
-                Intent::PathUpdate => (g.self_update(), "update"),
+                Intent::PathUpdate => (g.self_update(), CommitPurpose::PathUpdate),
             };
             let commit = match result {
                 Ok(c) => c,
@@ -970,16 +930,11 @@ impl Actor {
                 welcome: commit.welcome().map(|w| VLBytes::new(w.to_vec())),
                 group_info: commit.group_info().map(|w| VLBytes::new(w.to_vec())),
             };
-            if let Some(log) = &self.opts.call_log {
-                let identity = Arc::clone(&self.identity);
-                let from_epoch = commit.from_epoch();
-                log.with(|d| {
-                    d.commits.push(CommitRecord {
-                        identity,
-                        from_epoch,
-                        kind,
-                        sent_at: Instant::now(),
-                    })
+            if let Some(o) = &self.opts.observer {
+                o.commit_sent(&CommitSent {
+                    from_epoch: commit.from_epoch(),
+                    purpose,
+                    at: Instant::now(),
                 });
             }
             let _ = self.control.tx.send(Body::Commit(msg));

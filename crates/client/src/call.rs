@@ -231,19 +231,10 @@ impl Call {
                 let (tx, rx) = mpsc::channel(1024);
                 (Some(tx), Some(rx))
             }
-            _ => (None, None),
+            crate::MediaMode::Off => (None, None),
         };
         let actor = Actor::new(
-            Arc::clone(&identity),
-            options,
-            control,
-            phase,
-            events_tx,
-            cmd_rx,
-            stats_tx,
-            frames_tx,
-            backlog,
-            now,
+            options, control, phase, events_tx, cmd_rx, stats_tx, frames_tx, backlog, now,
         );
         tokio::spawn(actor.run());
         Ok((
@@ -290,8 +281,19 @@ impl Call {
     }
 
     /// Publishes one encoded frame (with [`crate::MediaMode::App`]): sealed, then packetized.
+    /// The SDK does not know whether a video frame published this way is a keyframe; codec
+    /// publishers use [`Call::publish_video`].
     pub async fn publish(&self, kind: MediaKind, frame: Vec<u8>) -> Result<(), CallError> {
-        self.ask(|r| Command::Publish(kind, frame, r)).await
+        self.ask(|r| Command::Publish(kind, frame, None, r)).await
+    }
+
+    /// Publishes one encoded video frame, saying whether it is a keyframe. The first video
+    /// frame, and the first after every switch of the send epoch
+    /// ([`crate::event::KeyframeCause::SendEpochSwitched`]), must be a keyframe: a delta
+    /// frame then is refused with [`CallError::KeyframeRequired`] and not sent.
+    pub async fn publish_video(&self, frame: Vec<u8>, keyframe: bool) -> Result<(), CallError> {
+        self.ask(|r| Command::Publish(MediaKind::Video, frame, Some(keyframe), r))
+            .await
     }
 
     /// Locks (or unlocks) the room at the relay (hosts): new joiners are refused while locked.
@@ -304,11 +306,6 @@ impl Call {
     /// a keyframe; identities are matched to streams by the SFrame keys their media opens with.
     pub async fn select_video(&self, selection: VideoSelection) -> Result<(), CallError> {
         self.ask(|r| Command::SelectVideo(selection, r)).await
-    }
-
-    /// Stops the synthetic sources (the call stays up).
-    pub async fn stop_media(&self) -> Result<(), CallError> {
-        self.ask(Command::StopMedia).await
     }
 
     /// Leaves the call: closes the media and control connections; the relay proposes this

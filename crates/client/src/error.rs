@@ -97,9 +97,14 @@ pub enum CallError {
     /// This participant is not (yet) a member of the call's group.
     #[error("not a member of the call")]
     NotMember,
-    /// Publishing is not possible (media off, or synthetic media owns the streams).
+    /// Publishing is not possible (media off or receive-only).
     #[error("media publishing is not enabled for this call")]
     MediaDisabled,
+    /// Own media just switched to new keys and a video keyframe is awaited: a delta frame
+    /// would be the first frame under the new keys, which receivers that joined in the new
+    /// epoch cannot decode. Publish a keyframe (see [`crate::Event::KeyframeRequested`]).
+    #[error("a video keyframe is required after the send-epoch switch")]
+    KeyframeRequired,
     /// The media connection is not up yet (wait for `Event::MediaConnected`).
     #[error("the media connection is not up yet")]
     MediaNotConnected,

@@ -8,16 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blindcall_group::{CallGroup, FrameDropReason};
-use blindcall_media::source::verify;
 use blindcall_media::{
     Depacketizer, DepacketizerConfig, MediaKind, Packetizer, PacketizerConfig, RtpPacket,
-    SyntheticSource,
 };
 use blindcall_transport::ParticipantId;
 use tokio::sync::mpsc;
 
 use crate::event::{DropCause, FrameReason, SenderHealth};
-use crate::log::{CallLog, OpenedRecord, SentFrame};
+use crate::observer::{CallObserver, FrameOpened, FrameSent};
 
 /// SFrame stream context of audio (RFC 9605 §5.2 context bits).
 pub const AUDIO_CONTEXT: u64 = 0;
@@ -72,18 +70,14 @@ pub(crate) type Outgoing = (MediaKind, Vec<RtpPacket>);
 
 /// Per-participant media state (owned by the call's task; no locks).
 pub(crate) struct MediaPipeline {
-    identity: Arc<str>,
     out: mpsc::UnboundedSender<Outgoing>,
     packetizers: [Packetizer; 2],
-    sources: Option<[SyntheticSource; 2]>,
-    next_due: [Option<Instant>; 2],
     timestamps: [u32; 2],
-    publish_seq: [u64; 2],
     depack: HashMap<(ParticipantId, MediaKind), (Depacketizer, u64)>,
     health: BTreeMap<u64, SenderHealth>,
     held: VecDeque<Held>,
     hold: Duration,
-    log: Option<CallLog>,
+    observer: Option<Arc<dyn CallObserver>>,
     sink: Option<mpsc::Sender<IncomingFrame>>,
     pub(crate) frames_sent: u64,
     pub(crate) packets_sent: u64,
@@ -94,21 +88,13 @@ pub(crate) struct MediaPipeline {
 
 impl MediaPipeline {
     pub(crate) fn new(
-        identity: Arc<str>,
         out: mpsc::UnboundedSender<Outgoing>,
-        synthetic: Option<(u32, u64, bool)>,
+        seed: u64,
         hold: Duration,
-        log: Option<CallLog>,
+        observer: Option<Arc<dyn CallObserver>>,
         sink: Option<mpsc::Sender<IncomingFrame>>,
     ) -> Self {
-        let sources = synthetic.map(|(id, seed, silent)| {
-            let mut audio = SyntheticSource::new(MediaKind::Audio, id, seed);
-            audio.set_silent(silent);
-            [audio, SyntheticSource::new(MediaKind::Video, id, seed)]
-        });
-        let seed = synthetic.map_or(0x5eed, |(id, seed, _)| seed ^ u64::from(id));
         Self {
-            identity,
             out,
             packetizers: [
                 Packetizer::new(PacketizerConfig {
@@ -120,15 +106,12 @@ impl MediaPipeline {
                     ..PacketizerConfig::default()
                 }),
             ],
-            sources,
-            next_due: [None, None],
             timestamps: [(seed >> 20) as u32, (seed >> 24) as u32],
-            publish_seq: [0, 0],
             depack: HashMap::new(),
             health: BTreeMap::new(),
             held: VecDeque::new(),
             hold,
-            log,
+            observer,
             sink,
             frames_sent: 0,
             packets_sent: 0,
@@ -138,114 +121,37 @@ impl MediaPipeline {
         }
     }
 
-    /// Starts the synthetic sources (once the transport is connected).
-    pub(crate) fn start_sources(&mut self, now: Instant) {
-        if self.sources.is_some() && self.next_due[0].is_none() {
-            self.next_due = [Some(now), Some(now)];
-        }
-    }
-
-    /// Stops the synthetic sources.
-    pub(crate) fn stop_sources(&mut self) {
-        self.next_due = [None, None];
-    }
-
-    /// Makes the next own video frame a keyframe.
-    pub(crate) fn request_keyframe(&mut self) {
-        if let Some(s) = &mut self.sources {
-            s[1].request_keyframe();
-        }
-    }
-
     /// Seals `plaintext` with the group's sender for `kind`, packetizes and queues it.
-    pub(crate) fn send_frame(
-        &mut self,
-        now: Instant,
-        group: &mut CallGroup,
-        kind: MediaKind,
-        plaintext: &[u8],
-        seq: u64,
-        timestamp: Option<u32>,
-    ) -> Result<(), String> {
-        let epoch = group.send_epoch();
-        let sealed = group
-            .sender(context_of(kind))
-            .map_err(|e| e.to_string())?
-            .seal(b"", plaintext)
-            .map_err(|e| e.to_string())?;
-        let i = slot(kind);
-        let ts = timestamp.unwrap_or_else(|| {
-            self.timestamps[i] = self.timestamps[i].wrapping_add(kind.timestamp_step());
-            self.timestamps[i]
-        });
-        let mut packets = Vec::new();
-        self.packetizers[i]
-            .packetize(ts, &sealed, &mut packets)
-            .map_err(|e| e.to_string())?;
-        self.packets_sent += packets.len() as u64;
-        self.frames_sent += 1;
-        if let Some(log) = &self.log {
-            let keep = log.keeps_plaintext();
-            log.with(|d| {
-                d.push_sent(SentFrame {
-                    sender: Arc::clone(&self.identity),
-                    kind,
-                    seq,
-                    epoch,
-                    at: now,
-                    plaintext: keep.then(|| plaintext.to_vec()),
-                })
-            });
-        }
-        let _ = self.out.send((kind, packets));
-        Ok(())
-    }
-
-    /// An application frame (sequence numbers count per kind).
     pub(crate) fn publish(
         &mut self,
         now: Instant,
         group: &mut CallGroup,
         kind: MediaKind,
-        data: &[u8],
+        plaintext: &[u8],
     ) -> Result<(), String> {
-        let seq = self.publish_seq[slot(kind)];
-        self.publish_seq[slot(kind)] += 1;
-        self.send_frame(now, group, kind, data, seq, None)
-    }
-
-    /// Emits every synthetic frame that is due.
-    pub(crate) fn tick(&mut self, now: Instant, group: &mut CallGroup) -> Vec<String> {
-        let mut errors = Vec::new();
-        for i in 0..2 {
-            while let Some(due) = self.next_due[i]
-                && due <= now
-            {
-                let Some(sources) = &mut self.sources else {
-                    return errors;
-                };
-                let frame = sources[i].next_frame();
-                let interval = sources[i].frame_interval();
-                // Far behind (e.g. a stalled runtime): skip ahead rather than burst.
-                let next = due + interval;
-                self.next_due[i] = Some(if next + interval * 10 < now {
-                    now
-                } else {
-                    next
-                });
-                if let Err(e) = self.send_frame(
-                    now,
-                    group,
-                    frame.info.kind,
-                    &frame.data,
-                    frame.info.seq,
-                    Some(frame.rtp_timestamp),
-                ) {
-                    errors.push(e);
-                }
-            }
+        let epoch = group.send_epoch();
+        let sender = group.sender(context_of(kind)).map_err(|e| e.to_string())?;
+        let counter = sender.next_counter().map_or(u64::MAX, |c| c.0);
+        let sealed = sender.seal(b"", plaintext).map_err(|e| e.to_string())?;
+        let i = slot(kind);
+        self.timestamps[i] = self.timestamps[i].wrapping_add(kind.timestamp_step());
+        let mut packets = Vec::new();
+        self.packetizers[i]
+            .packetize(self.timestamps[i], &sealed, &mut packets)
+            .map_err(|e| e.to_string())?;
+        self.packets_sent += packets.len() as u64;
+        self.frames_sent += 1;
+        if let Some(o) = &self.observer {
+            o.frame_sent(&FrameSent {
+                kind,
+                epoch,
+                counter,
+                plaintext,
+                at: now,
+            });
         }
-        errors
+        let _ = self.out.send((kind, packets));
+        Ok(())
     }
 
     fn health(&mut self, from: ParticipantId) -> &mut SenderHealth {
@@ -326,46 +232,26 @@ impl MediaPipeline {
         mut data: Vec<u8>,
     ) {
         let result = group.open(b"", &mut data).map(|o| {
-            (
-                Arc::clone(&o.identity),
-                o.context,
-                o.epoch,
-                o.counter.0,
-                o.plaintext.to_vec(),
-            )
+            let kind = kind_of(o.context).unwrap_or(kind);
+            if let Some(obs) = &self.observer {
+                obs.frame_opened(&FrameOpened {
+                    participant: from.0,
+                    sender: &o.identity,
+                    kind,
+                    epoch: o.epoch,
+                    counter: o.counter.0,
+                    plaintext: o.plaintext,
+                    at: now,
+                });
+            }
+            (Arc::clone(&o.identity), kind, o.epoch, o.plaintext.to_vec())
         });
         match result {
-            Ok((identity, context, epoch, counter, plaintext)) => {
-                let kind = kind_of(context).unwrap_or(kind);
-                let seq = if self.sources.is_some() {
-                    match verify(&plaintext) {
-                        Ok(info) if info.kind == kind => info.seq,
-                        _ => {
-                            self.drop_frame(from, DropCause::Integrity);
-                            return;
-                        }
-                    }
-                } else {
-                    counter
-                };
+            Ok((identity, kind, epoch, plaintext)) => {
                 let h = self.health(from);
                 h.opened += 1;
                 if h.identity.as_deref() != Some(&*identity) {
                     h.identity = Some(Arc::clone(&identity));
-                }
-                if let Some(log) = &self.log {
-                    let receiver = Arc::clone(&self.identity);
-                    let sender = Arc::clone(&identity);
-                    log.with(|d| {
-                        d.push_opened(OpenedRecord {
-                            receiver,
-                            sender,
-                            kind,
-                            seq,
-                            epoch,
-                            at: now,
-                        })
-                    });
                 }
                 if let Some(sink) = &self.sink
                     && sink
@@ -448,8 +334,7 @@ impl MediaPipeline {
             .values()
             .filter_map(|(d, _)| d.poll_timeout())
             .min();
-        let due = self.next_due.iter().flatten().min().copied();
-        [held, depack, due].into_iter().flatten().min()
+        [held, depack].into_iter().flatten().min()
     }
 
     /// Per-sender health, and whether it changed since the last call.
@@ -471,6 +356,54 @@ impl MediaPipeline {
 mod tests {
     use super::*;
     use blindcall_group::{CallConfig, Client, MemberConfig, MlsSuite};
+    use blindcall_media::SyntheticSource;
+    use blindcall_media::source::verify;
+    use std::sync::Mutex;
+
+    /// Records (epoch, video?, synthetic seq) of every frame opened; panics on a frame that
+    /// fails the synthetic integrity check.
+    #[derive(Default)]
+    struct Opened(Mutex<Vec<(u64, bool, u64)>>);
+
+    impl CallObserver for Opened {
+        fn frame_opened(&self, f: &FrameOpened<'_>) {
+            let info = verify(f.plaintext).expect("an opened frame is the one sent");
+            assert_eq!(info.kind, f.kind);
+            self.0
+                .lock()
+                .unwrap()
+                .push((f.epoch, f.kind == MediaKind::Video, info.seq));
+        }
+    }
+
+    /// Synthetic audio and video published on schedule through a pipeline.
+    struct Sources {
+        sources: [SyntheticSource; 2],
+        next_due: [Instant; 2],
+    }
+
+    impl Sources {
+        fn new(start: Instant) -> Self {
+            Self {
+                sources: [
+                    SyntheticSource::new(MediaKind::Audio, 7, 1),
+                    SyntheticSource::new(MediaKind::Video, 7, 1),
+                ],
+                next_due: [start, start],
+            }
+        }
+
+        /// Publishes every frame due at `now`.
+        fn tick(&mut self, now: Instant, pipe: &mut MediaPipeline, group: &mut CallGroup) {
+            for i in 0..2 {
+                while self.next_due[i] <= now {
+                    let f = self.sources[i].next_frame();
+                    self.next_due[i] += self.sources[i].frame_interval();
+                    pipe.publish(now, group, f.info.kind, &f.data).unwrap();
+                }
+            }
+        }
+    }
 
     fn pair(now: Instant) -> (CallGroup, CallGroup) {
         let call = CallConfig::default();
@@ -490,17 +423,15 @@ mod tests {
         (alice, bob)
     }
 
-    fn pipeline(name: &str) -> (MediaPipeline, mpsc::UnboundedReceiver<Outgoing>, CallLog) {
+    fn pipeline() -> (
+        MediaPipeline,
+        mpsc::UnboundedReceiver<Outgoing>,
+        Arc<Opened>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let log = CallLog::new(false);
-        let p = MediaPipeline::new(
-            Arc::from(name),
-            tx,
-            Some((7, 1, false)),
-            Duration::from_secs(2),
-            Some(log.clone()),
-            None,
-        );
+        let log = Arc::new(Opened::default());
+        let observer: Arc<dyn CallObserver> = log.clone();
+        let p = MediaPipeline::new(tx, 7, Duration::from_secs(2), Some(observer), None);
         (p, rx, log)
     }
 
@@ -523,11 +454,11 @@ mod tests {
     fn frames_of_the_next_epoch_wait_for_its_commit_and_old_epochs_count_as_before_join() {
         let now = Instant::now();
         let (mut alice, mut bob) = pair(now);
-        let (mut tx_pipe, mut wire, _) = pipeline("alice");
-        let (mut rx_pipe, _, bob_log) = pipeline("bob");
+        let (mut tx_pipe, mut wire, _) = pipeline();
+        let (mut rx_pipe, _, bob_log) = pipeline();
         // Epoch 1: bob opens alice's audio and video (video spans many packets).
-        tx_pipe.start_sources(now);
-        tx_pipe.tick(now, &mut alice);
+        let mut src = Sources::new(now);
+        src.tick(now, &mut tx_pipe, &mut alice);
         deliver(now, &mut wire, &mut rx_pipe, &mut bob, 1);
         assert_eq!(rx_pipe.health_snapshot()[0].opened, 2);
         // Alice moves to epoch 2 and switches at once; bob has not seen the commit yet.
@@ -536,7 +467,7 @@ mod tests {
         pc.confirm(&mut alice, now).unwrap();
         assert_eq!(alice.activate_send_epoch(), 2);
         let t1 = now + Duration::from_millis(40);
-        tx_pipe.tick(t1, &mut alice);
+        src.tick(t1, &mut tx_pipe, &mut alice);
         deliver(t1, &mut wire, &mut rx_pipe, &mut bob, 1);
         let h = &rx_pipe.health_snapshot()[0];
         assert_eq!(
@@ -550,10 +481,10 @@ mod tests {
         rx_pipe.retry_held(t1, &mut bob, 1);
         let h = &rx_pipe.health_snapshot()[0];
         assert!(h.opened >= 4 && h.dropped.is_empty(), "{h:?}");
-        assert!(bob_log.lock().opened.iter().any(|o| o.epoch == 2));
+        assert!(bob_log.0.lock().unwrap().iter().any(|o| o.0 == 2));
 
         // A frame of epoch 1 reaching a member that joined at epoch 2 is "before join".
-        let (mut late_pipe, _, _) = pipeline("carol");
+        let (mut late_pipe, _, _) = pipeline();
         let (mut old_alice, _) = pair(now);
         let c = Client::new("carol", MlsSuite::default()).unwrap();
         let kp = c.key_package().unwrap();
@@ -562,9 +493,8 @@ mod tests {
         pc.confirm(&mut old_alice, now).unwrap();
         assert_eq!((old_alice.epoch(), old_alice.send_epoch()), (2, 1));
         let mut carol = CallGroup::join(c, &welcome, MemberConfig::default(), now).unwrap();
-        let (mut old_tx, mut old_wire, _) = pipeline("alice");
-        old_tx.start_sources(now);
-        old_tx.tick(now, &mut old_alice);
+        let (mut old_tx, mut old_wire, _) = pipeline();
+        Sources::new(now).tick(now, &mut old_tx, &mut old_alice);
         deliver(now, &mut old_wire, &mut late_pipe, &mut carol, 2);
         let h = &late_pipe.health_snapshot()[0];
         assert_eq!(h.opened, 0);
@@ -575,7 +505,7 @@ mod tests {
         pc.confirm(&mut alice, t1).unwrap();
         alice.activate_send_epoch();
         let t2 = t1 + Duration::from_millis(40);
-        tx_pipe.tick(t2, &mut alice);
+        src.tick(t2, &mut tx_pipe, &mut alice);
         deliver(t2, &mut wire, &mut rx_pipe, &mut bob, 1);
         rx_pipe.handle_timeout(t2 + Duration::from_secs(3));
         let h = &rx_pipe.health_snapshot()[0];
@@ -592,10 +522,9 @@ mod tests {
     fn incomplete_and_tampered_frames_are_counted_never_opened() {
         let now = Instant::now();
         let (mut alice, mut bob) = pair(now);
-        let (mut tx_pipe, mut wire, _) = pipeline("alice");
-        let (mut rx_pipe, _, _) = pipeline("bob");
-        tx_pipe.start_sources(now);
-        tx_pipe.tick(now, &mut alice);
+        let (mut tx_pipe, mut wire, _) = pipeline();
+        let (mut rx_pipe, _, _) = pipeline();
+        Sources::new(now).tick(now, &mut tx_pipe, &mut alice);
         let mut sent = Vec::new();
         while let Ok(x) = wire.try_recv() {
             sent.push(x);
@@ -653,16 +582,16 @@ mod tests {
     fn under_loss_reordering_and_duplication_every_complete_frame_opens_and_replays_fail() {
         let start = Instant::now();
         let (mut alice, mut bob) = pair(start);
-        let (mut tx_pipe, mut wire, _) = pipeline("alice");
-        let (mut rx_pipe, _, bob_log) = pipeline("bob");
+        let (mut tx_pipe, mut wire, _) = pipeline();
+        let (mut rx_pipe, _, bob_log) = pipeline();
         let mut rng = blindcall_media::SeededRng::new(0x1055);
-        tx_pipe.start_sources(start);
+        let mut src = Sources::new(start);
         let (mut complete, mut partial, mut replays) = (0u64, 0u64, 0u64);
         let mut history: Vec<(MediaKind, Vec<RtpPacket>)> = Vec::new();
         let mut replay_seq = [0u16, 0u16];
         for step in 0..150u32 {
             let now = start + Duration::from_millis(20) * step;
-            tx_pipe.tick(now, &mut alice);
+            src.tick(now, &mut tx_pipe, &mut alice);
             let mut batch: Vec<(ParticipantId, MediaKind, RtpPacket)> = Vec::new();
             while let Ok((kind, packets)) = wire.try_recv() {
                 history.push((kind, packets.clone()));
@@ -736,13 +665,10 @@ mod tests {
             "{main:?}"
         );
         // Every opened frame is the one sent (integrity check inside the pipeline), once.
-        let log = bob_log.lock();
+        let log = bob_log.0.lock().unwrap();
         let mut seen = std::collections::HashSet::new();
-        for o in &log.opened {
-            assert!(
-                seen.insert((o.kind == MediaKind::Video, o.seq)),
-                "frame opened twice"
-            );
+        for o in log.iter() {
+            assert!(seen.insert((o.1, o.2)), "frame opened twice");
         }
     }
 }
