@@ -6,7 +6,7 @@ use std::sync::Arc;
 use blindcall_group::SecurityCode;
 use blindcall_proto::{RefusedReason, Role};
 
-use crate::error::CallWarning;
+use crate::error::{CallWarning, ProtocolError};
 
 /// Why a frame from a sender was not delivered to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,7 +80,7 @@ pub enum EndReason {
     /// The control connection broke.
     ConnectionLost,
     /// The relay broke the protocol.
-    ProtocolError(String),
+    ProtocolError(ProtocolError),
 }
 
 /// Why a keyframe is requested.

@@ -34,9 +34,10 @@
 //! The SDK holds no relay and no demo code: the scripted demo call, its report and an
 //! in-process relay live in `blindcall-demo`.
 
-mod actor;
 mod call;
 mod control;
+pub mod core;
+mod driver;
 pub mod error;
 pub mod event;
 pub mod media;
@@ -44,12 +45,16 @@ pub mod observer;
 pub mod options;
 pub mod tls;
 
+pub use crate::core::{CallCore, Command, ControlEnd, MediaInput, Output, TransportOp};
 pub use blindcall_group::MlsSuite;
 pub use blindcall_media::MediaKind;
 pub use blindcall_proto::{RefusedReason, Role};
 pub use blindcall_transport::MediaNetwork;
 pub use call::{Call, Events};
-pub use error::{CallError, CallWarning, JoinError, OptionsError, ProtocolError};
+pub use error::{
+    CallError, CallWarning, FrameRejected, GroupFailure, JoinError, OptionsError, ProtocolError,
+    TransportWarning,
+};
 pub use event::{
     CallStats, DropCause, EndReason, Event, FrameReason, KeyframeCause, Member, SenderHealth,
 };

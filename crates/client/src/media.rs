@@ -1,7 +1,7 @@
 //! The media pipeline of one participant: seal → packetize → transport on the way out;
 //! transport → depacketize → open on the way in. Frames sealed under an epoch whose commit
 //! has not arrived yet are held briefly and opened once it does; every drop is counted per
-//! sender with its cause.
+//! sender with its cause. Sans-IO: packets and opened frames go to the core's output queue.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,10 +12,11 @@ use blindcall_media::{
     Depacketizer, DepacketizerConfig, MediaKind, Packetizer, PacketizerConfig, RtpPacket,
 };
 use blindcall_transport::ParticipantId;
-use tokio::sync::mpsc;
 
+use crate::core::{Output, Sink};
+use crate::error::{FrameRejected, GroupFailure};
 use crate::event::{DropCause, FrameReason, SenderHealth};
-use crate::observer::{CallObserver, FrameOpened, FrameSent};
+use crate::observer::{FrameOpened, FrameSent};
 
 /// SFrame stream context of audio (RFC 9605 §5.2 context bits).
 pub const AUDIO_CONTEXT: u64 = 0;
@@ -65,37 +66,29 @@ struct Held {
     data: Vec<u8>,
 }
 
-/// Packets ready for the transport's send task.
-pub(crate) type Outgoing = (MediaKind, Vec<RtpPacket>);
+/// Frames and packets through the pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) frames_sent: u64,
+    pub(crate) packets_sent: u64,
+    pub(crate) packets_received: u64,
+}
 
-/// Per-participant media state (owned by the call's task; no locks).
+/// Per-participant media state (owned by the call's core; no locks).
 pub(crate) struct MediaPipeline {
-    out: mpsc::UnboundedSender<Outgoing>,
     packetizers: [Packetizer; 2],
     timestamps: [u32; 2],
     depack: HashMap<(ParticipantId, MediaKind), (Depacketizer, u64)>,
     health: BTreeMap<u64, SenderHealth>,
     held: VecDeque<Held>,
     hold: Duration,
-    observer: Option<Arc<dyn CallObserver>>,
-    sink: Option<mpsc::Sender<IncomingFrame>>,
-    pub(crate) frames_sent: u64,
-    pub(crate) packets_sent: u64,
-    pub(crate) packets_received: u64,
-    pub(crate) sink_dropped: u64,
+    counters: Counters,
     health_changed: bool,
 }
 
 impl MediaPipeline {
-    pub(crate) fn new(
-        out: mpsc::UnboundedSender<Outgoing>,
-        seed: u64,
-        hold: Duration,
-        observer: Option<Arc<dyn CallObserver>>,
-        sink: Option<mpsc::Sender<IncomingFrame>>,
-    ) -> Self {
+    pub(crate) fn new(seed: u64, hold: Duration) -> Self {
         Self {
-            out,
             packetizers: [
                 Packetizer::new(PacketizerConfig {
                     initial_sequence: (seed & 0xffff) as u16,
@@ -111,37 +104,42 @@ impl MediaPipeline {
             health: BTreeMap::new(),
             held: VecDeque::new(),
             hold,
-            observer,
-            sink,
-            frames_sent: 0,
-            packets_sent: 0,
-            packets_received: 0,
-            sink_dropped: 0,
+            counters: Counters::default(),
             health_changed: false,
         }
     }
 
-    /// Seals `plaintext` with the group's sender for `kind`, packetizes and queues it.
+    /// Frames and packets so far.
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Seals `plaintext` with the group's sender for `kind`, packetizes it and queues the
+    /// packets for the transport.
     pub(crate) fn publish(
         &mut self,
         now: Instant,
         group: &mut CallGroup,
         kind: MediaKind,
         plaintext: &[u8],
-    ) -> Result<(), String> {
+        sink: Sink<'_>,
+    ) -> Result<(), FrameRejected> {
         let epoch = group.send_epoch();
-        let sender = group.sender(context_of(kind)).map_err(|e| e.to_string())?;
+        let sender = group
+            .sender(context_of(kind))
+            .map_err(|e| FrameRejected::SendKey(GroupFailure::from(&e)))?;
         let counter = sender.next_counter().map_or(u64::MAX, |c| c.0);
-        let sealed = sender.seal(b"", plaintext).map_err(|e| e.to_string())?;
+        let sealed = sender.seal(b"", plaintext).map_err(FrameRejected::Seal)?;
         let i = slot(kind);
-        self.timestamps[i] = self.timestamps[i].wrapping_add(kind.timestamp_step());
+        let timestamp = self.timestamps[i].wrapping_add(kind.timestamp_step());
         let mut packets = Vec::new();
         self.packetizers[i]
-            .packetize(self.timestamps[i], &sealed, &mut packets)
-            .map_err(|e| e.to_string())?;
-        self.packets_sent += packets.len() as u64;
-        self.frames_sent += 1;
-        if let Some(o) = &self.observer {
+            .packetize(timestamp, &sealed, &mut packets)
+            .map_err(FrameRejected::Packetize)?;
+        self.timestamps[i] = timestamp;
+        self.counters.packets_sent += packets.len() as u64;
+        self.counters.frames_sent += 1;
+        if let Some(o) = sink.observer {
             o.frame_sent(&FrameSent {
                 kind,
                 epoch,
@@ -150,7 +148,11 @@ impl MediaPipeline {
                 at: now,
             });
         }
-        let _ = self.out.send((kind, packets));
+        sink.out.extend(
+            packets
+                .into_iter()
+                .map(|packet| Output::Transmit { kind, packet }),
+        );
         Ok(())
     }
 
@@ -181,6 +183,7 @@ impl MediaPipeline {
     }
 
     /// One RTP packet of `from`'s `kind` stream.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_packet(
         &mut self,
         now: Instant,
@@ -189,8 +192,9 @@ impl MediaPipeline {
         from: ParticipantId,
         kind: MediaKind,
         packet: RtpPacket,
+        mut sink: Sink<'_>,
     ) {
-        self.packets_received += 1;
+        self.counters.packets_received += 1;
         self.health(from).packets += 1;
         let (depack, incomplete_seen) = self
             .depack
@@ -218,10 +222,11 @@ impl MediaPipeline {
             self.drop_frame(from, DropCause::Incomplete);
         }
         for data in frames {
-            self.open_frame(now, group, join_epoch, from, kind, data);
+            self.open_frame(now, group, join_epoch, from, kind, data, &mut sink);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open_frame(
         &mut self,
         now: Instant,
@@ -230,10 +235,11 @@ impl MediaPipeline {
         from: ParticipantId,
         kind: MediaKind,
         mut data: Vec<u8>,
+        sink: &mut Sink<'_>,
     ) {
         let result = group.open(b"", &mut data).map(|o| {
             let kind = kind_of(o.context).unwrap_or(kind);
-            if let Some(obs) = &self.observer {
+            if let Some(obs) = sink.observer {
                 obs.frame_opened(&FrameOpened {
                     participant: from.0,
                     sender: &o.identity,
@@ -253,18 +259,12 @@ impl MediaPipeline {
                 if h.identity.as_deref() != Some(&*identity) {
                     h.identity = Some(Arc::clone(&identity));
                 }
-                if let Some(sink) = &self.sink
-                    && sink
-                        .try_send(IncomingFrame {
-                            sender: identity,
-                            kind,
-                            epoch,
-                            data: plaintext,
-                        })
-                        .is_err()
-                {
-                    self.sink_dropped += 1;
-                }
+                sink.out.push_back(Output::Frame(IncomingFrame {
+                    sender: identity,
+                    kind,
+                    epoch,
+                    data: plaintext,
+                }));
             }
             Err(e) if e.reason == FrameDropReason::UnknownEpoch => {
                 let layout = group.params().layout;
@@ -272,7 +272,7 @@ impl MediaPipeline {
                 let low = e.origin.map(|o| o.epoch_low);
                 if low == Some(layout.epoch_low(current.saturating_add(1))) && group.is_active() {
                     self.held.push_back(Held {
-                        until: crate::actor::after(now, self.hold),
+                        until: crate::core::after(now, self.hold),
                         from,
                         kind,
                         data,
@@ -294,10 +294,16 @@ impl MediaPipeline {
     }
 
     /// Retries held frames (after an epoch change).
-    pub(crate) fn retry_held(&mut self, now: Instant, group: &mut CallGroup, join_epoch: u64) {
+    pub(crate) fn retry_held(
+        &mut self,
+        now: Instant,
+        group: &mut CallGroup,
+        join_epoch: u64,
+        mut sink: Sink<'_>,
+    ) {
         let held = std::mem::take(&mut self.held);
         for h in held {
-            self.open_frame(now, group, join_epoch, h.from, h.kind, h.data);
+            self.open_frame(now, group, join_epoch, h.from, h.kind, h.data, &mut sink);
         }
     }
 
@@ -355,6 +361,7 @@ impl MediaPipeline {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::observer::CallObserver;
     use blindcall_group::{CallConfig, Client, MemberConfig, MlsSuite};
     use blindcall_media::SyntheticSource;
     use blindcall_media::source::verify;
@@ -394,14 +401,79 @@ mod tests {
         }
 
         /// Publishes every frame due at `now`.
-        fn tick(&mut self, now: Instant, pipe: &mut MediaPipeline, group: &mut CallGroup) {
+        fn tick(&mut self, now: Instant, side: &mut Side, group: &mut CallGroup) {
             for i in 0..2 {
                 while self.next_due[i] <= now {
                     let f = self.sources[i].next_frame();
                     self.next_due[i] += self.sources[i].frame_interval();
-                    pipe.publish(now, group, f.info.kind, &f.data).unwrap();
+                    let sink = Sink {
+                        out: &mut side.out,
+                        observer: None,
+                    };
+                    side.pipe
+                        .publish(now, group, f.info.kind, &f.data, sink)
+                        .unwrap();
                 }
             }
+        }
+    }
+
+    /// A pipeline, the outputs it queued, and what its observer saw opened.
+    struct Side {
+        pipe: MediaPipeline,
+        out: VecDeque<Output>,
+        seen: Arc<Opened>,
+    }
+
+    impl Side {
+        fn new() -> Self {
+            Self {
+                pipe: MediaPipeline::new(7, Duration::from_secs(2)),
+                out: VecDeque::new(),
+                seen: Arc::default(),
+            }
+        }
+
+        /// The packets queued for the transport, one entry per frame.
+        fn frames(&mut self) -> Vec<(MediaKind, Vec<RtpPacket>)> {
+            let mut frames: Vec<(MediaKind, Vec<RtpPacket>)> = Vec::new();
+            let mut open = false;
+            for o in std::mem::take(&mut self.out) {
+                if let Output::Transmit { kind, packet } = o {
+                    let end = packet.marker;
+                    match frames.last_mut() {
+                        Some((k, ps)) if open && *k == kind => ps.push(packet),
+                        _ => frames.push((kind, vec![packet])),
+                    }
+                    open = !end;
+                }
+            }
+            frames
+        }
+
+        fn receive(
+            &mut self,
+            now: Instant,
+            group: &mut CallGroup,
+            join_epoch: u64,
+            from: ParticipantId,
+            kind: MediaKind,
+            packet: RtpPacket,
+        ) {
+            let sink = Sink {
+                out: &mut self.out,
+                observer: Some(&*self.seen),
+            };
+            self.pipe
+                .on_packet(now, group, join_epoch, from, kind, packet, sink);
+        }
+
+        fn retry_held(&mut self, now: Instant, group: &mut CallGroup, join_epoch: u64) {
+            let sink = Sink {
+                out: &mut self.out,
+                observer: Some(&*self.seen),
+            };
+            self.pipe.retry_held(now, group, join_epoch, sink);
         }
     }
 
@@ -423,28 +495,16 @@ mod tests {
         (alice, bob)
     }
 
-    fn pipeline() -> (
-        MediaPipeline,
-        mpsc::UnboundedReceiver<Outgoing>,
-        Arc<Opened>,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let log = Arc::new(Opened::default());
-        let observer: Arc<dyn CallObserver> = log.clone();
-        let p = MediaPipeline::new(tx, 7, Duration::from_secs(2), Some(observer), None);
-        (p, rx, log)
-    }
-
     fn deliver(
         now: Instant,
-        rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-        to: &mut MediaPipeline,
+        from: &mut Side,
+        to: &mut Side,
         group: &mut CallGroup,
         join_epoch: u64,
     ) {
-        while let Ok((kind, packets)) = rx.try_recv() {
+        for (kind, packets) in from.frames() {
             for p in packets {
-                to.on_packet(now, group, join_epoch, ParticipantId(1), kind, p);
+                to.receive(now, group, join_epoch, ParticipantId(1), kind, p);
             }
         }
     }
@@ -454,37 +514,37 @@ mod tests {
     fn frames_of_the_next_epoch_wait_for_its_commit_and_old_epochs_count_as_before_join() {
         let now = Instant::now();
         let (mut alice, mut bob) = pair(now);
-        let (mut tx_pipe, mut wire, _) = pipeline();
-        let (mut rx_pipe, _, bob_log) = pipeline();
+        let mut tx = Side::new();
+        let mut rx = Side::new();
         // Epoch 1: bob opens alice's audio and video (video spans many packets).
         let mut src = Sources::new(now);
-        src.tick(now, &mut tx_pipe, &mut alice);
-        deliver(now, &mut wire, &mut rx_pipe, &mut bob, 1);
-        assert_eq!(rx_pipe.health_snapshot()[0].opened, 2);
+        src.tick(now, &mut tx, &mut alice);
+        deliver(now, &mut tx, &mut rx, &mut bob, 1);
+        assert_eq!(rx.pipe.health_snapshot()[0].opened, 2);
         // Alice moves to epoch 2 and switches at once; bob has not seen the commit yet.
         let pc = alice.self_update().unwrap();
         let commit = pc.commit().to_vec();
         pc.confirm(&mut alice, now).unwrap();
         assert_eq!(alice.activate_send_epoch(), 2);
         let t1 = now + Duration::from_millis(40);
-        src.tick(t1, &mut tx_pipe, &mut alice);
-        deliver(t1, &mut wire, &mut rx_pipe, &mut bob, 1);
-        let h = &rx_pipe.health_snapshot()[0];
+        src.tick(t1, &mut tx, &mut alice);
+        deliver(t1, &mut tx, &mut rx, &mut bob, 1);
+        let h = &rx.pipe.health_snapshot()[0];
         assert_eq!(
             (h.opened, h.dropped.len()),
             (2, 0),
             "held, not dropped: {h:?}"
         );
-        assert!(rx_pipe.poll_timeout().is_some());
+        assert!(rx.pipe.poll_timeout().is_some());
         // The commit arrives: the held frames open under epoch 2.
         bob.handle_message(t1, &commit).unwrap();
-        rx_pipe.retry_held(t1, &mut bob, 1);
-        let h = &rx_pipe.health_snapshot()[0];
+        rx.retry_held(t1, &mut bob, 1);
+        let h = &rx.pipe.health_snapshot()[0];
         assert!(h.opened >= 4 && h.dropped.is_empty(), "{h:?}");
-        assert!(bob_log.0.lock().unwrap().iter().any(|o| o.0 == 2));
+        assert!(rx.seen.0.lock().unwrap().iter().any(|o| o.0 == 2));
 
         // A frame of epoch 1 reaching a member that joined at epoch 2 is "before join".
-        let (mut late_pipe, _, _) = pipeline();
+        let mut late = Side::new();
         let (mut old_alice, _) = pair(now);
         let c = Client::new("carol", MlsSuite::default()).unwrap();
         let kp = c.key_package().unwrap();
@@ -493,10 +553,10 @@ mod tests {
         pc.confirm(&mut old_alice, now).unwrap();
         assert_eq!((old_alice.epoch(), old_alice.send_epoch()), (2, 1));
         let mut carol = CallGroup::join(c, &welcome, MemberConfig::default(), now).unwrap();
-        let (mut old_tx, mut old_wire, _) = pipeline();
+        let mut old_tx = Side::new();
         Sources::new(now).tick(now, &mut old_tx, &mut old_alice);
-        deliver(now, &mut old_wire, &mut late_pipe, &mut carol, 2);
-        let h = &late_pipe.health_snapshot()[0];
+        deliver(now, &mut old_tx, &mut late, &mut carol, 2);
+        let h = &late.pipe.health_snapshot()[0];
         assert_eq!(h.opened, 0);
         assert_eq!(h.dropped.get(&DropCause::BeforeJoin), Some(&2), "{h:?}");
 
@@ -505,10 +565,10 @@ mod tests {
         pc.confirm(&mut alice, t1).unwrap();
         alice.activate_send_epoch();
         let t2 = t1 + Duration::from_millis(40);
-        src.tick(t2, &mut tx_pipe, &mut alice);
-        deliver(t2, &mut wire, &mut rx_pipe, &mut bob, 1);
-        rx_pipe.handle_timeout(t2 + Duration::from_secs(3));
-        let h = &rx_pipe.health_snapshot()[0];
+        src.tick(t2, &mut tx, &mut alice);
+        deliver(t2, &mut tx, &mut rx, &mut bob, 1);
+        rx.pipe.handle_timeout(t2 + Duration::from_secs(3));
+        let h = &rx.pipe.health_snapshot()[0];
         assert!(
             h.dropped
                 .get(&DropCause::FutureEpochExpired)
@@ -522,13 +582,10 @@ mod tests {
     fn incomplete_and_tampered_frames_are_counted_never_opened() {
         let now = Instant::now();
         let (mut alice, mut bob) = pair(now);
-        let (mut tx_pipe, mut wire, _) = pipeline();
-        let (mut rx_pipe, _, _) = pipeline();
-        Sources::new(now).tick(now, &mut tx_pipe, &mut alice);
-        let mut sent = Vec::new();
-        while let Ok(x) = wire.try_recv() {
-            sent.push(x);
-        }
+        let mut tx = Side::new();
+        let mut rx = Side::new();
+        Sources::new(now).tick(now, &mut tx, &mut alice);
+        let sent = tx.frames();
         let (video_kind, mut video) = sent
             .iter()
             .find(|(k, _)| *k == MediaKind::Video)
@@ -538,9 +595,9 @@ mod tests {
         // Lose one packet of the keyframe: the frame never completes.
         video.remove(1);
         for p in video {
-            rx_pipe.on_packet(now, &mut bob, 1, ParticipantId(1), video_kind, p);
+            rx.receive(now, &mut bob, 1, ParticipantId(1), video_kind, p);
         }
-        rx_pipe.handle_timeout(now + Duration::from_secs(1));
+        rx.pipe.handle_timeout(now + Duration::from_secs(1));
         // Flip a ciphertext byte of the audio frame: it fails authentication.
         let (audio_kind, mut audio) = sent
             .iter()
@@ -549,7 +606,7 @@ mod tests {
             .unwrap();
         let last = audio[0].payload.len() - 1;
         audio[0].payload[last] ^= 1;
-        rx_pipe.on_packet(
+        rx.receive(
             now,
             &mut bob,
             1,
@@ -561,8 +618,8 @@ mod tests {
         let mut junk = audio[0].clone();
         junk.payload = vec![0xff];
         junk.sequence_number = junk.sequence_number.wrapping_add(100);
-        rx_pipe.on_packet(now, &mut bob, 1, ParticipantId(1), audio_kind, junk);
-        let h = &rx_pipe.health_snapshot()[0];
+        rx.receive(now, &mut bob, 1, ParticipantId(1), audio_kind, junk);
+        let h = &rx.pipe.health_snapshot()[0];
         assert_eq!(h.opened, 0);
         assert_eq!(h.dropped.get(&DropCause::Incomplete), Some(&1), "{h:?}");
         assert_eq!(
@@ -582,8 +639,8 @@ mod tests {
     fn under_loss_reordering_and_duplication_every_complete_frame_opens_and_replays_fail() {
         let start = Instant::now();
         let (mut alice, mut bob) = pair(start);
-        let (mut tx_pipe, mut wire, _) = pipeline();
-        let (mut rx_pipe, _, bob_log) = pipeline();
+        let mut tx = Side::new();
+        let mut rx = Side::new();
         let mut rng = blindcall_media::SeededRng::new(0x1055);
         let mut src = Sources::new(start);
         let (mut complete, mut partial, mut replays) = (0u64, 0u64, 0u64);
@@ -591,9 +648,9 @@ mod tests {
         let mut replay_seq = [0u16, 0u16];
         for step in 0..150u32 {
             let now = start + Duration::from_millis(20) * step;
-            src.tick(now, &mut tx_pipe, &mut alice);
+            src.tick(now, &mut tx, &mut alice);
             let mut batch: Vec<(ParticipantId, MediaKind, RtpPacket)> = Vec::new();
-            while let Ok((kind, packets)) = wire.try_recv() {
+            for (kind, packets) in tx.frames() {
                 history.push((kind, packets.clone()));
                 let before = batch.len();
                 let mut lost = 0;
@@ -632,11 +689,11 @@ mod tests {
                 replays += 1;
             }
             for (from, kind, p) in batch {
-                rx_pipe.on_packet(now, &mut bob, 1, from, kind, p);
+                rx.receive(now, &mut bob, 1, from, kind, p);
             }
         }
-        rx_pipe.handle_timeout(start + Duration::from_secs(10));
-        let health = rx_pipe.health_snapshot();
+        rx.pipe.handle_timeout(start + Duration::from_secs(10));
+        let health = rx.pipe.health_snapshot();
         let main = &health[0];
         assert!(
             complete > 200 && partial > 5,
@@ -665,7 +722,7 @@ mod tests {
             "{main:?}"
         );
         // Every opened frame is the one sent (integrity check inside the pipeline), once.
-        let log = bob_log.0.lock().unwrap();
+        let log = rx.seen.0.lock().unwrap();
         let mut seen = std::collections::HashSet::new();
         for o in log.iter() {
             assert!(seen.insert((o.1, o.2)), "frame opened twice");
