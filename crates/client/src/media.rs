@@ -2,6 +2,18 @@
 //! transport → depacketize → open on the way in. Frames sealed under an epoch whose commit
 //! has not arrived yet are held briefly and opened once it does; every drop is counted per
 //! sender with its cause. Sans-IO: packets and opened frames go to the core's output queue.
+//!
+//! # Copies
+//!
+//! A frame is copied only where the transport forces it. Out: it is sealed from the
+//! application's buffer straight into one reused buffer (the encryption pass), which the
+//! packetizer copies into the packets' own payloads (the transport takes one owned buffer per
+//! packet). In: the depacketizer takes each packet's buffer as the transport delivered it and
+//! joins the packets of a multi-packet frame into one buffer (a frame spread over separate
+//! packet buffers must be made contiguous to be authenticated); the frame is then opened in
+//! place, and the plaintext is handed to the application inside that same buffer
+//! ([`IncomingFrame::data`]). The SFrame header is read by the group's `open` only; the
+//! pipeline reads nothing of it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use blindcall_group::{CallGroup, FrameDropReason};
 use blindcall_media::{
-    Depacketizer, DepacketizerConfig, MediaKind, Packetizer, PacketizerConfig, RtpPacket,
+    Depacketizer, DepacketizerConfig, MediaKind, PacketizeError, Packetizer, PacketizerConfig,
+    RtpPacket,
 };
 use blindcall_transport::ParticipantId;
 
@@ -46,8 +59,9 @@ fn slot(kind: MediaKind) -> usize {
     }
 }
 
-/// A frame delivered to the application after it authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A frame delivered to the application after it authenticated. The plaintext stays in the
+/// buffer it was received and opened in.
+#[derive(Clone)]
 pub struct IncomingFrame {
     /// Sender's identity (authenticated by its SFrame key).
     pub sender: Arc<str>,
@@ -55,8 +69,60 @@ pub struct IncomingFrame {
     pub kind: MediaKind,
     /// Epoch whose key opened it.
     pub epoch: u64,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl IncomingFrame {
+    /// A frame holding `data` (e.g. for an application's own tests).
+    pub fn new(sender: Arc<str>, kind: MediaKind, epoch: u64, data: Vec<u8>) -> Self {
+        let end = data.len();
+        Self {
+            sender,
+            kind,
+            epoch,
+            buf: data,
+            start: 0,
+            end,
+        }
+    }
+
     /// The decrypted frame.
-    pub data: Vec<u8>,
+    pub fn data(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// The decrypted frame as its own vector (moves it to the front of its buffer; no
+    /// allocation).
+    pub fn into_data(self) -> Vec<u8> {
+        let mut buf = self.buf;
+        buf.truncate(self.end);
+        buf.drain(..self.start.min(self.end));
+        buf
+    }
+}
+
+impl PartialEq for IncomingFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.sender == other.sender
+            && self.kind == other.kind
+            && self.epoch == other.epoch
+            && self.data() == other.data()
+    }
+}
+
+impl Eq for IncomingFrame {}
+
+impl std::fmt::Debug for IncomingFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingFrame")
+            .field("sender", &self.sender)
+            .field("kind", &self.kind)
+            .field("epoch", &self.epoch)
+            .field("len", &self.data().len())
+            .finish()
+    }
 }
 
 struct Held {
@@ -74,38 +140,68 @@ pub(crate) struct Counters {
     pub(crate) packets_received: u64,
 }
 
-/// Per-participant media state (owned by the call's core; no locks).
-pub(crate) struct MediaPipeline {
+/// Own streams: packetizers, RTP timestamps, and the buffers reused for every frame.
+struct Outbound {
     packetizers: [Packetizer; 2],
+    max_packets: usize,
     timestamps: [u32; 2],
-    depack: HashMap<(ParticipantId, MediaKind), (Depacketizer, u64)>,
+    /// Sealed frames are written here; it grows to the largest frame sent and stays.
+    sealed: Vec<u8>,
+    /// The packets of the frame being sent, before they move to the output queue.
+    packets: Vec<RtpPacket>,
+}
+
+/// One incoming stream (a remote participant's audio or video).
+struct Stream {
+    depacketizer: Depacketizer,
+    /// Incomplete frames already counted.
+    incomplete_seen: u64,
+}
+
+/// Everything about incoming frames except their reassembly.
+struct Inbound {
     health: BTreeMap<u64, SenderHealth>,
     held: VecDeque<Held>,
     hold: Duration,
-    counters: Counters,
     health_changed: bool,
+}
+
+/// Per-participant media state (owned by the call's core; no locks).
+pub(crate) struct MediaPipeline {
+    outbound: Outbound,
+    streams: HashMap<(ParticipantId, MediaKind), Stream>,
+    inbound: Inbound,
+    counters: Counters,
 }
 
 impl MediaPipeline {
     pub(crate) fn new(seed: u64, hold: Duration) -> Self {
+        let config = PacketizerConfig::default();
         Self {
-            packetizers: [
-                Packetizer::new(PacketizerConfig {
-                    initial_sequence: (seed & 0xffff) as u16,
-                    ..PacketizerConfig::default()
-                }),
-                Packetizer::new(PacketizerConfig {
-                    initial_sequence: ((seed >> 16) & 0xffff) as u16,
-                    ..PacketizerConfig::default()
-                }),
-            ],
-            timestamps: [(seed >> 20) as u32, (seed >> 24) as u32],
-            depack: HashMap::new(),
-            health: BTreeMap::new(),
-            held: VecDeque::new(),
-            hold,
+            outbound: Outbound {
+                packetizers: [
+                    Packetizer::new(PacketizerConfig {
+                        initial_sequence: (seed & 0xffff) as u16,
+                        ..config
+                    }),
+                    Packetizer::new(PacketizerConfig {
+                        initial_sequence: ((seed >> 16) & 0xffff) as u16,
+                        ..config
+                    }),
+                ],
+                max_packets: config.max_packets_per_frame,
+                timestamps: [(seed >> 20) as u32, (seed >> 24) as u32],
+                sealed: Vec::new(),
+                packets: Vec::new(),
+            },
+            streams: HashMap::new(),
+            inbound: Inbound {
+                health: BTreeMap::new(),
+                held: VecDeque::new(),
+                hold,
+                health_changed: false,
+            },
             counters: Counters::default(),
-            health_changed: false,
         }
     }
 
@@ -114,8 +210,9 @@ impl MediaPipeline {
         self.counters
     }
 
-    /// Seals `plaintext` with the group's sender for `kind`, packetizes it and queues the
-    /// packets for the transport.
+    /// Seals `plaintext` with the group's sender for `kind` into the reused buffer, packetizes
+    /// it and queues the packets for the transport. A frame that cannot be carried is refused
+    /// before it is sealed (no counter is used up).
     pub(crate) fn publish(
         &mut self,
         now: Instant,
@@ -128,16 +225,32 @@ impl MediaPipeline {
         let sender = group
             .sender(context_of(kind))
             .map_err(|e| FrameRejected::SendKey(GroupFailure::from(&e)))?;
-        let counter = sender.next_counter().map_or(u64::MAX, |c| c.0);
-        let sealed = sender.seal(b"", plaintext).map_err(FrameRejected::Seal)?;
+        let out = &mut self.outbound;
         let i = slot(kind);
-        let timestamp = self.timestamps[i].wrapping_add(kind.timestamp_step());
-        let mut packets = Vec::new();
-        self.packetizers[i]
-            .packetize(timestamp, &sealed, &mut packets)
+        let len = sender.sealed_len(plaintext.len());
+        let packets = out.packetizers[i].packet_count(len);
+        if packets > out.max_packets {
+            return Err(FrameRejected::Packetize(PacketizeError::FrameTooLarge {
+                len,
+                packets,
+                max: out.max_packets,
+            }));
+        }
+        if out.sealed.len() < len {
+            out.sealed.resize(len, 0);
+        }
+        let counter = sender.next_counter().map_or(u64::MAX, |c| c.0);
+        let n = sender
+            .seal_into(b"", plaintext, &mut out.sealed[..len])
+            .map_err(FrameRejected::Seal)?;
+        let frame = out.sealed.get(..n).unwrap_or_default();
+        let timestamp = out.timestamps[i].wrapping_add(kind.timestamp_step());
+        out.packets.clear();
+        out.packetizers[i]
+            .packetize(timestamp, frame, &mut out.packets)
             .map_err(FrameRejected::Packetize)?;
-        self.timestamps[i] = timestamp;
-        self.counters.packets_sent += packets.len() as u64;
+        out.timestamps[i] = timestamp;
+        self.counters.packets_sent += out.packets.len() as u64;
         self.counters.frames_sent += 1;
         if let Some(o) = sink.observer {
             o.frame_sent(&FrameSent {
@@ -149,25 +262,18 @@ impl MediaPipeline {
             });
         }
         sink.out.extend(
-            packets
-                .into_iter()
+            out.packets
+                .drain(..)
                 .map(|packet| Output::Transmit { kind, packet }),
         );
         Ok(())
     }
 
-    fn health(&mut self, from: ParticipantId) -> &mut SenderHealth {
-        self.health_changed = true;
-        self.health.entry(from.0).or_insert_with(|| SenderHealth {
-            participant: from.0,
-            ..SenderHealth::default()
-        })
-    }
-
     /// The relay participant ids whose streams authenticated as one of `identities`, in
     /// ascending order.
     pub(crate) fn participants_of(&self, identities: &[String]) -> Vec<u64> {
-        self.health
+        self.inbound
+            .health
             .iter()
             .filter(|(_, h)| {
                 h.identity
@@ -178,11 +284,8 @@ impl MediaPipeline {
             .collect()
     }
 
-    fn drop_frame(&mut self, from: ParticipantId, cause: DropCause) {
-        *self.health(from).dropped.entry(cause).or_insert(0) += 1;
-    }
-
-    /// One RTP packet of `from`'s `kind` stream.
+    /// One RTP packet of `from`'s `kind` stream: reassembled, and every frame it completes
+    /// opened.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_packet(
         &mut self,
@@ -195,39 +298,113 @@ impl MediaPipeline {
         mut sink: Sink<'_>,
     ) {
         self.counters.packets_received += 1;
-        self.health(from).packets += 1;
-        let (depack, incomplete_seen) = self
-            .depack
-            .entry((from, kind))
-            .or_insert_with(|| (Depacketizer::new(DepacketizerConfig::default()), 0));
-        let malformed = depack
-            .handle_packet(
+        let inbound = &mut self.inbound;
+        inbound.health(from).packets += 1;
+        let stream = self.streams.entry((from, kind)).or_insert_with(|| Stream {
+            depacketizer: Depacketizer::new(DepacketizerConfig::default()),
+            incomplete_seen: 0,
+        });
+        let d = &mut stream.depacketizer;
+        let malformed = d
+            .handle_packet_owned(
                 now,
                 packet.sequence_number,
                 packet.timestamp,
-                &packet.payload,
+                packet.payload,
             )
             .is_err();
-        let mut frames = Vec::new();
-        while let Some(f) = depack.poll_frame() {
-            frames.push(f.data);
-        }
-        let incomplete = depack.stats().frames_incomplete;
-        let new_incomplete = incomplete.saturating_sub(*incomplete_seen);
-        *incomplete_seen = incomplete;
+        let incomplete = d.stats().frames_incomplete;
+        let new_incomplete = incomplete.saturating_sub(stream.incomplete_seen);
+        stream.incomplete_seen = incomplete;
         if malformed {
-            self.drop_frame(from, DropCause::MalformedPacket);
+            inbound.drop_frame(from, DropCause::MalformedPacket);
         }
         for _ in 0..new_incomplete {
-            self.drop_frame(from, DropCause::Incomplete);
+            inbound.drop_frame(from, DropCause::Incomplete);
         }
-        for data in frames {
-            self.open_frame(now, group, join_epoch, from, kind, data, &mut sink);
+        while let Some(f) = d.poll_frame() {
+            inbound.open(now, group, join_epoch, from, kind, f.data, &mut sink);
         }
     }
 
+    /// Retries held frames (after an epoch change).
+    pub(crate) fn retry_held(
+        &mut self,
+        now: Instant,
+        group: &mut CallGroup,
+        join_epoch: u64,
+        mut sink: Sink<'_>,
+    ) {
+        let held = std::mem::take(&mut self.inbound.held);
+        for h in held {
+            self.inbound
+                .open(now, group, join_epoch, h.from, h.kind, h.data, &mut sink);
+        }
+    }
+
+    /// Expires held frames and incomplete frames.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let inbound = &mut self.inbound;
+        while inbound.held.front().is_some_and(|h| h.until <= now) {
+            if let Some(h) = inbound.held.pop_front() {
+                inbound.drop_frame(h.from, DropCause::FutureEpochExpired);
+            }
+        }
+        for ((from, _), stream) in &mut self.streams {
+            let d = &mut stream.depacketizer;
+            if d.poll_timeout().is_some_and(|t| t <= now) {
+                d.handle_timeout(now);
+                let n = d.stats().frames_incomplete;
+                for _ in stream.incomplete_seen..n {
+                    inbound.drop_frame(*from, DropCause::Incomplete);
+                }
+                stream.incomplete_seen = stream.incomplete_seen.max(n);
+            }
+        }
+    }
+
+    /// The next time something is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let held = self.inbound.held.front().map(|h| h.until);
+        let depack = self
+            .streams
+            .values()
+            .filter_map(|s| s.depacketizer.poll_timeout())
+            .min();
+        [held, depack].into_iter().flatten().min()
+    }
+
+    /// Per-sender health, and whether it changed since the last call.
+    pub(crate) fn take_health(&mut self) -> Option<Vec<SenderHealth>> {
+        if !std::mem::take(&mut self.inbound.health_changed) {
+            return None;
+        }
+        Some(self.health_snapshot())
+    }
+
+    /// Per-sender health.
+    pub(crate) fn health_snapshot(&self) -> Vec<SenderHealth> {
+        self.inbound.health.values().cloned().collect()
+    }
+}
+
+impl Inbound {
+    fn health(&mut self, from: ParticipantId) -> &mut SenderHealth {
+        self.health_changed = true;
+        self.health.entry(from.0).or_insert_with(|| SenderHealth {
+            participant: from.0,
+            ..SenderHealth::default()
+        })
+    }
+
+    fn drop_frame(&mut self, from: ParticipantId, cause: DropCause) {
+        *self.health(from).dropped.entry(cause).or_insert(0) += 1;
+    }
+
+    /// Opens one reassembled frame in place and delivers it in its own buffer; holds it if its
+    /// epoch is the next one; counts it otherwise.
     #[allow(clippy::too_many_arguments)]
-    fn open_frame(
+    fn open(
         &mut self,
         now: Instant,
         group: &mut CallGroup,
@@ -237,33 +414,42 @@ impl MediaPipeline {
         mut data: Vec<u8>,
         sink: &mut Sink<'_>,
     ) {
-        let result = group.open(b"", &mut data).map(|o| {
-            let kind = kind_of(o.context).unwrap_or(kind);
-            if let Some(obs) = sink.observer {
-                obs.frame_opened(&FrameOpened {
-                    participant: from.0,
-                    sender: &o.identity,
-                    kind,
-                    epoch: o.epoch,
-                    counter: o.counter.0,
-                    plaintext: o.plaintext,
-                    at: now,
-                });
+        let base = data.as_ptr() as usize;
+        let opened = match group.open(b"", &mut data) {
+            Ok(o) => {
+                let kind = kind_of(o.context).unwrap_or(kind);
+                if let Some(obs) = sink.observer {
+                    obs.frame_opened(&FrameOpened {
+                        participant: from.0,
+                        sender: &o.identity,
+                        kind,
+                        epoch: o.epoch,
+                        counter: o.counter.0,
+                        plaintext: o.plaintext,
+                        at: now,
+                    });
+                }
+                // Where the plaintext lies inside `data` (opened in place).
+                let start = (o.plaintext.as_ptr() as usize).saturating_sub(base);
+                Ok((o.identity, kind, o.epoch, start, start + o.plaintext.len()))
             }
-            (Arc::clone(&o.identity), kind, o.epoch, o.plaintext.to_vec())
-        });
-        match result {
-            Ok((identity, kind, epoch, plaintext)) => {
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok((identity, kind, epoch, start, end)) => {
                 let h = self.health(from);
                 h.opened += 1;
                 if h.identity.as_deref() != Some(&*identity) {
                     h.identity = Some(Arc::clone(&identity));
                 }
+                let end = end.min(data.len());
                 sink.out.push_back(Output::Frame(IncomingFrame {
                     sender: identity,
                     kind,
                     epoch,
-                    data: plaintext,
+                    buf: data,
+                    start: start.min(end),
+                    end,
                 }));
             }
             Err(e) if e.reason == FrameDropReason::UnknownEpoch => {
@@ -291,69 +477,6 @@ impl MediaPipeline {
             }
             Err(e) => self.drop_frame(from, DropCause::Frame(e.reason)),
         }
-    }
-
-    /// Retries held frames (after an epoch change).
-    pub(crate) fn retry_held(
-        &mut self,
-        now: Instant,
-        group: &mut CallGroup,
-        join_epoch: u64,
-        mut sink: Sink<'_>,
-    ) {
-        let held = std::mem::take(&mut self.held);
-        for h in held {
-            self.open_frame(now, group, join_epoch, h.from, h.kind, h.data, &mut sink);
-        }
-    }
-
-    /// Expires held frames and incomplete frames.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        while self.held.front().is_some_and(|h| h.until <= now) {
-            if let Some(h) = self.held.pop_front() {
-                self.drop_frame(h.from, DropCause::FutureEpochExpired);
-            }
-        }
-        let mut incomplete: Vec<(ParticipantId, u64)> = Vec::new();
-        for ((from, _), (d, seen)) in &mut self.depack {
-            if d.poll_timeout().is_some_and(|t| t <= now) {
-                d.handle_timeout(now);
-                let n = d.stats().frames_incomplete;
-                if n > *seen {
-                    incomplete.push((*from, n - *seen));
-                    *seen = n;
-                }
-            }
-        }
-        for (from, n) in incomplete {
-            for _ in 0..n {
-                self.drop_frame(from, DropCause::Incomplete);
-            }
-        }
-    }
-
-    /// The next time something is due.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let held = self.held.front().map(|h| h.until);
-        let depack = self
-            .depack
-            .values()
-            .filter_map(|(d, _)| d.poll_timeout())
-            .min();
-        [held, depack].into_iter().flatten().min()
-    }
-
-    /// Per-sender health, and whether it changed since the last call.
-    pub(crate) fn take_health(&mut self) -> Option<Vec<SenderHealth>> {
-        if !std::mem::take(&mut self.health_changed) {
-            return None;
-        }
-        Some(self.health.values().cloned().collect())
-    }
-
-    /// Per-sender health.
-    pub(crate) fn health_snapshot(&self) -> Vec<SenderHealth> {
-        self.health.values().cloned().collect()
     }
 }
 

@@ -487,7 +487,7 @@ fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
         assert_eq!(&*got.sender, "alice");
         assert_eq!(got.kind, blindcall_client::MediaKind::Video);
         assert_eq!(got.epoch, 2);
-        assert_eq!(got.data, payload);
+        assert_eq!(got.data(), payload);
         // The relay held only ciphertext.
         let payloads = relay.tapped_payloads();
         assert!(!payloads.is_empty());

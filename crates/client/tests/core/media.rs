@@ -235,7 +235,7 @@ fn frames_of_a_future_epoch_are_held_then_opened_or_dropped_when_it_never_comes(
     assert_eq!(room.peers[1].epoch(), Some(3));
     let f = &room.peers[1].frames[0];
     assert_eq!(
-        (&*f.sender, f.epoch, f.data.as_slice()),
+        (&*f.sender, f.epoch, f.data()),
         ("alice", 3, &b"sealed under 3"[..])
     );
 
@@ -293,7 +293,7 @@ fn frames_are_delivered_with_sender_and_epoch_and_the_observer_sees_both_ends() 
     let got: Vec<(&str, MediaKind, u64, &[u8])> = room.peers[1]
         .frames
         .iter()
-        .map(|f| (&*f.sender, f.kind, f.epoch, f.data.as_slice()))
+        .map(|f| (&*f.sender, f.kind, f.epoch, f.data()))
         .collect();
     assert_eq!(
         got,
