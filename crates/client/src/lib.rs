@@ -31,6 +31,12 @@
 //! # }
 //! ```
 //!
+//! Inside, every protocol decision is made by [`CallCore`], a sans-IO state machine (inputs
+//! `handle_*` with the current instant, outputs `poll_output`, deadline `poll_timeout`; see
+//! [`core`]); a thin tokio driver moves bytes, requests and timers between it and the TLS
+//! control channel, the WebRTC transport and the application. Other shells (a simulator, a
+//! browser binding) can drive the same core.
+//!
 //! The SDK holds no relay and no demo code: the scripted demo call, its report and an
 //! in-process relay live in `blindcall-demo`.
 
