@@ -118,7 +118,7 @@ fn blindcall_relay_forwards_media_by_default() {
         .await
         .expect("bob receives alice's frame through the relay");
         assert_eq!(&*got.sender, "alice");
-        assert_eq!(got.data, payload);
+        assert_eq!(got.data(), payload);
         Ok::<_, blindcall_client::JoinError>(())
     });
     let pid = child.id().to_string();

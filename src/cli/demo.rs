@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use blindcall_client::report::{Report, render};
-use blindcall_client::scenario::{self, LiveRow, MAX_PARTICIPANTS, ScenarioConfig, Script};
+use blindcall_demo::live::LiveRow;
+use blindcall_demo::report::{Report, render};
+use blindcall_demo::scenario::{self, MAX_PARTICIPANTS, ScenarioConfig, Script};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
@@ -48,26 +49,6 @@ pub(crate) struct Args {
     step_timeout: u64,
 }
 
-fn row_text(r: &LiveRow) -> String {
-    let s = &r.stats;
-    let drops: u64 = s
-        .dropped
-        .iter()
-        .filter(|(c, _)| c.to_string() != "BeforeJoin")
-        .map(|(_, n)| n)
-        .sum();
-    format!(
-        "{:<8} {:<8} epoch {:>3}  code {:<36} sent {:>6}  opened {:>7}  drops {:>4}",
-        r.name,
-        r.status,
-        s.epoch.map_or("-".into(), |e| e.to_string()),
-        s.code.clone().unwrap_or_else(|| "-".into()),
-        s.frames_sent,
-        s.frames_opened,
-        drops
-    )
-}
-
 async fn show(mut live: watch::Receiver<Vec<LiveRow>>, names: Vec<String>, quiet: bool) {
     let multi = MultiProgress::with_draw_target(if quiet {
         ProgressDrawTarget::hidden()
@@ -90,7 +71,7 @@ async fn show(mut live: watch::Receiver<Vec<LiveRow>>, names: Vec<String>, quiet
         let rows = live.borrow_and_update().clone();
         for (bar, name) in bars.iter().zip(&names) {
             if let Some(r) = rows.iter().find(|r| r.name == *name) {
-                bar.set_message(row_text(r));
+                bar.set_message(r.text());
             }
             bar.tick();
         }

@@ -1,4 +1,5 @@
-//! `blindcall join`: take part in a call from a terminal with synthetic audio and video.
+//! `blindcall join`: take part in a call from a terminal with synthetic audio and video
+//! (`blindcall-demo`'s sources, published through the SDK like any application's frames).
 //! As host it approves every joiner unless `--deny-all`; prints events and a status line.
 
 use std::net::SocketAddr;
@@ -6,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use blindcall_client::{Call, Event, JoinOptions, MediaMode, TrustAnchor};
+use blindcall_demo::synthetic::{SyntheticConfig, SyntheticMedia};
 
 use super::CliError;
 
@@ -63,11 +65,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     options.media = if args.receive_only {
         MediaMode::ReceiveOnly
     } else {
-        MediaMode::Synthetic {
-            sender_id: name_hash(args.name.as_bytes()) | 0x0101_0101,
-            seed: 1,
-            silent: false,
-        }
+        MediaMode::App
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -78,6 +76,18 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             .await
             .map_err(|e| format!("cannot join: {e}"))?;
         println!("admitted as {}", call.identity());
+        drop(events.take_frames());
+        let media = (!args.receive_only).then(|| {
+            SyntheticMedia::spawn(
+                call.clone(),
+                SyntheticConfig {
+                    sender_id: name_hash(args.name.as_bytes()) | 0x0101_0101,
+                    seed: 1,
+                    silent: false,
+                },
+            )
+        });
+        let hook = media.as_ref().map(SyntheticMedia::hook);
         let stop = async {
             match args.duration {
                 Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -104,7 +114,11 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                         );
                     }
                 }
-                e = events.next() => match e {
+                e = events.next() => match e.inspect(|e| {
+                    if let Some(h) = &hook {
+                        h.on_event(e);
+                    }
+                }) {
                     None => return Ok(()),
                     Some(Event::JoinRequested { request, display_name }) => {
                         if args.deny_all {
@@ -119,7 +133,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                         println!("call ended: {reason:?}");
                         return Ok(());
                     }
-                    Some(Event::DecryptHealth(_)) => {}
+                    Some(Event::DecryptHealth(_) | Event::KeyframeRequested { .. }) => {}
                     Some(Event::EpochChanged { epoch, code }) => println!("epoch {epoch}: security code {code}"),
                     Some(other) => println!("{other:?}"),
                 },

@@ -107,39 +107,3 @@ pub(crate) async fn connect(
         rx: in_rx,
     })
 }
-
-/// The message-type name of a body, for error messages.
-pub(crate) fn body_name(b: &Body) -> &'static str {
-    match b {
-        Body::Hello(_) => "Hello",
-        Body::HelloAck(_) => "HelloAck",
-        Body::Refused(_) => "Refused",
-        Body::CreateGroup(_) => "CreateGroup",
-        Body::GroupCreated(_) => "GroupCreated",
-        Body::PublishKeyPackage(_) => "PublishKeyPackage",
-        Body::KeyPackageAccepted(_) => "KeyPackageAccepted",
-        Body::JoinRequest => "JoinRequest",
-        Body::WaitingEntryAdded(_) => "WaitingEntryAdded",
-        Body::WaitingEntryRemoved(_) => "WaitingEntryRemoved",
-        Body::Commit(_) => "Commit",
-        Body::CommitAccepted(_) => "CommitAccepted",
-        Body::CommitRejected(_) => "CommitRejected",
-        Body::CommitBroadcast(_) => "CommitBroadcast",
-        Body::Welcome(_) => "Welcome",
-        Body::GroupInfoRequest => "GroupInfoRequest",
-        Body::GroupInfoResponse(_) => "GroupInfoResponse",
-        Body::RelayProposal(_) => "RelayProposal",
-        Body::LockRoom => "LockRoom",
-        Body::UnlockRoom => "UnlockRoom",
-        Body::RemoveParticipant(_) => "RemoveParticipant",
-        Body::RoomStateUpdate(_) => "RoomStateUpdate",
-        Body::Error(_) => "Error",
-        Body::MediaSignal(_) => "MediaSignal",
-        Body::Ping(_) => "Ping",
-        Body::Pong(_) => "Pong",
-        Body::Propose(_) => "Propose",
-        Body::ProposalBroadcast(_) => "ProposalBroadcast",
-        Body::PeerBroadcast(_) => "PeerBroadcast",
-        Body::PeerMessage(_) => "PeerMessage",
-    }
-}

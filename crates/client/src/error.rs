@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 
+use blindcall_group::{ApiMisuse, PolicyViolation};
+use blindcall_media::PacketizeError;
 use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason};
+use blindcall_sframe::SealError;
 
 /// Why [`crate::Call::join`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,77 @@ pub enum ProtocolError {
     /// The relay closed the connection.
     #[error("connection closed by the relay")]
     Closed,
+    /// The Welcome that was to make this participant a member was refused by the group layer.
+    #[error("Welcome refused: {0}")]
+    WelcomeRefused(GroupFailure),
+}
+
+/// What the group layer refused or failed at, as facts the application can match on (the
+/// full error is logged at debug level).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupFailure {
+    /// The bytes are not a valid MLS message for this call (wrong group or epoch, bad
+    /// signature, malformed, ...).
+    #[error("invalid MLS message")]
+    InvalidMessage,
+    /// A valid message the call's policy does not allow.
+    #[error("policy violation: {0}")]
+    Policy(PolicyViolation),
+    /// The group was used in a wrong order (e.g. no longer a member).
+    #[error("{0}")]
+    ApiMisuse(ApiMisuse),
+    /// A failure inside the group layer (MLS library, storage, key derivation).
+    #[error("internal failure of the group layer")]
+    Internal,
+}
+
+impl From<&blindcall_group::Error> for GroupFailure {
+    fn from(e: &blindcall_group::Error) -> Self {
+        use blindcall_group::Error as E;
+        match e {
+            E::InvalidMessage(_) => Self::InvalidMessage,
+            E::Policy(p) => Self::Policy(p.clone()),
+            E::ApiMisuse(m) => Self::ApiMisuse(*m),
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// Why a published frame was not sent (nothing of it reached the transport).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameRejected {
+    /// No send key for the stream (e.g. no longer a member).
+    #[error("no send key: {0}")]
+    SendKey(GroupFailure),
+    /// SFrame refused to seal it (e.g. the key's counter is exhausted).
+    #[error("seal: {0}")]
+    Seal(SealError),
+    /// It cannot be carried in RTP packets (empty, or more packets than a frame may take).
+    #[error("packetize: {0}")]
+    Packetize(PacketizeError),
+}
+
+/// Media transport trouble reported as a [`CallWarning`] (details are logged at debug level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportWarning {
+    /// The media transport could not be created: the call goes on without media.
+    #[error("the media transport could not be created")]
+    Open,
+    /// The relay's offer could not be applied.
+    #[error("the relay's offer could not be applied")]
+    Offer,
+    /// The media connection failed.
+    #[error("the media connection failed")]
+    ConnectionFailed,
+    /// The media connection closed.
+    #[error("the media connection closed")]
+    ConnectionClosed,
+    /// The transport stopped reporting events: the call goes on without media.
+    #[error("the media transport stopped")]
+    EventsEnded,
 }
 
 /// Why a request to a running [`crate::Call`] failed.
@@ -97,15 +171,20 @@ pub enum CallError {
     /// This participant is not (yet) a member of the call's group.
     #[error("not a member of the call")]
     NotMember,
-    /// Publishing is not possible (media off, or synthetic media owns the streams).
+    /// Publishing is not possible (media off or receive-only).
     #[error("media publishing is not enabled for this call")]
     MediaDisabled,
+    /// Own media just switched to new keys and a video keyframe is awaited: a delta frame
+    /// would be the first frame under the new keys, which receivers that joined in the new
+    /// epoch cannot decode. Publish a keyframe (see [`crate::Event::KeyframeRequested`]).
+    #[error("a video keyframe is required after the send-epoch switch")]
+    KeyframeRequired,
     /// The media connection is not up yet (wait for `Event::MediaConnected`).
     #[error("the media connection is not up yet")]
     MediaNotConnected,
-    /// Sealing or packetizing the frame failed (e.g. an empty or oversized frame).
+    /// Sealing or packetizing the frame failed (e.g. an oversized frame).
     #[error("frame not sent: {0}")]
-    FrameRejected(String),
+    FrameRejected(FrameRejected),
 }
 
 /// Non-fatal trouble the call reports as [`crate::Event::Warning`].
@@ -122,16 +201,19 @@ pub enum CallWarning {
     },
     /// A handshake message from the relay was refused by the group layer (nothing merged).
     #[error("handshake message refused: {0}")]
-    HandshakeRefused(String),
+    HandshakeRefused(GroupFailure),
     /// A group operation failed locally.
     #[error("group operation failed: {0}")]
-    Group(String),
+    Group(GroupFailure),
+    /// The relay sent a message that has no meaning at this point (ignored).
+    #[error("unexpected {0} from the relay")]
+    UnexpectedMessage(&'static str),
     /// The relay reported an error for one of our messages.
     #[error("relay error {0}")]
     Relay(ErrorCode),
     /// Media transport trouble.
     #[error("media transport: {0}")]
-    Transport(String),
+    Transport(TransportWarning),
     /// An undecodable media-signaling message from the relay.
     #[error("bad media signal from the relay")]
     BadMediaSignal,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use blindcall_group::SecurityCode;
 use blindcall_proto::{RefusedReason, Role};
 
-use crate::error::CallWarning;
+use crate::error::{CallWarning, ProtocolError};
 
 /// Why a frame from a sender was not delivered to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,8 +22,6 @@ pub enum DropCause {
     BeforeJoin,
     /// Sealed under an epoch this member never received a commit for in time.
     FutureEpochExpired,
-    /// It authenticated, but the synthetic frame inside failed its integrity check.
-    Integrity,
 }
 
 /// Why SFrame refused a frame: the group's [`FrameDropReason`], under the SDK's name.
@@ -37,7 +35,6 @@ impl std::fmt::Display for DropCause {
             Self::MalformedPacket => f.write_str("MalformedPacket"),
             Self::BeforeJoin => f.write_str("BeforeJoin"),
             Self::FutureEpochExpired => f.write_str("FutureEpochExpired"),
-            Self::Integrity => f.write_str("Integrity"),
         }
     }
 }
@@ -83,7 +80,24 @@ pub enum EndReason {
     /// The control connection broke.
     ConnectionLost,
     /// The relay broke the protocol.
-    ProtocolError(String),
+    ProtocolError(ProtocolError),
+}
+
+/// Why a keyframe is requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyframeCause {
+    /// Own media switched to the keys of `epoch`: receivers that joined in it can only start
+    /// decoding at a keyframe. Until one is published with
+    /// [`crate::Call::publish_video`], delta frames are refused
+    /// ([`crate::CallError::KeyframeRequired`]). One request per switch.
+    SendEpochSwitched {
+        /// The new send epoch.
+        epoch: u64,
+    },
+    /// A receiver asked for one through the relay (RTCP PLI), e.g. after selecting this
+    /// participant's video.
+    Receiver,
 }
 
 /// A member as shown to the application.
@@ -146,10 +160,16 @@ pub enum Event {
         /// Security code (same on every member's screen).
         code: SecurityCode,
     },
-    /// Own media is now sealed under `epoch` (a keyframe follows).
+    /// Own media is now sealed under `epoch`; a [`Event::KeyframeRequested`] follows.
     SendEpochActivated {
         /// Epoch.
         epoch: u64,
+    },
+    /// The application should make its next video frame a keyframe (publishers of real
+    /// codec frames pass it to their encoder).
+    KeyframeRequested {
+        /// Why.
+        cause: KeyframeCause,
     },
     /// Per-sender decrypt health, every stats interval while media flows.
     DecryptHealth(Vec<SenderHealth>),

@@ -7,8 +7,9 @@
 //! the control channel). Every outgoing frame is sealed with SFrame under the group's current
 //! send key **before** it is packetized; every incoming frame is reassembled and only then
 //! opened. The relay sees RTP headers and ciphertext only. [`Events`] reports membership,
-//! waiting-room requests, epochs with their security codes, per-sender decrypt health and
-//! the end of the call. See `spec/client.md` for the normative behaviour.
+//! waiting-room requests, epochs with their security codes, keyframe requests, per-sender
+//! decrypt health and the end of the call; a [`CallObserver`] sees every frame sealed and
+//! opened as it happens. See `spec/client.md` for the normative behaviour.
 //!
 //! ```no_run
 //! use blindcall_client::{Call, Event, JoinOptions, MediaKind, MediaMode, TrustAnchor};
@@ -30,37 +31,42 @@
 //! # }
 //! ```
 //!
-//! With the `relay` feature, `embedded` runs a complete relay in-process (the relay crate's
-//! control server with its media forwarder, for demos and tests), `scenario` plays the demo's
-//! scripted call on it and `report` analyses the result.
+//! Inside, every protocol decision is made by [`CallCore`], a sans-IO state machine (inputs
+//! `handle_*` with the current instant, outputs `poll_output`, deadline `poll_timeout`; see
+//! [`core`]); a thin tokio driver moves bytes, requests and timers between it and the TLS
+//! control channel, the WebRTC transport and the application. Other shells (a simulator, a
+//! browser binding) can drive the same core.
+//!
+//! The SDK holds no relay and no demo code: the scripted demo call, its report and an
+//! in-process relay live in `blindcall-demo`.
 
-mod actor;
 mod call;
 mod control;
+pub mod core;
+mod driver;
 pub mod error;
 pub mod event;
 pub mod identity;
 pub mod invite;
-pub mod log;
 pub mod media;
+pub mod observer;
 pub mod options;
 pub mod tls;
 pub mod trust;
 
-#[cfg(feature = "relay")]
-pub mod embedded;
-#[cfg(feature = "relay")]
-pub mod report;
-#[cfg(feature = "relay")]
-pub mod scenario;
-
+pub use crate::core::{CallCore, Command, ControlEnd, MediaInput, Output, TransportOp};
 pub use blindcall_group::MlsSuite;
 pub use blindcall_media::MediaKind;
 pub use blindcall_proto::{RefusedReason, Role};
 pub use blindcall_transport::MediaNetwork;
 pub use call::{Call, Events};
-pub use error::{CallError, CallWarning, JoinError, OptionsError, ProtocolError};
-pub use event::{CallStats, DropCause, EndReason, Event, FrameReason, Member, SenderHealth};
-pub use log::CallLog;
+pub use error::{
+    CallError, CallWarning, FrameRejected, GroupFailure, JoinError, OptionsError, ProtocolError,
+    TransportWarning,
+};
+pub use event::{
+    CallStats, DropCause, EndReason, Event, FrameReason, KeyframeCause, Member, SenderHealth,
+};
 pub use media::IncomingFrame;
+pub use observer::CallObserver;
 pub use options::{JoinOptions, MediaMode, TrustAnchor, VideoSelection};

@@ -1,23 +1,35 @@
 //! The media pipeline of one participant: seal → packetize → transport on the way out;
 //! transport → depacketize → open on the way in. Frames sealed under an epoch whose commit
 //! has not arrived yet are held briefly and opened once it does; every drop is counted per
-//! sender with its cause.
+//! sender with its cause. Sans-IO: packets and opened frames go to the core's output queue.
+//!
+//! # Copies
+//!
+//! A frame is copied only where the transport forces it. Out: it is sealed from the
+//! application's buffer straight into one reused buffer (the encryption pass), which the
+//! packetizer copies into the packets' own payloads (the transport takes one owned buffer per
+//! packet). In: the depacketizer takes each packet's buffer as the transport delivered it and
+//! joins the packets of a multi-packet frame into one buffer (a frame spread over separate
+//! packet buffers must be made contiguous to be authenticated); the frame is then opened in
+//! place, and the plaintext is handed to the application inside that same buffer
+//! ([`IncomingFrame::data`]). The SFrame header is read by the group's `open` only; the
+//! pipeline reads nothing of it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blindcall_group::{CallGroup, FrameDropReason};
-use blindcall_media::source::verify;
 use blindcall_media::{
-    Depacketizer, DepacketizerConfig, MediaKind, Packetizer, PacketizerConfig, RtpPacket,
-    SyntheticSource,
+    Depacketizer, DepacketizerConfig, MediaKind, PacketizeError, Packetizer, PacketizerConfig,
+    RtpPacket,
 };
 use blindcall_transport::ParticipantId;
-use tokio::sync::mpsc;
 
+use crate::core::{Output, Sink};
+use crate::error::{FrameRejected, GroupFailure};
 use crate::event::{DropCause, FrameReason, SenderHealth};
-use crate::log::{CallLog, OpenedRecord, SentFrame};
+use crate::observer::{FrameOpened, FrameSent};
 
 /// SFrame stream context of audio (RFC 9605 §5.2 context bits).
 pub const AUDIO_CONTEXT: u64 = 0;
@@ -47,8 +59,9 @@ fn slot(kind: MediaKind) -> usize {
     }
 }
 
-/// A frame delivered to the application after it authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A frame delivered to the application after it authenticated. The plaintext stays in the
+/// buffer it was received and opened in.
+#[derive(Clone)]
 pub struct IncomingFrame {
     /// Sender's identity (authenticated by its SFrame key).
     pub sender: Arc<str>,
@@ -56,8 +69,60 @@ pub struct IncomingFrame {
     pub kind: MediaKind,
     /// Epoch whose key opened it.
     pub epoch: u64,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl IncomingFrame {
+    /// A frame holding `data` (e.g. for an application's own tests).
+    pub fn new(sender: Arc<str>, kind: MediaKind, epoch: u64, data: Vec<u8>) -> Self {
+        let end = data.len();
+        Self {
+            sender,
+            kind,
+            epoch,
+            buf: data,
+            start: 0,
+            end,
+        }
+    }
+
     /// The decrypted frame.
-    pub data: Vec<u8>,
+    pub fn data(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// The decrypted frame as its own vector (moves it to the front of its buffer; no
+    /// allocation).
+    pub fn into_data(self) -> Vec<u8> {
+        let mut buf = self.buf;
+        buf.truncate(self.end);
+        buf.drain(..self.start.min(self.end));
+        buf
+    }
+}
+
+impl PartialEq for IncomingFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.sender == other.sender
+            && self.kind == other.kind
+            && self.epoch == other.epoch
+            && self.data() == other.data()
+    }
+}
+
+impl Eq for IncomingFrame {}
+
+impl std::fmt::Debug for IncomingFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingFrame")
+            .field("sender", &self.sender)
+            .field("kind", &self.kind)
+            .field("epoch", &self.epoch)
+            .field("len", &self.data().len())
+            .finish()
+    }
 }
 
 struct Held {
@@ -67,206 +132,147 @@ struct Held {
     data: Vec<u8>,
 }
 
-/// Packets ready for the transport's send task.
-pub(crate) type Outgoing = (MediaKind, Vec<RtpPacket>);
-
-/// Per-participant media state (owned by the call's task; no locks).
-pub(crate) struct MediaPipeline {
-    identity: Arc<str>,
-    out: mpsc::UnboundedSender<Outgoing>,
-    packetizers: [Packetizer; 2],
-    sources: Option<[SyntheticSource; 2]>,
-    next_due: [Option<Instant>; 2],
-    timestamps: [u32; 2],
-    publish_seq: [u64; 2],
-    /// Send epoch of the last synthetic video frame.
-    video_epoch: Option<u64>,
-    depack: HashMap<(ParticipantId, MediaKind), (Depacketizer, u64)>,
-    health: BTreeMap<u64, SenderHealth>,
-    held: VecDeque<Held>,
-    hold: Duration,
-    log: Option<CallLog>,
-    sink: Option<mpsc::Sender<IncomingFrame>>,
+/// Frames and packets through the pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
     pub(crate) frames_sent: u64,
     pub(crate) packets_sent: u64,
     pub(crate) packets_received: u64,
-    pub(crate) sink_dropped: u64,
+}
+
+/// Own streams: packetizers, RTP timestamps, and the buffers reused for every frame.
+struct Outbound {
+    packetizers: [Packetizer; 2],
+    max_packets: usize,
+    timestamps: [u32; 2],
+    /// Sealed frames are written here; it grows to the largest frame sent and stays.
+    sealed: Vec<u8>,
+    /// The packets of the frame being sent, before they move to the output queue.
+    packets: Vec<RtpPacket>,
+}
+
+/// One incoming stream (a remote participant's audio or video).
+struct Stream {
+    depacketizer: Depacketizer,
+    /// Incomplete frames already counted.
+    incomplete_seen: u64,
+}
+
+/// Everything about incoming frames except their reassembly.
+struct Inbound {
+    health: BTreeMap<u64, SenderHealth>,
+    held: VecDeque<Held>,
+    hold: Duration,
     health_changed: bool,
 }
 
+/// Per-participant media state (owned by the call's core; no locks).
+pub(crate) struct MediaPipeline {
+    outbound: Outbound,
+    streams: HashMap<(ParticipantId, MediaKind), Stream>,
+    inbound: Inbound,
+    counters: Counters,
+}
+
 impl MediaPipeline {
-    pub(crate) fn new(
-        identity: Arc<str>,
-        out: mpsc::UnboundedSender<Outgoing>,
-        synthetic: Option<(u32, u64, bool)>,
-        hold: Duration,
-        log: Option<CallLog>,
-        sink: Option<mpsc::Sender<IncomingFrame>>,
-    ) -> Self {
-        let sources = synthetic.map(|(id, seed, silent)| {
-            let mut audio = SyntheticSource::new(MediaKind::Audio, id, seed);
-            audio.set_silent(silent);
-            [audio, SyntheticSource::new(MediaKind::Video, id, seed)]
-        });
-        let seed = synthetic.map_or(0x5eed, |(id, seed, _)| seed ^ u64::from(id));
+    pub(crate) fn new(seed: u64, hold: Duration) -> Self {
+        let config = PacketizerConfig::default();
         Self {
-            identity,
-            out,
-            packetizers: [
-                Packetizer::new(PacketizerConfig {
-                    initial_sequence: (seed & 0xffff) as u16,
-                    ..PacketizerConfig::default()
-                }),
-                Packetizer::new(PacketizerConfig {
-                    initial_sequence: ((seed >> 16) & 0xffff) as u16,
-                    ..PacketizerConfig::default()
-                }),
-            ],
-            sources,
-            next_due: [None, None],
-            timestamps: [(seed >> 20) as u32, (seed >> 24) as u32],
-            publish_seq: [0, 0],
-            video_epoch: None,
-            depack: HashMap::new(),
-            health: BTreeMap::new(),
-            held: VecDeque::new(),
-            hold,
-            log,
-            sink,
-            frames_sent: 0,
-            packets_sent: 0,
-            packets_received: 0,
-            sink_dropped: 0,
-            health_changed: false,
+            outbound: Outbound {
+                packetizers: [
+                    Packetizer::new(PacketizerConfig {
+                        initial_sequence: (seed & 0xffff) as u16,
+                        ..config
+                    }),
+                    Packetizer::new(PacketizerConfig {
+                        initial_sequence: ((seed >> 16) & 0xffff) as u16,
+                        ..config
+                    }),
+                ],
+                max_packets: config.max_packets_per_frame,
+                timestamps: [(seed >> 20) as u32, (seed >> 24) as u32],
+                sealed: Vec::new(),
+                packets: Vec::new(),
+            },
+            streams: HashMap::new(),
+            inbound: Inbound {
+                health: BTreeMap::new(),
+                held: VecDeque::new(),
+                hold,
+                health_changed: false,
+            },
+            counters: Counters::default(),
         }
     }
 
-    /// Starts the synthetic sources (once the transport is connected).
-    pub(crate) fn start_sources(&mut self, now: Instant) {
-        if self.sources.is_some() && self.next_due[0].is_none() {
-            self.next_due = [Some(now), Some(now)];
-        }
+    /// Frames and packets so far.
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters
     }
 
-    /// Stops the synthetic sources.
-    pub(crate) fn stop_sources(&mut self) {
-        self.next_due = [None, None];
-    }
-
-    /// Makes the next own video frame a keyframe.
-    pub(crate) fn request_keyframe(&mut self) {
-        if let Some(s) = &mut self.sources {
-            s[1].request_keyframe();
-        }
-    }
-
-    /// Seals `plaintext` with the group's sender for `kind`, packetizes and queues it.
-    pub(crate) fn send_frame(
-        &mut self,
-        now: Instant,
-        group: &mut CallGroup,
-        kind: MediaKind,
-        plaintext: &[u8],
-        seq: u64,
-        timestamp: Option<u32>,
-    ) -> Result<(), String> {
-        let epoch = group.send_epoch();
-        let sealed = group
-            .seal(now, context_of(kind), b"", plaintext)
-            .map_err(|e| e.to_string())?;
-        let i = slot(kind);
-        let ts = timestamp.unwrap_or_else(|| {
-            self.timestamps[i] = self.timestamps[i].wrapping_add(kind.timestamp_step());
-            self.timestamps[i]
-        });
-        let mut packets = Vec::new();
-        self.packetizers[i]
-            .packetize(ts, &sealed, &mut packets)
-            .map_err(|e| e.to_string())?;
-        self.packets_sent += packets.len() as u64;
-        self.frames_sent += 1;
-        if let Some(log) = &self.log {
-            let keep = log.keeps_plaintext();
-            log.with(|d| {
-                d.push_sent(SentFrame {
-                    sender: Arc::clone(&self.identity),
-                    kind,
-                    seq,
-                    epoch,
-                    at: now,
-                    plaintext: keep.then(|| plaintext.to_vec()),
-                })
-            });
-        }
-        let _ = self.out.send((kind, packets));
-        Ok(())
-    }
-
-    /// An application frame (sequence numbers count per kind).
+    /// Seals `plaintext` with the group's sender for `kind` into the reused buffer, packetizes
+    /// it and queues the packets for the transport. A frame that cannot be carried is refused
+    /// before it is sealed (no counter is used up).
     pub(crate) fn publish(
         &mut self,
         now: Instant,
         group: &mut CallGroup,
         kind: MediaKind,
-        data: &[u8],
-    ) -> Result<(), String> {
-        let seq = self.publish_seq[slot(kind)];
-        self.publish_seq[slot(kind)] += 1;
-        self.send_frame(now, group, kind, data, seq, None)
-    }
-
-    /// Emits every synthetic frame that is due.
-    pub(crate) fn tick(&mut self, now: Instant, group: &mut CallGroup) -> Vec<String> {
-        let mut errors = Vec::new();
-        for i in 0..2 {
-            while let Some(due) = self.next_due[i]
-                && due <= now
-            {
-                let Some(sources) = &mut self.sources else {
-                    return errors;
-                };
-                // The first video frame under a new send epoch is a keyframe, whatever order
-                // the group's switch and its event reach this task in.
-                if i == slot(MediaKind::Video) && self.video_epoch != Some(group.send_epoch()) {
-                    self.video_epoch = Some(group.send_epoch());
-                    sources[i].request_keyframe();
-                }
-                let frame = sources[i].next_frame();
-                let interval = sources[i].frame_interval();
-                // Far behind (e.g. a stalled runtime): skip ahead rather than burst.
-                let next = due + interval;
-                self.next_due[i] = Some(if next + interval * 10 < now {
-                    now
-                } else {
-                    next
-                });
-                if let Err(e) = self.send_frame(
-                    now,
-                    group,
-                    frame.info.kind,
-                    &frame.data,
-                    frame.info.seq,
-                    Some(frame.rtp_timestamp),
-                ) {
-                    errors.push(e);
-                }
-            }
+        plaintext: &[u8],
+        sink: Sink<'_>,
+    ) -> Result<(), FrameRejected> {
+        let epoch = group.send_epoch();
+        let len = group
+            .sealed_len(context_of(kind), plaintext.len())
+            .map_err(|e| FrameRejected::SendKey(GroupFailure::from(&e)))?;
+        let out = &mut self.outbound;
+        let i = slot(kind);
+        let packets = out.packetizers[i].packet_count(len);
+        if packets > out.max_packets {
+            return Err(FrameRejected::Packetize(PacketizeError::FrameTooLarge {
+                len,
+                packets,
+                max: out.max_packets,
+            }));
         }
-        errors
-    }
-
-    fn health(&mut self, from: ParticipantId) -> &mut SenderHealth {
-        self.health_changed = true;
-        self.health.entry(from.0).or_insert_with(|| SenderHealth {
-            participant: from.0,
-            ..SenderHealth::default()
-        })
+        let sealed = group
+            .seal_into(now, context_of(kind), b"", plaintext, &mut out.sealed)
+            .map_err(|e| match e {
+                blindcall_group::Error::Seal(s) => FrameRejected::Seal(s),
+                e => FrameRejected::SendKey(GroupFailure::from(&e)),
+            })?;
+        let (counter, n) = (sealed.ctr.0, sealed.len);
+        let frame = out.sealed.get(..n).unwrap_or_default();
+        let timestamp = out.timestamps[i].wrapping_add(kind.timestamp_step());
+        out.packets.clear();
+        out.packetizers[i]
+            .packetize(timestamp, frame, &mut out.packets)
+            .map_err(FrameRejected::Packetize)?;
+        out.timestamps[i] = timestamp;
+        self.counters.packets_sent += out.packets.len() as u64;
+        self.counters.frames_sent += 1;
+        if let Some(o) = sink.observer {
+            o.frame_sent(&FrameSent {
+                kind,
+                epoch,
+                counter,
+                plaintext,
+                at: now,
+            });
+        }
+        sink.out.extend(
+            out.packets
+                .drain(..)
+                .map(|packet| Output::Transmit { kind, packet }),
+        );
+        Ok(())
     }
 
     /// The relay participant ids whose streams authenticated as one of `identities`, in
     /// ascending order.
     pub(crate) fn participants_of(&self, identities: &[String]) -> Vec<u64> {
-        self.health
+        self.inbound
+            .health
             .iter()
             .filter(|(_, h)| {
                 h.identity
@@ -277,11 +283,9 @@ impl MediaPipeline {
             .collect()
     }
 
-    fn drop_frame(&mut self, from: ParticipantId, cause: DropCause) {
-        *self.health(from).dropped.entry(cause).or_insert(0) += 1;
-    }
-
-    /// One RTP packet of `from`'s `kind` stream.
+    /// One RTP packet of `from`'s `kind` stream: reassembled, and every frame it completes
+    /// opened.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_packet(
         &mut self,
         now: Instant,
@@ -290,40 +294,116 @@ impl MediaPipeline {
         from: ParticipantId,
         kind: MediaKind,
         packet: RtpPacket,
+        mut sink: Sink<'_>,
     ) {
-        self.packets_received += 1;
-        self.health(from).packets += 1;
-        let (depack, incomplete_seen) = self
-            .depack
-            .entry((from, kind))
-            .or_insert_with(|| (Depacketizer::new(DepacketizerConfig::default()), 0));
-        let malformed = depack
-            .handle_packet(
+        self.counters.packets_received += 1;
+        let inbound = &mut self.inbound;
+        inbound.health(from).packets += 1;
+        let stream = self.streams.entry((from, kind)).or_insert_with(|| Stream {
+            depacketizer: Depacketizer::new(DepacketizerConfig::default()),
+            incomplete_seen: 0,
+        });
+        let d = &mut stream.depacketizer;
+        let malformed = d
+            .handle_packet_owned(
                 now,
                 packet.sequence_number,
                 packet.timestamp,
-                &packet.payload,
+                packet.payload,
             )
             .is_err();
-        let mut frames = Vec::new();
-        while let Some(f) = depack.poll_frame() {
-            frames.push(f.data);
-        }
-        let incomplete = depack.stats().frames_incomplete;
-        let new_incomplete = incomplete.saturating_sub(*incomplete_seen);
-        *incomplete_seen = incomplete;
+        let incomplete = d.stats().frames_incomplete;
+        let new_incomplete = incomplete.saturating_sub(stream.incomplete_seen);
+        stream.incomplete_seen = incomplete;
         if malformed {
-            self.drop_frame(from, DropCause::MalformedPacket);
+            inbound.drop_frame(from, DropCause::MalformedPacket);
         }
         for _ in 0..new_incomplete {
-            self.drop_frame(from, DropCause::Incomplete);
+            inbound.drop_frame(from, DropCause::Incomplete);
         }
-        for data in frames {
-            self.open_frame(now, group, join_epoch, from, kind, data);
+        while let Some(f) = d.poll_frame() {
+            inbound.open(now, group, join_epoch, from, kind, f.data, &mut sink);
         }
     }
 
-    fn open_frame(
+    /// Retries held frames (after an epoch change).
+    pub(crate) fn retry_held(
+        &mut self,
+        now: Instant,
+        group: &mut CallGroup,
+        join_epoch: u64,
+        mut sink: Sink<'_>,
+    ) {
+        let held = std::mem::take(&mut self.inbound.held);
+        for h in held {
+            self.inbound
+                .open(now, group, join_epoch, h.from, h.kind, h.data, &mut sink);
+        }
+    }
+
+    /// Expires held frames and incomplete frames.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let inbound = &mut self.inbound;
+        while inbound.held.front().is_some_and(|h| h.until <= now) {
+            if let Some(h) = inbound.held.pop_front() {
+                inbound.drop_frame(h.from, DropCause::FutureEpochExpired);
+            }
+        }
+        for ((from, _), stream) in &mut self.streams {
+            let d = &mut stream.depacketizer;
+            if d.poll_timeout().is_some_and(|t| t <= now) {
+                d.handle_timeout(now);
+                let n = d.stats().frames_incomplete;
+                for _ in stream.incomplete_seen..n {
+                    inbound.drop_frame(*from, DropCause::Incomplete);
+                }
+                stream.incomplete_seen = stream.incomplete_seen.max(n);
+            }
+        }
+    }
+
+    /// The next time something is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let held = self.inbound.held.front().map(|h| h.until);
+        let depack = self
+            .streams
+            .values()
+            .filter_map(|s| s.depacketizer.poll_timeout())
+            .min();
+        [held, depack].into_iter().flatten().min()
+    }
+
+    /// Per-sender health, and whether it changed since the last call.
+    pub(crate) fn take_health(&mut self) -> Option<Vec<SenderHealth>> {
+        if !std::mem::take(&mut self.inbound.health_changed) {
+            return None;
+        }
+        Some(self.health_snapshot())
+    }
+
+    /// Per-sender health.
+    pub(crate) fn health_snapshot(&self) -> Vec<SenderHealth> {
+        self.inbound.health.values().cloned().collect()
+    }
+}
+
+impl Inbound {
+    fn health(&mut self, from: ParticipantId) -> &mut SenderHealth {
+        self.health_changed = true;
+        self.health.entry(from.0).or_insert_with(|| SenderHealth {
+            participant: from.0,
+            ..SenderHealth::default()
+        })
+    }
+
+    fn drop_frame(&mut self, from: ParticipantId, cause: DropCause) {
+        *self.health(from).dropped.entry(cause).or_insert(0) += 1;
+    }
+
+    /// Opens one reassembled frame in place and delivers it in its own buffer; holds it if its
+    /// epoch is the next one; counts it otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
         &mut self,
         now: Instant,
         group: &mut CallGroup,
@@ -331,61 +411,45 @@ impl MediaPipeline {
         from: ParticipantId,
         kind: MediaKind,
         mut data: Vec<u8>,
+        sink: &mut Sink<'_>,
     ) {
-        let result = group.open(b"", &mut data).map(|o| {
-            (
-                Arc::clone(&o.identity),
-                o.context,
-                o.epoch,
-                o.counter.0,
-                o.plaintext.to_vec(),
-            )
-        });
-        match result {
-            Ok((identity, context, epoch, counter, plaintext)) => {
-                let kind = kind_of(context).unwrap_or(kind);
-                let seq = if self.sources.is_some() {
-                    match verify(&plaintext) {
-                        Ok(info) if info.kind == kind => info.seq,
-                        _ => {
-                            self.drop_frame(from, DropCause::Integrity);
-                            return;
-                        }
-                    }
-                } else {
-                    counter
-                };
+        let base = data.as_ptr() as usize;
+        let opened = match group.open(b"", &mut data) {
+            Ok(o) => {
+                let kind = kind_of(o.context).unwrap_or(kind);
+                if let Some(obs) = sink.observer {
+                    obs.frame_opened(&FrameOpened {
+                        participant: from.0,
+                        sender: &o.identity,
+                        kind,
+                        epoch: o.epoch,
+                        counter: o.counter.0,
+                        plaintext: o.plaintext,
+                        at: now,
+                    });
+                }
+                // Where the plaintext lies inside `data` (opened in place).
+                let start = (o.plaintext.as_ptr() as usize).saturating_sub(base);
+                Ok((o.identity, kind, o.epoch, start, start + o.plaintext.len()))
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok((identity, kind, epoch, start, end)) => {
                 let h = self.health(from);
                 h.opened += 1;
                 if h.identity.as_deref() != Some(&*identity) {
                     h.identity = Some(Arc::clone(&identity));
                 }
-                if let Some(log) = &self.log {
-                    let receiver = Arc::clone(&self.identity);
-                    let sender = Arc::clone(&identity);
-                    log.with(|d| {
-                        d.push_opened(OpenedRecord {
-                            receiver,
-                            sender,
-                            kind,
-                            seq,
-                            epoch,
-                            at: now,
-                        })
-                    });
-                }
-                if let Some(sink) = &self.sink
-                    && sink
-                        .try_send(IncomingFrame {
-                            sender: identity,
-                            kind,
-                            epoch,
-                            data: plaintext,
-                        })
-                        .is_err()
-                {
-                    self.sink_dropped += 1;
-                }
+                let end = end.min(data.len());
+                sink.out.push_back(Output::Frame(IncomingFrame {
+                    sender: identity,
+                    kind,
+                    epoch,
+                    buf: data,
+                    start: start.min(end),
+                    end,
+                }));
             }
             Err(e) if e.reason == FrameDropReason::UnknownEpoch => {
                 let layout = group.params().layout;
@@ -393,7 +457,7 @@ impl MediaPipeline {
                 let low = e.origin.map(|o| o.epoch_low);
                 if low == Some(layout.epoch_low(current.saturating_add(1))) && group.is_active() {
                     self.held.push_back(Held {
-                        until: crate::actor::after(now, self.hold),
+                        until: crate::core::after(now, self.hold),
                         from,
                         kind,
                         data,
@@ -413,71 +477,127 @@ impl MediaPipeline {
             Err(e) => self.drop_frame(from, DropCause::Frame(e.reason)),
         }
     }
-
-    /// Retries held frames (after an epoch change).
-    pub(crate) fn retry_held(&mut self, now: Instant, group: &mut CallGroup, join_epoch: u64) {
-        let held = std::mem::take(&mut self.held);
-        for h in held {
-            self.open_frame(now, group, join_epoch, h.from, h.kind, h.data);
-        }
-    }
-
-    /// Expires held frames and incomplete frames.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        while self.held.front().is_some_and(|h| h.until <= now) {
-            if let Some(h) = self.held.pop_front() {
-                self.drop_frame(h.from, DropCause::FutureEpochExpired);
-            }
-        }
-        let mut incomplete: Vec<(ParticipantId, u64)> = Vec::new();
-        for ((from, _), (d, seen)) in &mut self.depack {
-            if d.poll_timeout().is_some_and(|t| t <= now) {
-                d.handle_timeout(now);
-                let n = d.stats().frames_incomplete;
-                if n > *seen {
-                    incomplete.push((*from, n - *seen));
-                    *seen = n;
-                }
-            }
-        }
-        for (from, n) in incomplete {
-            for _ in 0..n {
-                self.drop_frame(from, DropCause::Incomplete);
-            }
-        }
-    }
-
-    /// The next time something is due.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let held = self.held.front().map(|h| h.until);
-        let depack = self
-            .depack
-            .values()
-            .filter_map(|(d, _)| d.poll_timeout())
-            .min();
-        let due = self.next_due.iter().flatten().min().copied();
-        [held, depack, due].into_iter().flatten().min()
-    }
-
-    /// Per-sender health, and whether it changed since the last call.
-    pub(crate) fn take_health(&mut self) -> Option<Vec<SenderHealth>> {
-        if !std::mem::take(&mut self.health_changed) {
-            return None;
-        }
-        Some(self.health.values().cloned().collect())
-    }
-
-    /// Per-sender health.
-    pub(crate) fn health_snapshot(&self) -> Vec<SenderHealth> {
-        self.health.values().cloned().collect()
-    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::observer::CallObserver;
     use blindcall_group::{CallConfig, Client, MemberConfig, MlsSuite};
+    use blindcall_media::SyntheticSource;
+    use blindcall_media::source::verify;
+    use std::sync::Mutex;
+
+    /// Records (epoch, video?, synthetic seq) of every frame opened; panics on a frame that
+    /// fails the synthetic integrity check.
+    #[derive(Default)]
+    struct Opened(Mutex<Vec<(u64, bool, u64)>>);
+
+    impl CallObserver for Opened {
+        fn frame_opened(&self, f: &FrameOpened<'_>) {
+            let info = verify(f.plaintext).expect("an opened frame is the one sent");
+            assert_eq!(info.kind, f.kind);
+            self.0
+                .lock()
+                .unwrap()
+                .push((f.epoch, f.kind == MediaKind::Video, info.seq));
+        }
+    }
+
+    /// Synthetic audio and video published on schedule through a pipeline.
+    struct Sources {
+        sources: [SyntheticSource; 2],
+        next_due: [Instant; 2],
+    }
+
+    impl Sources {
+        fn new(start: Instant) -> Self {
+            Self {
+                sources: [
+                    SyntheticSource::new(MediaKind::Audio, 7, 1),
+                    SyntheticSource::new(MediaKind::Video, 7, 1),
+                ],
+                next_due: [start, start],
+            }
+        }
+
+        /// Publishes every frame due at `now`.
+        fn tick(&mut self, now: Instant, side: &mut Side, group: &mut CallGroup) {
+            for i in 0..2 {
+                while self.next_due[i] <= now {
+                    let f = self.sources[i].next_frame();
+                    self.next_due[i] += self.sources[i].frame_interval();
+                    let sink = Sink {
+                        out: &mut side.out,
+                        observer: None,
+                    };
+                    side.pipe
+                        .publish(now, group, f.info.kind, &f.data, sink)
+                        .unwrap();
+                }
+            }
+        }
+    }
+
+    /// A pipeline, the outputs it queued, and what its observer saw opened.
+    struct Side {
+        pipe: MediaPipeline,
+        out: VecDeque<Output>,
+        seen: Arc<Opened>,
+    }
+
+    impl Side {
+        fn new() -> Self {
+            Self {
+                pipe: MediaPipeline::new(7, Duration::from_secs(2)),
+                out: VecDeque::new(),
+                seen: Arc::default(),
+            }
+        }
+
+        /// The packets queued for the transport, one entry per frame.
+        fn frames(&mut self) -> Vec<(MediaKind, Vec<RtpPacket>)> {
+            let mut frames: Vec<(MediaKind, Vec<RtpPacket>)> = Vec::new();
+            let mut open = false;
+            for o in std::mem::take(&mut self.out) {
+                if let Output::Transmit { kind, packet } = o {
+                    let end = packet.marker;
+                    match frames.last_mut() {
+                        Some((k, ps)) if open && *k == kind => ps.push(packet),
+                        _ => frames.push((kind, vec![packet])),
+                    }
+                    open = !end;
+                }
+            }
+            frames
+        }
+
+        fn receive(
+            &mut self,
+            now: Instant,
+            group: &mut CallGroup,
+            join_epoch: u64,
+            from: ParticipantId,
+            kind: MediaKind,
+            packet: RtpPacket,
+        ) {
+            let sink = Sink {
+                out: &mut self.out,
+                observer: Some(&*self.seen),
+            };
+            self.pipe
+                .on_packet(now, group, join_epoch, from, kind, packet, sink);
+        }
+
+        fn retry_held(&mut self, now: Instant, group: &mut CallGroup, join_epoch: u64) {
+            let sink = Sink {
+                out: &mut self.out,
+                observer: Some(&*self.seen),
+            };
+            self.pipe.retry_held(now, group, join_epoch, sink);
+        }
+    }
 
     fn pair(now: Instant) -> (CallGroup, CallGroup) {
         let call = CallConfig::default();
@@ -497,30 +617,16 @@ mod tests {
         (alice, bob)
     }
 
-    fn pipeline(name: &str) -> (MediaPipeline, mpsc::UnboundedReceiver<Outgoing>, CallLog) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let log = CallLog::new(false);
-        let p = MediaPipeline::new(
-            Arc::from(name),
-            tx,
-            Some((7, 1, false)),
-            Duration::from_secs(2),
-            Some(log.clone()),
-            None,
-        );
-        (p, rx, log)
-    }
-
     fn deliver(
         now: Instant,
-        rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-        to: &mut MediaPipeline,
+        from: &mut Side,
+        to: &mut Side,
         group: &mut CallGroup,
         join_epoch: u64,
     ) {
-        while let Ok((kind, packets)) = rx.try_recv() {
+        for (kind, packets) in from.frames() {
             for p in packets {
-                to.on_packet(now, group, join_epoch, ParticipantId(1), kind, p);
+                to.receive(now, group, join_epoch, ParticipantId(1), kind, p);
             }
         }
     }
@@ -530,37 +636,37 @@ mod tests {
     fn frames_of_the_next_epoch_wait_for_its_commit_and_old_epochs_count_as_before_join() {
         let now = Instant::now();
         let (mut alice, mut bob) = pair(now);
-        let (mut tx_pipe, mut wire, _) = pipeline("alice");
-        let (mut rx_pipe, _, bob_log) = pipeline("bob");
+        let mut tx = Side::new();
+        let mut rx = Side::new();
         // Epoch 1: bob opens alice's audio and video (video spans many packets).
-        tx_pipe.start_sources(now);
-        tx_pipe.tick(now, &mut alice);
-        deliver(now, &mut wire, &mut rx_pipe, &mut bob, 1);
-        assert_eq!(rx_pipe.health_snapshot()[0].opened, 2);
+        let mut src = Sources::new(now);
+        src.tick(now, &mut tx, &mut alice);
+        deliver(now, &mut tx, &mut rx, &mut bob, 1);
+        assert_eq!(rx.pipe.health_snapshot()[0].opened, 2);
         // Alice moves to epoch 2 and switches at once; bob has not seen the commit yet.
         let pc = alice.self_update().unwrap();
         let commit = pc.commit().to_vec();
         pc.confirm(&mut alice, now).unwrap();
         assert_eq!(alice.activate_send_epoch(), 2);
         let t1 = now + Duration::from_millis(40);
-        tx_pipe.tick(t1, &mut alice);
-        deliver(t1, &mut wire, &mut rx_pipe, &mut bob, 1);
-        let h = &rx_pipe.health_snapshot()[0];
+        src.tick(t1, &mut tx, &mut alice);
+        deliver(t1, &mut tx, &mut rx, &mut bob, 1);
+        let h = &rx.pipe.health_snapshot()[0];
         assert_eq!(
             (h.opened, h.dropped.len()),
             (2, 0),
             "held, not dropped: {h:?}"
         );
-        assert!(rx_pipe.poll_timeout().is_some());
+        assert!(rx.pipe.poll_timeout().is_some());
         // The commit arrives: the held frames open under epoch 2.
         bob.handle_message(t1, &commit).unwrap();
-        rx_pipe.retry_held(t1, &mut bob, 1);
-        let h = &rx_pipe.health_snapshot()[0];
+        rx.retry_held(t1, &mut bob, 1);
+        let h = &rx.pipe.health_snapshot()[0];
         assert!(h.opened >= 4 && h.dropped.is_empty(), "{h:?}");
-        assert!(bob_log.lock().opened.iter().any(|o| o.epoch == 2));
+        assert!(rx.seen.0.lock().unwrap().iter().any(|o| o.0 == 2));
 
         // A frame of epoch 1 reaching a member that joined at epoch 2 is "before join".
-        let (mut late_pipe, _, _) = pipeline("carol");
+        let mut late = Side::new();
         let (mut old_alice, _) = pair(now);
         let c = Client::new("carol", MlsSuite::default()).unwrap();
         let kp = c.key_package().unwrap();
@@ -569,11 +675,10 @@ mod tests {
         pc.confirm(&mut old_alice, now).unwrap();
         assert_eq!((old_alice.epoch(), old_alice.send_epoch()), (2, 1));
         let mut carol = CallGroup::join(c, &welcome, MemberConfig::default(), now).unwrap();
-        let (mut old_tx, mut old_wire, _) = pipeline("alice");
-        old_tx.start_sources(now);
-        old_tx.tick(now, &mut old_alice);
-        deliver(now, &mut old_wire, &mut late_pipe, &mut carol, 2);
-        let h = &late_pipe.health_snapshot()[0];
+        let mut old_tx = Side::new();
+        Sources::new(now).tick(now, &mut old_tx, &mut old_alice);
+        deliver(now, &mut old_tx, &mut late, &mut carol, 2);
+        let h = &late.pipe.health_snapshot()[0];
         assert_eq!(h.opened, 0);
         assert_eq!(h.dropped.get(&DropCause::BeforeJoin), Some(&2), "{h:?}");
 
@@ -582,10 +687,10 @@ mod tests {
         pc.confirm(&mut alice, t1).unwrap();
         alice.activate_send_epoch();
         let t2 = t1 + Duration::from_millis(40);
-        tx_pipe.tick(t2, &mut alice);
-        deliver(t2, &mut wire, &mut rx_pipe, &mut bob, 1);
-        rx_pipe.handle_timeout(t2 + Duration::from_secs(3));
-        let h = &rx_pipe.health_snapshot()[0];
+        src.tick(t2, &mut tx, &mut alice);
+        deliver(t2, &mut tx, &mut rx, &mut bob, 1);
+        rx.pipe.handle_timeout(t2 + Duration::from_secs(3));
+        let h = &rx.pipe.health_snapshot()[0];
         assert!(
             h.dropped
                 .get(&DropCause::FutureEpochExpired)
@@ -599,14 +704,10 @@ mod tests {
     fn incomplete_and_tampered_frames_are_counted_never_opened() {
         let now = Instant::now();
         let (mut alice, mut bob) = pair(now);
-        let (mut tx_pipe, mut wire, _) = pipeline("alice");
-        let (mut rx_pipe, _, _) = pipeline("bob");
-        tx_pipe.start_sources(now);
-        tx_pipe.tick(now, &mut alice);
-        let mut sent = Vec::new();
-        while let Ok(x) = wire.try_recv() {
-            sent.push(x);
-        }
+        let mut tx = Side::new();
+        let mut rx = Side::new();
+        Sources::new(now).tick(now, &mut tx, &mut alice);
+        let sent = tx.frames();
         let (video_kind, mut video) = sent
             .iter()
             .find(|(k, _)| *k == MediaKind::Video)
@@ -616,9 +717,9 @@ mod tests {
         // Lose one packet of the keyframe: the frame never completes.
         video.remove(1);
         for p in video {
-            rx_pipe.on_packet(now, &mut bob, 1, ParticipantId(1), video_kind, p);
+            rx.receive(now, &mut bob, 1, ParticipantId(1), video_kind, p);
         }
-        rx_pipe.handle_timeout(now + Duration::from_secs(1));
+        rx.pipe.handle_timeout(now + Duration::from_secs(1));
         // Flip a ciphertext byte of the audio frame: it fails authentication.
         let (audio_kind, mut audio) = sent
             .iter()
@@ -627,7 +728,7 @@ mod tests {
             .unwrap();
         let last = audio[0].payload.len() - 1;
         audio[0].payload[last] ^= 1;
-        rx_pipe.on_packet(
+        rx.receive(
             now,
             &mut bob,
             1,
@@ -639,8 +740,8 @@ mod tests {
         let mut junk = audio[0].clone();
         junk.payload = vec![0xff];
         junk.sequence_number = junk.sequence_number.wrapping_add(100);
-        rx_pipe.on_packet(now, &mut bob, 1, ParticipantId(1), audio_kind, junk);
-        let h = &rx_pipe.health_snapshot()[0];
+        rx.receive(now, &mut bob, 1, ParticipantId(1), audio_kind, junk);
+        let h = &rx.pipe.health_snapshot()[0];
         assert_eq!(h.opened, 0);
         assert_eq!(h.dropped.get(&DropCause::Incomplete), Some(&1), "{h:?}");
         assert_eq!(
@@ -660,18 +761,18 @@ mod tests {
     fn under_loss_reordering_and_duplication_every_complete_frame_opens_and_replays_fail() {
         let start = Instant::now();
         let (mut alice, mut bob) = pair(start);
-        let (mut tx_pipe, mut wire, _) = pipeline("alice");
-        let (mut rx_pipe, _, bob_log) = pipeline("bob");
+        let mut tx = Side::new();
+        let mut rx = Side::new();
         let mut rng = blindcall_media::SeededRng::new(0x1055);
-        tx_pipe.start_sources(start);
+        let mut src = Sources::new(start);
         let (mut complete, mut partial, mut replays) = (0u64, 0u64, 0u64);
         let mut history: Vec<(MediaKind, Vec<RtpPacket>)> = Vec::new();
         let mut replay_seq = [0u16, 0u16];
         for step in 0..150u32 {
             let now = start + Duration::from_millis(20) * step;
-            tx_pipe.tick(now, &mut alice);
+            src.tick(now, &mut tx, &mut alice);
             let mut batch: Vec<(ParticipantId, MediaKind, RtpPacket)> = Vec::new();
-            while let Ok((kind, packets)) = wire.try_recv() {
+            for (kind, packets) in tx.frames() {
                 history.push((kind, packets.clone()));
                 let before = batch.len();
                 let mut lost = 0;
@@ -710,11 +811,11 @@ mod tests {
                 replays += 1;
             }
             for (from, kind, p) in batch {
-                rx_pipe.on_packet(now, &mut bob, 1, from, kind, p);
+                rx.receive(now, &mut bob, 1, from, kind, p);
             }
         }
-        rx_pipe.handle_timeout(start + Duration::from_secs(10));
-        let health = rx_pipe.health_snapshot();
+        rx.pipe.handle_timeout(start + Duration::from_secs(10));
+        let health = rx.pipe.health_snapshot();
         let main = &health[0];
         assert!(
             complete > 200 && partial > 5,
@@ -743,13 +844,10 @@ mod tests {
             "{main:?}"
         );
         // Every opened frame is the one sent (integrity check inside the pipeline), once.
-        let log = bob_log.lock();
+        let log = rx.seen.0.lock().unwrap();
         let mut seen = std::collections::HashSet::new();
-        for o in &log.opened {
-            assert!(
-                seen.insert((o.kind == MediaKind::Video, o.seq)),
-                "frame opened twice"
-            );
+        for o in log.iter() {
+            assert!(seen.insert((o.1, o.2)), "frame opened twice");
         }
     }
 }

@@ -1,11 +1,12 @@
 //! What [`crate::Call::join`] takes besides the relay address, token and identity.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use blindcall_group::{CallConfig, MemberConfig, MlsSuite};
 use blindcall_transport::MediaNetwork;
 
-use crate::log::CallLog;
+use crate::observer::CallObserver;
 
 /// How the client authenticates the relay's TLS certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,18 +31,9 @@ pub enum MediaMode {
     Off,
     /// Receive only: subscribe to everyone, publish nothing.
     ReceiveOnly,
-    /// The application publishes frames with [`crate::Call::publish`].
+    /// The application publishes frames with [`crate::Call::publish`] and
+    /// [`crate::Call::publish_video`], and receives everyone's.
     App,
-    /// A built-in synthetic audio (Opus-like, 50 frames/s) and video (30 frames/s) source.
-    Synthetic {
-        /// Sender id carried inside every synthetic frame.
-        sender_id: u32,
-        /// Seed of the sources.
-        seed: u64,
-        /// The audio is silence, sent with discontinuous transmission like Opus DTX (one small
-        /// frame every 400 ms), as from a participant who is not talking.
-        silent: bool,
-    },
 }
 
 /// Whose video this participant receives; audio always comes from everyone. Large calls
@@ -96,12 +88,13 @@ pub struct JoinOptions {
     /// Whose video to receive from the start (change it with
     /// [`crate::Call::select_video`]).
     pub video: VideoSelection,
-    /// Records frames sent and opened, epochs and commits (tests and the demo report).
-    pub call_log: Option<CallLog>,
+    /// Sees frames sealed and opened, epochs, commits and membership changes as they happen
+    /// (see [`crate::observer`]); `None` costs nothing.
+    pub observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl JoinOptions {
-    /// Defaults around a trust anchor: synthetic media off (`App`), suite 1, default call
+    /// Defaults around a trust anchor: application media (`App`), suite 1, default call
     /// and member settings, 200 ms switch barrier, 2 s hold, 20 s step timeout.
     pub fn new(trust: TrustAnchor) -> Self {
         Self {
@@ -119,7 +112,7 @@ impl JoinOptions {
             stats_interval: Duration::from_millis(250),
             video: VideoSelection::All,
             media_network: MediaNetwork::default(),
-            call_log: None,
+            observer: None,
         }
     }
 }

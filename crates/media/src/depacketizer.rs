@@ -68,7 +68,15 @@ struct Slot {
     descriptor: Descriptor,
     timestamp: u32,
     arrived: Instant,
-    data: Vec<u8>,
+    /// The whole RTP payload as received, descriptor included.
+    payload: Vec<u8>,
+}
+
+impl Slot {
+    /// The SFrame bytes the packet carries.
+    fn data(&self) -> &[u8] {
+        self.payload.get(Descriptor::LEN..).unwrap_or_default()
+    }
 }
 
 /// Reassembles the frames of one RTP stream.
@@ -127,26 +135,64 @@ impl Depacketizer {
         timestamp: u32,
         payload: &[u8],
     ) -> Result<(), DepacketizeError> {
-        let now = self.advance(now);
+        let descriptor = self.check(payload)?;
+        self.insert(
+            now,
+            sequence_number,
+            timestamp,
+            descriptor,
+            payload.to_vec(),
+        );
+        Ok(())
+    }
+
+    /// [`Depacketizer::handle_packet`] with the payload buffer as the transport delivered it:
+    /// the buffer is kept, not copied; a frame of one packet is released in it, and the packets
+    /// of a longer frame are copied once, into the frame.
+    pub fn handle_packet_owned(
+        &mut self,
+        now: Instant,
+        sequence_number: u16,
+        timestamp: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), DepacketizeError> {
+        let descriptor = self.check(&payload)?;
+        self.insert(now, sequence_number, timestamp, descriptor, payload);
+        Ok(())
+    }
+
+    /// Counts the packet and reads its descriptor (a malformed one is counted and refused).
+    fn check(&mut self, payload: &[u8]) -> Result<Descriptor, DepacketizeError> {
         self.stats.packets += 1;
-        let (descriptor, data) = match Descriptor::split(payload) {
-            Ok(split) => split,
+        match Descriptor::split(payload) {
+            Ok((descriptor, _)) => Ok(descriptor),
             Err(e) => {
                 self.stats.malformed += 1;
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    fn insert(
+        &mut self,
+        now: Instant,
+        sequence_number: u16,
+        timestamp: u32,
+        descriptor: Descriptor,
+        payload: Vec<u8>,
+    ) {
+        let now = self.advance(now);
         let ext = self.seq.extend(sequence_number);
         let highest = self.seq.highest().unwrap_or(ext);
         if ext.saturating_add(self.config.history) < highest
             || self.dropped_timestamps.contains(&timestamp)
         {
             self.stats.late += 1;
-            return Ok(());
+            return;
         }
         if self.done.contains(&ext) || self.buffered.contains_key(&ext) {
             self.stats.duplicates += 1;
-            return Ok(());
+            return;
         }
         self.buffered.insert(
             ext,
@@ -154,19 +200,20 @@ impl Depacketizer {
                 descriptor,
                 timestamp,
                 arrived: now,
-                data: data.to_vec(),
+                payload,
             },
         );
         self.try_assemble(ext);
         let floor = highest.saturating_sub(self.config.history);
-        self.done = self.done.split_off(&floor);
+        while self.done.first().is_some_and(|k| *k < floor) {
+            self.done.pop_first();
+        }
         while self.buffered.len() > self.config.max_buffered_packets {
             let Some((&oldest, _)) = self.buffered.first_key_value() else {
                 break;
             };
             self.drop_frame_at(oldest);
         }
-        Ok(())
     }
 
     /// Drops incomplete frames that waited longer than `max_wait`.
@@ -223,15 +270,32 @@ impl Depacketizer {
                 None => return,
             }
         }
-        let mut data = Vec::new();
-        let mut packets = 0;
-        for k in start..=end {
-            if let Some(slot) = self.buffered.remove(&k) {
-                data.extend_from_slice(&slot.data);
-                packets += 1;
+        let data = if start == end {
+            // One packet: the frame is released in the packet's own buffer.
+            self.done.insert(start);
+            let mut payload = self
+                .buffered
+                .remove(&start)
+                .map(|slot| slot.payload)
+                .unwrap_or_default();
+            payload.drain(..Descriptor::LEN.min(payload.len()));
+            payload
+        } else {
+            // Several packets: one buffer of the frame's size, each packet copied in once.
+            let len = (start..=end)
+                .filter_map(|k| self.buffered.get(&k))
+                .map(|slot| slot.data().len())
+                .sum();
+            let mut data = Vec::with_capacity(len);
+            for k in start..=end {
+                if let Some(slot) = self.buffered.remove(&k) {
+                    data.extend_from_slice(slot.data());
+                }
+                self.done.insert(k);
             }
-            self.done.insert(k);
-        }
+            data
+        };
+        let packets = usize::try_from(end - start).map_or(usize::MAX, |n| n + 1);
         self.stats.frames += 1;
         self.ready.push_back(Frame {
             timestamp,
@@ -388,5 +452,33 @@ mod tests {
         assert!(d.handle_packet(t0, 3, 1, &[0x81, 1]).is_err());
         assert_eq!(d.stats().malformed, 3);
         assert_eq!(d.buffered_packets(), 0);
+    }
+
+    // covers: MT-PKT-4
+    #[test]
+    fn owned_packets_reassemble_like_borrowed_ones_across_duplicates_and_reordering() {
+        let t0 = Instant::now();
+        let mut borrowed = Depacketizer::new(DepacketizerConfig::default());
+        let mut owned = Depacketizer::new(DepacketizerConfig::default());
+        let frames = packets(&[(10, 30), (20, 300), (30, 1), (40, 1_000)]);
+        let mut all: Vec<&RtpPacket> = frames.iter().flatten().collect();
+        // Reverse the second frame's packets and send one packet twice.
+        all[1..7].reverse();
+        all.push(all[3]);
+        for p in &all {
+            push(&mut borrowed, t0, p);
+            owned
+                .handle_packet_owned(t0, p.sequence_number, p.timestamp, p.payload.clone())
+                .unwrap();
+        }
+        let a: Vec<Frame> = std::iter::from_fn(|| borrowed.poll_frame()).collect();
+        let b: Vec<Frame> = std::iter::from_fn(|| owned.poll_frame()).collect();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a, b);
+        assert_eq!(b[0].data, frame_bytes(10, 30));
+        assert_eq!(b[3].data, frame_bytes(40, 1_000));
+        assert_eq!(borrowed.stats(), owned.stats());
+        assert!(owned.handle_packet_owned(t0, 999, 1, vec![0x80]).is_err());
+        assert_eq!(owned.stats().malformed, 1);
     }
 }

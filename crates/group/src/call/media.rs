@@ -57,6 +57,12 @@ impl CallGroup {
             .ok_or_else(|| MlsFailure::Unreachable("sender just inserted").into())
     }
 
+    /// Length of the SFrame frame the next `plaintext_len`-byte frame of own stream `context`
+    /// seals to (for checking it fits before using up a counter).
+    pub fn sealed_len(&mut self, context: u64, plaintext_len: usize) -> Result<usize, Error> {
+        Ok(self.sender(context)?.sealed_len(plaintext_len))
+    }
+
     /// Seals one frame of own stream `context` under the send epoch into `out` (resized to the
     /// SFrame frame; its allocation is reused across calls), and records it for the next
     /// signed manifest.

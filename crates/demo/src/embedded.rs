@@ -17,7 +17,7 @@ use blindcall_transport::CountersSnapshot;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
 
-use crate::options::TrustAnchor;
+use blindcall_client::TrustAnchor;
 
 /// Why the embedded relay could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,19 @@
 //! The recorder for end-to-end checks: what every participant sent, opened and saw (the relay's
-//! own view of the control channel is recorded by `blindcall_relay::ControlRecorder`). Off unless the application passes one in
-//! [`crate::JoinOptions`]; meant for tests, demos and audits, not for production calls.
+//! own view of the control channel is recorded by `blindcall_relay::ControlRecorder`). Each
+//! participant's call feeds it through the SDK's observer hook ([`CallLog::observer`]); the
+//! demo records its own video selections. For tests, demos and audits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use blindcall_media::MediaKind;
+pub use blindcall_client::observer::MembershipChange;
+use blindcall_client::observer::{
+    CallObserver, CommitSent, EpochEntered, FrameOpened, FrameSent, MembershipChanged,
+};
+use blindcall_client::{MediaKind, VideoSelection};
+use blindcall_media::source::verify;
 
 /// A frame a participant sealed and sent.
 #[derive(Debug, Clone)]
@@ -93,19 +99,6 @@ pub struct VideoRecord {
     pub at: Instant,
 }
 
-/// Kinds of [`MembershipRecord`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MembershipChange {
-    /// Joined the group (created it or processed a Welcome).
-    Joined,
-    /// Its media transport is connected and subscribed.
-    MediaReady,
-    /// Left on its own.
-    Left,
-    /// Was removed by a commit.
-    Removed,
-}
-
 /// Everything recorded.
 #[derive(Debug, Default)]
 pub struct CallLogData {
@@ -121,6 +114,9 @@ pub struct CallLogData {
     pub membership: Vec<MembershipRecord>,
     /// Video selections.
     pub video: Vec<VideoRecord>,
+    /// Frames that authenticated but whose synthetic content failed its integrity check, per
+    /// receiver (never delivered as opened).
+    pub integrity_failures: BTreeMap<Arc<str>, u64>,
     /// Highest sequence number sent per (sender, kind slot): kept as records arrive so that
     /// progress checks during a call do not rescan every record under the lock.
     last_sent: HashMap<(Arc<str>, u8), u64>,
@@ -223,9 +219,107 @@ impl CallLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn with(&self, f: impl FnOnce(&mut CallLogData)) {
+    fn with(&self, f: impl FnOnce(&mut CallLogData)) {
         if !self.closed.load(Ordering::Relaxed) {
             f(&mut self.lock());
         }
+    }
+
+    /// The observer that records what `identity`'s call does (pass it in
+    /// `JoinOptions::observer`).
+    pub fn observer(&self, identity: &str) -> Arc<dyn CallObserver> {
+        Arc::new(Participant {
+            identity: Arc::from(identity),
+            log: self.clone(),
+        })
+    }
+
+    /// Records that `identity` chose `selection` (the SDK's choice is the application's own).
+    pub fn record_video(&self, identity: &str, selection: &VideoSelection, at: Instant) {
+        let only = match selection {
+            VideoSelection::All => None,
+            VideoSelection::Only(names) => {
+                Some(names.iter().map(|n| Arc::<str>::from(n.as_str())).collect())
+            }
+        };
+        let identity = Arc::from(identity);
+        self.with(|d| d.video.push(VideoRecord { identity, only, at }));
+    }
+}
+
+/// One participant's view into the shared [`CallLog`].
+struct Participant {
+    identity: Arc<str>,
+    log: CallLog,
+}
+
+impl CallObserver for Participant {
+    fn frame_sent(&self, f: &FrameSent<'_>) {
+        // Synthetic frames carry their own sequence number; anything else counts by counter.
+        let seq = verify(f.plaintext).map_or(f.counter, |i| i.seq);
+        let keep = self.log.keeps_plaintext();
+        self.log.with(|d| {
+            d.push_sent(SentFrame {
+                sender: Arc::clone(&self.identity),
+                kind: f.kind,
+                seq,
+                epoch: f.epoch,
+                at: f.at,
+                plaintext: keep.then(|| f.plaintext.to_vec()),
+            })
+        });
+    }
+
+    fn frame_opened(&self, f: &FrameOpened<'_>) {
+        match verify(f.plaintext) {
+            Ok(info) if info.kind == f.kind => self.log.with(|d| {
+                d.push_opened(OpenedRecord {
+                    receiver: Arc::clone(&self.identity),
+                    sender: Arc::clone(f.sender),
+                    kind: f.kind,
+                    seq: info.seq,
+                    epoch: f.epoch,
+                    at: f.at,
+                })
+            }),
+            _ => self.log.with(|d| {
+                *d.integrity_failures
+                    .entry(Arc::clone(&self.identity))
+                    .or_insert(0) += 1;
+            }),
+        }
+    }
+
+    fn epoch_entered(&self, e: &EpochEntered<'_>) {
+        self.log.with(|d| {
+            d.epochs.push(EpochRecord {
+                identity: Arc::clone(&self.identity),
+                epoch: e.epoch,
+                code: e.code.to_string(),
+                at: e.at,
+            })
+        });
+    }
+
+    fn commit_sent(&self, c: &CommitSent) {
+        self.log.with(|d| {
+            d.commits.push(CommitRecord {
+                identity: Arc::clone(&self.identity),
+                from_epoch: c.from_epoch,
+                kind: c.purpose.name(),
+                sent_at: c.at,
+            })
+        });
+    }
+
+    fn membership_changed(&self, m: &MembershipChanged) {
+        self.log.with(|d| {
+            d.membership.push(MembershipRecord {
+                identity: Arc::clone(&self.identity),
+                change: m.change,
+                epoch: m.epoch,
+                at: m.at,
+            })
+        });
     }
 }

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use blindcall_client::embedded::{EmbeddedOptions, EmbeddedRelay};
-use blindcall_client::log::CallLog;
 use blindcall_client::{
     Call, CallError, CallWarning, EndReason, Event, Events, JoinError, JoinOptions, MediaMode,
     MlsSuite, ProtocolError, RefusedReason, Role, TrustAnchor,
 };
+use blindcall_demo::embedded::{EmbeddedOptions, EmbeddedRelay};
+use blindcall_demo::recorder::CallLog;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -184,19 +184,19 @@ fn simultaneous_commits_of_one_epoch_converge() {
             .await
             .unwrap();
         let log = CallLog::new(false);
-        let opts = |relay: &EmbeddedRelay| {
+        let opts = |relay: &EmbeddedRelay, name: &str| {
             let mut o = options(relay);
             o.auto_approve = true;
             // Everyone commits the relay's removal proposal at once: the relay must pick one.
             o.proposal_fallback_step = Duration::ZERO;
-            o.call_log = Some(log.clone());
+            o.observer = Some(log.observer(name));
             o
         };
-        let (_alice, mut ae) = join(&relay, "alice", Role::HOST, opts(&relay)).await;
+        let (_alice, mut ae) = join(&relay, "alice", Role::HOST, opts(&relay, "alice")).await;
         let mut others: Vec<(&str, Call, Events)> = Vec::new();
         let mut epoch = 0;
         for name in ["bob", "carol", "dave"] {
-            let (c, mut e) = join(&relay, name, Role::GUEST, opts(&relay)).await;
+            let (c, mut e) = join(&relay, name, Role::GUEST, opts(&relay, name)).await;
             next_matching(&mut e, &format!("{name} joined"), |e| {
                 matches!(e, Event::Joined { .. })
             })
@@ -487,13 +487,13 @@ fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
         assert_eq!(&*got.sender, "alice");
         assert_eq!(got.kind, blindcall_client::MediaKind::Video);
         assert_eq!(got.epoch, 2);
-        assert_eq!(got.data, payload);
+        assert_eq!(got.data(), payload);
         // The relay held only ciphertext.
         let payloads = relay.tapped_payloads();
         assert!(!payloads.is_empty());
         let hay: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         assert_eq!(
-            blindcall_client::report::plaintext_leaks(&[&payload], &hay),
+            blindcall_demo::report::plaintext_leaks(&[&payload], &hay),
             0
         );
         // The relay's control tap saw both directions of both connections, TLS removed:
@@ -530,7 +530,7 @@ fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
         }
         let hay: Vec<&[u8]> = control.iter().map(|f| f.bytes.as_slice()).collect();
         assert_eq!(
-            blindcall_client::report::plaintext_leaks(&[&payload], &hay),
+            blindcall_demo::report::plaintext_leaks(&[&payload], &hay),
             0
         );
         // The forwarder's counters are on the relay's /metrics.

@@ -1,7 +1,7 @@
 //! The scripted call of `blindcall demo` and the end-to-end tests: an embedded relay and N
 //! participants in one process, joining one by one through the waiting room, one leaving,
-//! one removed by the host, one joining late, all sending synthetic audio and video; then a
-//! [`Report`] from what everyone recorded.
+//! one removed by the host, one joining late, all sending synthetic audio and video through the
+//! SDK's public API; then a [`Report`] from what everyone recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -10,12 +10,16 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use blindcall_client::{
+    Call, CallStats, EndReason, Event, Events, JoinError, JoinOptions, MediaMode, Role,
+    VideoSelection,
+};
+
 use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedRelay};
-use crate::event::{CallStats, EndReason, Event};
-use crate::log::CallLog;
-use crate::options::{JoinOptions, MediaMode, VideoSelection};
+use crate::live::LiveRow;
+use crate::recorder::CallLog;
 use crate::report::{self, Fate, Report};
-use crate::{Call, Events, JoinError, Role};
+use crate::synthetic::{MediaHook, SyntheticConfig, SyntheticMedia};
 
 /// A participant's synthetic sender id: seeded, no zero byte, so that no 16-byte window of
 /// a frame header is a run of zeros that could match any length field by chance.
@@ -127,19 +131,8 @@ pub enum ScenarioError {
         /// What was asked.
         what: String,
         /// Why.
-        source: crate::CallError,
+        source: blindcall_client::CallError,
     },
-}
-
-/// One row of the live progress table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveRow {
-    /// Participant.
-    pub name: String,
-    /// waiting / member / left / removed.
-    pub status: &'static str,
-    /// Latest counters.
-    pub stats: CallStats,
 }
 
 #[derive(Debug, Default)]
@@ -215,9 +208,19 @@ fn max_epoch(ps: &BTreeMap<String, PState>) -> u64 {
     active(ps).filter_map(|(_, p)| p.epoch).max().unwrap_or(0)
 }
 
-fn spawn_events(world: Arc<World>, name: String, call: Call, mut events: Events, host: bool) {
+fn spawn_events(
+    world: Arc<World>,
+    name: String,
+    call: Call,
+    mut events: Events,
+    host: bool,
+    media: MediaHook,
+) {
+    // The scripted call checks frames through the recorder; nobody reads them here.
+    drop(events.take_frames());
     tokio::spawn(async move {
         while let Some(e) = events.next().await {
+            media.on_event(&e);
             match e {
                 Event::JoinRequested { request, .. } if host => {
                     let call = call.clone();
@@ -258,6 +261,7 @@ struct Runner {
     relay: EmbeddedRelay,
     world: Arc<World>,
     calls: BTreeMap<String, Call>,
+    media: BTreeMap<String, SyntheticMedia>,
     fates: BTreeMap<String, Fate>,
     log: CallLog,
     cfg: ScenarioConfig,
@@ -266,18 +270,32 @@ struct Runner {
 
 impl Runner {
     fn options(&self, index: usize) -> JoinOptions {
+        let name = name(index);
         let mut o = JoinOptions::new(self.relay.trust());
-        o.media = MediaMode::Synthetic {
-            sender_id: sender_id(self.cfg.seed, index),
-            seed: self.cfg.seed,
-            silent: self.cfg.speakers.is_some_and(|k| index >= k),
-        };
-        o.call_log = Some(self.log.clone());
+        o.media = MediaMode::App;
+        o.observer = Some(self.log.observer(&name));
         o.step_timeout = self.cfg.step_timeout;
         if let Some(k) = self.cfg.gallery {
             o.video = VideoSelection::Only(gallery(index, self.cfg.participants, k));
         }
+        self.log
+            .record_video(&name, &o.video, std::time::Instant::now());
         o
+    }
+
+    fn synthetic(&self, index: usize) -> SyntheticConfig {
+        SyntheticConfig {
+            sender_id: sender_id(self.cfg.seed, index),
+            seed: self.cfg.seed,
+            silent: self.cfg.speakers.is_some_and(|k| index >= k),
+        }
+    }
+
+    /// Stops every participant's sources; returns once none publishes any more.
+    async fn stop_media(&mut self) {
+        for (_, m) in std::mem::take(&mut self.media) {
+            m.stop().await;
+        }
     }
 
     fn roster(&self) -> BTreeSet<String> {
@@ -324,13 +342,16 @@ impl Runner {
                 source,
             })?;
         self.world.update(&name, |_| {});
+        let media = SyntheticMedia::spawn(call.clone(), self.synthetic(index));
         spawn_events(
             Arc::clone(&self.world),
             name.clone(),
             call.clone(),
             events,
             index == 0,
+            media.hook(),
         );
+        self.media.insert(name.clone(), media);
         self.calls.insert(name.clone(), call);
         self.fates.insert(name.clone(), fate);
         self.publish_live();
@@ -455,6 +476,7 @@ pub async fn run_detailed(
         relay,
         world: Arc::default(),
         calls: BTreeMap::new(),
+        media: BTreeMap::new(),
         fates: BTreeMap::new(),
         log: CallLog::new(cfg.script == Script::Full),
         cfg: cfg.clone(),
@@ -477,15 +499,13 @@ pub async fn run_detailed(
     ticker.abort();
     // The measured call is over: what happens while everyone hangs up is not recorded.
     r.log.close();
-    // Counters are published every stats interval: take each call's next snapshot, so none
-    // predates the end of the script (a loaded machine may not have refreshed one since).
+    // Counters are refreshed every stats interval: take each call's next snapshot, so that
+    // they include everything recorded until now (an ended call has no next one).
     let mut final_stats: BTreeMap<String, CallStats> = BTreeMap::new();
     for (n, c) in &r.calls {
-        let mut watch = c.watch_stats();
-        if !watch.borrow_and_update().ended {
-            // A call that ends meanwhile publishes its last counters as it ends.
-            let _ = tokio::time::timeout(r.cfg.step_timeout, watch.changed()).await;
-        }
+        let mut w = c.watch_stats();
+        w.mark_unchanged();
+        let _ = tokio::time::timeout(Duration::from_secs(2), w.changed()).await;
         final_stats.insert(n.clone(), c.stats());
     }
     for c in r.calls.values() {
@@ -573,9 +593,7 @@ async fn steady(r: &mut Runner) -> Result<Option<report::CpuReport>, ScenarioErr
     until(&*r, t0 + r.cfg.duration).await;
     let media = t0.elapsed();
     let cpu1 = process_cpu();
-    for c in r.calls.values() {
-        let _ = c.stop_media().await;
-    }
+    r.stop_media().await;
     // An overloaded machine may lose packets: the report then shows what was missing.
     let _ = r.drained().await;
     Ok(match (cpu0, cpu1) {
@@ -611,9 +629,7 @@ async fn script(r: &mut Runner, started: Instant) -> Result<(), ScenarioError> {
     until(&*r, t0 + d.mul_f64(0.7)).await;
     r.join(n - 1, Fate::Late).await?;
     until(&*r, t0 + d).await;
-    for c in r.calls.values() {
-        let _ = c.stop_media().await;
-    }
+    r.stop_media().await;
     r.drained().await?;
     r.publish_live();
     let _ = started;

@@ -5,12 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use blindcall_media::MediaKind;
+use blindcall_client::{CallStats, MediaKind};
 use blindcall_transport::CountersSnapshot;
 use serde::Serialize;
 
-use crate::event::CallStats;
-use crate::log::{CallLogData, MembershipChange, kind_slot};
+use crate::recorder::{CallLogData, MembershipChange, SentFrame, kind_slot};
 
 /// A participant's part in the script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -341,7 +340,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
         match m.change {
             MembershipChange::Joined => e.joined_at = Some(m.at),
             MembershipChange::Left | MembershipChange::Removed => e.ended_at = Some(m.at),
-            MembershipChange::MediaReady => {}
+            _ => {}
         }
     }
     for r in &log.epochs {
@@ -350,7 +349,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
         }
     }
     // Frames per (sender, kind), sorted by seq.
-    let mut sent: BTreeMap<(&str, u8), Vec<&crate::log::SentFrame>> = BTreeMap::new();
+    let mut sent: BTreeMap<(&str, u8), Vec<&SentFrame>> = BTreeMap::new();
     for f in &log.sent {
         sent.entry((&f.sender, kind_slot(f.kind)))
             .or_default()
@@ -403,7 +402,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             }
             let sender_departed = members.get(sender).is_some_and(|s| s.ended_at.is_some());
             let got = opened.get(&(name.as_str(), sender, *k));
-            let in_membership = |f: &crate::log::SentFrame| {
+            let in_membership = |f: &SentFrame| {
                 m.epochs.contains(&f.epoch)
                     && m.joined_at.is_some_and(|j| f.at >= j)
                     && m.ended_at.is_none_or(|e| f.at < e)
@@ -455,12 +454,22 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             }
         }
         let stats = inp.stats.get(name).cloned().unwrap_or_default();
-        let dropped: BTreeMap<String, u64> = stats
+        let mut dropped: BTreeMap<String, u64> = stats
             .dropped
             .iter()
             .map(|(c, n)| (c.to_string(), *n))
             .collect();
-        let drops: u64 = stats.dropped.values().sum();
+        // Frames the SDK opened whose synthetic content then failed the recorder's check.
+        let integrity = log
+            .integrity_failures
+            .get(name.as_str())
+            .copied()
+            .unwrap_or(0);
+        if integrity > 0 {
+            dropped.insert("Integrity".into(), integrity);
+        }
+        let opened_frames = stats.frames_opened.saturating_sub(integrity);
+        let drops: u64 = dropped.values().sum();
         let (sa, sv) = log
             .sent
             .iter()
@@ -475,8 +484,8 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             sent_audio: sa,
             sent_video: sv,
             packets_received: stats.packets_received,
-            frames_received: stats.frames_opened + drops,
-            opened: stats.frames_opened,
+            frames_received: opened_frames + drops,
+            opened: opened_frames,
             dropped,
             epochs_seen: m.epochs.iter().copied().collect(),
             missing,

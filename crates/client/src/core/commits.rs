@@ -1,0 +1,308 @@
+//! Own commits and the work behind them.
+//!
+//! One own commit at a time (SDK-COMMIT-1). Work that needs a commit (approve, remove, commit
+//! the relay's removal proposals, the path update after joining) is queued as an [`Intent`].
+//! A commit is made from the next intent only when none is pending; it is sent, and its
+//! [`PendingCommit`] waits for the relay's answer: `CommitAccepted` confirms it, a refusal
+//! or another member's winning commit discards it and the intent is retried in the new epoch.
+//! Replies are matched to the pending commit by epoch; a stale reply changes nothing
+//! (SDK-COMMIT-3).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use blindcall_group::PendingCommit;
+use blindcall_proto::{
+    Body, Commit, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected,
+    RelayProposal, VLBytes,
+};
+
+use super::CallCore;
+use super::join::Phase;
+use super::timer::{Timer, after};
+use crate::error::{CallError, CallWarning, GroupFailure};
+use crate::observer::{CommitPurpose, CommitSent};
+
+/// Work that needs an own commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Intent {
+    /// Add the joiner of this waiting-room entry.
+    Approve(u64),
+    /// Remove the member at this leaf.
+    Remove(u32),
+    /// Commit the relay's queued removal proposals.
+    Proposals,
+    /// The path update after joining.
+    PathUpdate,
+}
+
+/// The own commit waiting for the relay's answer, and why it was made.
+struct Pending {
+    commit: PendingCommit,
+    intent: Intent,
+}
+
+/// Own commits and intents.
+#[derive(Default)]
+pub(super) struct Commits {
+    pending: Option<Pending>,
+    intents: VecDeque<Intent>,
+    /// The epoch in which the relay's removal proposals are queued.
+    proposal_epoch: Option<u64>,
+    /// Leaves the relay proposed to remove in that epoch.
+    proposed_removals: BTreeSet<u32>,
+}
+
+impl Commits {
+    /// Queues `intent` unless it is queued already.
+    pub(super) fn queue(&mut self, intent: Intent) {
+        if !self.intents.contains(&intent) {
+            self.intents.push_back(intent);
+        }
+    }
+
+    /// A new epoch: the relay's proposals of the old one are gone with it.
+    pub(super) fn entered_epoch(&mut self) {
+        self.proposal_epoch = None;
+        self.proposed_removals.clear();
+    }
+
+    /// Queues the intent of a commit that lost its epoch, to be made again in the new one. A
+    /// path update is not queued here: the group schedules it again itself, and queueing
+    /// both would commit two updates.
+    fn retry(&mut self, intent: Intent) {
+        if intent != Intent::PathUpdate && !self.intents.contains(&intent) {
+            self.intents.push_front(intent);
+        }
+    }
+}
+
+fn group_warning(e: &blindcall_group::Error) -> CallWarning {
+    tracing::debug!(error = %e, "group operation failed");
+    CallWarning::Group(GroupFailure::from(e))
+}
+
+fn refused_warning(e: &blindcall_group::Error) -> CallWarning {
+    tracing::debug!(error = %e, "handshake message refused");
+    CallWarning::HandshakeRefused(GroupFailure::from(e))
+}
+
+impl CallCore {
+    /// `Command::Remove`: queue the removal of the member named `identity`.
+    pub(super) fn remove(&mut self, identity: &str) -> Result<(), CallError> {
+        let Some(g) = self.group() else {
+            return Err(CallError::NotMember);
+        };
+        let found = g
+            .roster()
+            .members()
+            .iter()
+            .find(|m| *m.identity == *identity);
+        let Some(leaf) = found.map(|m| m.leaf) else {
+            return Err(CallError::UnknownMember(identity.to_owned()));
+        };
+        self.commits.intents.push_back(Intent::Remove(leaf));
+        Ok(())
+    }
+
+    pub(super) fn on_commit_accepted(&mut self, now: Instant, a: &CommitAccepted) {
+        // Replies can be stale: an own commit discarded because another member's won its
+        // epoch still gets its refusal later. Only the reply for the commit now pending
+        // counts; confirming another one would fork this member off.
+        let Some(p) = self
+            .commits
+            .pending
+            .take_if(|p| p.commit.from_epoch().checked_add(1) == Some(a.epoch))
+        else {
+            return;
+        };
+        let Some(g) = self.group() else { return };
+        if let Err(e) = p.commit.confirm(g, now) {
+            let w = group_warning(&e);
+            self.warn(w);
+        }
+    }
+
+    pub(super) fn on_commit_rejected(&mut self, now: Instant, r: &CommitRejected) {
+        let Some(p) = self
+            .commits
+            .pending
+            .take_if(|p| p.commit.from_epoch() == r.epoch)
+        else {
+            return;
+        };
+        let Some(g) = self.group() else { return };
+        let intent = p.intent;
+        let mut warnings = Vec::new();
+        if let Err(e) = p.commit.discard(g) {
+            warnings.push(group_warning(&e));
+        }
+        if r.reason == CommitRejectReason::EPOCH_TAKEN {
+            if let Some(w) = &r.winner
+                && g.epoch() == r.epoch
+                && let Err(e) = g.handle_message(now, w.as_slice())
+            {
+                warnings.push(refused_warning(&e));
+            }
+            self.commits.retry(intent);
+        } else {
+            warnings.push(CallWarning::CommitRejected {
+                epoch: r.epoch,
+                reason: r.reason,
+            });
+        }
+        for w in warnings {
+            self.warn(w);
+        }
+    }
+
+    pub(super) fn on_commit_broadcast(&mut self, now: Instant, b: &CommitBroadcast) {
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        let mut warnings = Vec::new();
+        if let Some(p) = self
+            .commits
+            .pending
+            .take_if(|p| p.commit.from_epoch() == b.epoch)
+        {
+            // Another member's commit won this epoch.
+            let intent = p.intent;
+            if let Err(e) = p.commit.discard(g) {
+                warnings.push(group_warning(&e));
+            }
+            self.commits.retry(intent);
+        }
+        if b.epoch == g.epoch()
+            && let Err(e) = g.handle_message(now, b.commit.as_slice())
+        {
+            warnings.push(refused_warning(&e));
+        }
+        for w in warnings {
+            self.warn(w);
+        }
+    }
+
+    pub(super) fn on_relay_proposal(&mut self, now: Instant, p: &RelayProposal) {
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        if p.epoch != g.epoch() {
+            return;
+        }
+        match g.handle_message(now, p.proposal.as_slice()) {
+            Ok(()) => {
+                self.commits.proposed_removals.insert(p.removed_leaf);
+            }
+            Err(e) => {
+                let w = refused_warning(&e);
+                self.warn(w);
+            }
+        }
+    }
+
+    /// The group queued a proposal: the lowest remaining leaf commits it at once, the member
+    /// of rank `r` after `r × proposal_fallback_step` if nobody did (SDK-COMMIT-2).
+    pub(super) fn proposal_queued(&mut self, now: Instant) {
+        let Phase::Member(g) = &self.phase else {
+            return;
+        };
+        let epoch = g.epoch();
+        let own = g.own_leaf();
+        let rank = g
+            .roster()
+            .members()
+            .iter()
+            .filter(|m| !self.commits.proposed_removals.contains(&m.leaf))
+            .position(|m| m.leaf == own)
+            .unwrap_or(0);
+        self.commits.proposal_epoch = Some(epoch);
+        let wait = u32::try_from(rank)
+            .ok()
+            .and_then(|r| self.opts.proposal_fallback_step.checked_mul(r))
+            .unwrap_or(Duration::from_secs(3600));
+        if wait.is_zero() {
+            self.commits.queue(Intent::Proposals);
+        } else {
+            self.timers.set(Timer::ProposalFallback, after(now, wait));
+        }
+    }
+
+    /// Nobody committed the relay's proposals in time: this member does.
+    pub(super) fn proposal_fallback_due(&mut self) {
+        let Phase::Member(g) = &self.phase else {
+            return;
+        };
+        if self.commits.proposal_epoch == Some(g.epoch()) {
+            self.commits.queue(Intent::Proposals);
+        }
+    }
+
+    /// Makes the next own commit from the queued intents, unless one is pending.
+    pub(super) fn next_intent(&mut self, now: Instant) {
+        while self.commits.pending.is_none() {
+            let Some(intent) = self.commits.intents.pop_front() else {
+                return;
+            };
+            let Phase::Member(g) = &mut self.phase else {
+                self.commits.intents.clear();
+                return;
+            };
+            if !g.is_active() {
+                self.commits.intents.clear();
+                return;
+            }
+            let (result, purpose) = match intent {
+                Intent::Approve(conn) => {
+                    let Some(entry) = self.waiting.entry(conn) else {
+                        continue;
+                    };
+                    (
+                        g.add_members(&[entry.key_package.as_slice()]),
+                        CommitPurpose::Add,
+                    )
+                }
+                Intent::Remove(leaf) => {
+                    if g.roster().get(leaf).is_none() {
+                        continue;
+                    }
+                    (g.remove_members(&[leaf]), CommitPurpose::Remove)
+                }
+                Intent::Proposals => {
+                    if self.commits.proposal_epoch != Some(g.epoch()) {
+                        continue;
+                    }
+                    (g.commit_pending_proposals(), CommitPurpose::Proposals)
+                }
+                Intent::PathUpdate => (g.self_update(), CommitPurpose::PathUpdate),
+            };
+            let commit = match result {
+                Ok(c) => c,
+                Err(e) => {
+                    let w = group_warning(&e);
+                    self.warn(w);
+                    continue;
+                }
+            };
+            self.send_commit(now, &commit, purpose);
+            self.commits.pending = Some(Pending { commit, intent });
+        }
+    }
+
+    fn send_commit(&mut self, now: Instant, commit: &PendingCommit, purpose: CommitPurpose) {
+        let from_epoch = commit.from_epoch();
+        if let Some(o) = &self.observer {
+            o.commit_sent(&CommitSent {
+                from_epoch,
+                purpose,
+                at: now,
+            });
+        }
+        self.send(Body::Commit(Commit {
+            epoch: from_epoch,
+            commit: VLBytes::new(commit.commit().to_vec()),
+            welcome: commit.welcome().map(|w| VLBytes::new(w.to_vec())),
+            group_info: commit.group_info().map(|w| VLBytes::new(w.to_vec())),
+        }));
+    }
+}

@@ -1,0 +1,306 @@
+//! Joining: `Hello` → `HelloAck` → (host of an empty room) create the group and `CreateGroup`
+//! → `GroupCreated`, or (anyone else) `PublishKeyPackage` → `KeyPackageAccepted` →
+//! `JoinRequest` → `RoomStateUpdate` (in the waiting room) → `Welcome`. Each step has to be
+//! answered within `step_timeout`. Every phase owns what the next one is made from (the
+//! KeyPackage's private keys, or the freshly created group), so no step can be skipped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use blindcall_group::{CallGroup, Client, MlsSuite, RelaySender};
+use blindcall_proto::{
+    Body, CreateGroup, Hello, HelloAck, PublishKeyPackage, Role, VLBytes, WelcomeMessage,
+};
+use openmls::prelude::{BasicCredential, Credential};
+use tls_codec::Deserialize as _;
+
+use super::timer::{Timer, after};
+use super::{CallCore, Output};
+use crate::error::{CallWarning, GroupFailure, JoinError, ProtocolError};
+use crate::event::{EndReason, Event, Member};
+use crate::observer::MembershipChange;
+
+/// Where the participant stands.
+pub(super) enum Phase {
+    /// `Hello` sent, waiting for `HelloAck`.
+    Hello(Box<Client>),
+    /// Host of an empty room: the group exists, waiting for `GroupCreated`.
+    Creating(Box<CallGroup>),
+    /// `PublishKeyPackage` sent, waiting for `KeyPackageAccepted`.
+    Publishing(Box<Client>),
+    /// `JoinRequest` sent, waiting for the room state.
+    Requesting(Box<Client>),
+    /// In the waiting room, holding the KeyPackage's private keys until a `Welcome`.
+    Waiting(Box<Client>),
+    /// A member.
+    Member(Box<CallGroup>),
+    /// Over (or joining failed).
+    Ended,
+}
+
+impl Phase {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "hello",
+            Self::Creating(_) => "creating",
+            Self::Publishing(_) => "publishing",
+            Self::Requesting(_) => "requesting",
+            Self::Waiting(_) => "waiting",
+            Self::Member(_) => "member",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// Joining's own state.
+#[derive(Debug, Default)]
+pub(super) struct Join {
+    /// What the current step waits for.
+    step: &'static str,
+    /// Messages that may precede admission (room state, waiting room, pongs), handled once
+    /// admitted.
+    backlog: Vec<Body>,
+}
+
+impl Join {
+    /// What the current step waits for.
+    pub(super) fn step(&self) -> &'static str {
+        self.step
+    }
+}
+
+/// The relay's external-sender identity for `suite`'s signature scheme, from its HelloAck.
+fn relay_sender(ack: &HelloAck, suite: MlsSuite) -> Result<RelaySender, ProtocolError> {
+    let scheme = suite.ciphersuite().signature_algorithm() as u16;
+    let entry = ack
+        .external_senders
+        .iter()
+        .find(|s| s.signature_scheme == scheme)
+        .ok_or(ProtocolError::RelayCredential)?;
+    let cred = Credential::tls_deserialize_exact(entry.credential.as_slice())
+        .map_err(|_| ProtocolError::RelayCredential)?;
+    let basic = BasicCredential::try_from(cred).map_err(|_| ProtocolError::RelayCredential)?;
+    Ok(RelaySender {
+        signature_key: entry.signature_key.as_slice().to_vec(),
+        identity: basic.identity().to_vec(),
+    })
+}
+
+impl CallCore {
+    /// Creates the participant's credentials and queues the `Hello`.
+    pub(super) fn start_join(
+        &mut self,
+        now: Instant,
+        identity: &str,
+        token: &str,
+    ) -> Result<(), JoinError> {
+        let room = crate::tls::room_from_token(token)?;
+        let client = Client::new(identity, self.opts.mls_suite)?;
+        self.send(Body::Hello(Hello {
+            room_id: VLBytes::new(room),
+            token: VLBytes::new(token.trim().as_bytes().to_vec()),
+            display_name: VLBytes::new(identity.as_bytes().to_vec()),
+        }));
+        self.phase = Phase::Hello(Box::new(client));
+        self.next_step(now, "HelloAck");
+        Ok(())
+    }
+
+    fn next_step(&mut self, now: Instant, what: &'static str) {
+        self.join.step = what;
+        self.timers
+            .set(Timer::JoinStep, after(now, self.opts.step_timeout));
+    }
+
+    /// Joining failed: the reason, and nothing after it.
+    pub(super) fn fail_join(&mut self, error: JoinError) {
+        self.phase = Phase::Ended;
+        self.timers = Default::default();
+        self.out.push_back(Output::JoinFailed(error));
+    }
+
+    /// A message before admission.
+    pub(super) fn join_control(&mut self, now: Instant, body: Body) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Ended);
+        match (phase, body) {
+            (_, Body::Refused(r)) => self.fail_join(JoinError::Refused(r.reason)),
+            (_, Body::Error(e)) => self.fail_join(ProtocolError::RelayError(e.code).into()),
+            (Phase::Hello(client), Body::HelloAck(ack)) => self.on_hello_ack(now, client, &ack),
+            (Phase::Creating(group), Body::GroupCreated(_)) => {
+                self.phase = Phase::Member(group);
+                self.admitted(now);
+                self.on_member(now);
+                self.replay_backlog(now);
+            }
+            (Phase::Publishing(client), Body::KeyPackageAccepted(_)) => {
+                self.phase = Phase::Requesting(client);
+                self.send(Body::JoinRequest);
+                // The relay answers a JoinRequest with the room state, or a refusal.
+                self.next_step(now, "RoomStateUpdate");
+            }
+            (Phase::Requesting(client), Body::RoomStateUpdate(_)) => {
+                self.phase = Phase::Waiting(client);
+                self.emit(Event::Waiting);
+                self.admitted(now);
+                self.replay_backlog(now);
+            }
+            (
+                phase,
+                b @ (Body::RoomStateUpdate(_)
+                | Body::WaitingEntryAdded(_)
+                | Body::WaitingEntryRemoved(_)
+                | Body::Pong(_)),
+            ) => {
+                self.phase = phase;
+                self.join.backlog.push(b);
+            }
+            (_, other) => {
+                let expected = self.join.step;
+                self.fail_join(
+                    ProtocolError::Unexpected {
+                        got: body_name(&other),
+                        expected,
+                    }
+                    .into(),
+                );
+            }
+        }
+    }
+
+    fn on_hello_ack(&mut self, now: Instant, client: Box<Client>, ack: &HelloAck) {
+        self.emit(Event::Admitted { role: ack.role });
+        let creates = ack.role == Role::HOST && ack.room.epoch.is_none();
+        let made = if creates {
+            self.create_group(now, *client, ack)
+        } else {
+            client.key_package().map_err(JoinError::from).map(|kp| {
+                self.send(Body::PublishKeyPackage(PublishKeyPackage {
+                    key_package: VLBytes::new(kp),
+                    join_proof: None,
+                }));
+                (Phase::Publishing(client), "KeyPackageAccepted")
+            })
+        };
+        match made {
+            Ok((phase, step)) => {
+                self.phase = phase;
+                self.next_step(now, step);
+            }
+            Err(e) => self.fail_join(e),
+        }
+    }
+
+    /// Host of an empty room: the group, with the relay as its external sender.
+    fn create_group(
+        &mut self,
+        now: Instant,
+        client: Client,
+        ack: &HelloAck,
+    ) -> Result<(Phase, &'static str), JoinError> {
+        let mut call_config = self.opts.call_config.clone();
+        call_config.mls_suite = self.opts.mls_suite;
+        call_config.relay = Some(relay_sender(ack, self.opts.mls_suite)?);
+        let group = CallGroup::create(client, &call_config, self.opts.member_config, now)?;
+        self.send(Body::CreateGroup(CreateGroup {
+            group_info: VLBytes::new(group.group_info()?),
+        }));
+        Ok((Phase::Creating(Box::new(group)), "GroupCreated"))
+    }
+
+    fn admitted(&mut self, now: Instant) {
+        self.timers.stop(Timer::JoinStep);
+        self.out.push_back(Output::Admitted);
+        self.timers.set(Timer::Stats, now);
+    }
+
+    fn replay_backlog(&mut self, now: Instant) {
+        for body in std::mem::take(&mut self.join.backlog) {
+            if !self.is_ended() {
+                self.on_control(now, body);
+            }
+        }
+    }
+
+    /// The Welcome of a member's Add commit: this participant becomes a member.
+    pub(super) fn on_welcome(&mut self, now: Instant, w: &WelcomeMessage) {
+        let Phase::Waiting(_) = &self.phase else {
+            self.warn(CallWarning::UnexpectedMessage("Welcome"));
+            return;
+        };
+        let Phase::Waiting(client) = std::mem::replace(&mut self.phase, Phase::Ended) else {
+            return;
+        };
+        match CallGroup::join(*client, w.welcome.as_slice(), self.opts.member_config, now) {
+            Ok(g) => {
+                self.phase = Phase::Member(Box::new(g));
+                self.on_member(now);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Welcome refused");
+                // The KeyPackage's keys went into the failed join: the call is over.
+                let reason =
+                    EndReason::ProtocolError(ProtocolError::WelcomeRefused(GroupFailure::from(&e)));
+                self.finish(now, reason);
+            }
+        }
+    }
+
+    /// Just became a member (created the group or processed a Welcome).
+    pub(super) fn on_member(&mut self, now: Instant) {
+        let Phase::Member(g) = &self.phase else {
+            return;
+        };
+        let epoch = g.epoch();
+        let members = g
+            .roster()
+            .members()
+            .iter()
+            .map(|m| Member {
+                identity: Arc::clone(&m.identity),
+                leaf: m.leaf,
+                host: m.host,
+            })
+            .collect();
+        self.epochs.joined(epoch);
+        self.observe_membership(MembershipChange::Joined, epoch, now);
+        self.emit(Event::Joined { epoch, members });
+        self.drain_group_events(now);
+        self.start_media();
+    }
+}
+
+/// The message-type name of a body, for errors and warnings.
+pub(crate) fn body_name(b: &Body) -> &'static str {
+    match b {
+        Body::Hello(_) => "Hello",
+        Body::HelloAck(_) => "HelloAck",
+        Body::Refused(_) => "Refused",
+        Body::CreateGroup(_) => "CreateGroup",
+        Body::GroupCreated(_) => "GroupCreated",
+        Body::PublishKeyPackage(_) => "PublishKeyPackage",
+        Body::KeyPackageAccepted(_) => "KeyPackageAccepted",
+        Body::JoinRequest => "JoinRequest",
+        Body::WaitingEntryAdded(_) => "WaitingEntryAdded",
+        Body::WaitingEntryRemoved(_) => "WaitingEntryRemoved",
+        Body::Propose(_) => "Propose",
+        Body::ProposalBroadcast(_) => "ProposalBroadcast",
+        Body::PeerBroadcast(_) => "PeerBroadcast",
+        Body::PeerMessage(_) => "PeerMessage",
+        Body::Commit(_) => "Commit",
+        Body::CommitAccepted(_) => "CommitAccepted",
+        Body::CommitRejected(_) => "CommitRejected",
+        Body::CommitBroadcast(_) => "CommitBroadcast",
+        Body::Welcome(_) => "Welcome",
+        Body::GroupInfoRequest => "GroupInfoRequest",
+        Body::GroupInfoResponse(_) => "GroupInfoResponse",
+        Body::RelayProposal(_) => "RelayProposal",
+        Body::LockRoom => "LockRoom",
+        Body::UnlockRoom => "UnlockRoom",
+        Body::RemoveParticipant(_) => "RemoveParticipant",
+        Body::RoomStateUpdate(_) => "RoomStateUpdate",
+        Body::Error(_) => "Error",
+        Body::MediaSignal(_) => "MediaSignal",
+        Body::Ping(_) => "Ping",
+        Body::Pong(_) => "Pong",
+    }
+}

@@ -1,0 +1,239 @@
+//! The media side of the call: the transport's lifecycle (open once a member, then `Join` the
+//! forwarder and answer its offers, SDK-MEDIA-1), packets in and out of the media pipeline,
+//! publishing with the keyframe rule (SDK-MEDIA-3), and video selection (SDK-VIDEO-1).
+
+use std::time::Instant;
+
+use blindcall_media::MediaKind;
+use blindcall_proto::{Body, MediaSignal, MediaSignalPayload, VLBytes, VideoFilter};
+use blindcall_transport::ConnectionState;
+
+use super::join::Phase;
+use super::{CallCore, MediaInput, Output, TransportOp};
+use crate::error::{CallError, CallWarning, TransportWarning};
+use crate::event::{Event, KeyframeCause};
+use crate::media::MediaPipeline;
+use crate::observer::MembershipChange;
+use crate::options::{MediaMode, VideoSelection};
+
+/// Where the media transport stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No transport (media off, not a member yet, or the call ended).
+    Off,
+    /// [`TransportOp::Open`] was asked for.
+    Opening,
+    /// The transport exists; `connected` once its connection first came up.
+    Open { connected: bool },
+    /// The transport could not be created or stopped: the call goes on without media.
+    Failed,
+}
+
+/// Media state of the call.
+pub(super) struct Media {
+    state: State,
+    pub(super) pipeline: Option<MediaPipeline>,
+    /// Whose video the application wants, and the filter last sent to the relay for it.
+    video: VideoSelection,
+    video_sent: Option<VideoFilter>,
+}
+
+impl Media {
+    pub(super) fn new(video: VideoSelection) -> Self {
+        Self {
+            state: State::Off,
+            pipeline: None,
+            video,
+            video_sent: None,
+        }
+    }
+
+    /// The call ended: nothing more goes in or out.
+    pub(super) fn close(&mut self) {
+        self.state = State::Off;
+        self.pipeline = None;
+    }
+}
+
+fn signal(payload: &MediaSignalPayload) -> Body {
+    Body::MediaSignal(MediaSignal {
+        payload: VLBytes::new(payload.encode()),
+    })
+}
+
+impl CallCore {
+    fn publishes(&self) -> Option<bool> {
+        match self.opts.media {
+            MediaMode::Off => None,
+            MediaMode::ReceiveOnly => Some(false),
+            MediaMode::App => Some(true),
+        }
+    }
+
+    /// A new member opens its media transport (unless media is off).
+    pub(super) fn start_media(&mut self) {
+        let Some(publish) = self.publishes() else {
+            return;
+        };
+        self.media.state = State::Opening;
+        self.out
+            .push_back(Output::Transport(TransportOp::Open { publish }));
+    }
+
+    /// One report of the transport.
+    pub(super) fn on_media(&mut self, now: Instant, input: MediaInput) {
+        match input {
+            MediaInput::Opened if self.media.state == State::Opening => {
+                let publish = self.publishes().unwrap_or(false);
+                self.media.state = State::Open { connected: false };
+                self.media.pipeline =
+                    Some(MediaPipeline::new(0x5eed, self.opts.hold_future_frames));
+                self.send(signal(&MediaSignalPayload::Join { publish }));
+                let selection = self.media.video.clone();
+                self.select_video(selection);
+            }
+            MediaInput::OpenFailed => {
+                self.media.state = State::Failed;
+                self.warn(CallWarning::Transport(TransportWarning::Open));
+            }
+            MediaInput::Answer(sdp) => self.send(signal(&MediaSignalPayload::Answer(sdp))),
+            MediaInput::OfferFailed => self.warn(CallWarning::Transport(TransportWarning::Offer)),
+            MediaInput::Packet { from, kind, packet } => {
+                let Phase::Member(g) = &mut self.phase else {
+                    return;
+                };
+                if let Some(p) = &mut self.media.pipeline {
+                    let sink = super::Sink {
+                        out: &mut self.out,
+                        observer: self.observer.as_deref(),
+                    };
+                    p.on_packet(now, g, self.epochs.join_epoch, from, kind, packet, sink);
+                }
+            }
+            MediaInput::TrackStarted {
+                from,
+                kind: MediaKind::Video,
+            } => self
+                .out
+                .push_back(Output::Transport(TransportOp::RequestKeyframe { from })),
+            MediaInput::KeyframeRequested {
+                kind: MediaKind::Video,
+            } => self.emit(Event::KeyframeRequested {
+                cause: KeyframeCause::Receiver,
+            }),
+            MediaInput::Connection(ConnectionState::Connected)
+                if self.media.state == (State::Open { connected: false }) =>
+            {
+                self.media.state = State::Open { connected: true };
+                let epoch = match &self.phase {
+                    Phase::Member(g) => g.epoch(),
+                    _ => 0,
+                };
+                self.observe_membership(MembershipChange::MediaReady, epoch, now);
+                self.emit(Event::MediaConnected);
+            }
+            MediaInput::Connection(ConnectionState::Failed) => {
+                self.warn(CallWarning::Transport(TransportWarning::ConnectionFailed))
+            }
+            MediaInput::Connection(ConnectionState::Closed) => {
+                self.warn(CallWarning::Transport(TransportWarning::ConnectionClosed))
+            }
+            MediaInput::EventsEnded => {
+                self.media.state = State::Failed;
+                self.media.pipeline = None;
+                self.warn(CallWarning::Transport(TransportWarning::EventsEnded));
+            }
+            _ => {}
+        }
+    }
+
+    /// A `MediaSignal` from the relay: the forwarder only ever offers (CP-MEDIA-3).
+    pub(super) fn on_media_signal(&mut self, payload: &[u8]) {
+        let Ok(MediaSignalPayload::Offer(sdp)) = MediaSignalPayload::decode(payload) else {
+            self.warn(CallWarning::BadMediaSignal);
+            return;
+        };
+        if matches!(self.media.state, State::Open { .. }) {
+            self.out
+                .push_back(Output::Transport(TransportOp::ApplyOffer(sdp)));
+        }
+    }
+
+    /// Records the application's video selection and sends the relay its filter.
+    pub(super) fn select_video(&mut self, selection: VideoSelection) {
+        self.media.video = selection;
+        self.sync_video();
+    }
+
+    /// Sends the relay the video filter for the current selection when it changed: listed
+    /// identities become the relay's participant ids of the streams they were authenticated on.
+    pub(super) fn sync_video(&mut self) {
+        let Some(p) = &self.media.pipeline else {
+            return;
+        };
+        let filter = match &self.media.video {
+            VideoSelection::All => VideoFilter::All,
+            VideoSelection::Only(names) => VideoFilter::Only(p.participants_of(names)),
+        };
+        if self.media.video_sent.as_ref() == Some(&filter) {
+            return;
+        }
+        // Nothing sent yet and everything wanted: the relay's default already is "all".
+        if self.media.video_sent.is_none() && filter == VideoFilter::All {
+            self.media.video_sent = Some(filter);
+            return;
+        }
+        self.send(signal(&MediaSignalPayload::Video(filter.clone())));
+        self.media.video_sent = Some(filter);
+    }
+
+    /// Seals, packetizes and queues one frame of the application.
+    pub(super) fn publish_frame(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        frame: &[u8],
+        keyframe: Option<bool>,
+    ) -> Result<(), CallError> {
+        let Phase::Member(g) = &mut self.phase else {
+            return Err(CallError::NotMember);
+        };
+        if self.opts.media != MediaMode::App {
+            return Err(CallError::MediaDisabled);
+        }
+        let pipeline = match (self.media.state, &mut self.media.pipeline) {
+            (State::Open { connected: true }, Some(p)) => p,
+            (State::Opening | State::Open { .. }, _) => return Err(CallError::MediaNotConnected),
+            _ => return Err(CallError::MediaDisabled),
+        };
+        let typed = kind == MediaKind::Video && keyframe.is_some();
+        if typed && self.epochs.keyframe_due && keyframe == Some(false) {
+            return Err(CallError::KeyframeRequired);
+        }
+        let sink = super::Sink {
+            out: &mut self.out,
+            observer: self.observer.as_deref(),
+        };
+        pipeline
+            .publish(now, g, kind, frame, sink)
+            .map_err(CallError::FrameRejected)?;
+        if typed {
+            self.epochs.keyframe_due = false;
+        }
+        Ok(())
+    }
+
+    /// After an epoch change: frames held for it are opened now.
+    pub(super) fn retry_held(&mut self, now: Instant) {
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        if let Some(p) = &mut self.media.pipeline {
+            let sink = super::Sink {
+                out: &mut self.out,
+                observer: self.observer.as_deref(),
+            };
+            p.retry_held(now, g, self.epochs.join_epoch, sink);
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Own commits: one at a time, retried when another member's commit wins the epoch, replies
+//! matched to the commit they answer, and the relay's removal proposals.
+
+use std::time::Duration;
+
+use blindcall_client::{CallError, CallWarning, Command, EndReason, Event};
+use blindcall_proto::{Body, CommitAccepted};
+
+use crate::harness::{Room, has, options};
+
+/// alice hosts; bob joins (epoch 1) and updates his path (epoch 2); carol waits.
+fn two_members_and_a_waiting_guest() -> Room {
+    let mut room = Room::new();
+    let a = room.host("alice", options());
+    let b = room.guest("bob", options());
+    let now = room.now;
+    let req = room.peers[b].conn;
+    room.peers[a].command(now, Command::Approve(req)).unwrap();
+    room.run();
+    room.tick();
+    assert_eq!(room.peers[b].epoch(), Some(2));
+    room.guest("carol", options());
+    room
+}
+
+fn warnings(events: &[Event]) -> Vec<&CallWarning> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning(w) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+fn commits_in(outbox: &std::collections::VecDeque<Body>) -> Vec<u64> {
+    outbox
+        .iter()
+        .filter_map(|b| match b {
+            Body::Commit(c) => Some(c.epoch),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The name of a reply to a commit.
+fn reply_name(b: &Body) -> Option<&'static str> {
+    match b {
+        Body::CommitAccepted(_) => Some("CommitAccepted"),
+        Body::CommitRejected(_) => Some("CommitRejected"),
+        Body::CommitBroadcast(_) => Some("CommitBroadcast"),
+        _ => None,
+    }
+}
+
+/// Everyone active converges on one epoch and code; returns the epoch.
+fn converged(room: &mut Room, names: &[&str]) -> u64 {
+    let first = room.peer(names[0]).core.stats();
+    for n in &names[1..] {
+        let s = room.peer(n).core.stats();
+        assert_eq!(
+            (s.epoch, &s.code, s.members),
+            (first.epoch, &first.code, first.members),
+            "{n} differs from {}",
+            names[0]
+        );
+    }
+    first.epoch.unwrap()
+}
+
+// covers: SDK-COMMIT-1, SDK-COMMIT-3
+#[test]
+fn a_path_update_that_loses_its_epoch_is_made_again_once_and_stale_replies_change_nothing() {
+    // Reproduces the over-TLS race of SDK-COMMIT-3 step by step: bob's first path update
+    // and alice's Add of a new joiner are made in the same epoch.
+    let mut room = Room::new();
+    let a = room.host("alice", options());
+    let b = room.guest("bob", options());
+    let c = room.guest("carol", options());
+    let now = room.now;
+    let bob = room.peers[b].conn;
+    let carol = room.peers[c].conn;
+    room.peers[a].command(now, Command::Approve(bob)).unwrap();
+    room.relay_all(a);
+    room.peers[a].deliver(now);
+    room.peers[b].deliver(now);
+    assert_eq!(room.peers[b].epoch(), Some(1));
+    // Alice approves carol; bob's path update is due: both commit from epoch 1.
+    room.peers[a].command(now, Command::Approve(carol)).unwrap();
+    room.peers[b].tick(now);
+    assert_eq!(commits_in(&room.peers[a].outbox), [1]);
+    assert_eq!(commits_in(&room.peers[b].outbox), [1]);
+    // The relay sequences alice's; bob's is refused with alice's as the winner.
+    room.relay_all(a);
+    room.relay_all(b);
+    let order: Vec<&str> = room.peers[b].inbox.iter().filter_map(reply_name).collect();
+    assert_eq!(order, ["CommitBroadcast", "CommitRejected"]);
+    // Bob merges alice's commit (dropping his own), then gets the stale refusal.
+    room.peers[b].deliver(now);
+    assert_eq!(room.peers[b].epoch(), Some(2));
+    let events = room.peers[b].take_events();
+    assert!(
+        warnings(&events).is_empty(),
+        "a stale reply is not an error: {events:?}"
+    );
+    // The group asks for the path update again: one new commit, from epoch 2.
+    room.peers[b].tick(now);
+    assert_eq!(commits_in(&room.peers[b].outbox), [2]);
+    // A stale CommitAccepted (the answer to a commit of epoch 1) does not confirm it.
+    room.peers[b]
+        .inbox
+        .push_back(Body::CommitAccepted(CommitAccepted { epoch: 2 }));
+    room.peers[b].deliver(now);
+    assert_eq!(
+        room.peers[b].epoch(),
+        Some(2),
+        "a stale accept confirmed a commit"
+    );
+    // Now it is sequenced; everyone, carol included, ends in one epoch with one code.
+    room.run();
+    room.tick();
+    room.tick();
+    let epoch = converged(&mut room, &["alice", "bob", "carol"]);
+    assert_eq!(epoch, 4, "add bob, add carol, bob's update, carol's update");
+    for p in &mut room.peers {
+        let events = p.take_events();
+        assert!(warnings(&events).is_empty(), "{}: {events:?}", p.name);
+    }
+}
+
+// covers: SDK-COMMIT-1
+#[test]
+fn a_refusal_naming_the_winner_is_merged_and_the_late_broadcast_of_it_ignored() {
+    let mut room = Room::new();
+    let a = room.host("alice", options());
+    let b = room.guest("bob", options());
+    let c = room.guest("carol", options());
+    let now = room.now;
+    let (bob, carol) = (room.peers[b].conn, room.peers[c].conn);
+    room.peers[a].command(now, Command::Approve(bob)).unwrap();
+    room.relay_all(a);
+    room.peers[a].deliver(now);
+    room.peers[b].deliver(now);
+    room.peers[a].command(now, Command::Approve(carol)).unwrap();
+    room.peers[b].tick(now);
+    room.relay_all(a);
+    room.relay_all(b);
+    // The refusal (with alice's commit as the winner) reaches bob before the broadcast.
+    let refusal = room.peers[b]
+        .inbox
+        .iter()
+        .position(|m| matches!(m, Body::CommitRejected(_)))
+        .unwrap();
+    let refusal = room.peers[b].inbox.remove(refusal).unwrap();
+    room.peers[b].inbox.push_front(refusal);
+    room.peers[b].deliver(now);
+    assert_eq!(room.peers[b].epoch(), Some(2), "the winner was merged once");
+    let events = room.peers[b].take_events();
+    assert!(warnings(&events).is_empty(), "{events:?}");
+    assert!(has(&events, |e| matches!(
+        e,
+        Event::MembersJoined { epoch: 2, .. }
+    )));
+    room.peers[b].tick(now);
+    assert_eq!(commits_in(&room.peers[b].outbox), [2]);
+    room.run();
+    room.tick();
+    room.tick();
+    assert_eq!(converged(&mut room, &["alice", "bob", "carol"]), 4);
+}
+
+// covers: SDK-COMMIT-1, SDK-COMMIT-2
+#[test]
+fn work_whose_commit_lost_is_redone_in_the_new_epoch_and_obsolete_work_is_dropped() {
+    let mut room = Room::new();
+    let a = room.host("alice", options());
+    let mut eager = options();
+    // Bob commits the relay's proposals at once, whatever his rank.
+    eager.proposal_fallback_step = Duration::ZERO;
+    for (name, o) in [("bob", eager), ("carol", options())] {
+        let g = room.guest(name, o);
+        let now = room.now;
+        let req = room.peers[g].conn;
+        room.peers[a].command(now, Command::Approve(req)).unwrap();
+        room.run();
+        room.tick();
+    }
+    assert_eq!(converged(&mut room, &["alice", "bob", "carol"]), 4);
+    let d = room.guest("dave", options());
+    // Alice adds dave while carol departs and the relay proposes her removal.
+    let now = room.now;
+    let dave = room.peers[d].conn;
+    room.peers[a].command(now, Command::Approve(dave)).unwrap();
+    room.peers[2].command(now, Command::Leave).unwrap();
+    room.propose_remove(2);
+    room.peers[0].deliver(now);
+    room.peers[1].deliver(now);
+    assert_eq!(
+        commits_in(&room.peers[0].outbox),
+        [4],
+        "one own commit at a time"
+    );
+    assert_eq!(commits_in(&room.peers[1].outbox), [4]);
+    // Bob's commit of the proposal wins epoch 4; alice's Add loses.
+    room.relay_all(1);
+    room.relay_all(0);
+    room.peers[1].deliver(now);
+    room.peers[0].deliver(now);
+    assert_eq!(room.peers[0].epoch(), Some(5));
+    // The Add is made again in epoch 5; committing the proposal no longer applies.
+    assert_eq!(commits_in(&room.peers[0].outbox), [5]);
+    room.run();
+    room.tick();
+    assert_eq!(converged(&mut room, &["alice", "bob", "dave"]), 7);
+    assert_eq!(room.peers[0].core.stats().members, 3);
+    for p in &mut room.peers {
+        let events = p.take_events();
+        assert!(warnings(&events).is_empty(), "{}: {events:?}", p.name);
+    }
+}
+
+// covers: SDK-EVT-1
+#[test]
+fn a_member_removed_by_a_commit_ends_as_removed() {
+    let mut room = two_members_and_a_waiting_guest();
+    let now = room.now;
+    room.peers[0]
+        .command(now, Command::Remove("bob".into()))
+        .unwrap();
+    room.run();
+    assert!(room.peers[1].ended && room.peers[1].core.is_ended());
+    let events = room.peers[1].take_events();
+    assert_eq!(
+        events.last(),
+        Some(&Event::CallEnded {
+            reason: EndReason::Removed
+        })
+    );
+    assert!(has(&room.peers[0].take_events(), |e| matches!(
+        e,
+        Event::MembersLeft { epoch: 3, .. }
+    )));
+    // The final counters say so.
+    assert!(room.peers[1].stats.as_ref().is_some_and(|s| s.ended));
+}
+
+// covers: SDK-COMMIT-2, SDK-COMMIT-1
+#[test]
+fn the_relays_removal_proposal_is_committed_by_the_lowest_leaf_and_by_rank_after_a_delay() {
+    let mut room = Room::new();
+    let a = room.host("alice", options());
+    for name in ["bob", "carol"] {
+        let g = room.guest(name, options());
+        let now = room.now;
+        let req = room.peers[g].conn;
+        room.peers[a].command(now, Command::Approve(req)).unwrap();
+        room.run();
+        room.tick();
+    }
+    let epoch = converged(&mut room, &["alice", "bob", "carol"]);
+    assert_eq!(epoch, 4);
+    // Carol disconnects; the relay proposes removing her leaf (2).
+    let now = room.now;
+    room.peers[2].command(now, Command::Leave).unwrap();
+    room.propose_remove(2);
+    room.peers[0].deliver(now);
+    room.peers[1].deliver(now);
+    // Alice has the lowest leaf: she commits at once; bob waits one step.
+    assert_eq!(commits_in(&room.peers[0].outbox), [4]);
+    assert!(commits_in(&room.peers[1].outbox).is_empty());
+    let step = options().proposal_fallback_step;
+    // Alice's commit is lost in transit: bob steps in after his rank's delay, not before.
+    room.peers[0].outbox.clear();
+    room.advance(step - Duration::from_millis(1));
+    let now = room.now;
+    room.peers[1].tick(now);
+    assert!(commits_in(&room.peers[1].outbox).is_empty());
+    room.advance(Duration::from_millis(1));
+    let now = room.now;
+    room.peers[1].tick(now);
+    assert_eq!(commits_in(&room.peers[1].outbox), [4]);
+    room.run();
+    let epoch = converged(&mut room, &["alice", "bob"]);
+    assert_eq!(epoch, 5);
+    assert_eq!(room.peers[0].core.stats().members, 2);
+}
+
+// covers: SDK-COMMIT-1
+#[test]
+fn removing_an_unknown_member_or_acting_outside_the_group_is_refused() {
+    let mut room = two_members_and_a_waiting_guest();
+    let now = room.now;
+    assert_eq!(
+        room.peers[0].command(now, Command::Remove("mallory".into())),
+        Err(CallError::UnknownMember("mallory".into()))
+    );
+    // Carol waits: she is not a member and can neither approve nor remove.
+    assert_eq!(
+        room.peers[2].command(now, Command::Remove("bob".into())),
+        Err(CallError::NotMember)
+    );
+    assert_eq!(
+        room.peers[2].command(now, Command::Approve(1)),
+        Err(CallError::NotMember)
+    );
+}

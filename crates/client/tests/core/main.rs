@@ -1,0 +1,8 @@
+//! Deterministic tests of [`blindcall_client::CallCore`]: bare cores driven with a manual
+//! clock and a scripted relay (no sockets, no tasks, no sleeps).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod commits;
+mod harness;
+mod join;
+mod media;

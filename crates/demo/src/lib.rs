@@ -1,0 +1,18 @@
+//! blindcall-demo: everything `blindcall demo` and the end-to-end tests need around the SDK,
+//! none of which an application links.
+//!
+//! - [`embedded`]: a complete relay in-process (the relay crate's control server with its
+//!   media forwarder, a development certificate, taps for the plaintext check);
+//! - [`synthetic`]: synthetic audio and video published through the SDK's public API, honoring
+//!   its keyframe requests;
+//! - [`recorder`]: what every participant sent, opened and saw, fed by the SDK's observer hook;
+//! - [`scenario`]: the scripted call (join through the waiting room, leave, removal, late join);
+//! - [`report`]: the checks over what was recorded; [`live`]: the live table.
+#![forbid(unsafe_code)]
+
+pub mod embedded;
+pub mod live;
+pub mod recorder;
+pub mod report;
+pub mod scenario;
+pub mod synthetic;
