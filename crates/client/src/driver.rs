@@ -256,6 +256,17 @@ impl Driver {
                     }
                     self.done = true;
                 }
+                Output::TrustChanged => {
+                    // Saving is the shell's I/O; a failure is reported, the call goes on.
+                    let store = self.core.trust_store();
+                    if let Err(e) = store.save() {
+                        tracing::warn!(error = %e, "trust store not saved");
+                        let path = store.path().map(|p| p.to_path_buf()).unwrap_or_default();
+                        let _ = self.app.events.send(Event::Warning(
+                            crate::error::CallWarning::TrustStoreNotSaved { path },
+                        ));
+                    }
+                }
                 Output::End => {
                     self.close().await;
                     self.done = true;

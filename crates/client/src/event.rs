@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use blindcall_group::SecurityCode;
+use blindcall_group::{RosterMember, SecurityCode};
 use blindcall_proto::{RefusedReason, Role};
 
 use crate::error::{CallWarning, ProtocolError};
+pub use crate::trust::Trust;
 
 /// Why a frame from a sender was not delivered to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,15 +101,70 @@ pub enum KeyframeCause {
     Receiver,
 }
 
-/// A member as shown to the application.
+/// A member as shown to the application. Display names are self-asserted and need not be
+/// unique: a member is its leaf and identity key; `trust` says what this device knows of that
+/// name with that key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// Display identity.
+    /// Display identity (from its credential; free of control characters).
     pub identity: Arc<str>,
     /// MLS leaf index.
     pub leaf: u32,
     /// Host role.
     pub host: bool,
+    /// Its identity (signature) key.
+    pub identity_key: Arc<[u8]>,
+    /// What the local trust store knows of this name with this key.
+    pub trust: Trust,
+    /// Whether it signs its media (its frames are authenticated as its own).
+    pub signs_media: bool,
+}
+
+impl Member {
+    /// The SDK's view of a roster member, assessed by the trust store.
+    pub fn from_roster(m: &RosterMember, trust: Trust) -> Self {
+        Self {
+            identity: Arc::clone(&m.identity),
+            leaf: m.leaf,
+            host: m.host,
+            identity_key: Arc::from(m.signature_key.as_slice()),
+            trust,
+            signs_media: m.signs_media,
+        }
+    }
+
+    /// A short fingerprint of its identity key, to show next to the name.
+    pub fn fingerprint(&self) -> String {
+        crate::identity::fingerprint(&self.identity_key)
+    }
+}
+
+/// Whether a join request proved the call's invite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InviteCheck {
+    /// The call has no invite: decide on the name and key (and `trust`).
+    NotRequired,
+    /// The request carries a valid proof of the call's invite.
+    Valid,
+}
+
+/// Why this client refused a join request by itself (it was never offered for approval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JoinRefusal {
+    /// The call requires an invite and the request carries no proof.
+    MissingProof,
+    /// The request's proof is not valid for the call's invite and this KeyPackage: made up
+    /// (e.g. by the relay) or taken from another request.
+    InvalidProof,
+    /// The call requires an invite and this device does not hold it (ask the host who made
+    /// the invite link).
+    InviteNotHeld,
+    /// The KeyPackage is not valid for this call (signature, suite, credential).
+    InvalidKeyPackage,
+    /// Someone with this identity key is already in the call.
+    AlreadyInCall,
 }
 
 /// Something the application should show or act on.
@@ -132,26 +188,39 @@ pub enum Event {
     /// The media connection to the relay is up and negotiated.
     MediaConnected,
     /// Someone asks to join (hosts only): answer with [`crate::Call::approve`] or
-    /// [`crate::Call::deny`].
+    /// [`crate::Call::deny`]. Everything here comes from the joiner's KeyPackage (checked),
+    /// never from what the relay says about it.
     JoinRequested {
-        /// Id to answer with.
+        /// Id to answer with (approving adds exactly this KeyPackage).
         request: u64,
-        /// The display name the joiner gave the relay (its MLS identity is checked on add).
-        display_name: String,
+        /// The member it would become (leaf 0 until added).
+        joiner: Member,
+        /// Whether it proved the call's invite.
+        invite: InviteCheck,
+    },
+    /// This client refused a join request by itself; it was not offered for approval, and the
+    /// relay was asked to turn the joiner away.
+    JoinRefused {
+        /// The request.
+        request: u64,
+        /// The display identity its KeyPackage names, if it was readable.
+        identity: Option<String>,
+        /// Why.
+        reason: JoinRefusal,
     },
     /// Members joined in `epoch`.
     MembersJoined {
         /// Epoch.
         epoch: u64,
-        /// Identities.
-        identities: Vec<Arc<str>>,
+        /// Who.
+        members: Vec<Member>,
     },
     /// Members left or were removed in `epoch`.
     MembersLeft {
         /// Epoch.
         epoch: u64,
-        /// Identities.
-        identities: Vec<Arc<str>>,
+        /// Who.
+        members: Vec<Member>,
     },
     /// The group moved to `epoch`; new receive keys are installed. Show `code`.
     EpochChanged {

@@ -65,8 +65,12 @@ pub use error::{
     TransportWarning,
 };
 pub use event::{
-    CallStats, DropCause, EndReason, Event, FrameReason, KeyframeCause, Member, SenderHealth,
+    CallStats, DropCause, EndReason, Event, FrameReason, InviteCheck, JoinRefusal, KeyframeCause,
+    Member, SenderHealth,
 };
+pub use identity::Identity;
+pub use invite::Invite;
 pub use media::IncomingFrame;
 pub use observer::CallObserver;
 pub use options::{JoinOptions, MediaMode, TrustAnchor, VideoSelection};
+pub use trust::{Trust, TrustStore};

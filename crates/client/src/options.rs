@@ -1,11 +1,13 @@
 //! What [`crate::Call::join`] takes besides the relay address, token and identity.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blindcall_group::{CallConfig, MemberConfig, MlsSuite};
+use blindcall_group::{CallConfig, IdentityKey, MemberConfig, MlsSuite};
 use blindcall_transport::MediaNetwork;
 
+use crate::invite::Invite;
 use crate::observer::CallObserver;
 
 /// How the client authenticates the relay's TLS certificate.
@@ -65,7 +67,9 @@ pub struct JoinOptions {
     pub call_config: CallConfig,
     /// Local group settings (key retention, path update after joining, ...).
     pub member_config: MemberConfig,
-    /// As host, add every joiner in the waiting room without asking the application.
+    /// As host, add every joiner in the waiting room that proved the call's invite without
+    /// asking the application (requests without a valid proof are refused; without an invite
+    /// nothing is approved automatically).
     pub auto_approve: bool,
     /// Send-side switch barrier: after merging a commit, own senders keep the old epoch this
     /// long before switching to the new keys (every receiver installs the new keys at once
@@ -91,6 +95,16 @@ pub struct JoinOptions {
     /// Sees frames sealed and opened, epochs, commits and membership changes as they happen
     /// (see [`crate::observer`]); `None` costs nothing.
     pub observer: Option<Arc<dyn CallObserver>>,
+    /// This device's identity key (see [`crate::identity::Identity`]); `None`: a fresh key for
+    /// this call only, which nobody can recognise later.
+    pub identity_key: Option<Arc<IdentityKey>>,
+    /// The call's invite. Creating the call: joiners must prove it, and requests without a
+    /// valid proof are refused (its commitment goes into the call's parameters). Joining: the
+    /// KeyPackage is proved with it. Hosts of a call with an invite need it too.
+    pub invite: Option<Invite>,
+    /// The trust store file (name → identity keys seen, verified or not); `None`: kept in
+    /// memory for this call only.
+    pub trust_store: Option<PathBuf>,
 }
 
 impl JoinOptions {
@@ -113,6 +127,9 @@ impl JoinOptions {
             video: VideoSelection::All,
             media_network: MediaNetwork::default(),
             observer: None,
+            identity_key: None,
+            invite: None,
+            trust_store: None,
         }
     }
 }

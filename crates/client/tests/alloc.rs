@@ -77,7 +77,8 @@ fn per_frame_allocations_on_the_send_and_receive_paths() {
     let b = room.guest("bob", o);
     let now = room.now;
     let req = room.peers[b].conn;
-    room.peers[a].command(now, Command::Approve(req)).unwrap();
+    let r = room.request_for(a, req);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.run();
     room.tick();
     room.connect_media(a);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use blindcall_group::PendingCommit;
 use blindcall_proto::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected,
-    RelayProposal, VLBytes,
+    ProposalBroadcast, RelayProposal, VLBytes,
 };
 
 use super::CallCore;
@@ -26,7 +26,7 @@ use crate::observer::{CommitPurpose, CommitSent};
 /// Work that needs an own commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Intent {
-    /// Add the joiner of this waiting-room entry.
+    /// Add the joiner of this announced join request.
     Approve(u64),
     /// Remove the member at this leaf.
     Remove(u32),
@@ -50,7 +50,7 @@ pub(super) struct Commits {
     /// The epoch in which the relay's removal proposals are queued.
     proposal_epoch: Option<u64>,
     /// Leaves the relay proposed to remove in that epoch.
-    proposed_removals: BTreeSet<u32>,
+    pub(super) proposed_removals: BTreeSet<u32>,
 }
 
 impl Commits {
@@ -88,19 +88,18 @@ fn refused_warning(e: &blindcall_group::Error) -> CallWarning {
 }
 
 impl CallCore {
-    /// `Command::Remove`: queue the removal of the member named `identity`.
-    pub(super) fn remove(&mut self, identity: &str) -> Result<(), CallError> {
+    /// `Command::Remove`: queue the removal of the member at `leaf`, if it still holds
+    /// `identity_key` (names are not unique; a leaf may have been reused).
+    pub(super) fn remove(&mut self, leaf: u32, identity_key: &[u8]) -> Result<(), CallError> {
         let Some(g) = self.group() else {
             return Err(CallError::NotMember);
         };
-        let found = g
-            .roster()
-            .members()
-            .iter()
-            .find(|m| *m.identity == *identity);
-        let Some(leaf) = found.map(|m| m.leaf) else {
-            return Err(CallError::UnknownMember(identity.to_owned()));
-        };
+        if g.roster()
+            .get(leaf)
+            .is_none_or(|m| m.signature_key != identity_key)
+        {
+            return Err(CallError::UnknownMember(leaf));
+        }
         self.commits.intents.push_back(Intent::Remove(leaf));
         Ok(())
     }
@@ -190,14 +189,24 @@ impl CallCore {
         if p.epoch != g.epoch() {
             return;
         }
-        match g.handle_message(now, p.proposal.as_slice()) {
-            Ok(()) => {
-                self.commits.proposed_removals.insert(p.removed_leaf);
-            }
-            Err(e) => {
-                let w = refused_warning(&e);
-                self.warn(w);
-            }
+        if let Err(e) = g.handle_message(now, p.proposal.as_slice()) {
+            let w = refused_warning(&e);
+            self.warn(w);
+        }
+    }
+
+    /// A member's own proposal (its leave) the relay validated and queued: committed like the
+    /// relay's removal proposals.
+    pub(super) fn on_member_proposal(&mut self, now: Instant, p: &ProposalBroadcast) {
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        if p.epoch != g.epoch() {
+            return;
+        }
+        if let Err(e) = g.handle_message(now, p.proposal.as_slice()) {
+            let w = refused_warning(&e);
+            self.warn(w);
         }
     }
 
@@ -253,12 +262,12 @@ impl CallCore {
                 return;
             }
             let (result, purpose) = match intent {
-                Intent::Approve(conn) => {
-                    let Some(entry) = self.waiting.entry(conn) else {
+                Intent::Approve(request) => {
+                    let Some(r) = self.waiting.request(request) else {
                         continue;
                     };
                     (
-                        g.add_members(&[entry.key_package.as_slice()]),
+                        g.add_members(&[r.key_package.as_slice()]),
                         CommitPurpose::Add,
                     )
                 }

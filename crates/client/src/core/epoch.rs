@@ -11,7 +11,6 @@
 //! merge (SDK-EPOCH-2). Every switch of the send epoch, however it came about, asks for one
 //! keyframe and makes the next typed video frame a keyframe (SDK-MEDIA-3).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use blindcall_group::Event as GroupEvent;
@@ -65,15 +64,21 @@ impl CallCore {
                     self.retry_held(now);
                     self.emit(Event::EpochChanged { epoch, code });
                 }
-                GroupEvent::MembersJoined { epoch, members } => self.emit(Event::MembersJoined {
-                    epoch,
-                    identities: members.iter().map(|m| Arc::clone(&m.identity)).collect(),
-                }),
-                GroupEvent::MembersLeft { epoch, members } => self.emit(Event::MembersLeft {
-                    epoch,
-                    identities: members.iter().map(|m| Arc::clone(&m.identity)).collect(),
-                }),
-                GroupEvent::ProposalQueued { .. } => self.proposal_queued(now),
+                GroupEvent::MembersJoined { epoch, members } => {
+                    let members = self.members_seen(&members);
+                    self.emit(Event::MembersJoined { epoch, members });
+                }
+                GroupEvent::MembersLeft { epoch, members } => {
+                    let members = members.iter().map(|m| self.member(m)).collect();
+                    self.emit(Event::MembersLeft { epoch, members });
+                }
+                GroupEvent::ProposalQueued { removed, .. } => {
+                    // Whoever is being removed does not commit its own removal.
+                    if let Some(leaf) = removed {
+                        self.commits.proposed_removals.insert(leaf);
+                    }
+                    self.proposal_queued(now)
+                }
                 GroupEvent::PathUpdateDue => self.commits.queue(Intent::PathUpdate),
                 GroupEvent::SendEpochActivated { epoch, .. } => {
                     self.epochs.keyframe_due = true;

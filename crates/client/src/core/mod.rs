@@ -36,6 +36,7 @@ mod commits;
 mod epoch;
 mod join;
 mod media;
+mod roster;
 mod stats;
 mod timer;
 mod waiting;
@@ -57,6 +58,7 @@ use crate::event::{CallStats, EndReason, Event};
 use crate::media::IncomingFrame;
 use crate::observer::{CallObserver, MembershipChange, MembershipChanged};
 use crate::options::{JoinOptions, VideoSelection};
+use crate::trust::TrustStore;
 
 use commits::Commits;
 use epoch::Epochs;
@@ -74,8 +76,21 @@ pub enum Command {
     Approve(u64),
     /// Deny waiting-room request `.0` (the relay refuses the joiner).
     Deny(u64),
-    /// Remove the member with this identity (commits its Remove).
-    Remove(String),
+    /// Remove the member at `leaf` holding `identity_key` (commits its Remove).
+    Remove {
+        /// Its leaf.
+        leaf: u32,
+        /// Its identity key (names are not unique; leaves are reused).
+        identity_key: Vec<u8>,
+    },
+    /// Record in the trust store that the member at `leaf` holding `identity_key` was
+    /// verified (its pairwise code compared out of band).
+    Verify {
+        /// Its leaf.
+        leaf: u32,
+        /// Its identity key.
+        identity_key: Vec<u8>,
+    },
     /// Publish one encoded frame; `keyframe` says whether a video frame is one, when known.
     Publish {
         /// Audio or video.
@@ -191,6 +206,8 @@ pub enum Output {
     /// The call is over ([`Event::CallEnded`] came before): close the transport and the
     /// control channel once what was queued before is written; nothing follows.
     End,
+    /// The trust store changed in memory: save it ([`CallCore::trust_store`]).
+    TrustChanged,
 }
 
 /// Where the media pipeline puts what it produces: outputs, and the observer's view.
@@ -214,6 +231,8 @@ pub struct CallCore {
     room_locked: Option<bool>,
     timers: TimerTable,
     out: VecDeque<Output>,
+    /// What this device knows of names and identity keys (kept in memory; the shell saves).
+    trust: TrustStore,
 }
 
 impl std::fmt::Debug for CallCore {
@@ -250,10 +269,23 @@ impl CallCore {
             room_locked: None,
             timers: TimerTable::default(),
             out: VecDeque::new(),
+            trust: TrustStore::in_memory(),
             opts,
         };
         core.start_join(now, identity, token)?;
         Ok(core)
+    }
+
+    /// Uses `store` as this device's trust store (opened by the shell; saved by it on
+    /// [`Output::TrustChanged`]).
+    pub fn with_trust_store(mut self, store: TrustStore) -> Self {
+        self.trust = store;
+        self
+    }
+
+    /// The trust store (for the shell to save after [`Output::TrustChanged`]).
+    pub fn trust_store(&self) -> &TrustStore {
+        &self.trust
     }
 
     /// This participant's identity.
@@ -312,7 +344,8 @@ impl CallCore {
         let result = match command {
             Command::Approve(request) => self.approve(request),
             Command::Deny(request) => self.deny(request),
-            Command::Remove(identity) => self.remove(&identity),
+            Command::Remove { leaf, identity_key } => self.remove(leaf, &identity_key),
+            Command::Verify { leaf, identity_key } => self.verify(leaf, &identity_key),
             Command::Publish {
                 kind,
                 frame,
@@ -331,7 +364,7 @@ impl CallCore {
                 Ok(())
             }
             Command::Leave => {
-                self.end(now, EndReason::Left);
+                self.leave(now);
                 Ok(())
             }
         };
@@ -470,6 +503,7 @@ impl CallCore {
             Body::CommitRejected(r) => self.on_commit_rejected(now, &r),
             Body::CommitBroadcast(b) => self.on_commit_broadcast(now, &b),
             Body::RelayProposal(p) => self.on_relay_proposal(now, &p),
+            Body::ProposalBroadcast(p) => self.on_member_proposal(now, &p),
             Body::WaitingEntryAdded(e) => self.on_waiting_added(e),
             Body::WaitingEntryRemoved(r) => self.on_waiting_removed(r.conn_id),
             Body::MediaSignal(s) => self.on_media_signal(s.payload.as_slice()),

@@ -94,7 +94,13 @@ pub struct Peer {
     pub join_failed: Option<JoinError>,
     pub ended: bool,
     pub key_package: Option<Vec<u8>>,
+    /// The invite proof it published with its KeyPackage.
+    pub join_proof: Option<Vec<u8>>,
     pub recorder: Arc<Recorder>,
+    /// Join requests it was asked about: (request id, the joiner's name), never drained.
+    pub requests: Vec<(u64, String)>,
+    /// How often it asked its shell to save the trust store.
+    pub trust_saves: usize,
 }
 
 impl Peer {
@@ -103,7 +109,16 @@ impl Peer {
         while let Some(o) = self.core.poll_output(now) {
             match o {
                 Output::Control(b) => self.outbox.push_back(b),
-                Output::Event(e) => self.events.push(e),
+                Output::Event(e) => {
+                    if let Event::JoinRequested {
+                        request, joiner, ..
+                    } = &e
+                    {
+                        self.requests.push((*request, joiner.identity.to_string()));
+                    }
+                    self.events.push(e);
+                }
+                Output::TrustChanged => self.trust_saves += 1,
                 Output::Frame(f) => self.frames.push(f),
                 Output::Transmit { kind, packet } => self.packets.push((kind, packet)),
                 Output::Transport(op) => {
@@ -268,7 +283,10 @@ impl Room {
             join_failed: None,
             ended: false,
             key_package: None,
+            join_proof: None,
             recorder,
+            requests: Vec::new(),
+            trust_saves: 0,
         };
         p.pump(self.now);
         self.peers.push(p);
@@ -333,7 +351,7 @@ impl Room {
                     conn_id: p.conn,
                     display_name: VLBytes::new(p.name.as_bytes().to_vec()),
                     key_package: VLBytes::new(p.key_package.clone()?),
-                    join_proof: None,
+                    join_proof: p.join_proof.clone().map(VLBytes::new),
                 })
             })
             .collect();
@@ -403,6 +421,7 @@ impl Room {
             }
             Body::PublishKeyPackage(p) => {
                 self.peers[i].key_package = Some(p.key_package.as_slice().to_vec());
+                self.peers[i].join_proof = p.join_proof.as_ref().map(|j| j.as_slice().to_vec());
                 self.peers[i]
                     .inbox
                     .push_back(Body::KeyPackageAccepted(KeyPackageAccepted {
@@ -521,6 +540,23 @@ impl Room {
     }
 
     /// A participant that reaches the waiting room.
+    /// The id under which `host` was asked about the joiner on relay connection `conn`.
+    pub fn request_for(&self, host: usize, conn: u64) -> u64 {
+        let name = &self
+            .peers
+            .iter()
+            .find(|p| p.conn == conn)
+            .expect("a peer on that connection")
+            .name;
+        self.peers[host]
+            .requests
+            .iter()
+            .rev()
+            .find(|(_, n)| n == name)
+            .map(|(r, _)| *r)
+            .unwrap_or_else(|| panic!("{} was not asked about {name}", self.peers[host].name))
+    }
+
     pub fn guest(&mut self, name: &str, options: JoinOptions) -> usize {
         let i = self.add_peer(name, options);
         self.run();

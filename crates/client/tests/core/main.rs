@@ -2,6 +2,7 @@
 //! clock and a scripted relay (no sockets, no tasks, no sleeps).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admission;
 mod commits;
 mod harness;
 mod join;

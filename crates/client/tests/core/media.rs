@@ -19,7 +19,8 @@ fn call_with_media() -> Room {
     let b = room.guest("bob", media_options());
     let now = room.now;
     let req = room.peers[b].conn;
-    room.peers[a].command(now, Command::Approve(req)).unwrap();
+    let r = room.request_for(a, req);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.run();
     room.tick();
     room.connect_media(a);
@@ -136,7 +137,8 @@ fn own_media_switches_keys_after_the_activation_delay_with_one_keyframe_request(
     // A new epoch: carol joins (her own path update is not run here).
     let c = room.guest("carol", media_options());
     let carol = room.peers[c].conn;
-    room.peers[0].command(now, Command::Approve(carol)).unwrap();
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
     room.run();
     room.peers[0].take_events();
     let s = room.peers[0].core.stats();
@@ -211,7 +213,8 @@ fn frames_of_a_future_epoch_are_held_then_opened_or_dropped_when_it_never_comes(
     let c = room.guest("carol", media_options());
     let now = room.now;
     let carol = room.peers[c].conn;
-    room.peers[0].command(now, Command::Approve(carol)).unwrap();
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
     room.relay_all(0);
     room.peers[0].deliver(now);
     room.advance(delay);
@@ -245,7 +248,8 @@ fn frames_of_a_future_epoch_are_held_then_opened_or_dropped_when_it_never_comes(
     let d = room.guest("dave", media_options());
     let now = room.now;
     let dave = room.peers[d].conn;
-    room.peers[0].command(now, Command::Approve(dave)).unwrap();
+    let r = room.request_for(0, dave);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
     room.relay_all(0);
     room.peers[0].deliver(now);
     room.peers[1].inbox.clear();

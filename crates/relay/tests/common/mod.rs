@@ -200,6 +200,7 @@ pub fn call_params(hosts: Vec<Vec<u8>>) -> CallParams {
         remove_rule: RemoveRule::HostsOnly,
         hosts,
         media_signatures: MediaSignatures::Optional,
+        invite: None,
     }
 }
 
