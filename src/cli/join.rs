@@ -387,6 +387,41 @@ fn name_hash(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
+    // covers: OPS-KEY-1
+    #[test]
+    fn the_token_comes_from_the_argument_a_file_or_the_environment() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["join", "--relay", "127.0.0.1:1", "--name", "a"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().args
+        };
+        let dir = std::env::temp_dir().join(format!("blindcall-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "bct1.aa\n").unwrap();
+        let env = |v: &str| (v == TOKEN_ENV).then(|| "bct1.bb".to_string());
+        let none = |_: &str| None;
+        assert_eq!(
+            token(&parse(&["--token", "bct1.cc"]), &env).unwrap(),
+            "bct1.cc"
+        );
+        let from_file = parse(&["--token-file", file.to_str().unwrap()]);
+        assert_eq!(token(&from_file, &env).unwrap(), "bct1.aa");
+        assert_eq!(token(&parse(&[]), &env).unwrap(), "bct1.bb");
+        let err = token(&parse(&[]), &none).unwrap_err();
+        assert!(
+            err.contains("--token-file") && err.contains(TOKEN_ENV),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn names_are_printed_with_escapes_never_interpreted() {
         assert_eq!(shown("alice"), "alice");
