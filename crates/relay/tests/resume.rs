@@ -456,7 +456,7 @@ fn a_half_open_connection_is_closed_when_its_member_resumes_elsewhere() {
     assert_eq!(net.ds.counters().unknown_connection_inputs, before + 1);
 }
 
-// covers: DS-RES-2, DS-PROP-3, DS-RM-1
+// covers: DS-RES-2, DS-PROP-3, DS-RM-1, DS-IDLE-1, CP-RES-4
 #[test]
 fn a_member_that_leaves_or_is_put_out_gets_no_grace() {
     let mut net = net();
@@ -570,7 +570,7 @@ fn a_member_whose_own_commit_was_sequenced_unseen_merges_it_on_resume() {
     assert_eq!(c.authenticator(), a.authenticator());
 }
 
-// covers: DS-RES-4, DS-RES-6, DS-SEQ-2
+// covers: DS-RES-4, DS-RES-6, DS-RES-11, DS-SEQ-2
 #[test]
 fn a_member_too_far_behind_is_refused_and_let_go_at_once() {
     let mut net = net_with(2);
@@ -697,6 +697,7 @@ mod over_tls {
     }
 
     // covers: DS-RES-2, DS-RES-4, DS-RES-7, DS-RES-8, OPS-MET-1, OPS-MEDIA-1
+    // covers: OPS-CONN-3, CP-RES-4
     #[test]
     fn members_whose_connections_drop_resume_over_tls() {
         run(body());
@@ -831,4 +832,26 @@ mod over_tls {
         relay.handle.shutdown();
         within("relay stop", relay.handle.wait()).await.unwrap();
     }
+}
+
+// covers: CP-RES-2
+#[test]
+fn the_resume_content_is_mls_sign_with_label() {
+    use openmls::ciphersuite::signature::SignContent;
+    use tls_codec::Serialize as _;
+    let (challenge, gid, room, leaf, epoch) = ([3u8; 32], b"group".as_slice(), ROOM, 5u32, 9u64);
+    let mut content = challenge.to_vec();
+    content.push(u8::try_from(gid.len()).unwrap());
+    content.extend_from_slice(gid);
+    content.push(u8::try_from(room.len()).unwrap());
+    content.extend_from_slice(room);
+    content.extend_from_slice(&leaf.to_be_bytes());
+    content.extend_from_slice(&epoch.to_be_bytes());
+    let mls = SignContent::new(RESUME_LABEL, content.into())
+        .tls_serialize_detached()
+        .unwrap();
+    assert_eq!(
+        resume_sign_content(&challenge, gid, room, leaf, epoch).unwrap(),
+        mls
+    );
 }

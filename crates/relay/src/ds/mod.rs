@@ -5,8 +5,8 @@
 //! # Driving it
 //!
 //! The shell owns one [`Ds`] and, for every event:
-//! 1. calls [`Ds::handle_input`] (connection opened, bytes received, connection closed) or,
-//!    when the deadline from [`Ds::poll_timeout`] passes, [`Ds::handle_timeout`];
+//! 1. calls [`Ds::handle_input`] (connection opened, bytes received, connection lost, goodbye)
+//!    or, when the deadline from [`Ds::poll_timeout`] passes, [`Ds::handle_timeout`];
 //! 2. drains [`Ds::poll_output`] until `None`, writing each [`Output::Send`] to its connection,
 //!    closing on [`Output::Close`] (after writing what was queued before it) and logging or
 //!    counting [`Output::Event`]s;
