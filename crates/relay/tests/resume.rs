@@ -855,3 +855,66 @@ fn the_resume_content_is_mls_sign_with_label() {
         mls
     );
 }
+
+// covers: DS-ERR-1, DS-RES-6
+#[test]
+fn arbitrary_resumes_are_refused_and_change_nothing() {
+    let mut net = net();
+    let (mut a, mut b, _c) = three_members(&mut net);
+    net.close(b.conn);
+    let gid = a.group.as_ref().unwrap().group_id().as_slice().to_vec();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..200u32 {
+        let mut probe = Client::connect(&mut net, ROOM, Role::GUEST, 100, "p");
+        let leaf = match i % 4 {
+            0 => u32::MAX,
+            1 => u32::try_from(next() % 4).unwrap(),
+            _ => u32::try_from(next() & 0xffff_ffff).unwrap(),
+        };
+        let epoch = if i % 3 == 0 { next() } else { next() % 3 };
+        let len = usize::try_from(next() % 256).unwrap();
+        let sig: Vec<u8> = (0..len)
+            .map(|_| u8::try_from(next() & 0xff).unwrap())
+            .collect();
+        let got = resume_with(
+            &mut net,
+            &probe,
+            Resume {
+                leaf,
+                epoch,
+                signature: VLBytes::new(sig),
+            },
+        );
+        assert!(
+            matches!(got.as_slice(), [Body::ResumeRefused(_)]),
+            "{leaf} {epoch}: {got:?}"
+        );
+        // Also well-formed proofs by a non-member key, for any leaf and epoch.
+        net.goodbye(probe.conn);
+        probe.reconnect(&mut net, ROOM, Role::GUEST, 101);
+        let ch = probe.ack.as_ref().unwrap().challenge;
+        probe.create_group_with(Extensions::empty());
+        let forged = probe.sign_resume(&ch, &gid, ROOM, leaf, epoch);
+        let got = resume_with(&mut net, &probe, forged);
+        assert!(
+            matches!(got.as_slice(), [Body::ResumeRefused(_)]),
+            "{got:?}"
+        );
+        net.goodbye(probe.conn);
+    }
+    assert_eq!(net.ds.counters().resumes_accepted, 0);
+    assert_eq!(net.ds.counters().internal_faults, 0);
+    assert_eq!(net.ds.room_epoch(ROOM), Some(1));
+    // B's leaf waited through it all.
+    b.reconnect(&mut net, ROOM, Role::GUEST, 12);
+    let got = resume_with(&mut net, &b, b.resume(ROOM));
+    assert_eq!(got, vec![Body::ResumeAccepted(ResumeAccepted { epoch: 1 })]);
+    a.pump(&mut net);
+    update(&mut net, &mut a, &mut [&mut b]);
+}

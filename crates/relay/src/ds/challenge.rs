@@ -28,26 +28,21 @@ impl std::fmt::Debug for ChallengeSeed {
     }
 }
 
-/// The challenge generator: seed and counter.
+/// The challenge counter; the key is derived from the seed for each challenge, so no
+/// long-lived key state outlives the zeroized seed.
+#[derive(Debug, Default)]
 pub(crate) struct Challenges {
-    key: hmac::Key,
     next: u64,
 }
 
 impl Challenges {
-    pub fn new(seed: &ChallengeSeed) -> Self {
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &seed.0),
-            next: 0,
-        }
-    }
-
-    /// The next challenge.
-    pub fn next(&mut self) -> [u8; RESUME_CHALLENGE_LEN] {
+    /// The next challenge under `seed`.
+    pub fn next(&mut self, seed: &ChallengeSeed) -> [u8; RESUME_CHALLENGE_LEN] {
         let n = self.next;
         // 2^64 admissions are out of reach; saturating keeps the type total.
         self.next = self.next.saturating_add(1);
-        let mut ctx = hmac::Context::with_key(&self.key);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &seed.0);
+        let mut ctx = hmac::Context::with_key(&key);
         ctx.update(LABEL);
         ctx.update(&n.to_be_bytes());
         let tag = ctx.sign();
@@ -67,16 +62,19 @@ mod tests {
     // covers: DS-RES-1
     #[test]
     fn challenges_never_repeat_and_depend_on_the_seed() {
-        let mut a = Challenges::new(&ChallengeSeed::new([1; 32]));
-        let mut b = Challenges::new(&ChallengeSeed::new([1; 32]));
-        let mut c = Challenges::new(&ChallengeSeed::new([2; 32]));
+        let (one, two) = (ChallengeSeed::new([1; 32]), ChallengeSeed::new([2; 32]));
+        let (mut a, mut b, mut c) = (
+            Challenges::default(),
+            Challenges::default(),
+            Challenges::default(),
+        );
         let mut seen = HashSet::new();
         for _ in 0..1000 {
-            let x = a.next();
+            let x = a.next(&one);
             assert!(seen.insert(x), "a challenge repeated");
             // Deterministic for a seed (tests), different under another seed.
-            assert_eq!(b.next(), x);
-            assert_ne!(c.next(), x);
+            assert_eq!(b.next(&one), x);
+            assert_ne!(c.next(&two), x);
         }
         assert_eq!(
             format!("{:?}", ChallengeSeed::new([7; 32])),

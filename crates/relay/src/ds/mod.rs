@@ -102,7 +102,6 @@ impl std::fmt::Debug for Ds {
 impl Ds {
     /// A DS with no connections.
     pub fn new(cfg: DsConfig) -> Self {
-        let challenges = Challenges::new(&cfg.challenge_seed);
         Self {
             cfg,
             crypto: RustCrypto::default(),
@@ -110,7 +109,7 @@ impl Ds {
             rooms: HashMap::new(),
             timers: BTreeSet::new(),
             grace_timers: BTreeSet::new(),
-            challenges,
+            challenges: Challenges::default(),
             token_conns: HashMap::new(),
             out: VecDeque::new(),
             counters: DsCounters::default(),
@@ -544,7 +543,7 @@ impl Ds {
         let room = self.rooms.entry(room_key.clone()).or_default();
         room.conns.insert(id);
         let max_frame_len = self.cfg.max_frame_len;
-        let challenge = self.challenges.next();
+        let challenge = self.challenges.next(&self.cfg.challenge_seed);
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.decoder.set_max_len(max_frame_len);
             conn.phase = Phase::Admitted(Box::new(Admission {
