@@ -311,5 +311,8 @@ pub(crate) fn body_name(b: &Body) -> &'static str {
         Body::MediaSignal(_) => "MediaSignal",
         Body::Ping(_) => "Ping",
         Body::Pong(_) => "Pong",
+        Body::Resume(_) => "Resume",
+        Body::ResumeAccepted(_) => "ResumeAccepted",
+        Body::ResumeRefused(_) => "ResumeRefused",
     }
 }

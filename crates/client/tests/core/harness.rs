@@ -406,6 +406,7 @@ impl Room {
                         waiting: 0,
                     },
                     external_senders: vec![self.external_sender()],
+                    challenge: [0; 32],
                 };
                 self.peers[i].inbox.push_back(Body::HelloAck(ack));
             }
