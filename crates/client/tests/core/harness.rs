@@ -1,7 +1,9 @@
 //! A room without sockets: bare [`CallCore`]s, a scripted relay that sequences commits the way
 //! the delivery service does (first commit of an epoch wins, the committer gets
 //! `CommitAccepted`, everyone else `CommitBroadcast`, the joiner its `Welcome`, a late commit
-//! `CommitRejected` with the winner), per-peer inboxes the test may reorder or hold back, a
+//! `CommitRejected` with the winner) and passes members' messages on (`PeerBroadcast` →
+//! `PeerMessage`, a member's own `Propose` → `ProposalBroadcast`, no relay proposal for a
+//! leaf whose leave is queued), per-peer inboxes the test may reorder or hold back, a
 //! stand-in media transport, and a manual clock.
 
 use std::collections::VecDeque;
@@ -16,13 +18,13 @@ use blindcall_client::{
 use blindcall_media::RtpPacket;
 use blindcall_proto::{
     Body, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected, GroupCreated,
-    HelloAck, KeyPackageAccepted, RelayProposal, RelaySender, RemoveParticipant, Role, RoomState,
-    VLBytes, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
+    HelloAck, KeyPackageAccepted, PeerMessage, ProposalBroadcast, RelayProposal, RelaySender,
+    RemoveParticipant, Role, RoomState, VLBytes, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
 };
 use blindcall_transport::{ConnectionState, ParticipantId};
 use openmls::prelude::{
     BasicCredential, Credential, ExternalProposal, GroupEpoch, GroupId, KeyPackage, LeafNodeIndex,
-    MlsMessageBodyIn, MlsMessageIn, ProtocolVersion, SenderExtensionIndex, SignatureScheme,
+    MlsMessageBodyIn, MlsMessageIn, ProtocolVersion, Sender, SenderExtensionIndex, SignatureScheme,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{OpenMlsRustCrypto, RustCrypto};
@@ -117,7 +119,7 @@ impl Peer {
                         self.core.handle_media(now, a);
                     }
                 }
-                Output::Stats(s) => self.stats = Some(s),
+                Output::Stats(s) => self.stats = Some(*s),
                 Output::Admitted => self.admitted = true,
                 Output::JoinFailed(e) => self.join_failed = Some(e),
                 Output::End => self.ended = true,
@@ -208,6 +210,8 @@ pub struct Room {
     next_conn: u64,
     /// Every message the relay read, with the sender's name.
     pub relayed: Vec<(String, Body)>,
+    /// Leaves whose own leave is queued, with the epoch.
+    leaves_queued: Vec<(u64, u32)>,
 }
 
 impl Default for Room {
@@ -235,6 +239,7 @@ impl Room {
             announced: Vec::new(),
             next_conn: 1,
             relayed: Vec::new(),
+            leaves_queued: Vec::new(),
         }
     }
 
@@ -459,6 +464,24 @@ impl Room {
                         winner,
                     }));
             }
+            Body::PeerBroadcast(b) if self.is_member(i) => {
+                let m = Body::PeerMessage(PeerMessage {
+                    from_conn: conn,
+                    from_leaf: 0,
+                    payload: b.payload.clone(),
+                });
+                self.send_to_members(Some(i), &m);
+            }
+            Body::Propose(p) if p.epoch == self.epoch && self.is_member(i) => {
+                if let Some(leaf) = proposer_leaf(p.proposal.as_slice()) {
+                    self.leaves_queued.push((p.epoch, leaf));
+                }
+                let b = Body::ProposalBroadcast(ProposalBroadcast {
+                    epoch: p.epoch,
+                    proposal: p.proposal.clone(),
+                });
+                self.send_to_members(Some(i), &b);
+            }
             Body::RemoveParticipant(RemoveParticipant { conn_id }) => {
                 if let Some(k) = self.index_of_conn(*conn_id) {
                     self.peers[k]
@@ -528,8 +551,18 @@ impl Room {
         i
     }
 
-    /// The relay's signed proposal to remove `leaf`, sent to every member.
+    /// The relay's signed proposal to remove `leaf`, sent to every member (none while the
+    /// leaf's own leave is queued for the epoch, as the relay does).
     pub fn propose_remove(&mut self, leaf: u32) {
+        if self.leaves_queued.contains(&(self.epoch, leaf)) {
+            return;
+        }
+        let body = self.relay_proposal(leaf);
+        self.send_to_members(None, &body);
+    }
+
+    /// The relay's signed proposal to remove `leaf` in the current epoch.
+    pub fn relay_proposal(&self, leaf: u32) -> Body {
         let group_id = self.group_id.clone().expect("a group exists");
         let out = ExternalProposal::new_remove::<OpenMlsRustCrypto>(
             LeafNodeIndex::new(leaf),
@@ -539,12 +572,11 @@ impl Room {
             SenderExtensionIndex::new(0),
         )
         .unwrap();
-        let body = Body::RelayProposal(RelayProposal {
+        Body::RelayProposal(RelayProposal {
             epoch: self.epoch,
             removed_leaf: leaf,
             proposal: VLBytes::new(out.to_bytes().unwrap()),
-        });
-        self.send_to_members(None, &body);
+        })
     }
 
     /// Connects peer `i`'s media (the stand-in transport reports the connection up).
@@ -568,6 +600,18 @@ impl Room {
                 },
             );
         }
+    }
+}
+
+/// The leaf that signed a member's proposal.
+fn proposer_leaf(proposal: &[u8]) -> Option<u32> {
+    let m = MlsMessageIn::tls_deserialize_exact(proposal).ok()?;
+    let MlsMessageBodyIn::PublicMessage(pm) = m.extract() else {
+        return None;
+    };
+    match pm.sender() {
+        Sender::Member(leaf) => Some(leaf.u32()),
+        _ => None,
     }
 }
 

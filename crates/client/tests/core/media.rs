@@ -122,7 +122,7 @@ fn a_member_opens_media_joins_the_forwarder_and_answers_only_offers() {
 #[test]
 fn own_media_switches_keys_after_the_activation_delay_with_one_keyframe_request() {
     let mut room = call_with_media();
-    let delay = media_options().activation_delay;
+    let delay = media_options().member_config.activation_delay;
     // The first typed video frame after joining had to be a keyframe.
     let now = room.now;
     assert_eq!(
@@ -206,7 +206,7 @@ fn own_media_switches_keys_after_the_activation_delay_with_one_keyframe_request(
 fn frames_of_a_future_epoch_are_held_then_opened_or_dropped_when_it_never_comes() {
     let mut room = call_with_media();
     let hold = media_options().hold_future_frames;
-    let delay = media_options().activation_delay;
+    let delay = media_options().member_config.activation_delay;
     // Alice moves on (she adds carol); bob does not see the commit yet.
     let c = room.guest("carol", media_options());
     let now = room.now;
