@@ -243,6 +243,12 @@ impl Room {
         }
     }
 
+    /// The winning commit the relay sequenced in `epoch`.
+    pub fn winner(&self, epoch: u64) -> Option<&[u8]> {
+        let e = usize::try_from(epoch).ok()?;
+        self.winners.get(e).map(Vec::as_slice)
+    }
+
     /// Moves the clock.
     pub fn advance(&mut self, d: Duration) {
         self.now += d;
