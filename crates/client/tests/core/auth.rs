@@ -237,3 +237,70 @@ fn a_sender_that_does_not_sign_is_unauthenticated_and_an_ended_stream_starts_afr
     );
     assert_eq!(h.delivered_unauthenticated, 1);
 }
+
+// covers: SDK-PEER-1, SDK-AUTH-3
+#[test]
+fn a_member_leaving_sends_its_last_manifest_so_its_last_frames_are_verified() {
+    let mut room = call_with_media();
+    let now = room.now;
+    room.peers[1]
+        .publish(now, MediaKind::Audio, b"bye", None)
+        .unwrap();
+    room.forward_media(1, 0);
+    assert_eq!(
+        room.peers[0].frames.last().unwrap().auth(),
+        SenderAuth::Pending
+    );
+    // Bob leaves at once, before his manifest was due: it goes out with his last messages.
+    room.peers[1]
+        .command(now, blindcall_client::Command::Leave)
+        .unwrap();
+    assert!(room.peers[1].ended);
+    let manifests = room.peers[1]
+        .outbox
+        .iter()
+        .filter(|b| matches!(b, blindcall_proto::Body::PeerBroadcast(p) if p.payload.as_slice().first() == Some(&2)))
+        .count();
+    assert_eq!(manifests, 1);
+    room.relay_all(1);
+    room.peers[0].deliver(now);
+    room.advance(Duration::from_secs(2));
+    room.tick();
+    let events = room.peers[0].take_events();
+    assert!(impersonations(&events).is_empty(), "{events:?}");
+    let bob = room.peers[1].conn;
+    let s = room.peers[0].core.stats();
+    let h = s.senders.iter().find(|h| h.participant == bob).unwrap();
+    assert_eq!((h.auth.verified, h.impersonated()), (1, 0), "{h:?}");
+}
+
+// covers: SDK-AUTH-4
+#[test]
+fn frames_of_a_removed_member_awaiting_its_manifest_are_not_flagged() {
+    let (mut room, _mallory) = call_with_mallory();
+    // Bob speaks; alice plays his frame before his manifest is due; then alice removes him.
+    let now = room.now;
+    room.peers[1]
+        .publish(now, MediaKind::Audio, b"last words", None)
+        .unwrap();
+    room.forward_media(1, 0);
+    assert_eq!(
+        room.peers[0].frames.last().unwrap().auth(),
+        SenderAuth::Pending
+    );
+    room.peers[1].outbox.clear();
+    room.peers[0]
+        .command(now, blindcall_client::Command::Remove("bob".into()))
+        .unwrap();
+    room.run();
+    assert!(room.peers[1].ended);
+    // Bob can never vouch for it now; his stream is closed, not reported as an impostor.
+    room.advance(Duration::from_secs(3));
+    room.tick();
+    let events = room.peers[0].take_events();
+    assert!(impersonations(&events).is_empty(), "{events:?}");
+    let bob = room.peers[1].conn;
+    let s = room.peers[0].core.stats();
+    let h = s.senders.iter().find(|h| h.participant == bob).unwrap();
+    assert_eq!((h.auth.pending, h.impersonated()), (1, 0), "{h:?}");
+}

@@ -95,6 +95,8 @@ pub struct Peer {
     pub admitted: bool,
     pub join_failed: Option<JoinError>,
     pub ended: bool,
+    /// Became a member (what it sent before its call ended still reaches the relay).
+    pub joined: bool,
     pub key_package: Option<Vec<u8>>,
     pub recorder: Arc<Recorder>,
 }
@@ -105,7 +107,10 @@ impl Peer {
         while let Some(o) = self.core.poll_output(now) {
             match o {
                 Output::Control(b) => self.outbox.push_back(b),
-                Output::Event(e) => self.events.push(e),
+                Output::Event(e) => {
+                    self.joined |= matches!(e, Event::Joined { .. });
+                    self.events.push(e);
+                }
                 Output::Frame(f) => self.frames.push(f),
                 Output::Transmit { kind, packet } => self.packets.push((kind, packet)),
                 Output::Transport(op) => {
@@ -278,6 +283,7 @@ impl Room {
             admitted: false,
             join_failed: None,
             ended: false,
+            joined: false,
             key_package: None,
             recorder,
         };
@@ -470,7 +476,7 @@ impl Room {
                         winner,
                     }));
             }
-            Body::PeerBroadcast(b) if self.is_member(i) => {
+            Body::PeerBroadcast(b) if self.peers[i].joined => {
                 let m = Body::PeerMessage(PeerMessage {
                     from_conn: conn,
                     from_leaf: 0,
@@ -478,7 +484,7 @@ impl Room {
                 });
                 self.send_to_members(Some(i), &m);
             }
-            Body::Propose(p) if p.epoch == self.epoch && self.is_member(i) => {
+            Body::Propose(p) if p.epoch == self.epoch && self.peers[i].joined => {
                 if let Some(leaf) = proposer_leaf(p.proposal.as_slice()) {
                     self.leaves_queued.push((p.epoch, leaf));
                 }
