@@ -133,7 +133,7 @@ fn a_member_speaking_as_another_on_its_own_stream_is_refused_and_reported_with_t
     assert_eq!(alice.auth.verified, 1, "{alice:?}");
 }
 
-// covers: SDK-AUTH-1, SDK-AUTH-3
+// covers: SDK-AUTH-1, SDK-AUTH-3, SDK-AUTH-5
 #[test]
 fn a_frame_played_before_its_manifest_and_never_vouched_for_is_reported_within_the_bound() {
     let (mut room, mut mallory) = call_with_mallory();

@@ -49,7 +49,7 @@ fn take_commit(room: &mut Room, i: usize) -> blindcall_proto::Commit {
     }
 }
 
-// covers: SDK-PEER-1
+// covers: SDK-PEER-1, SDK-EVT-2
 #[test]
 fn members_confirm_each_epoch_to_each_other_and_a_refused_message_is_only_counted() {
     let mut room = two_members();
@@ -278,4 +278,45 @@ fn a_relay_proposal_to_remove_this_member_is_reported_and_never_committed_by_it(
         })
     );
     assert_eq!(room.peers[1].core.stats().members, 2);
+}
+
+// covers: SDK-EVT-2
+#[test]
+fn a_member_whose_confirmations_the_relay_withholds_is_reported_unconfirmed() {
+    let mut room = two_members();
+    let c = room.guest("carol", options());
+    let now = room.now;
+    let carol = room.peers[c].conn;
+    room.peers[0].command(now, Command::Approve(carol)).unwrap();
+    room.relay_all(0);
+    for i in 0..3 {
+        room.peers[i].deliver(now);
+    }
+    assert_eq!(room.peers[c].epoch(), Some(3));
+    // The relay passes on alice's and bob's confirmations, never carol's.
+    room.peers[c]
+        .outbox
+        .retain(|b| !matches!(b, Body::PeerBroadcast(_)));
+    room.run();
+    for p in &mut room.peers {
+        p.take_events();
+    }
+    let timeout = blindcall_group::MemberConfig::default().confirm_timeout;
+    room.advance(timeout);
+    let now = room.now;
+    for i in [0, 1] {
+        room.peers[i].tick(now);
+        let events = room.peers[i].take_events();
+        let unconfirmed: Vec<(u64, Vec<String>)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::EpochUnconfirmed { epoch, members } => Some((
+                    *epoch,
+                    members.iter().map(|m| m.identity.to_string()).collect(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unconfirmed, [(3, vec!["carol".to_string()])], "{events:?}");
+    }
 }
