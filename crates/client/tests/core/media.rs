@@ -484,3 +484,45 @@ fn frames_held_for_a_commit_are_bounded_and_the_oldest_make_room() {
     assert_eq!(got, [b'3', b'4']);
     assert_eq!(room.peers[1].core.stats().held_frames, 0);
 }
+
+// covers: SDK-AUTH-4, SDK-EPOCH-2
+#[test]
+fn frames_held_for_a_stream_that_ends_are_dropped_and_counted() {
+    let mut room = call_with_media();
+    let delay = media_options().member_config.activation_delay;
+    let c = room.guest("carol", media_options());
+    let now = room.now;
+    let carol = room.peers[c].conn;
+    room.peers[0].command(now, Command::Approve(carol)).unwrap();
+    room.relay_all(0);
+    room.peers[0].deliver(now);
+    room.advance(delay);
+    let now = room.now;
+    room.peers[0].tick(now);
+    for frame in [&b"one"[..], b"two"] {
+        room.peers[0]
+            .publish(now, MediaKind::Audio, frame, None)
+            .unwrap();
+    }
+    room.forward_media(0, 1);
+    assert_eq!(room.peers[1].core.stats().held_frames, 2);
+    let alice = blindcall_transport::ParticipantId(room.peers[0].conn);
+    room.peers[1].media(
+        now,
+        MediaInput::TrackEnded {
+            from: alice,
+            kind: MediaKind::Audio,
+        },
+    );
+    let s = room.peers[1].core.stats();
+    assert_eq!(s.held_frames, 0);
+    assert_eq!(
+        s.dropped.get(&DropCause::FutureEpochExpired),
+        Some(&2),
+        "{s:?}"
+    );
+    // The commit arrives: nothing of the ended stream opens.
+    room.peers[1].deliver(now);
+    assert_eq!(room.peers[1].epoch(), Some(3));
+    assert!(room.peers[1].frames.is_empty());
+}
