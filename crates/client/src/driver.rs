@@ -116,6 +116,7 @@ fn media_input(event: ClientEvent) -> Option<MediaInput> {
             Some(MediaInput::Packet { from, kind, packet })
         }
         ClientEvent::TrackStarted { from, kind } => Some(MediaInput::TrackStarted { from, kind }),
+        ClientEvent::TrackEnded { from, kind } => Some(MediaInput::TrackEnded { from, kind }),
         ClientEvent::KeyframeRequested { kind } => Some(MediaInput::KeyframeRequested { kind }),
         ClientEvent::ConnectionState(s) => Some(MediaInput::Connection(s)),
         _ => None,
@@ -243,7 +244,7 @@ impl Driver {
                     if let Some(m) = &self.media {
                         stats.transport_events_dropped = m.transport.stats().events_dropped;
                     }
-                    self.app.stats.send_replace(stats);
+                    self.app.stats.send_replace(*stats);
                 }
                 Output::Admitted => {
                     if let Some(a) = self.admitted.take() {

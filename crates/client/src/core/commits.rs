@@ -6,12 +6,13 @@
 //! [`PendingCommit`] waits for the relay's answer: `CommitAccepted` confirms it, a refusal
 //! or another member's winning commit discards it and the intent is retried in the new epoch.
 //! Replies are matched to the pending commit by epoch; a stale reply changes nothing
-//! (SDK-COMMIT-3).
+//! (SDK-COMMIT-3). A winning commit for the member's own epoch that it cannot process means
+//! the others moved on without it: it stops committing and the call ends (SDK-DIV-1).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use blindcall_group::PendingCommit;
+use blindcall_group::{Actor, ApiMisuse, PendingCommit, ProposalKind};
 use blindcall_proto::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected,
     ProposalBroadcast, RelayProposal, VLBytes,
@@ -21,6 +22,7 @@ use super::CallCore;
 use super::join::Phase;
 use super::timer::{Timer, after};
 use crate::error::{CallError, CallWarning, GroupFailure};
+use crate::event::{EndReason, Event};
 use crate::observer::{CommitPurpose, CommitSent};
 
 /// Work that needs an own commit.
@@ -49,7 +51,7 @@ pub(super) struct Commits {
     intents: VecDeque<Intent>,
     /// The epoch in which the relay's removal proposals are queued.
     proposal_epoch: Option<u64>,
-    /// Leaves the relay proposed to remove in that epoch.
+    /// Leaves proposed to be removed in that epoch (by the relay, or leaving themselves).
     pub(super) proposed_removals: BTreeSet<u32>,
 }
 
@@ -85,6 +87,19 @@ fn group_warning(e: &blindcall_group::Error) -> CallWarning {
 fn refused_warning(e: &blindcall_group::Error) -> CallWarning {
     tracing::debug!(error = %e, "handshake message refused");
     CallWarning::HandshakeRefused(GroupFailure::from(e))
+}
+
+/// Why the sequenced winner of the member's own epoch could not be processed, unless the
+/// refusal is benign (an own commit still outstanding: the winner is merged once it is
+/// discarded).
+fn divergence(e: &blindcall_group::Error) -> Option<GroupFailure> {
+    match e {
+        blindcall_group::Error::ApiMisuse(ApiMisuse::PendingCommitOutstanding { .. }) => None,
+        e => {
+            tracing::debug!(error = %e, "the relay's winning commit was refused");
+            Some(GroupFailure::from(e))
+        }
+    }
 }
 
 impl CallCore {
@@ -141,7 +156,10 @@ impl CallCore {
                 && g.epoch() == r.epoch
                 && let Err(e) = g.handle_message(now, w.as_slice())
             {
-                warnings.push(refused_warning(&e));
+                match divergence(&e) {
+                    Some(reason) => return self.diverged(now, r.epoch, reason, warnings),
+                    None => warnings.push(refused_warning(&e)),
+                }
             }
             self.commits.retry(intent);
         } else {
@@ -175,9 +193,48 @@ impl CallCore {
         if b.epoch == g.epoch()
             && let Err(e) = g.handle_message(now, b.commit.as_slice())
         {
-            warnings.push(refused_warning(&e));
+            match divergence(&e) {
+                Some(reason) => return self.diverged(now, b.epoch, reason, warnings),
+                None => warnings.push(refused_warning(&e)),
+            }
         }
         for w in warnings {
+            self.warn(w);
+        }
+    }
+
+    /// The relay's winning commit for `epoch`, this member's epoch, was refused: the other
+    /// members are in the next epoch without it. Committing again would only build a branch
+    /// of its own (or loop against the same winner), so it stops here and says why.
+    fn diverged(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        reason: GroupFailure,
+        warnings: Vec<CallWarning>,
+    ) {
+        for w in warnings {
+            self.warn(w);
+        }
+        self.commits.intents.clear();
+        self.emit(Event::Diverged {
+            epoch,
+            reason: reason.clone(),
+        });
+        self.end(now, EndReason::Diverged { epoch, reason });
+    }
+
+    /// A member's own proposal (its leave) as the relay passed it on: queued for the current
+    /// epoch, then committed like the relay's removal proposals (SDK-PEER-2).
+    pub(super) fn on_proposal_broadcast(&mut self, now: Instant, p: &ProposalBroadcast) {
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        if p.epoch != g.epoch() {
+            return;
+        }
+        if let Err(e) = g.handle_message(now, p.proposal.as_slice()) {
+            let w = refused_warning(&e);
             self.warn(w);
         }
     }
@@ -189,42 +246,43 @@ impl CallCore {
         if p.epoch != g.epoch() {
             return;
         }
-        if let Err(e) = g.handle_message(now, p.proposal.as_slice()) {
-            let w = refused_warning(&e);
-            self.warn(w);
-        }
-    }
-
-    /// A member's own proposal (its leave) the relay validated and queued: committed like the
-    /// relay's removal proposals.
-    pub(super) fn on_member_proposal(&mut self, now: Instant, p: &ProposalBroadcast) {
-        let Phase::Member(g) = &mut self.phase else {
-            return;
-        };
-        if p.epoch != g.epoch() {
-            return;
-        }
-        if let Err(e) = g.handle_message(now, p.proposal.as_slice()) {
-            let w = refused_warning(&e);
-            self.warn(w);
+        let own = p.removed_leaf == g.own_leaf();
+        match g.handle_message(now, p.proposal.as_slice()) {
+            Ok(()) => {
+                self.commits.proposed_removals.insert(p.removed_leaf);
+                if own {
+                    self.emit(Event::OwnRemovalProposed { epoch: p.epoch });
+                }
+            }
+            Err(e) => {
+                let w = refused_warning(&e);
+                self.warn(w);
+            }
         }
     }
 
     /// The group queued a proposal: the lowest remaining leaf commits it at once, the member
-    /// of rank `r` after `r × proposal_fallback_step` if nobody did (SDK-COMMIT-2).
-    pub(super) fn proposal_queued(&mut self, now: Instant) {
+    /// of rank `r` after `r × proposal_fallback_step` if nobody did (SDK-COMMIT-2). A member
+    /// whose removal is proposed commits nothing (MLS forbids removing the committer).
+    pub(super) fn proposal_queued(&mut self, now: Instant, proposer: &Actor, kind: ProposalKind) {
         let Phase::Member(g) = &self.phase else {
             return;
         };
+        if let (Actor::Member { leaf, .. }, ProposalKind::Remove) = (proposer, kind) {
+            // A member's own proposal is its leave (the relay passes on nothing else).
+            self.commits.proposed_removals.insert(*leaf);
+        }
         let epoch = g.epoch();
         let own = g.own_leaf();
-        let rank = g
+        let Some(rank) = g
             .roster()
             .members()
             .iter()
             .filter(|m| !self.commits.proposed_removals.contains(&m.leaf))
             .position(|m| m.leaf == own)
-            .unwrap_or(0);
+        else {
+            return;
+        };
         self.commits.proposal_epoch = Some(epoch);
         let wait = u32::try_from(rank)
             .ok()

@@ -27,8 +27,9 @@
 //!
 //! One module per concept: `join` (Hello → HelloAck → create the group, or publish a
 //! KeyPackage and wait → Welcome), `commits` (own commits, one at a time, and the intents
-//! behind them), `waiting` (the waiting room), `epoch` (the group's events: epochs, send
-//! activation, keyframes), `media` (transport lifecycle, media signaling, video selection),
+//! behind them; divergence), `waiting` (the waiting room), `epoch` (the group's events: epochs,
+//! send activation, keyframes, splits), `media` (transport lifecycle, media signaling, video
+//! selection, sender authentication), `peer` (messages between members through the relay),
 //! `stats`, and `timer`. New control messages, group events and outputs each add one match
 //! arm: [`CallCore::handle_control`] routes messages, `epoch` routes group events.
 
@@ -36,6 +37,7 @@ mod commits;
 mod epoch;
 mod join;
 mod media;
+mod peer;
 mod roster;
 mod stats;
 mod timer;
@@ -155,6 +157,14 @@ pub enum MediaInput {
     Connection(ConnectionState),
     /// The transport stopped reporting events.
     EventsEnded,
+    /// A remote stream ended (its participant left, or the relay stopped forwarding it): its
+    /// receive state is forgotten.
+    TrackEnded {
+        /// Whose.
+        from: ParticipantId,
+        /// Audio or video.
+        kind: MediaKind,
+    },
 }
 
 /// A media transport operation for the shell; results come back as [`MediaInput`]s.
@@ -197,7 +207,7 @@ pub enum Output {
     /// Run this transport operation.
     Transport(TransportOp),
     /// The latest counters (every stats interval, and once more at the end).
-    Stats(CallStats),
+    Stats(Box<CallStats>),
     /// The relay admitted this participant (it is a member or in the waiting room): joining
     /// succeeded.
     Admitted,
@@ -233,6 +243,7 @@ pub struct CallCore {
     out: VecDeque<Output>,
     /// What this device knows of names and identity keys (kept in memory; the shell saves).
     trust: TrustStore,
+    peer: peer::PeerStats,
 }
 
 impl std::fmt::Debug for CallCore {
@@ -270,6 +281,7 @@ impl CallCore {
             timers: TimerTable::default(),
             out: VecDeque::new(),
             trust: TrustStore::in_memory(),
+            peer: peer::PeerStats::default(),
             opts,
         };
         core.start_join(now, identity, token)?;
@@ -308,6 +320,10 @@ impl CallCore {
     /// A message from the relay.
     pub fn handle_control(&mut self, now: Instant, body: Body) {
         let now = self.clock(now);
+        if let Body::HelloAck(ack) = &body {
+            // The relay's id of this connection: own streams are named by it (SDK-AUTH-2).
+            self.media.relay_participant = Some(ack.conn_id);
+        }
         match &self.phase {
             Phase::Ended => return,
             Phase::Waiting(_) | Phase::Member(_) => self.on_control(now, body),
@@ -413,9 +429,6 @@ impl CallCore {
         {
             g.handle_timeout(now);
         }
-        if self.timers.expire(Timer::Activation, now) {
-            self.activate_send_epoch();
-        }
         if self.timers.expire(Timer::ProposalFallback, now) {
             self.proposal_fallback_due();
         }
@@ -489,10 +502,12 @@ impl CallCore {
         }
     }
 
-    /// After every input: the group's events, then the next own commit if none is pending.
+    /// After every input: the group's events, then the next own commit if none is pending,
+    /// then the group's messages for the other members.
     fn settle(&mut self, now: Instant) {
         self.drain_group_events(now);
         self.next_intent(now);
+        self.send_peer_messages();
     }
 
     /// A message while waiting or a member: one arm per message type.
@@ -503,7 +518,8 @@ impl CallCore {
             Body::CommitRejected(r) => self.on_commit_rejected(now, &r),
             Body::CommitBroadcast(b) => self.on_commit_broadcast(now, &b),
             Body::RelayProposal(p) => self.on_relay_proposal(now, &p),
-            Body::ProposalBroadcast(p) => self.on_member_proposal(now, &p),
+            Body::ProposalBroadcast(p) => self.on_proposal_broadcast(now, &p),
+            Body::PeerMessage(m) => self.on_peer_message(now, &m),
             Body::WaitingEntryAdded(e) => self.on_waiting_added(e),
             Body::WaitingEntryRemoved(r) => self.on_waiting_removed(r.conn_id),
             Body::MediaSignal(s) => self.on_media_signal(s.payload.as_slice()),
@@ -540,6 +556,7 @@ impl CallCore {
 
     /// [`CallCore::end`] from any phase, also one already taken apart.
     fn finish(&mut self, now: Instant, reason: EndReason) {
+        self.flush_manifests(now);
         if let Phase::Member(g) = &self.phase {
             let epoch = g.epoch();
             let change = if reason == EndReason::Removed {
@@ -554,7 +571,7 @@ impl CallCore {
         self.phase = Phase::Ended;
         self.media.close();
         self.timers = TimerTable::default();
-        self.out.push_back(Output::Stats(stats));
+        self.out.push_back(Output::Stats(Box::new(stats)));
         self.emit(Event::CallEnded { reason });
         self.out.push_back(Output::End);
     }

@@ -353,3 +353,82 @@ fn removing_an_unknown_member_or_acting_outside_the_group_is_refused() {
         Err(CallError::NotMember)
     );
 }
+
+/// The events and commits of peer `i` after the relay answered its pending commit with
+/// `answer`; checks the call ended once as diverged in `epoch`.
+fn ends_diverged(room: &mut Room, i: usize, answer: Body, epoch: u64) {
+    let now = room.now;
+    room.peers[i].inbox.push_back(answer.clone());
+    room.peers[i].deliver(now);
+    let events = room.peers[i].take_events();
+    let reason = blindcall_client::GroupFailure::InvalidMessage;
+    let diverged: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Diverged { .. }))
+        .collect();
+    assert_eq!(
+        diverged,
+        [&Event::Diverged {
+            epoch,
+            reason: reason.clone()
+        }],
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last(),
+        Some(&Event::CallEnded {
+            reason: EndReason::Diverged { epoch, reason }
+        })
+    );
+    assert!(room.peers[i].ended && room.peers[i].core.is_ended());
+    assert!(
+        commits_in(&room.peers[i].outbox).is_empty(),
+        "no commit after the divergence"
+    );
+    // The same answer again changes nothing: the call ended once.
+    room.peers[i].inbox.push_back(answer);
+    room.peers[i].deliver(now);
+    room.advance(Duration::from_secs(5));
+    let now = room.now;
+    room.peers[i].tick(now);
+    assert!(room.peers[i].take_events().is_empty());
+    assert!(commits_in(&room.peers[i].outbox).is_empty());
+}
+
+// covers: SDK-DIV-1
+#[test]
+fn a_sequenced_winner_the_member_cannot_process_ends_the_call_once_without_retrying() {
+    let mut room = two_members_and_a_waiting_guest();
+    let now = room.now;
+    // Alice approves carol; the relay refuses her commit naming a "winner" she cannot read.
+    let carol = room.peers[2].conn;
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
+    assert_eq!(commits_in(&room.peers[0].outbox), [2]);
+    room.peers[0].outbox.clear();
+    let refusal = Body::CommitRejected(blindcall_proto::CommitRejected {
+        epoch: 2,
+        reason: blindcall_proto::CommitRejectReason::EPOCH_TAKEN,
+        winner: Some(blindcall_proto::VLBytes::new(b"not an MLS commit".to_vec())),
+    });
+    ends_diverged(&mut room, 0, refusal, 2);
+
+    // Bob gets, as the winner of his epoch, a valid commit of another call's group.
+    let mut other = two_members_and_a_waiting_guest();
+    let now = other.now;
+    let req = other.request_for(0, other.peers[2].conn);
+    other.peers[0].command(now, Command::Approve(req)).unwrap();
+    let foreign = match other.peers[0]
+        .outbox
+        .iter()
+        .find(|b| matches!(b, Body::Commit(_)))
+    {
+        Some(Body::Commit(c)) => c.commit.clone(),
+        _ => unreachable!(),
+    };
+    let broadcast = Body::CommitBroadcast(blindcall_proto::CommitBroadcast {
+        epoch: 2,
+        commit: foreign,
+    });
+    ends_diverged(&mut room, 1, broadcast, 2);
+}

@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
+mod auth;
 mod commits;
 mod harness;
 mod join;
 mod media;
+mod peer;
+mod raw;
