@@ -390,9 +390,24 @@ impl MediaPipeline {
         }
     }
 
-    /// `from`'s `kind` stream ended: its reassembly and the group's receive and authentication
-    /// state go (their counters stay in the participant's health); frames of it still held
-    /// for the next epoch are dropped and counted as expired.
+    /// `from`'s `kind` track ended (the transport may start it again): its reassembly starts
+    /// afresh and frames of it still held for the next epoch are dropped and counted as
+    /// expired. Its receive and authentication state stay: a restarted track is the same
+    /// participant's same stream, so frames the relay replays across the restart are still
+    /// refused as replays and its pin holds.
+    pub(crate) fn end_track(&mut self, from: ParticipantId, kind: MediaKind) {
+        let Some(stream) = self.streams.get_mut(&(from, kind)) else {
+            return;
+        };
+        stream.depacketizer = Depacketizer::new(DepacketizerConfig::default());
+        stream.incomplete_seen = 0;
+        self.inbound.drop_held(from, kind);
+    }
+
+    /// `from`'s `kind` stream is over for good (its member left): its reassembly and the
+    /// group's receive and authentication state go (their counters stay in the participant's
+    /// health); frames of it still held for the next epoch are dropped and counted as
+    /// expired.
     pub(crate) fn close_stream(
         &mut self,
         group: &mut CallGroup,
@@ -407,14 +422,7 @@ impl MediaPipeline {
             add_counters(&mut inbound.health(from).auth, &c);
         }
         group.close_stream(stream.id);
-        let (gone, kept): (VecDeque<Held>, VecDeque<Held>) = std::mem::take(&mut inbound.held)
-            .into_iter()
-            .partition(|h| h.from == from && h.kind == kind);
-        inbound.held = kept;
-        for h in gone {
-            inbound.held_bytes = inbound.held_bytes.saturating_sub(h.data.len());
-            inbound.drop_frame(h.from, DropCause::FutureEpochExpired);
-        }
+        inbound.drop_held(from, kind);
     }
 
     /// Closes every stream the group pinned to one of `leaves` (members that left: their
@@ -534,6 +542,18 @@ impl MediaPipeline {
 }
 
 impl Inbound {
+    /// Drops (and counts as expired) the held frames of `from`'s `kind` stream.
+    fn drop_held(&mut self, from: ParticipantId, kind: MediaKind) {
+        let (gone, kept): (VecDeque<Held>, VecDeque<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.from == from && h.kind == kind);
+        self.held = kept;
+        for h in gone {
+            self.held_bytes = self.held_bytes.saturating_sub(h.data.len());
+            self.drop_frame(h.from, DropCause::FutureEpochExpired);
+        }
+    }
+
     fn health(&mut self, from: ParticipantId) -> &mut SenderHealth {
         self.health_changed = true;
         self.health.entry(from.0).or_insert_with(|| SenderHealth {

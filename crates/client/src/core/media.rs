@@ -125,8 +125,8 @@ impl CallCore {
                 }
             }
             MediaInput::TrackEnded { from, kind } => {
-                if let (Phase::Member(g), Some(p)) = (&mut self.phase, &mut self.media.pipeline) {
-                    p.close_stream(g, from, kind);
+                if let Some(p) = &mut self.media.pipeline {
+                    p.end_track(from, kind);
                 }
             }
             MediaInput::TrackStarted {

@@ -174,7 +174,7 @@ fn a_frame_played_before_its_manifest_and_never_vouched_for_is_reported_within_t
 
 // covers: SDK-AUTH-1, SDK-AUTH-4
 #[test]
-fn a_sender_that_does_not_sign_is_unauthenticated_and_an_ended_stream_starts_afresh() {
+fn a_sender_that_does_not_sign_is_unauthenticated_and_a_restarted_track_stays_pinned() {
     let (mut room, mut mallory) = call_with_mallory();
     let me = mallory.leaf();
     // Alice's manifest naming her own stream is known to bob.
@@ -199,7 +199,8 @@ fn a_sender_that_does_not_sign_is_unauthenticated_and_an_ended_stream_starts_afr
         Some(&1),
         "{h:?}"
     );
-    // ...until the stream ends: a new stream starts with fresh state.
+    // ...even after its track ends and starts again: a restarted track is the same
+    // participant's same stream, it stays pinned.
     let now = room.now;
     room.peers[1].media(
         now,
@@ -210,14 +211,15 @@ fn a_sender_that_does_not_sign_is_unauthenticated_and_an_ended_stream_starts_afr
     );
     let own = mallory.forge(me, MediaKind::Audio, 1, b"mallory again");
     inject(&mut room, 1, 99, own);
+    assert!(room.peers[1].frames.is_empty());
+    // Mallory's own frames on a stream of her own are delivered, as unauthenticated (she does
+    // not sign media).
+    let own = mallory.forge(me, MediaKind::Audio, 2, b"mallory here");
+    inject(&mut room, 1, 100, own);
     let f = room.peers[1].frames.last().unwrap();
     assert_eq!(
         (&*f.sender, f.data(), f.auth()),
-        (
-            "mallory",
-            &b"mallory again"[..],
-            SenderAuth::Unauthenticated
-        )
+        ("mallory", &b"mallory here"[..], SenderAuth::Unauthenticated)
     );
     let events = room.peers[1].take_events();
     assert!(
@@ -227,14 +229,10 @@ fn a_sender_that_does_not_sign_is_unauthenticated_and_an_ended_stream_starts_afr
         )),
         "{events:?}"
     );
-    // The counters of the closed stream stay with the participant.
     let s = room.peers[1].core.stats();
     let h = s.senders.iter().find(|h| h.participant == 99).unwrap();
-    assert_eq!(
-        (h.auth.wrong_participant, h.auth.foreign, h.auth.unsigned),
-        (1, 1, 1),
-        "{h:?}"
-    );
+    assert_eq!((h.auth.wrong_participant, h.auth.foreign), (1, 2), "{h:?}");
+    let h = s.senders.iter().find(|h| h.participant == 100).unwrap();
     assert_eq!(h.delivered_unauthenticated, 1);
 }
 
@@ -302,4 +300,46 @@ fn frames_of_a_removed_member_awaiting_its_manifest_are_not_flagged() {
     let s = room.peers[0].core.stats();
     let h = s.senders.iter().find(|h| h.participant == bob).unwrap();
     assert_eq!((h.auth.pending, h.impersonated()), (1, 0), "{h:?}");
+}
+
+// covers: SDK-AUTH-6
+#[test]
+fn frames_replayed_across_a_track_restart_are_refused() {
+    let mut room = call_with_media();
+    let now = room.now;
+    room.peers[1]
+        .publish(now, MediaKind::Audio, b"once only", None)
+        .unwrap();
+    let packets: Vec<_> = room.peers[1]
+        .packets
+        .iter()
+        .filter(|(k, _)| *k == MediaKind::Audio)
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert!(!packets.is_empty());
+    let bob = room.peers[1].conn;
+    inject(&mut room, 0, bob, packets.clone());
+    assert_eq!(room.peers[0].frames.len(), 1);
+    // The relay ends bob's track, starts it again and replays the same frame.
+    let now = room.now;
+    room.peers[0].media(
+        now,
+        MediaInput::TrackEnded {
+            from: ParticipantId(bob),
+            kind: MediaKind::Audio,
+        },
+    );
+    inject(&mut room, 0, bob, packets);
+    assert_eq!(
+        room.peers[0].frames.len(),
+        1,
+        "a replayed frame was delivered"
+    );
+    let s = room.peers[0].core.stats();
+    let h = s.senders.iter().find(|h| h.participant == bob).unwrap();
+    assert_eq!(
+        h.dropped.get(&DropCause::Frame(FrameReason::Replay)),
+        Some(&1),
+        "{h:?}"
+    );
 }
