@@ -4,11 +4,14 @@
 //! The sans-IO cores are [`token`] (capability tokens) and [`ds`] (the delivery-service state
 //! machine): they never read a clock, open a socket or spawn a task. [`server`] is the tokio +
 //! rustls shell that drives them, [`forward`] attaches the media forwarder (one
-//! `blindcall_transport::Sfu` per room) to it, [`config`] reads `relay.toml`, [`metrics`]
-//! exports Prometheus metrics and [`cli`] holds what the `blindcall-relay` binary and the
-//! `blindcall` CLI run. The relay validates MLS handshakes with public state only, reads RTP
-//! headers only, and cannot name any media key type: it does not depend on `blindcall-sframe`
-//! or `blindcall-group`.
+//! `blindcall_transport::Sfu` per room) to it, [`store`] keeps what the delivery service must
+//! not lose (in memory, or in NATS JetStream shared by a cluster's nodes), [`config`] reads
+//! `relay.toml`, [`metrics`] exports Prometheus metrics and [`cli`] holds what the
+//! `blindcall-relay` binary and the `blindcall` CLI run. The relay validates MLS handshakes
+//! with public state only, reads RTP headers only, and cannot name any media key type: it does
+//! not depend on `blindcall-sframe` or `blindcall-group`.
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
@@ -16,6 +19,7 @@ pub mod ds;
 pub mod forward;
 pub mod metrics;
 pub mod server;
+pub mod store;
 pub mod time;
 pub mod token;
 

@@ -1,0 +1,232 @@
+//! The JetStream store: NATS JetStream KV, shared by every relay node of a cluster.
+//!
+//! Claims are create-only writes: a publish to the key's subject with
+//! `Nats-Expected-Last-Subject-Sequence: 0`, which the server accepts for exactly one writer
+//! (what `Store::create` sends first). Never `update` with an expected revision above 0: on a
+//! clustered nats-server 2.9.10 several writers can win it (nats-server#4320). For the same
+//! reason the library's `create`, which re-creates a deleted key through such an `update`, is
+//! not used: a deleted commit key is refused as tampering ([`CorruptEntry::Deleted`]).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv::{self, UpdateErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::stream::StorageType;
+use async_nats::{Client, ConnectOptions, connection::State};
+
+use super::{CommitRecord, CorruptEntry, Sequenced, StoreError, StoreOp, decide};
+use crate::ds::RoomId;
+
+/// The default bucket name.
+pub const DEFAULT_BUCKET: &str = "blindcall_rooms";
+/// The default time allowed for one store operation.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How to reach the JetStream store.
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// Server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for several).
+    pub url: String,
+    /// KV bucket name (stream `KV_<bucket>`).
+    pub bucket: String,
+    /// Time allowed for each operation (connect included); beyond it the operation fails
+    /// with [`StoreError::Timeout`].
+    pub op_timeout: Duration,
+    /// Stream replicas when the relay creates the bucket (3 on a 3-node cluster).
+    pub replicas: usize,
+}
+
+impl JetStreamConfig {
+    /// The default bucket, a 2 s operation timeout, one replica.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            bucket: DEFAULT_BUCKET.to_owned(),
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            replicas: 1,
+        }
+    }
+}
+
+/// The KV key of the commit sequenced for (`room`, `epoch`):
+/// `room.<hex room id>.epoch.<decimal epoch>.commit` (CL-KEY-1).
+pub fn commit_key(room: &RoomId, epoch: u64) -> String {
+    format!("room.{}.epoch.{epoch}.commit", hex::encode(&room.0))
+}
+
+/// The KV header that marks a deleted or purged key.
+const KV_OPERATION: &str = "KV-Operation";
+/// Pause between reads of a key whose create was just refused but which the leader does not
+/// show yet (the winner's write is still being applied).
+const READ_RETRY: Duration = Duration::from_millis(5);
+
+/// A connection to the JetStream KV bucket. Clones share the connection.
+#[derive(Clone)]
+pub struct JetStreamStore {
+    client: Client,
+    kv: kv::Store,
+    /// `$KV.<bucket>.`: the stream subject of a key is this plus the key.
+    subject_prefix: String,
+    op_timeout: Duration,
+}
+
+impl std::fmt::Debug for JetStreamStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamStore")
+            .field("state", &self.client.connection_state())
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `fut`, or [`StoreError::Timeout`] after `after`.
+async fn within<T>(
+    op: StoreOp,
+    after: Duration,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(after, fut)
+        .await
+        .unwrap_or(Err(StoreError::Timeout { op, after }))
+}
+
+fn backend(op: StoreOp) -> impl FnOnce(async_nats::Error) -> StoreError {
+    move |source| StoreError::Backend { op, source }
+}
+
+impl JetStreamStore {
+    /// Connect and open the bucket, creating it (history 1, file storage) when missing.
+    pub async fn connect(cfg: JetStreamConfig) -> Result<Self, StoreError> {
+        let after = cfg.op_timeout;
+        let client = within(StoreOp::Connect, after, async {
+            ConnectOptions::new()
+                .connection_timeout(after)
+                .connect(cfg.url.as_str())
+                .await
+                .map_err(|_| StoreError::Unreachable {
+                    op: StoreOp::Connect,
+                })
+        })
+        .await?;
+        let mut js = async_nats::jetstream::new(client.clone());
+        js.set_timeout(after);
+        let kv = within(StoreOp::OpenBucket, after, async {
+            if let Ok(kv) = js.get_key_value(cfg.bucket.as_str()).await {
+                return Ok(kv);
+            }
+            let config = kv::Config {
+                bucket: cfg.bucket.clone(),
+                description: "blindcall relay room store".to_owned(),
+                history: 1,
+                storage: StorageType::File,
+                num_replicas: cfg.replicas.max(1),
+                ..Default::default()
+            };
+            match js.create_key_value(config).await {
+                Ok(kv) => Ok(kv),
+                // Another node may have created it between our get and our create.
+                Err(create) => js
+                    .get_key_value(cfg.bucket.as_str())
+                    .await
+                    .map_err(|_| backend(StoreOp::OpenBucket)(Box::new(create))),
+            }
+        })
+        .await?;
+        Ok(Self {
+            client,
+            kv,
+            subject_prefix: format!("$KV.{}.", cfg.bucket),
+            op_timeout: after,
+        })
+    }
+
+    fn connected(&self, op: StoreOp) -> Result<(), StoreError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            State::Pending | State::Disconnected => Err(StoreError::Unreachable { op }),
+        }
+    }
+
+    /// Claim the record's (room, epoch); see [`RoomStore::sequence_commit`](super::RoomStore::sequence_commit).
+    pub async fn sequence_commit(&self, record: &CommitRecord) -> Result<Sequenced, StoreError> {
+        let value = record.encode()?;
+        // Not connected: publish nothing (a publish buffered now could land after we answered).
+        self.connected(StoreOp::Claim)?;
+        let key = commit_key(record.room(), record.epoch());
+        let after = self.op_timeout;
+        let created = within(StoreOp::Claim, after, async {
+            match self.kv.update(key.as_str(), value.into(), 0).await {
+                Ok(_revision) => Ok(true),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) if e.kind() == UpdateErrorKind::TimedOut => Err(StoreError::Timeout {
+                    op: StoreOp::Claim,
+                    after,
+                }),
+                Err(e) => Err(backend(StoreOp::Claim)(Box::new(e))),
+            }
+        })
+        .await?;
+        if created {
+            return Ok(Sequenced::Won);
+        }
+        // Refused: the key exists. The stream leader refused it, so it holds the winner or is
+        // applying it; read it from the leader until it shows.
+        let deadline = Instant::now() + after;
+        loop {
+            if let Some(holder) = self.sequenced_commit(record.room(), record.epoch()).await? {
+                return Ok(decide(record, holder));
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout {
+                    op: StoreOp::Read,
+                    after,
+                });
+            }
+            tokio::time::sleep(READ_RETRY).await;
+        }
+    }
+
+    /// The commit sequenced for (`room`, `epoch`), if any, read from the stream's leader (a
+    /// direct get may be answered by a replica that does not hold the latest write yet). A
+    /// deleted or purged key is [`CorruptEntry::Deleted`]: winners are never removed.
+    pub async fn sequenced_commit(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+    ) -> Result<Option<CommitRecord>, StoreError> {
+        self.connected(StoreOp::Read)?;
+        let key = commit_key(room, epoch);
+        let subject = format!("{}{key}", self.subject_prefix);
+        let after = self.op_timeout;
+        let message = within(StoreOp::Read, after, async {
+            match self
+                .kv
+                .stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+            {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+                Err(e) => Err(backend(StoreOp::Read)(Box::new(e))),
+            }
+        })
+        .await?;
+        let Some(message) = message else {
+            return Ok(None);
+        };
+        let deleted = message
+            .headers
+            .get(KV_OPERATION)
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+        if deleted {
+            return Err(StoreError::Corrupt {
+                key,
+                reason: CorruptEntry::Deleted,
+            });
+        }
+        CommitRecord::decode(&message.payload, room, epoch)
+            .map(Some)
+            .map_err(|reason| StoreError::Corrupt { key, reason })
+    }
+}

@@ -1,0 +1,37 @@
+//! The in-memory store: the default, for a single relay process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{CommitRecord, Sequenced, decide};
+use crate::ds::RoomId;
+
+/// Sequenced commits in this process's memory. Clones share the same map, so tasks of one
+/// process race exactly as nodes racing on JetStream do.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    commits: Arc<Mutex<HashMap<(RoomId, u64), CommitRecord>>>,
+}
+
+impl MemoryStore {
+    /// Claim the record's (room, epoch); see [`RoomStore::sequence_commit`](super::RoomStore::sequence_commit).
+    pub fn sequence_commit(&self, record: &CommitRecord) -> Result<Sequenced, super::StoreError> {
+        record.validate()?;
+        // A panic while holding the lock cannot leave the map half-written (one insert).
+        let mut map = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (record.room().clone(), record.epoch());
+        match map.get(&key) {
+            Some(holder) => Ok(decide(record, holder.clone())),
+            None => {
+                map.insert(key, record.clone());
+                Ok(Sequenced::Won)
+            }
+        }
+    }
+
+    /// The commit sequenced for (`room`, `epoch`), if any.
+    pub fn sequenced_commit(&self, room: &RoomId, epoch: u64) -> Option<CommitRecord> {
+        let map = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&(room.clone(), epoch)).cloned()
+    }
+}

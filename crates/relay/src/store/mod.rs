@@ -1,0 +1,112 @@
+//! `RoomStore`: where the delivery service keeps what it must not lose, so that more than one
+//! relay node can serve a room (spec/cluster.md).
+//!
+//! The store belongs to the shell, never to the sans-IO [`Ds`](crate::ds::Ds): its operations
+//! are `async` and may fail; the DS core will ask for writes as outputs and learn their
+//! results as inputs (spec/cluster.md, "Planned"). What is built: commit sequencing, the one
+//! decision that must be made once for all nodes — the first valid commit for (room, epoch)
+//! wins — as a create-only key per (room, epoch).
+//!
+//! Two implementations behind one enum ([`RoomStore`]; an enum rather than a trait object, so
+//! the `async fn`s need no boxing):
+//! - [`MemoryStore`], the default: one process, nothing to run.
+//! - [`JetStreamStore`]: NATS JetStream KV (nats-server 2.9.10, async-nats 0.40.0), shared by
+//!   every node of a cluster.
+
+mod error;
+mod jetstream;
+mod memory;
+mod record;
+
+pub use error::{StoreError, StoreOp};
+pub use jetstream::{
+    DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig, JetStreamStore, commit_key,
+};
+pub use memory::MemoryStore;
+pub use record::{
+    COMMIT_HASH_LEN, CommitHash, CommitRecord, CorruptEntry, EncodeError, KIND_COMMIT,
+    RECORD_MAGIC, RECORD_VERSION, commit_hash,
+};
+
+use crate::ds::RoomId;
+
+/// The outcome of a commit claim for (room, epoch).
+#[must_use = "a lost claim must not be broadcast: the winner's commit is the epoch's"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sequenced {
+    /// This claim holds the epoch (also when the same commit — same hash — was already there:
+    /// a retried claim whose first answer was lost, CL-SEQ-2).
+    Won,
+    /// Another commit holds the epoch; here it is, as stored.
+    Lost {
+        /// The epoch's winner.
+        winner: CommitRecord,
+    },
+}
+
+/// The delivery service's durable state. Cheap to clone: clones share the same store.
+#[derive(Debug, Clone)]
+pub enum RoomStore {
+    /// In this process only (the default).
+    Memory(MemoryStore),
+    /// NATS JetStream KV, shared by every node.
+    JetStream(Box<JetStreamStore>),
+}
+
+impl Default for RoomStore {
+    fn default() -> Self {
+        Self::Memory(MemoryStore::default())
+    }
+}
+
+impl RoomStore {
+    /// Connect to JetStream and open (or create) the bucket. Fails closed: an unreachable
+    /// server is [`StoreError::Unreachable`] or [`StoreError::Timeout`], never a store that
+    /// pretends to work.
+    pub async fn jetstream(cfg: JetStreamConfig) -> Result<Self, StoreError> {
+        JetStreamStore::connect(cfg)
+            .await
+            .map(|j| Self::JetStream(Box::new(j)))
+    }
+
+    /// Claim `record.epoch()` of `record.room()` for `record`'s commit: exactly one claim per
+    /// (room, epoch) wins, across every process sharing the store; every other claim gets the
+    /// winner (CL-SEQ-1). An error means this claim did not sequence anything (CL-FAIL-1); a
+    /// [`StoreError::Timeout`] on a write means its outcome is unknown until the key is read.
+    pub async fn sequence_commit(&self, record: &CommitRecord) -> Result<Sequenced, StoreError> {
+        match self {
+            Self::Memory(m) => m.sequence_commit(record),
+            Self::JetStream(j) => j.sequence_commit(record).await,
+        }
+    }
+
+    /// The commit sequenced for (`room`, `epoch`), if any.
+    pub async fn sequenced_commit(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+    ) -> Result<Option<CommitRecord>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.sequenced_commit(room, epoch)),
+            Self::JetStream(j) => j.sequenced_commit(room, epoch).await,
+        }
+    }
+
+    /// Which implementation this is, for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::JetStream(_) => "jetstream",
+        }
+    }
+}
+
+/// The decision every implementation makes once the key's holder is known: our own commit
+/// (same hash) is a win, anything else is the winner.
+fn decide(ours: &CommitRecord, holder: CommitRecord) -> Sequenced {
+    if holder.hash() == ours.hash() {
+        Sequenced::Won
+    } else {
+        Sequenced::Lost { winner: holder }
+    }
+}
