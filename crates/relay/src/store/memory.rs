@@ -7,7 +7,9 @@ use super::{CommitRecord, Sequenced, decide};
 use crate::ds::RoomId;
 
 /// Sequenced commits in this process's memory. Clones share the same map, so tasks of one
-/// process race exactly as nodes racing on JetStream do.
+/// process race exactly as nodes racing on JetStream do. It keeps every record until dropped:
+/// pruning to each room's `commit_history` comes with the DS using the store (spec/cluster.md,
+/// "Planned").
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     commits: Arc<Mutex<HashMap<(RoomId, u64), CommitRecord>>>,

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The binary (Debian package `nats-server`).
+/// The binary (Debian package `nats-server`), found on `PATH`, else in `/usr/sbin` (where
+/// Debian puts it, not on every user's `PATH`), unless `BLINDCALL_NATS_SERVER` names one.
 pub const NATS_SERVER: &str = "nats-server";
 /// How long a server may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -27,13 +28,27 @@ pub struct NatsServer {
     extra: Vec<String>,
 }
 
+/// The `nats-server` to run, if one runs.
+fn binary() -> Option<PathBuf> {
+    let candidates = match std::env::var_os("BLINDCALL_NATS_SERVER") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![
+            PathBuf::from(NATS_SERVER),
+            Path::new("/usr/sbin").join(NATS_SERVER),
+        ],
+    };
+    candidates.into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 fn installed() -> bool {
-    Command::new(NATS_SERVER)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    binary().is_some()
 }
 
 /// `n` distinct loopback ports that were free a moment ago (bound to port 0 together, then
@@ -125,7 +140,7 @@ impl NatsServer {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let child = Command::new(NATS_SERVER)
+        let child = Command::new(binary().ok_or_else(|| format!("{NATS_SERVER} not found"))?)
             .args(["-js", "-sd"])
             .arg(self.dir.path().join("js"))
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
