@@ -1,13 +1,15 @@
 //! Commit sequencing latency through the room store: in memory vs NATS JetStream (a local
-//! `nats-server -js` started by the bench), in the same run.
+//! `nats-server -js` started by the bench, and a 3-node cluster), in the same run.
 //!
 //! `cargo bench -p blindcall-relay --bench commit_sequencing`
 //!
 //! Besides criterion's estimates, prints p50/p99 of every individual claim it timed, per case:
 //! - `memory/won`, `jetstream/won`: a claim of a fresh epoch (the create-only write wins);
-//! - `jetstream/lost`: a claim of an epoch already held (the write is refused, the winner read).
+//! - `jetstream/lost`: a claim of an epoch already held (the write is refused, the winner read);
+//! - `jetstream-r3/won`, `jetstream-r3/lost`: the same on a 3-node cluster (bucket of 3
+//!   replicas), the claimer connected to one node.
 //!
-//! Commits are 2 KiB (a path-update commit in a grown tree of a few hundred members).
+//! Commits are 2 KiB (about an Add commit in a grown tree of 256 members, DESIGN.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/nats/mod.rs"]
@@ -102,6 +104,27 @@ fn commit_sequencing(c: &mut Criterion) {
             .unwrap();
         bench_store(c, &rt, "jetstream/won", &store, true);
         bench_store(c, &rt, "jetstream/lost", &store, false);
+    }
+
+    if let Some(cluster) = nats::NatsCluster::start_or_skip("commit_sequencing jetstream-r3", 3) {
+        let mut cfg = JetStreamConfig::new(cluster.nodes[0].url());
+        cfg.bucket = "blindcall_rooms_r3".to_owned();
+        cfg.replicas = 3;
+        cfg.op_timeout = Duration::from_secs(5);
+        // The cluster serves JetStream once it has elected its leader.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let store = loop {
+            match rt.block_on(RoomStore::jetstream(cfg.clone())) {
+                Ok(store) => break store,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("cluster not ready yet: {e}");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => panic!("the 3-node cluster never served JetStream: {e}"),
+            }
+        };
+        bench_store(c, &rt, "jetstream-r3/won", &store, true);
+        bench_store(c, &rt, "jetstream-r3/lost", &store, false);
     }
 
     println!(
