@@ -223,6 +223,20 @@ async fn an_unreachable_store_is_a_typed_error_and_sequences_nothing() {
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    // A URL that does not parse is a configuration error, not an outage.
+    let err = RoomStore::jetstream(JetStreamConfig::new("nats://[::1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Backend {
+                op: StoreOp::Connect,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // Connected, then the server dies: claims and reads fail with a typed error in bounded
     // time; none is sequenced.

@@ -52,7 +52,8 @@ pub enum StoreError {
         /// The time allowed.
         after: Duration,
     },
-    /// The store answered with an error.
+    /// The store answered with an error, or the configuration does not fit it (a bad URL,
+    /// credentials or TLS at connect).
     #[error("store refused the operation ({op})")]
     Backend {
         /// What was attempted.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv::{self, UpdateErrorKind};
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::stream::StorageType;
-use async_nats::{Client, ConnectOptions, connection::State};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, connection::State};
 
 use super::{CommitRecord, CorruptEntry, Sequenced, StoreError, StoreOp, decide};
 use crate::ds::RoomId;
@@ -104,8 +104,16 @@ impl JetStreamStore {
                 .connection_timeout(after)
                 .connect(cfg.url.as_str())
                 .await
-                .map_err(|_| StoreError::Unreachable {
-                    op: StoreOp::Connect,
+                .map_err(|e| match e.kind() {
+                    // Nobody answering at that address (yet).
+                    ConnectErrorKind::Dns
+                    | ConnectErrorKind::Io
+                    | ConnectErrorKind::TimedOut
+                    | ConnectErrorKind::MaxReconnects => StoreError::Unreachable {
+                        op: StoreOp::Connect,
+                    },
+                    // Someone answers, but not as configured: a bad URL, credentials or TLS.
+                    _ => backend(StoreOp::Connect)(Box::new(e)),
                 })
         })
         .await?;
