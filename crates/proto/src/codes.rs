@@ -239,6 +239,10 @@ wire_enum! {
         EXTERNAL_COMMIT = 15,
         /// The members' shared commit policy refuses it.
         POLICY = 16,
+        /// The relay could not sequence the commit because its room store (shared by a
+        /// cluster's nodes) did not answer or is unreachable; nothing changed. The committer
+        /// may send the commit again after a delay.
+        STORE_UNAVAILABLE = 17,
     }
 }
 

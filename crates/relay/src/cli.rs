@@ -13,9 +13,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 use thiserror::Error;
 use tracing::info;
 
-use crate::config::{ConfigError, DEFAULT_SECRET_ENV, EXAMPLE_CONFIG, RelayConfig, SecretSection};
+use crate::config::{
+    ClusterSection, ConfigError, DEFAULT_SECRET_ENV, EXAMPLE_CONFIG, RelayConfig, SecretSection,
+};
 use crate::forward::ForwarderConfig;
 use crate::server::{self, ServerError};
+use crate::store::{RoomStore, StoreError};
 use crate::token::{self, TokenClaims, TokenError};
 
 /// Where a development certificate's PEM goes when neither the config nor the flags say.
@@ -46,6 +49,34 @@ pub enum CliError {
     /// The TTL overflows the clock.
     #[error("--ttl-secs is too large")]
     BadTtl,
+    /// `--cluster` without a node id (from `--node-id` or `[cluster] node_id`).
+    #[error("--cluster needs --node-id ID (or [cluster] node_id in the config)")]
+    NoNodeId,
+    /// `--node-id` without a cluster (from `--cluster` or `[cluster]`).
+    #[error("--node-id needs --cluster nats://HOST:PORT (or a [cluster] section)")]
+    NodeIdWithoutCluster,
+    /// Cluster mode, and the room store cannot be used: the relay does not start.
+    #[error("cannot use the cluster store at {url}: {source}; not starting without it")]
+    ClusterStore {
+        /// The NATS URL(s), credentials removed.
+        url: String,
+        /// Why.
+        source: StoreError,
+    },
+}
+
+/// `url` with any `user:password@` part replaced by `***@`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &u[..scheme + 3], &u[at..])
+            }
+            (None, Some(at)) => format!("***{}", &u[at..]),
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Arguments of `blindcall-relay` / `blindcall relay`.
@@ -81,6 +112,13 @@ pub struct RelayArgs {
     /// Log filter, `RUST_LOG` syntax (the `RUST_LOG` variable wins when set).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
+    /// Run as a cluster node with the room store on this NATS server (overrides
+    /// `[cluster] nats`); the relay refuses to start when it is unreachable.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster (overrides `[cluster] node_id`).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 impl Default for RelayArgs {
@@ -97,6 +135,8 @@ impl Default for RelayArgs {
             no_media: false,
             print_example_config: false,
             log: "info".to_string(),
+            cluster: None,
+            node_id: None,
         }
     }
 }
@@ -131,6 +171,22 @@ impl RelayArgs {
         }
         if cfg.tls.dev_self_signed && cfg.tls.dev_cert_out.is_none() {
             cfg.tls.dev_cert_out = Some(PathBuf::from(DEFAULT_DEV_CERT_OUT));
+        }
+        match (&self.cluster, &mut cfg.cluster) {
+            (Some(url), Some(section)) => section.nats = url.clone(),
+            (Some(url), None) => {
+                cfg.cluster = Some(ClusterSection {
+                    nats: url.clone(),
+                    node_id: self.node_id.clone().ok_or(CliError::NoNodeId)?,
+                    bucket: crate::store::DEFAULT_BUCKET.to_owned(),
+                    replicas: 1,
+                });
+            }
+            (None, _) => {}
+        }
+        if let Some(id) = &self.node_id {
+            let section = cfg.cluster.as_mut().ok_or(CliError::NodeIdWithoutCluster)?;
+            section.node_id = id.clone();
         }
         Ok(cfg)
     }
@@ -167,7 +223,19 @@ pub fn run_relay(args: &RelayArgs) -> Result<(), CliError> {
 /// forwarder is attached ([`crate::start_with_media`]) unless `--no-media`.
 pub async fn run_relay_async(args: &RelayArgs) -> Result<(), CliError> {
     let cfg = args.to_config()?;
-    let resolved = cfg.resolve(&|v| std::env::var(v).ok())?;
+    let mut resolved = cfg.resolve(&|v| std::env::var(v).ok())?;
+    if let Some(node) = &resolved.cluster {
+        let url = redact_url(&node.store.url);
+        let store = RoomStore::jetstream(node.store.clone())
+            .await
+            .map_err(|source| CliError::ClusterStore {
+                url: url.clone(),
+                source,
+            })?;
+        println!("cluster node {}: room store on {url}", node.node_id);
+        info!(node_id = %node.node_id, store = %url, "cluster mode: commits sequenced in the room store");
+        resolved.server.store = Some(store);
+    }
     if let Some(dev) = &resolved.dev_cert {
         println!("development certificate SHA-256: {}", dev.fingerprint());
         if let Some(out) = &cfg.tls.dev_cert_out {
@@ -378,5 +446,38 @@ mod tests {
             RelayArgs::default().to_config(),
             Err(CliError::NoListenAddress)
         ));
+    }
+
+    // covers: CL-NODE-1
+    #[test]
+    fn cluster_flags_override_the_config_and_credentials_never_show() {
+        let args = RelayArgs {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            cluster: Some("nats://127.0.0.1:4222".into()),
+            node_id: Some("n1".into()),
+            ..RelayArgs::default()
+        };
+        let c = args.to_config().unwrap().cluster.unwrap();
+        assert_eq!(
+            (c.nats.as_str(), c.node_id.as_str()),
+            ("nats://127.0.0.1:4222", "n1")
+        );
+        let no_id = RelayArgs {
+            node_id: None,
+            ..args.clone()
+        };
+        assert!(matches!(no_id.to_config(), Err(CliError::NoNodeId)));
+        let no_cluster = RelayArgs {
+            cluster: None,
+            ..args
+        };
+        assert!(matches!(
+            no_cluster.to_config(),
+            Err(CliError::NodeIdWithoutCluster)
+        ));
+        assert_eq!(
+            redact_url("nats://user:pw@h:1,nats://h2:2,tok@h3:3"),
+            "nats://***@h:1,nats://h2:2,***@h3:3"
+        );
     }
 }

@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::ds::{ChallengeSeed, DsConfig, RelayIdentities, RelayIdentity};
 use crate::server::tls::{self, DevCert, TlsError};
 use crate::server::{ServerConfig, ShellLimits};
+use crate::store::JetStreamConfig;
 use crate::token::{TokenError, TokenSecret};
 
 /// The environment variable read for the token secret when no config file names one.
@@ -81,6 +82,15 @@ bind = "127.0.0.1"
 # Behind a 1:1 NAT (e.g. a cloud instance's public address), the address clients should send
 # media to; candidates on `bind` are advertised with it instead.
 # advertise = "203.0.113.10"
+
+# [cluster]
+# Run as one node of a relay cluster: commits are sequenced in a room store on NATS JetStream
+# shared by every node (spec/cluster.md). The relay refuses to start when NATS is unreachable.
+# Omit the section for a single relay (rooms in memory).
+# nats = "nats://127.0.0.1:4222"
+# node_id = "relay-1"            # unique per node: letters, digits, '-' and '_', 1..=64
+# bucket = "blindcall_rooms"     # the JetStream KV bucket (the same on every node)
+# replicas = 1                   # bucket replicas when this node creates it (3 on 3 servers)
 "#;
 
 /// A configuration error, naming the setting at fault.
@@ -143,6 +153,15 @@ pub enum ConfigError {
     /// The `[media]` section is inconsistent.
     #[error("[media] {0}")]
     Media(&'static str),
+    /// `[cluster] node_id` is not 1..=64 of `[A-Za-z0-9_-]`.
+    #[error("[cluster] node_id must be 1 to 64 letters, digits, '-' or '_'")]
+    BadNodeId,
+    /// `[cluster] nats` is empty.
+    #[error("[cluster] nats must name the NATS server, e.g. nats://127.0.0.1:4222")]
+    NoClusterUrl,
+    /// `[cluster] replicas` is out of range.
+    #[error("[cluster] replicas must be 1 to 5")]
+    BadReplicas,
     /// Generating the relay's MLS external-sender key failed.
     #[error("cannot generate the relay's MLS signature key")]
     RelayIdentity,
@@ -172,6 +191,69 @@ pub struct RelayConfig {
     /// The media forwarder's addresses.
     #[serde(default)]
     pub media: MediaSection,
+    /// Cluster mode: the shared room store and this node's id; `None` for a single relay.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`: this relay is one node of a cluster sharing a room store on NATS JetStream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The NATS server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for several).
+    pub nats: String,
+    /// This node's id, unique in the cluster: 1..=64 of `[A-Za-z0-9_-]`.
+    pub node_id: String,
+    /// The KV bucket of the room store (the same on every node).
+    #[serde(default = "default_bucket")]
+    pub bucket: String,
+    /// Replicas of the bucket when this node creates it.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+fn default_bucket() -> String {
+    crate::store::DEFAULT_BUCKET.to_owned()
+}
+
+fn default_replicas() -> usize {
+    1
+}
+
+/// A validated `[cluster]` section: what the relay connects to at start.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// This node's id.
+    pub node_id: String,
+    /// How to reach the room store.
+    pub store: JetStreamConfig,
+}
+
+impl ClusterSection {
+    /// Check the node id and the URL.
+    pub fn validate(&self) -> Result<ClusterNode, ConfigError> {
+        let id_ok = (1..=64).contains(&self.node_id.len())
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(ConfigError::BadNodeId);
+        }
+        if self.nats.trim().is_empty() {
+            return Err(ConfigError::NoClusterUrl);
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(ConfigError::BadReplicas);
+        }
+        let mut store = JetStreamConfig::new(self.nats.trim());
+        store.bucket = self.bucket.clone();
+        store.replicas = self.replicas;
+        Ok(ClusterNode {
+            node_id: self.node_id.clone(),
+            store,
+        })
+    }
 }
 
 /// `[media]`: where the media forwarder's UDP sockets live and what address it advertises.
@@ -602,6 +684,9 @@ pub struct Resolved {
     pub dev_cert: Option<DevCert>,
     /// The media forwarder's network settings.
     pub media: MediaNetwork,
+    /// Cluster mode: this node and its room store (connected at start, which fails when it is
+    /// unreachable); `None` for a single relay.
+    pub cluster: Option<ClusterNode>,
 }
 
 impl RelayConfig {
@@ -629,6 +714,7 @@ impl RelayConfig {
             token_secret: SecretSection::default(),
             limits: Limits::default(),
             media: MediaSection::default(),
+            cluster: None,
         }
     }
 
@@ -638,6 +724,11 @@ impl RelayConfig {
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, ConfigError> {
         let (ds_limits, shell) = self.limits.validate()?;
         let media = self.media.network()?;
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map(ClusterSection::validate)
+            .transpose()?;
         let secret = self.token_secret.load(env)?;
         let t = &self.tls;
         let (certs, key, dev_cert) = match (&t.cert, &t.key, t.dev_self_signed) {
@@ -673,9 +764,11 @@ impl RelayConfig {
                 media: None,
                 metrics_sources: Vec::new(),
                 control_tap: None,
+                store: None,
             },
             dev_cert,
             media,
+            cluster,
         })
     }
 }
@@ -928,5 +1021,55 @@ mod tests {
         // The inline secret never shows in Debug output.
         let cfg = parse(&format!("{dev}{hex}")).unwrap();
         assert!(!format!("{cfg:?}").contains(SECRET_HEX));
+    }
+
+    // covers: CL-NODE-1
+    #[test]
+    fn the_cluster_section_names_the_store_and_the_node() {
+        let cfg = RelayConfig::from_toml(EXAMPLE_CONFIG).unwrap();
+        assert!(cfg.cluster.is_none(), "a single relay by default");
+        let with = |section: &str| {
+            RelayConfig::from_toml(&format!("listen = \"127.0.0.1:0\"\n[cluster]\n{section}"))
+        };
+        let node = with("nats = \"nats://127.0.0.1:4222\"\nnode_id = \"relay-1\"")
+            .unwrap()
+            .cluster
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(node.node_id, "relay-1");
+        assert_eq!(node.store.url, "nats://127.0.0.1:4222");
+        assert_eq!(node.store.bucket, crate::store::DEFAULT_BUCKET);
+        assert_eq!(node.store.replicas, 1);
+        let node = with(
+            "nats = \"nats://a:1,nats://b:2\"\nnode_id = \"n_2\"\nbucket = \"b\"\nreplicas = 3",
+        )
+        .unwrap()
+        .cluster
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!((node.store.bucket.as_str(), node.store.replicas), ("b", 3));
+        // Both keys are required; unknown keys and bad values are named errors.
+        assert!(with("nats = \"nats://h:1\"").is_err());
+        assert!(with("node_id = \"n\"").is_err());
+        assert!(with("nats = \"nats://h:1\"\nnode_id = \"n\"\nlease = 3").is_err());
+        let bad = |section: &str| with(section).unwrap().cluster.unwrap().validate();
+        assert!(matches!(
+            bad("nats = \"nats://h:1\"\nnode_id = \"a.b\""),
+            Err(ConfigError::BadNodeId)
+        ));
+        assert!(matches!(
+            bad("nats = \"nats://h:1\"\nnode_id = \"\""),
+            Err(ConfigError::BadNodeId)
+        ));
+        assert!(matches!(
+            bad("nats = \" \"\nnode_id = \"n\""),
+            Err(ConfigError::NoClusterUrl)
+        ));
+        assert!(matches!(
+            bad("nats = \"nats://h:1\"\nnode_id = \"n\"\nreplicas = 0"),
+            Err(ConfigError::BadReplicas)
+        ));
     }
 }

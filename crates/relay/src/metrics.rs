@@ -183,6 +183,26 @@ pub fn render(
         family("reason", CommitRejectReason::KNOWN, &c.commits_rejected),
     );
     r.register(
+        "store_claims_won",
+        "Store mode: commit claims that won their epoch",
+        counter(c.claims_won),
+    );
+    r.register(
+        "store_claims_lost",
+        "Store mode: commit claims that lost their epoch to another node",
+        counter(c.claims_lost),
+    );
+    r.register(
+        "store_claims_failed",
+        "Store mode: commit claims that failed (STORE_UNAVAILABLE)",
+        counter(c.claims_failed),
+    );
+    r.register(
+        "store_winners_refused",
+        "Store mode: other nodes' winners that did not validate here",
+        counter(c.winners_refused),
+    );
+    r.register(
         "groups_created",
         "Groups bootstrapped",
         counter(c.groups_created),

@@ -13,9 +13,10 @@ use blindcall_proto::{
 };
 use tls_codec::Serialize as _;
 
+use super::claim::Committer;
 use super::state::{Conn, Seat};
-use super::validate::{CommitContext, Joiner, Rejection, RemovedBy};
-use super::{ConnId, Ds, DsCounters, DsFault, Event, RoomId};
+use super::validate::{CommitContext, Joiner, Rejection, RemovedBy, ValidatedCommit};
+use super::{ConnId, Ds, DsCounters, DsFault, Event, RoomId, StoreMode};
 
 impl Ds {
     pub(super) fn on_commit(&mut self, id: ConnId, c: Commit) {
@@ -24,6 +25,19 @@ impl Ds {
         };
         let room_id = adm.room.clone();
         let seat = adm.seat;
+        let (mode, max_queued) = (self.cfg.store_mode, self.cfg.max_queued_commits);
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        // Store mode: one claim in flight per room; the rest wait, unvalidated, behind it.
+        if mode == StoreMode::Shared && room.claims.in_flight.is_some() {
+            if room.claims.queued.len() < max_queued {
+                room.claims.queued.push_back((id, c));
+            } else {
+                self.queue_full(id, &room_id, c.epoch);
+            }
+            return;
+        }
         let Some(room) = self.rooms.get(&room_id) else {
             return;
         };
@@ -72,12 +86,27 @@ impl Ds {
                 return;
             }
         };
+        match mode {
+            StoreMode::Local => self.sequence(&room_id, validated, Committer::Here(id)),
+            StoreMode::Shared => self.claim(id, &room_id, validated),
+        }
+    }
+
+    /// Merge the epoch's winner and tell everyone: the committer (when it is here) gets
+    /// `CommitAccepted`, every other member here the broadcast.
+    pub(super) fn sequence(&mut self, room_id: &RoomId, validated: ValidatedCommit, by: Committer) {
+        let id = by.conn();
+        let committer = match by {
+            Committer::Here(c) => Some(c),
+            Committer::Elsewhere { .. } => None,
+        };
+        let room_id = room_id.clone();
         // Who hears the commit: every member but the committer, as of before the commit.
         let recipients: Vec<ConnId> = self
             .members(&room_id)
             .into_iter()
             .map(|(m, _)| m)
-            .filter(|m| *m != id)
+            .filter(|m| Some(*m) != committer)
             .collect();
         let Some(group) = self.rooms.get_mut(&room_id).and_then(|r| r.group.as_mut()) else {
             return;
@@ -91,7 +120,9 @@ impl Ds {
         };
         let tree = group.ratchet_tree_bytes();
         let commit_bytes = applied.sequenced.to_bytes();
-        self.counters.commits_accepted += 1;
+        if committer.is_some() {
+            self.counters.commits_accepted += 1;
+        }
 
         // Seats: removed members out (their connections close below), joiners in.
         let members_before = self.members(&room_id);
@@ -133,13 +164,17 @@ impl Ds {
             }
         }
 
-        // Outputs.
-        self.send(
-            id,
-            Body::CommitAccepted(CommitAccepted {
-                epoch: applied.new_epoch,
-            }),
-        );
+        // Outputs. In store mode the committer may have gone while its claim was in flight.
+        if let Some(c) = committer
+            && self.conns.contains_key(&c)
+        {
+            self.send(
+                c,
+                Body::CommitAccepted(CommitAccepted {
+                    epoch: applied.new_epoch,
+                }),
+            );
+        }
         match commit_bytes {
             Ok(bytes) => {
                 for r in recipients {
@@ -158,6 +193,9 @@ impl Ds {
             match (welcome.tls_serialize_detached(), &tree) {
                 (Ok(w), Ok(tree)) => {
                     for (conn, _) in &applied.joined {
+                        if !self.conns.contains_key(conn) {
+                            continue;
+                        }
                         self.counters.welcomes_routed += 1;
                         self.send(
                             *conn,
@@ -172,11 +210,17 @@ impl Ds {
                 (_, Err(f)) => self.fault(id, *f),
             }
         }
-        self.event(Event::CommitAccepted {
-            room: room_id.clone(),
-            conn: id,
-            epoch: applied.new_epoch,
-        });
+        match committer {
+            Some(conn) => self.event(Event::CommitAccepted {
+                room: room_id.clone(),
+                conn,
+                epoch: applied.new_epoch,
+            }),
+            None => self.event(Event::WinnerApplied {
+                room: room_id.clone(),
+                epoch: applied.new_epoch,
+            }),
+        }
         // Removed members heard the commit above; now they are told and cut off.
         for (conn, leaf, banned) in removed_conns {
             self.counters.members_removed += 1;
@@ -214,8 +258,12 @@ impl Ds {
         }
     }
 
-    fn reject(&mut self, id: ConnId, room: &RoomId, epoch: u64, rej: Rejection) {
+    pub(super) fn reject(&mut self, id: ConnId, room: &RoomId, epoch: u64, rej: Rejection) {
         DsCounters::bump(&mut self.counters.commits_rejected, rej.reason);
+        if !self.conns.contains_key(&id) {
+            // Store mode: the committer left while its claim was in flight.
+            return;
+        }
         let winner = rej.winner.and_then(|w| w.to_bytes().ok()).map(VLBytes::new);
         self.send(
             id,

@@ -55,6 +55,19 @@ pub struct DsCounters {
     pub graces_started: u64,
     /// Graces that ran out (the relay then proposed the leaf's removal).
     pub graces_expired: u64,
+    /// Store mode: claims that won their epoch (the commit was then merged).
+    pub claims_won: u64,
+    /// Store mode: claims that lost their epoch to another node's commit.
+    pub claims_lost: u64,
+    /// Store mode: claims that failed (the committer got `STORE_UNAVAILABLE`).
+    pub claims_failed: u64,
+    /// Store mode: claim answers for no claim in flight (its room closed meanwhile).
+    pub claims_unknown: u64,
+    /// Store mode: other nodes' winners merged here.
+    pub winners_applied: u64,
+    /// Store mode: other nodes' winners that did not validate here (the room is stuck at
+    /// their epoch on this node).
+    pub winners_refused: u64,
 }
 
 impl DsCounters {

@@ -6,7 +6,7 @@ use blindcall_proto::{
     CommitRejectReason, DEFAULT_MAX_FRAME_LEN, ErrorCode, RefusedReason, ResumeRefusedReason, Role,
 };
 
-use super::{ChallengeSeed, DsFault, RelayIdentities, RoomId};
+use super::{ChallengeSeed, ClaimRequest, DsFault, RelayIdentities, RoomId};
 use crate::time::Timestamp;
 use crate::token::TokenSecret;
 
@@ -21,6 +21,22 @@ pub const DEFAULT_RESUME_GRACE: Duration = Duration::from_secs(20);
 /// Default length of each room's commit log (sequenced commits kept for resumes and late
 /// committers).
 pub const DEFAULT_COMMIT_HISTORY: usize = 64;
+
+/// Default number of commits a room holds behind its claim in flight (store mode).
+pub const DEFAULT_MAX_QUEUED_COMMITS: usize = 16;
+
+/// How the DS sequences a room's commits (spec/cluster.md, CL-DS-1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreMode {
+    /// This DS alone decides each epoch's winner while handling the commit's frame (one relay
+    /// process; the default).
+    #[default]
+    Local,
+    /// A room store shared by several relay nodes decides: a validated commit is claimed
+    /// through [`Output::Claim`] and merged only once [`Ds::handle_claim`](super::Ds::handle_claim)
+    /// says it won.
+    Shared,
+}
 
 /// The shell's id for a connection (unique while the connection lives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +92,11 @@ pub struct DsConfig {
     pub peer_rate_per_second: u32,
     /// Largest `PeerBroadcast` payload, in bytes.
     pub max_peer_payload: usize,
+    /// Who decides each epoch's commit: this DS alone, or a shared room store.
+    pub store_mode: StoreMode,
+    /// In [`StoreMode::Shared`], how many commits of one room may wait behind its claim in
+    /// flight; one more is answered `CommitRejected(STORE_UNAVAILABLE)`.
+    pub max_queued_commits: usize,
 }
 
 impl DsConfig {
@@ -83,7 +104,7 @@ impl DsConfig {
     /// commits kept, 20 s resume grace, 128-byte names, 16 errors, 64 messages burst and 20
     /// per second, no idle timeout, 16 KiB KeyPackages, 128 connections per token, waiting
     /// room of 128 (100 per token), peer messages of 16 KiB at 10 per second with a burst of
-    /// 40.
+    /// 40, local sequencing ([`StoreMode::Local`]) and 16 commits queued per room in store mode.
     pub fn new(
         token_secret: TokenSecret,
         relay_identities: RelayIdentities,
@@ -111,6 +132,8 @@ impl DsConfig {
             peer_rate_burst: 40,
             peer_rate_per_second: 10,
             max_peer_payload: DEFAULT_MAX_PEER_PAYLOAD,
+            store_mode: StoreMode::Local,
+            max_queued_commits: DEFAULT_MAX_QUEUED_COMMITS,
         }
     }
 }
@@ -170,6 +193,10 @@ pub enum Output {
         /// The opaque signaling payload.
         payload: Vec<u8>,
     },
+    /// Store mode only: claim the epoch in the room store for a validated commit, then
+    /// answer with [`Ds::handle_claim`](super::Ds::handle_claim) under the same ticket. The
+    /// commit is sent to no one before the answer.
+    Claim(ClaimRequest),
     /// For logs and metrics.
     Event(Event),
 }
@@ -225,6 +252,38 @@ pub enum Event {
         conn: ConnId,
         /// The new epoch.
         epoch: u64,
+    },
+    /// Store mode: another node's commit won the epoch; this DS validated and merged it and
+    /// broadcast it to the room's members here.
+    WinnerApplied {
+        /// Room.
+        room: RoomId,
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// Store mode: the epoch's winner read from the store does not validate against this
+    /// node's state of the room; the room stays at `epoch` here (every later claim of it
+    /// loses to the same winner).
+    WinnerRefused {
+        /// Room.
+        room: RoomId,
+        /// The epoch the winner was sequenced in.
+        epoch: u64,
+        /// Why it was refused.
+        reason: CommitRejectReason,
+    },
+    /// Store mode: a claim failed (store unreachable, no answer in time, or a corrupt entry);
+    /// the committer was answered `STORE_UNAVAILABLE` and nothing changed.
+    ClaimFailed {
+        /// Room.
+        room: RoomId,
+        /// Committer.
+        conn: ConnId,
+        /// The epoch claimed.
+        epoch: u64,
+        /// Whether the claim's outcome is unknown (it timed out): the next claim of the epoch
+        /// reads the key first.
+        unsettled: bool,
     },
     /// A commit was refused.
     CommitRejected {

@@ -103,7 +103,9 @@ pub(crate) enum ProofCheck {
 pub(crate) struct GroupState {
     pub(super) storage: MemoryStorage,
     pub(super) group: PublicGroup,
-    pub(super) group_info: MlsMessageIn,
+    /// The current epoch's GroupInfo: `None` after another node's winner (store mode) until
+    /// this node sequences a commit of its own.
+    pub(super) group_info: Option<MlsMessageIn>,
     /// The call parameters of the group context (they cannot change: the policy refuses
     /// GroupContextExtensions proposals).
     pub(super) params: CallParams,
@@ -187,7 +189,7 @@ impl GroupState {
             Self {
                 storage,
                 group,
-                group_info: message,
+                group_info: Some(message),
                 params,
                 history: VecDeque::new(),
                 history_len,
@@ -224,10 +226,12 @@ impl GroupState {
         Roster::from_public_group(&self.group, |k| self.params.is_host(k))
     }
 
-    pub fn group_info_bytes(&self) -> Result<Vec<u8>, DsFault> {
+    /// The current epoch's GroupInfo, if this node holds it.
+    pub fn group_info_bytes(&self) -> Result<Option<Vec<u8>>, DsFault> {
         self.group_info
-            .tls_serialize_detached()
-            .map_err(|_| DsFault::Serialize)
+            .as_ref()
+            .map(|gi| gi.tls_serialize_detached().map_err(|_| DsFault::Serialize))
+            .transpose()
     }
 
     pub fn ratchet_tree_bytes(&self) -> Result<Vec<u8>, DsFault> {

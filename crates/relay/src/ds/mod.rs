@@ -6,9 +6,12 @@
 //!
 //! The shell owns one [`Ds`] and, for every event:
 //! 1. calls [`Ds::handle_input`] (connection opened, bytes received, connection lost, goodbye)
-//!    or, when the deadline from [`Ds::poll_timeout`] passes, [`Ds::handle_timeout`];
+//!    or, when the deadline from [`Ds::poll_timeout`] passes, [`Ds::handle_timeout`], or, in
+//!    store mode ([`StoreMode::Shared`]), when the room store answers an [`Output::Claim`],
+//!    [`Ds::handle_claim`];
 //! 2. drains [`Ds::poll_output`] until `None`, writing each [`Output::Send`] to its connection,
-//!    closing on [`Output::Close`] (after writing what was queued before it) and logging or
+//!    closing on [`Output::Close`] (after writing what was queued before it), starting each
+//!    [`Output::Claim`] in a task of its own (never awaited by the loop) and logging or
 //!    counting [`Output::Event`]s;
 //! 3. re-arms its timer with [`Ds::poll_timeout`].
 //!
@@ -18,6 +21,7 @@
 //! a typed answer and never affects another connection's room.
 
 mod challenge;
+mod claim;
 mod commit;
 mod counters;
 mod error;
@@ -41,13 +45,14 @@ use blindcall_proto::{
 use openmls_rust_crypto::RustCrypto;
 
 pub use challenge::ChallengeSeed;
+pub use claim::{ClaimAnswer, ClaimRequest, ClaimTicket};
 pub use counters::DsCounters;
 pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError, ProposalError};
 pub use identity::{RelayIdentities, RelayIdentity};
 pub use io::{
     CloseReason, ConnId, DEFAULT_COMMIT_HISTORY, DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO,
-    DEFAULT_MAX_KEY_PACKAGE_LEN, DEFAULT_MAX_PEER_PAYLOAD, DEFAULT_RESUME_GRACE, DsConfig, Event,
-    Input, Output,
+    DEFAULT_MAX_KEY_PACKAGE_LEN, DEFAULT_MAX_PEER_PAYLOAD, DEFAULT_MAX_QUEUED_COMMITS,
+    DEFAULT_RESUME_GRACE, DsConfig, Event, Input, Output, StoreMode,
 };
 pub use lifecycle::Occupancy;
 pub use state::RoomId;
@@ -78,6 +83,10 @@ pub struct Ds {
     now: Timestamp,
     /// Set by [`Ds::handle_shutdown`]: every later connection is refused.
     shutting_down: bool,
+    /// Store mode: the room of each claim in flight.
+    claim_rooms: HashMap<ClaimTicket, RoomId>,
+    /// Store mode: the next claim's ticket.
+    next_ticket: u64,
 }
 
 /// How a member's connection ended.
@@ -115,6 +124,8 @@ impl Ds {
             counters: DsCounters::default(),
             now: Timestamp(0),
             shutting_down: false,
+            claim_rooms: HashMap::new(),
+            next_ticket: 1,
         }
     }
 
@@ -657,7 +668,11 @@ impl Ds {
         };
         let epoch = group.epoch();
         match (group.group_info_bytes(), group.ratchet_tree_bytes()) {
-            (Ok(gi), Ok(tree)) => self.send(
+            (Ok(None), _) => {
+                // Store mode: the epoch's winner came from another node, its GroupInfo too.
+                self.error_with(id, ErrorCode::INTERNAL, "group info held by another node");
+            }
+            (Ok(Some(gi)), Ok(tree)) => self.send(
                 id,
                 Body::GroupInfoResponse(GroupInfoResponse {
                     epoch,

@@ -1,11 +1,12 @@
 //! Per-connection and per-room state.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
-use blindcall_proto::{FrameDecoder, RESUME_CHALLENGE_LEN, Role, RoomState};
+use blindcall_proto::{Commit, FrameDecoder, RESUME_CHALLENGE_LEN, Role, RoomState};
 
-use super::ConnId;
 use super::mls::{GroupState, StoredKeyPackage};
+use super::validate::ValidatedCommit;
+use super::{ClaimTicket, ConnId};
 use crate::time::Timestamp;
 
 /// A room id (from the capability token).
@@ -119,6 +120,28 @@ pub(crate) struct Room {
     pub grace: BTreeMap<u32, Grace>,
     /// Token ids a host removed (by `RemoveParticipant` or by a commit removing their member).
     pub banned_tokens: HashSet<[u8; 16]>,
+    /// Store mode: the room's claim in flight and the commits waiting behind it.
+    pub claims: RoomClaims,
+}
+
+/// A room's commit claims in store mode (spec/cluster.md, CL-DS-1..4).
+#[derive(Default)]
+pub(crate) struct RoomClaims {
+    /// The one validated commit whose epoch is being claimed in the store.
+    pub in_flight: Option<InFlight>,
+    /// Commits received while a claim was in flight, oldest first; each is validated when its
+    /// turn comes, against the state the claim left.
+    pub queued: VecDeque<(ConnId, Commit)>,
+    /// The epoch of a claim that timed out: it may have landed, so the next claim of that
+    /// epoch reads the key first.
+    pub unsettled: Option<u64>,
+}
+
+/// A validated commit parked until the store answers its claim.
+pub(crate) struct InFlight {
+    pub ticket: ClaimTicket,
+    pub committer: ConnId,
+    pub commit: ValidatedCommit,
 }
 
 /// A lost member's leaf, kept for a resume.

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use blindcall_policy::check_commit;
 use blindcall_proto::CommitRejectReason;
 use openmls::prelude::{
-    ContentType, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProtocolMessage, Sender,
-    StagedCommit,
+    ContentType, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProtocolMessage,
+    PublicMessageIn, Sender, StagedCommit,
 };
 use openmls_rust_crypto::RustCrypto;
 use tls_codec::{Deserialize as _, Serialize as _};
@@ -73,7 +73,8 @@ pub(crate) struct ValidatedCommit {
     pub(super) joiners: Vec<Joiner>,
     pub(super) removed: Vec<Removal>,
     pub(super) welcome: Option<MlsMessageIn>,
-    pub(super) group_info: MlsMessageIn,
+    /// The new epoch's GroupInfo; `None` for another node's winner (its GroupInfo stayed there).
+    pub(super) group_info: Option<MlsMessageIn>,
 }
 
 /// What merging a commit changed.
@@ -114,58 +115,9 @@ impl GroupState {
         group_info: Option<&[u8]>,
         ctx: &CommitContext<'_>,
     ) -> Result<ValidatedCommit, Rejection> {
-        let message = MlsMessageIn::tls_deserialize_exact(commit)
-            .map_err(|_| CommitRejectReason::MALFORMED)?;
-        let pm = match message.clone().extract() {
-            MlsMessageBodyIn::PublicMessage(pm) => pm,
-            MlsMessageBodyIn::PrivateMessage(_) => {
-                return Err(CommitRejectReason::NOT_PUBLIC_MESSAGE.into());
-            }
-            _ => return Err(CommitRejectReason::NOT_A_COMMIT.into()),
-        };
-        let epoch = pm.epoch().as_u64();
-        if epoch != claimed_epoch {
-            return Err(CommitRejectReason::EPOCH_MISMATCH.into());
-        }
-        if pm.group_id() != self.group.group_id() {
-            return Err(CommitRejectReason::WRONG_GROUP.into());
-        }
-        let current = self.epoch();
-        if epoch < current {
-            return Err(Rejection {
-                reason: CommitRejectReason::EPOCH_TAKEN,
-                winner: self.winner(epoch).cloned().map(Box::new),
-            });
-        }
-        if epoch > current {
-            return Err(CommitRejectReason::FUTURE_EPOCH.into());
-        }
-        if pm.content_type() != ContentType::Commit {
-            return Err(CommitRejectReason::NOT_A_COMMIT.into());
-        }
-        // Only members commit: no external commits, from anyone.
-        match pm.sender() {
-            Sender::NewMemberCommit => return Err(CommitRejectReason::EXTERNAL_COMMIT.into()),
-            Sender::Member(leaf) if ctx.committer_leaf == Some(leaf.u32()) => {}
-            Sender::Member(_) => return Err(CommitRejectReason::SENDER_MISMATCH.into()),
-            Sender::External(_) | Sender::NewMemberProposal => {
-                return Err(CommitRejectReason::NOT_A_COMMIT.into());
-            }
-        }
-        let committer = pm.sender().clone();
-        let processed = self
-            .group
-            .process_message(crypto, ProtocolMessage::from(pm.clone()))
-            .map_err(|_| CommitRejectReason::INVALID)?;
-        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
-            return Err(CommitRejectReason::NOT_A_COMMIT.into());
-        };
-        let staged = *staged;
-
-        // The members' rules: who may add and remove, identities fixed, credentials valid,
-        // allowed proposal kinds, call size.
-        check_commit(&self.params.rules(), &self.roster(), &committer, &staged)
-            .map_err(|_| CommitRejectReason::POLICY)?;
+        let (message, pm, staged) = self.stage_commit(crypto, claimed_epoch, commit, |leaf| {
+            ctx.committer_leaf == Some(leaf)
+        })?;
 
         // Adds: only KeyPackages of joiners in the waiting room.
         let mut joiners = Vec::new();
@@ -212,19 +164,7 @@ impl GroupState {
             }
         };
 
-        // Removes (authorized by the policy above): note who proposed each, for the ban rule.
-        let removed = staged
-            .remove_proposals()
-            .map(|rm| {
-                let leaf = rm.remove_proposal().removed().u32();
-                let by = match rm.sender() {
-                    Sender::Member(p) if p.u32() == leaf => RemovedBy::Itself,
-                    Sender::Member(p) => RemovedBy::Member(p.u32()),
-                    _ => RemovedBy::Relay,
-                };
-                Removal { leaf, by }
-            })
-            .collect();
+        let removed = removals(&staged);
 
         // GroupInfo of the new epoch, with the ratchet tree, signed by a member of the new tree,
         // and describing exactly the context the commit produces.
@@ -238,12 +178,119 @@ impl GroupState {
         }
 
         Ok(ValidatedCommit {
-            sequenced: SequencedCommit { epoch, message },
+            sequenced: SequencedCommit {
+                epoch: claimed_epoch,
+                message,
+            },
             staged,
             joiners,
             removed,
             welcome,
-            group_info: gi_message,
+            group_info: Some(gi_message),
         })
     }
+
+    /// The checks every commit passes, from this node's members or sequenced by another node:
+    /// an MLS PublicMessage commit of a member (`sender_ok`) for the current epoch of this
+    /// group that openmls accepts against the public state and the members' policy allows.
+    fn stage_commit(
+        &self,
+        crypto: &RustCrypto,
+        claimed_epoch: u64,
+        commit: &[u8],
+        sender_ok: impl Fn(u32) -> bool,
+    ) -> Result<(MlsMessageIn, PublicMessageIn, StagedCommit), Rejection> {
+        let message = MlsMessageIn::tls_deserialize_exact(commit)
+            .map_err(|_| CommitRejectReason::MALFORMED)?;
+        let pm = match message.clone().extract() {
+            MlsMessageBodyIn::PublicMessage(pm) => pm,
+            MlsMessageBodyIn::PrivateMessage(_) => {
+                return Err(CommitRejectReason::NOT_PUBLIC_MESSAGE.into());
+            }
+            _ => return Err(CommitRejectReason::NOT_A_COMMIT.into()),
+        };
+        let epoch = pm.epoch().as_u64();
+        if epoch != claimed_epoch {
+            return Err(CommitRejectReason::EPOCH_MISMATCH.into());
+        }
+        if pm.group_id() != self.group.group_id() {
+            return Err(CommitRejectReason::WRONG_GROUP.into());
+        }
+        let current = self.epoch();
+        if epoch < current {
+            return Err(Rejection {
+                reason: CommitRejectReason::EPOCH_TAKEN,
+                winner: self.winner(epoch).cloned().map(Box::new),
+            });
+        }
+        if epoch > current {
+            return Err(CommitRejectReason::FUTURE_EPOCH.into());
+        }
+        if pm.content_type() != ContentType::Commit {
+            return Err(CommitRejectReason::NOT_A_COMMIT.into());
+        }
+        // Only members commit: no external commits, from anyone.
+        match pm.sender() {
+            Sender::NewMemberCommit => return Err(CommitRejectReason::EXTERNAL_COMMIT.into()),
+            Sender::Member(leaf) if sender_ok(leaf.u32()) => {}
+            Sender::Member(_) => return Err(CommitRejectReason::SENDER_MISMATCH.into()),
+            Sender::External(_) | Sender::NewMemberProposal => {
+                return Err(CommitRejectReason::NOT_A_COMMIT.into());
+            }
+        }
+        let committer = pm.sender().clone();
+        let processed = self
+            .group
+            .process_message(crypto, ProtocolMessage::from(pm.clone()))
+            .map_err(|_| CommitRejectReason::INVALID)?;
+        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
+            return Err(CommitRejectReason::NOT_A_COMMIT.into());
+        };
+        let staged = *staged;
+
+        // The members' rules: who may add and remove, identities fixed, credentials valid,
+        // allowed proposal kinds, call size.
+        check_commit(&self.params.rules(), &self.roster(), &committer, &staged)
+            .map_err(|_| CommitRejectReason::POLICY)?;
+        Ok((message, pm, staged))
+    }
+
+    /// Check the winner of the current epoch that another node sequenced (store mode): the
+    /// checks of [`GroupState::stage_commit`], from any member. Its Adds name joiners of the
+    /// other node's waiting room, and its Welcome and GroupInfo stayed there: this node routes
+    /// no Welcome for it and holds no GroupInfo of the new epoch until its next own commit.
+    pub fn validate_winner(
+        &self,
+        crypto: &RustCrypto,
+        epoch: u64,
+        commit: &[u8],
+    ) -> Result<ValidatedCommit, Rejection> {
+        let (message, _pm, staged) = self.stage_commit(crypto, epoch, commit, |_| true)?;
+        let removed = removals(&staged);
+        Ok(ValidatedCommit {
+            sequenced: SequencedCommit { epoch, message },
+            staged,
+            joiners: Vec::new(),
+            removed,
+            welcome: None,
+            group_info: None,
+        })
+    }
+}
+
+/// The leaves a staged commit removes (authorized by the policy), with who proposed each, for
+/// the ban rule.
+fn removals(staged: &StagedCommit) -> Vec<Removal> {
+    staged
+        .remove_proposals()
+        .map(|rm| {
+            let leaf = rm.remove_proposal().removed().u32();
+            let by = match rm.sender() {
+                Sender::Member(p) if p.u32() == leaf => RemovedBy::Itself,
+                Sender::Member(p) => RemovedBy::Member(p.u32()),
+                _ => RemovedBy::Relay,
+            };
+            Removal { leaf, by }
+        })
+        .collect()
 }

@@ -12,8 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{ControlTap, ForwarderCommand, ForwarderEvent, MediaHook, TapDirection};
-use crate::ds::{CloseReason, ConnId, Ds, DsCounters, Event, Input, Occupancy, Output};
+use crate::ds::{
+    ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event, Input,
+    Occupancy, Output,
+};
 use crate::metrics::ShellMetrics;
+use crate::store::{RoomStore, StoreError, StoreOp};
 use crate::time::Timestamp;
 
 /// What readers, the acceptor and the metrics endpoint send the driver.
@@ -115,6 +119,10 @@ pub(crate) struct Driver {
     shutdown: CancellationToken,
     conns: HashMap<ConnId, Entry>,
     draining: bool,
+    /// Store mode: the cluster's room store, and where claim tasks send their answers.
+    store: Option<RoomStore>,
+    claims_tx: mpsc::UnboundedSender<(ClaimTicket, ClaimAnswer)>,
+    claims_rx: mpsc::UnboundedReceiver<(ClaimTicket, ClaimAnswer)>,
 }
 
 fn now() -> Timestamp {
@@ -150,7 +158,10 @@ impl Driver {
         tap: Option<Tap>,
         shell: ShellMetrics,
         shutdown: CancellationToken,
+        store: Option<RoomStore>,
     ) -> Self {
+        // Unbounded: at most one claim per room is in flight, each answered once.
+        let (claims_tx, claims_rx) = mpsc::unbounded_channel();
         let (media_events, media_cmds) = match media {
             Some(h) => (Some(h.events), Some(h.commands)),
             None => (None, None),
@@ -165,6 +176,9 @@ impl Driver {
             shutdown,
             conns: HashMap::new(),
             draining: false,
+            store,
+            claims_tx,
+            claims_rx,
         }
     }
 
@@ -185,6 +199,12 @@ impl Driver {
                     Some(cmd) => received_at = self.on_cmd(cmd),
                     None => break,
                 },
+                Some((ticket, answer)) = self.claims_rx.recv() => {
+                    if let ClaimAnswer::Failed(e) = &answer {
+                        warn!(ticket = ticket.0, error = %e, "commit claim failed");
+                    }
+                    self.ds.handle_claim(now(), ticket, answer);
+                }
                 c = next_command(&mut self.media_cmds) => match c {
                     Some(c) => self.on_forwarder_command(c),
                     None => self.media_cmds = None,
@@ -283,9 +303,29 @@ impl Driver {
                     participant,
                     payload,
                 }),
+                Output::Claim(req) => self.claim(req),
                 Output::Event(e) => self.on_event(&e, received_at),
             }
         }
+    }
+
+    /// Run a claim against the room store in a task of its own: the loop never awaits the
+    /// store; the answer comes back through `claims_rx`.
+    fn claim(&mut self, req: ClaimRequest) {
+        let tx = self.claims_tx.clone();
+        let Some(store) = self.store.clone() else {
+            // A DS in store mode without a store (our bug): fail closed.
+            let _ = tx.send((
+                req.ticket,
+                ClaimAnswer::Failed(StoreError::Unreachable { op: StoreOp::Claim }),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            let answer = store.answer_claim(&req).await;
+            // The driver has stopped: nobody is left to tell.
+            let _ = tx.send((req.ticket, answer));
+        });
     }
 
     fn route(&mut self, conn: ConnId, bytes: Vec<u8>) {

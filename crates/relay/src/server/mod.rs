@@ -41,8 +41,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::ds::{ConnId, Ds, DsConfig, RoomId};
+use crate::ds::{ConnId, Ds, DsConfig, RoomId, StoreMode};
 use crate::metrics::{self, MetricsSource, ShellMetrics};
+use crate::store::RoomStore;
 
 pub(crate) use driver::Cmd;
 pub use driver::DsSnapshot;
@@ -146,6 +147,10 @@ pub struct ServerConfig {
     pub metrics_sources: Vec<Arc<dyn MetricsSource>>,
     /// Observes every control frame read or written after TLS removal (audits, tests).
     pub control_tap: Option<Arc<dyn ControlTap>>,
+    /// Cluster mode: the room store shared by the cluster's nodes. With one, the DS runs in
+    /// [`StoreMode::Shared`](crate::ds::StoreMode::Shared) and every commit is claimed in it
+    /// before it is merged; without, the DS sequences alone (the default).
+    pub store: Option<RoomStore>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -157,6 +162,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("media", &self.media.is_some())
             .field("control_tap", &self.control_tap.is_some())
+            .field("store", &self.store.as_ref().map(RoomStore::kind))
             .finish_non_exhaustive()
     }
 }
@@ -254,13 +260,18 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
     let tap = cfg
         .control_tap
         .map(|t| driver::Tap::new(t, cfg.ds.max_frame_len));
+    let mut ds_cfg = cfg.ds;
+    if cfg.store.is_some() {
+        ds_cfg.store_mode = StoreMode::Shared;
+    }
     let driver = driver::Driver::new(
-        Ds::new(cfg.ds),
+        Ds::new(ds_cfg),
         rx,
         cfg.media,
         tap,
         shell.clone(),
         shutdown.clone(),
+        cfg.store,
     );
     let driver_task = tokio::spawn(driver.run());
 

@@ -2,8 +2,9 @@
 //! relay node can serve a room (spec/cluster.md).
 //!
 //! The store belongs to the shell, never to the sans-IO [`Ds`](crate::ds::Ds): its operations
-//! are `async` and may fail; the DS core will ask for writes as outputs and learn their
-//! results as inputs (spec/cluster.md, "Planned"). What is built: commit sequencing, the one
+//! are `async` and may fail; the DS core asks for commit claims as outputs
+//! ([`Output::Claim`](crate::ds::Output::Claim)) and learns their results as inputs
+//! ([`Ds::handle_claim`](crate::ds::Ds::handle_claim)). What is built: commit sequencing, the one
 //! decision that must be made once for all nodes — the first valid commit for (room, epoch)
 //! wins — as a create-only key per (room, epoch).
 //!
@@ -28,7 +29,7 @@ pub use record::{
     RECORD_MAGIC, RECORD_VERSION, commit_hash,
 };
 
-use crate::ds::RoomId;
+use crate::ds::{ClaimAnswer, ClaimRequest, RoomId};
 
 /// The outcome of a commit claim for (room, epoch).
 #[must_use = "a lost claim must not be broadcast: the winner's commit is the epoch's"]
@@ -89,6 +90,27 @@ impl RoomStore {
         match self {
             Self::Memory(m) => Ok(m.sequenced_commit(room, epoch)),
             Self::JetStream(j) => j.sequenced_commit(room, epoch).await,
+        }
+    }
+
+    /// Answer the delivery service's [`ClaimRequest`] (store mode, spec/cluster.md CL-DS-1):
+    /// read the key first when the request says so (a commit found there is the answer),
+    /// then claim. Every failure is [`ClaimAnswer::Failed`].
+    pub async fn answer_claim(&self, req: &ClaimRequest) -> ClaimAnswer {
+        if req.read_first {
+            match self
+                .sequenced_commit(req.record.room(), req.record.epoch())
+                .await
+            {
+                Ok(Some(winner)) => return ClaimAnswer::Lost { winner },
+                Ok(None) => {}
+                Err(e) => return ClaimAnswer::Failed(e),
+            }
+        }
+        match self.sequence_commit(&req.record).await {
+            Ok(Sequenced::Won) => ClaimAnswer::Won,
+            Ok(Sequenced::Lost { winner }) => ClaimAnswer::Lost { winner },
+            Err(e) => ClaimAnswer::Failed(e),
         }
     }
 

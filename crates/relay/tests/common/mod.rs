@@ -81,6 +81,11 @@ pub struct Net {
     pub media: Vec<(ConnId, RoomId, u32, Vec<u8>)>,
     /// The media participant id the DS named with each connection's last media signal.
     pub participants: HashMap<ConnId, ConnId>,
+    /// Store mode: claims the DS asked for and the test has not answered yet (when `store`
+    /// is `None`).
+    pub claims: Vec<ClaimRequest>,
+    /// Store mode: the store that answers every claim at once (as the shell would).
+    pub store: Option<store::MemoryStore>,
     next: u64,
 }
 
@@ -99,8 +104,43 @@ impl Net {
             events: Vec::new(),
             media: Vec::new(),
             participants: HashMap::new(),
+            claims: Vec::new(),
+            store: None,
             next: 1,
         }
+    }
+
+    /// A DS in store mode whose claims `store` answers at once, as the shell would.
+    pub fn shared(store: store::MemoryStore) -> Self {
+        let mut cfg = config();
+        cfg.store_mode = StoreMode::Shared;
+        let mut net = Self::with(cfg);
+        net.store = Some(store);
+        net
+    }
+
+    /// A DS in store mode whose claims wait in `claims` for the test to answer.
+    pub fn shared_manual() -> Self {
+        let mut cfg = config();
+        cfg.store_mode = StoreMode::Shared;
+        Self::with(cfg)
+    }
+
+    /// Answer a claim the DS asked for, then drain.
+    pub fn answer(&mut self, ticket: ClaimTicket, answer: ClaimAnswer) {
+        self.ds.handle_claim(self.now, ticket, answer);
+        self.drain();
+    }
+
+    /// The one claim waiting for an answer.
+    pub fn take_claim(&mut self) -> ClaimRequest {
+        assert_eq!(
+            self.claims.len(),
+            1,
+            "expected one claim: {:?}",
+            self.claims
+        );
+        self.claims.pop().unwrap()
     }
 
     pub fn open(&mut self) -> ConnId {
@@ -170,6 +210,13 @@ impl Net {
                     self.participants.insert(conn, participant);
                     self.media.push((conn, room, leaf, payload));
                 }
+                Output::Claim(req) => match &self.store {
+                    Some(store) => {
+                        let answer = answer_claim(store, &req);
+                        self.ds.handle_claim(self.now, req.ticket, answer);
+                    }
+                    None => self.claims.push(req),
+                },
                 Output::Event(e) => self.events.push(e),
             }
         }
@@ -196,6 +243,20 @@ impl Net {
         );
         let b = self.last(id);
         (id, b)
+    }
+}
+
+/// What the relay's shell does with a claim (`RoomStore::answer_claim`), on the memory store.
+pub fn answer_claim(store: &store::MemoryStore, req: &ClaimRequest) -> ClaimAnswer {
+    if req.read_first
+        && let Some(winner) = store.sequenced_commit(req.record.room(), req.record.epoch())
+    {
+        return ClaimAnswer::Lost { winner };
+    }
+    match store.sequence_commit(&req.record) {
+        Ok(store::Sequenced::Won) => ClaimAnswer::Won,
+        Ok(store::Sequenced::Lost { winner }) => ClaimAnswer::Lost { winner },
+        Err(e) => ClaimAnswer::Failed(e),
     }
 }
 

@@ -1,0 +1,348 @@
+//! Relay nodes sharing a room store on a real `nats-server -js` (spec/cluster.md, CL-NODE-*):
+//! two in-process relays race commits of one room through the store, and the binary in
+//! cluster mode starts only when NATS answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(unix)]
+
+mod common;
+mod nats;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use blindcall_proto::{Body, CommitRejectReason, CreateGroup, PublishKeyPackage, Role, VLBytes};
+use blindcall_relay::RoomId;
+use blindcall_relay::store::{JetStreamConfig, RoomStore};
+use common::tls::*;
+use common::{AckRelay, Client, SECRET, call_params, relay_from_ack, waiting_kps};
+use nats::NatsServer;
+use openmls::prelude::{
+    Extension, Extensions, ExternalSender, SignaturePublicKey, UnknownExtension,
+};
+
+const ROOM: &[u8] = b"room-two-nodes";
+
+async fn store(server: &NatsServer) -> RoomStore {
+    let mut cfg = JetStreamConfig::new(server.url());
+    cfg.op_timeout = Duration::from_secs(5);
+    within("the room store", RoomStore::jetstream(cfg))
+        .await
+        .unwrap()
+}
+
+async fn node(server: &NatsServer) -> TestRelay {
+    let s = store(server).await;
+    start_relay(move |cfg| cfg.store = Some(s)).await
+}
+
+/// Group-context extensions naming both nodes' relay identities as external senders (each
+/// node generates its own until they come from configuration, spec/cluster.md "Planned").
+fn extensions(relays: &[&AckRelay], host: &Client) -> Extensions<openmls::prelude::GroupContext> {
+    let params = call_params(vec![host.signer.public().to_vec()]);
+    let senders = relays
+        .iter()
+        .map(|r| {
+            ExternalSender::new(
+                SignaturePublicKey::from(r.key.clone()),
+                r.credential.clone(),
+            )
+        })
+        .collect();
+    Extensions::from_vec(vec![
+        Extension::ExternalSenders(senders),
+        Extension::Unknown(
+            blindcall_policy::CALL_PARAMS_EXTENSION_TYPE,
+            UnknownExtension(params.encode().unwrap()),
+        ),
+    ])
+    .unwrap()
+}
+
+fn is_commit_answer(b: &Body) -> bool {
+    matches!(b, Body::CommitAccepted(_) | Body::CommitRejected(_))
+}
+
+fn broadcasts(bodies: &[Body], epoch: u64) -> Vec<Vec<u8>> {
+    bodies
+        .iter()
+        .filter_map(|b| match b {
+            Body::CommitBroadcast(c) if c.epoch == epoch => Some(c.commit.as_slice().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+// covers: CL-NODE-2, CL-DS-2, CL-DS-3
+#[test]
+fn two_nodes_sequence_a_rooms_commits_through_one_nats_store() {
+    let Some(server) = NatsServer::start_or_skip("two_nodes_sequence_a_rooms_commits") else {
+        return;
+    };
+    run(two_nodes_body(server));
+}
+
+async fn two_nodes_body(server: NatsServer) {
+    let a = node(&server).await;
+    let b = node(&server).await;
+    let reader = store(&server).await;
+    let room = RoomId(ROOM.to_vec());
+
+    // The host and the guest each hold a connection to both nodes (membership is not shared
+    // between nodes yet): the host creates the same group on both.
+    let (mut h_a, mut host) = a.member(ROOM, Role::HOST, 1, "host").await;
+    let (mut h_b, ack_b) = b.admitted(ROOM, Role::HOST, 1, "host").await;
+    let relay_a = relay_from_ack(host.ack.as_ref().unwrap());
+    let relay_b = relay_from_ack(&ack_b);
+    let exts = extensions(&[&relay_a, &relay_b], &host);
+    host.create_group_with(exts);
+    for (t, node) in [(&mut h_a, "A"), (&mut h_b, "B")] {
+        t.send(Body::CreateGroup(CreateGroup {
+            group_info: VLBytes::new(host.group_info()),
+        }))
+        .await;
+        let got = t.recv(&format!("GroupCreated from node {node}")).await;
+        assert!(matches!(got, Body::GroupCreated(_)), "{got:?}");
+    }
+    let (mut g_a, ack) = a.admitted(ROOM, Role::GUEST, 2, "guest").await;
+    let (mut g_b, _) = b.admitted(ROOM, Role::GUEST, 2, "guest").await;
+    let mut guest = Client::new("guest", blindcall_relay::ConnId(ack.conn_id), ack);
+    let kp = guest.key_package();
+    for (t, node) in [(&mut g_a, "A"), (&mut g_b, "B")] {
+        t.send(Body::PublishKeyPackage(PublishKeyPackage {
+            key_package: VLBytes::new(kp.clone()),
+            join_proof: None,
+        }))
+        .await;
+        t.recv_until(&format!("KeyPackageAccepted from node {node}"), |b| {
+            matches!(b, Body::KeyPackageAccepted(_))
+        })
+        .await;
+        t.send(Body::JoinRequest).await;
+    }
+    for (t, node) in [(&mut h_a, "A"), (&mut h_b, "B")] {
+        let mut seen = Vec::new();
+        while waiting_kps(&seen).is_empty() {
+            seen.push(t.recv(&format!("the guest waiting on node {node}")).await);
+        }
+    }
+
+    // The add, sent to both nodes: node A's claim wins epoch 0, node B's claim of the same
+    // commit is a win too (the store holds that very commit), and both merge it.
+    let add = host.add(&[kp]);
+    for (t, node) in [(&mut h_a, "A"), (&mut h_b, "B")] {
+        t.send(Body::Commit(add.clone())).await;
+        let got = t
+            .recv_until(
+                &format!("the add's answer from node {node}"),
+                is_commit_answer,
+            )
+            .await;
+        assert!(
+            matches!(got.last(), Some(Body::CommitAccepted(c)) if c.epoch == 1),
+            "node {node}: {got:?}"
+        );
+    }
+    host.merge_pending();
+    let welcome = g_a
+        .recv_until("the Welcome from node A", |b| matches!(b, Body::Welcome(_)))
+        .await;
+    guest.apply(&welcome);
+    g_b.recv_until("the Welcome from node B", |b| matches!(b, Body::Welcome(_)))
+        .await;
+    assert_eq!(guest.authenticator(), host.authenticator());
+    assert_eq!(
+        reader
+            .sequenced_commit(&room, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .commit(),
+        add.commit.as_slice()
+    );
+
+    // The race: the host commits through node A, the guest through node B, at once.
+    let ch = host.self_update();
+    let cg = guest.self_update();
+    tokio::join!(
+        h_a.send(Body::Commit(ch.clone())),
+        g_b.send(Body::Commit(cg.clone()))
+    );
+    let h_answer = h_a
+        .recv_until("the host's answer from node A", is_commit_answer)
+        .await;
+    let g_answer = g_b
+        .recv_until("the guest's answer from node B", is_commit_answer)
+        .await;
+    let host_won = matches!(h_answer.last(), Some(Body::CommitAccepted(c)) if c.epoch == 2);
+    let guest_won = matches!(g_answer.last(), Some(Body::CommitAccepted(c)) if c.epoch == 2);
+    assert!(
+        host_won ^ guest_won,
+        "exactly one winner: {h_answer:?} / {g_answer:?}"
+    );
+    let (winner_commit, loser_answer) = if host_won {
+        (ch.commit.as_slice().to_vec(), &g_answer)
+    } else {
+        (cg.commit.as_slice().to_vec(), &h_answer)
+    };
+    // The loser heard the winner from its node, then got the existing typed rejection.
+    assert_eq!(broadcasts(loser_answer, 1), vec![winner_commit.clone()]);
+    let Some(Body::CommitRejected(rej)) = loser_answer.last() else {
+        panic!("{loser_answer:?}")
+    };
+    assert_eq!(rej.reason, CommitRejectReason::EPOCH_TAKEN);
+    assert_eq!(rej.winner.as_ref().unwrap().as_slice(), winner_commit);
+    // The winner's other connection heard the winner once, from the other node.
+    let other = if host_won { &mut h_b } else { &mut g_a };
+    let heard = other
+        .recv_until("the winner broadcast on the other node", |b| {
+            matches!(b, Body::CommitBroadcast(_))
+        })
+        .await;
+    assert_eq!(broadcasts(&heard, 1), vec![winner_commit.clone()]);
+    // The store holds the winner; every member converges.
+    assert_eq!(
+        reader
+            .sequenced_commit(&room, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .commit(),
+        winner_commit
+    );
+    let (winner, loser) = if host_won {
+        (&mut host, &mut guest)
+    } else {
+        (&mut guest, &mut host)
+    };
+    winner.merge_pending();
+    loser.clear_pending();
+    loser.process(&winner_commit);
+    assert_eq!(host.epoch(), 2);
+    assert_eq!(host.authenticator(), guest.authenticator());
+
+    // Both nodes moved on: the loser's next commit wins epoch 2 through its node.
+    let (loser_tls, loser) = if host_won {
+        (&mut g_b, &mut guest)
+    } else {
+        (&mut h_a, &mut host)
+    };
+    let next = loser.self_update();
+    loser_tls.send(Body::Commit(next.clone())).await;
+    let got = loser_tls
+        .recv_until("the loser's next answer", is_commit_answer)
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::CommitAccepted(c)) if c.epoch == 3),
+        "{got:?}"
+    );
+    assert_eq!(
+        reader
+            .sequenced_commit(&room, 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .commit(),
+        next.commit.as_slice()
+    );
+    let m = a.scrape().await;
+    assert!(metric(&m, "blindcall_relay_store_claims_won_total") >= 1.0);
+    a.handle.shutdown();
+    b.handle.shutdown();
+}
+
+/// Run the binary with `args` (control channel only, development certificate) and a reader
+/// thread passing its stdout lines.
+fn spawn_relay(args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
+    let cert_path = std::env::temp_dir().join(format!(
+        "blindcall-cluster-cert-{}-{}.pem",
+        std::process::id(),
+        args.join("").len()
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blindcall-relay"))
+        .args(["--listen", "127.0.0.1:0", "--dev-self-signed", "--no-media"])
+        .args(["--log", "warn"])
+        .arg("--dev-cert-out")
+        .arg(&cert_path)
+        .args(args)
+        .env("BLINDCALL_TOKEN_SECRET", hex::encode(SECRET))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+// covers: CL-NODE-1
+#[test]
+fn in_cluster_mode_the_binary_starts_only_when_nats_answers() {
+    let Some(server) = NatsServer::start_or_skip("in_cluster_mode_the_binary_starts") else {
+        return;
+    };
+    // NATS answers: the node says which store it uses, then listens.
+    let url = server.url();
+    let (mut child, rx) = spawn_relay(&["--cluster", &url, "--node-id", "node-1"]);
+    let line = |what: &str| {
+        rx.recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("timed out waiting for the binary to print {what}"))
+    };
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.starts_with("listening on "))
+    {
+        lines.push(line("its listen address"));
+    }
+    assert!(
+        lines.contains(&format!("cluster node node-1: room store on {url}")),
+        "{lines:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Nobody at the address: the relay refuses to start with one clear line.
+    let port = server.port();
+    drop(server);
+    let dead = format!("nats://127.0.0.1:{port}");
+    let (child, _rx) = spawn_relay(&["--cluster", &dead, "--node-id", "node-1"]);
+    let (tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = done
+        .recv_timeout(WAIT)
+        .expect("timed out waiting for the relay to refuse to start")
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        vec![format!(
+            "blindcall-relay: cannot use the cluster store at {dead}: store unreachable \
+             (connect); not starting without it"
+        )],
+        "{stderr}"
+    );
+
+    // A node id is required in cluster mode.
+    let (child, _rx) = spawn_relay(&["--cluster", &dead]);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("--cluster needs --node-id")
+    );
+}
