@@ -6,7 +6,8 @@
 //! [`PendingCommit`] waits for the relay's answer: `CommitAccepted` confirms it, a refusal
 //! or another member's winning commit discards it and the intent is retried in the new epoch.
 //! Replies are matched to the pending commit by epoch; a stale reply changes nothing
-//! (SDK-COMMIT-3). A winning commit for the member's own epoch that it cannot process means
+//! (SDK-COMMIT-3). A refusal because the relay cluster's room store was unavailable keeps the
+//! commit pending and sends it again after a growing delay (SDK-COMMIT-4). A winning commit for the member's own epoch that it cannot process means
 //! the others moved on without it: it stops committing and the call ends (SDK-DIV-1).
 
 use std::collections::{BTreeSet, VecDeque};
@@ -38,10 +39,29 @@ pub(super) enum Intent {
     PathUpdate,
 }
 
+/// The first delay before an own commit refused `STORE_UNAVAILABLE` is sent again; it doubles
+/// with each refusal in a row, up to [`STORE_RETRY_MAX`].
+pub(super) const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest delay between sends of a commit refused `STORE_UNAVAILABLE`.
+pub(super) const STORE_RETRY_MAX: Duration = Duration::from_secs(8);
+
 /// The own commit waiting for the relay's answer, and why it was made.
 struct Pending {
     commit: PendingCommit,
     intent: Intent,
+    /// Refused `STORE_UNAVAILABLE` and waiting to be sent again (SDK-COMMIT-4).
+    resend: bool,
+}
+
+impl Intent {
+    fn purpose(self) -> CommitPurpose {
+        match self {
+            Self::Approve(_) => CommitPurpose::Add,
+            Self::Remove(_) => CommitPurpose::Remove,
+            Self::Proposals => CommitPurpose::Proposals,
+            Self::PathUpdate => CommitPurpose::PathUpdate,
+        }
+    }
 }
 
 /// Own commits and intents.
@@ -53,6 +73,8 @@ pub(super) struct Commits {
     proposal_epoch: Option<u64>,
     /// Leaves proposed to be removed in that epoch (by the relay, or leaving themselves).
     pub(super) proposed_removals: BTreeSet<u32>,
+    /// `STORE_UNAVAILABLE` refusals of the pending commit in a row.
+    store_refusals: u32,
 }
 
 impl Commits {
@@ -76,6 +98,16 @@ impl Commits {
         if intent != Intent::PathUpdate && !self.intents.contains(&intent) {
             self.intents.push_front(intent);
         }
+    }
+}
+
+/// The `Commit` message that sends `commit`.
+fn commit_body(commit: &PendingCommit) -> Commit {
+    Commit {
+        epoch: commit.from_epoch(),
+        commit: VLBytes::new(commit.commit().to_vec()),
+        welcome: commit.welcome().map(|w| VLBytes::new(w.to_vec())),
+        group_info: commit.group_info().map(|w| VLBytes::new(w.to_vec())),
     }
 }
 
@@ -138,6 +170,10 @@ impl CallCore {
     }
 
     pub(super) fn on_commit_rejected(&mut self, now: Instant, r: &CommitRejected) {
+        if r.reason == CommitRejectReason::STORE_UNAVAILABLE {
+            self.store_unavailable(now, r.epoch);
+            return;
+        }
         let Some(p) = self
             .commits
             .pending
@@ -212,6 +248,52 @@ impl CallCore {
         for w in warnings {
             self.warn(w);
         }
+    }
+
+    /// The relay's room store could not sequence the pending commit of `epoch`; nothing
+    /// changed. Keep the commit (the store may hold it after all: the relay then broadcasts
+    /// it, which confirms it) and send it again after a growing delay (SDK-COMMIT-4).
+    fn store_unavailable(&mut self, now: Instant, epoch: u64) {
+        let Some(p) = self
+            .commits
+            .pending
+            .as_mut()
+            .filter(|p| p.commit.from_epoch() == epoch)
+        else {
+            return;
+        };
+        p.resend = true;
+        let doublings = self.commits.store_refusals.min(8);
+        self.commits.store_refusals = self.commits.store_refusals.saturating_add(1);
+        let delay = STORE_RETRY_FIRST
+            .saturating_mul(1 << doublings)
+            .min(STORE_RETRY_MAX);
+        self.timers.set(Timer::CommitResend, after(now, delay));
+        self.warn(CallWarning::CommitRejected {
+            epoch,
+            reason: CommitRejectReason::STORE_UNAVAILABLE,
+        });
+    }
+
+    /// The delay after a `STORE_UNAVAILABLE` refusal is over: the pending commit goes again,
+    /// unless it was answered meanwhile.
+    pub(super) fn commit_resend_due(&mut self, now: Instant) {
+        let Phase::Member(g) = &self.phase else {
+            return;
+        };
+        let epoch = g.epoch();
+        let Some(p) = self
+            .commits
+            .pending
+            .as_mut()
+            .filter(|p| p.resend && p.commit.from_epoch() == epoch)
+        else {
+            return;
+        };
+        p.resend = false;
+        let (body, purpose) = (commit_body(&p.commit), p.intent.purpose());
+        self.observe_sent(now, body.epoch, purpose);
+        self.send(Body::Commit(body));
     }
 
     /// The relay's winning commit for `epoch`, this member's epoch, was refused: the other
@@ -362,13 +444,20 @@ impl CallCore {
                     continue;
                 }
             };
-            self.send_commit(now, &commit, purpose);
-            self.commits.pending = Some(Pending { commit, intent });
+            debug_assert_eq!(purpose, intent.purpose());
+            let body = commit_body(&commit);
+            self.observe_sent(now, body.epoch, purpose);
+            self.send(Body::Commit(body));
+            self.commits.store_refusals = 0;
+            self.commits.pending = Some(Pending {
+                commit,
+                intent,
+                resend: false,
+            });
         }
     }
 
-    fn send_commit(&mut self, now: Instant, commit: &PendingCommit, purpose: CommitPurpose) {
-        let from_epoch = commit.from_epoch();
+    fn observe_sent(&self, now: Instant, from_epoch: u64, purpose: CommitPurpose) {
         if let Some(o) = &self.observer {
             o.commit_sent(&CommitSent {
                 from_epoch,
@@ -376,12 +465,6 @@ impl CallCore {
                 at: now,
             });
         }
-        self.send(Body::Commit(Commit {
-            epoch: from_epoch,
-            commit: VLBytes::new(commit.commit().to_vec()),
-            welcome: commit.welcome().map(|w| VLBytes::new(w.to_vec())),
-            group_info: commit.group_info().map(|w| VLBytes::new(w.to_vec())),
-        }));
     }
 
     /// After resuming: an own commit still pending was never sequenced (the relay's log does

@@ -486,6 +486,9 @@ impl CallCore {
         if self.timers.expire(Timer::ProposalFallback, now) {
             self.proposal_fallback_due();
         }
+        if self.timers.expire(Timer::CommitResend, now) {
+            self.commit_resend_due(now);
+        }
         if let Some(p) = &mut self.media.pipeline {
             p.handle_timeout(now);
         }

@@ -16,9 +16,11 @@ pub(super) enum Timer {
     Reconnect = 3,
     /// Ping the relay; notice a silent connection.
     Ping = 4,
+    /// Send the pending own commit again after the relay's room store was unavailable.
+    CommitResend = 5,
 }
 
-const COUNT: usize = 5;
+const COUNT: usize = 6;
 
 /// When each timer fires, if armed.
 #[derive(Debug, Clone, Copy, Default)]

@@ -432,3 +432,113 @@ fn a_sequenced_winner_the_member_cannot_process_ends_the_call_once_without_retry
     });
     ends_diverged(&mut room, 1, broadcast, 2);
 }
+
+/// The relay's refusal of alice's commit of `epoch` because its room store was unavailable.
+fn store_unavailable(epoch: u64) -> Body {
+    Body::CommitRejected(blindcall_proto::CommitRejected {
+        epoch,
+        reason: blindcall_proto::CommitRejectReason::STORE_UNAVAILABLE,
+        winner: None,
+    })
+}
+
+fn sent_commit(room: &mut Room, i: usize) -> blindcall_proto::Commit {
+    let sent: Vec<Body> = room.peers[i].outbox.drain(..).collect();
+    match sent.as_slice() {
+        [Body::Commit(c)] => c.clone(),
+        other => panic!("expected one commit, got {other:?}"),
+    }
+}
+
+// covers: SDK-COMMIT-4
+#[test]
+fn a_commit_refused_store_unavailable_is_kept_and_sent_again_after_a_growing_delay() {
+    let mut room = two_members_and_a_waiting_guest();
+    let now = room.now;
+    let carol = room.peers[2].conn;
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
+    let first = sent_commit(&mut room, 0);
+    assert_eq!(first.epoch, 2);
+    room.peers[0].take_events();
+
+    // Refused: a typed warning, the commit is kept, nothing is sent at once.
+    room.peers[0].inbox.push_back(store_unavailable(2));
+    let now = room.now;
+    room.peers[0].deliver(now);
+    let events = room.peers[0].take_events();
+    assert!(
+        has(&events, |e| matches!(
+            e,
+            Event::Warning(CallWarning::CommitRejected { epoch: 2, reason })
+                if *reason == blindcall_proto::CommitRejectReason::STORE_UNAVAILABLE
+        )),
+        "{events:?}"
+    );
+    room.peers[0].tick(now);
+    assert!(room.peers[0].outbox.is_empty());
+    assert_eq!(room.peers[0].epoch(), Some(2));
+
+    // After the first delay the same commit goes again.
+    room.advance(Duration::from_millis(499));
+    let now = room.now;
+    room.peers[0].tick(now);
+    assert!(room.peers[0].outbox.is_empty(), "not before the delay");
+    room.advance(Duration::from_millis(1));
+    let now = room.now;
+    room.peers[0].tick(now);
+    assert_eq!(sent_commit(&mut room, 0), first);
+
+    // Refused again: the delay doubles.
+    room.peers[0].inbox.push_back(store_unavailable(2));
+    room.peers[0].deliver(now);
+    room.advance(Duration::from_millis(500));
+    let now = room.now;
+    room.peers[0].tick(now);
+    assert!(
+        room.peers[0].outbox.is_empty(),
+        "the second delay is longer"
+    );
+    room.advance(Duration::from_millis(500));
+    let now = room.now;
+    room.peers[0].tick(now);
+    let again = sent_commit(&mut room, 0);
+    assert_eq!(again, first);
+
+    // The store is back: the relay sequences it, carol joins, everyone converges.
+    room.peers[0].outbox.push_back(Body::Commit(again));
+    room.run();
+    room.tick();
+    room.tick();
+    converged(&mut room, &["alice", "bob", "carol"]);
+}
+
+// covers: SDK-COMMIT-4
+#[test]
+fn a_commit_refused_store_unavailable_but_answered_meanwhile_is_not_sent_again() {
+    let mut room = two_members_and_a_waiting_guest();
+    let now = room.now;
+    let carol = room.peers[2].conn;
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
+    let first = sent_commit(&mut room, 0);
+    room.peers[0].inbox.push_back(store_unavailable(2));
+    room.peers[0].deliver(now);
+    // The commit landed after all and the relay confirms it before the delay is over.
+    room.peers[0].outbox.push_back(Body::Commit(first));
+    room.run();
+    assert_eq!(room.peers[0].epoch(), Some(3));
+    room.advance(Duration::from_secs(10));
+    let now = room.now;
+    room.peers[0].tick(now);
+    assert!(
+        !room.peers[0]
+            .outbox
+            .iter()
+            .any(|b| matches!(b, Body::Commit(c) if c.epoch == 2)),
+        "a confirmed commit is not sent again"
+    );
+    room.run();
+    room.tick();
+    converged(&mut room, &["alice", "bob", "carol"]);
+}
