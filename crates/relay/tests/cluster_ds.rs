@@ -410,3 +410,54 @@ fn an_answer_for_no_claim_in_flight_is_ignored() {
     assert_eq!(net.ds.counters().claims_unknown, 1);
     assert!(net.inbox.is_empty());
 }
+
+// covers: CL-DS-1
+#[test]
+fn a_joiner_gone_while_its_add_is_claimed_gets_no_welcome_and_its_leaf_is_proposed_for_removal() {
+    let store = MemoryStore::default();
+    let mut net = Net::shared(store.clone());
+    let mut a = room_with_host(&mut net, ROOM, 1);
+    let g = waiting_guest(&mut net, ROOM, 2, "g");
+    let kps: Vec<Vec<u8>> = waiting_kps(&a.pump(&mut net))
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    net.store = None;
+    net.send(a.conn, Body::Commit(a.add(&kps)));
+    let claim = net.take_claim();
+    net.goodbye(g.conn);
+    net.take(a.conn);
+    net.answer(claim.ticket, answer_claim(&store, &claim));
+    let bodies = net.take(a.conn);
+    assert_eq!(
+        bodies.first(),
+        Some(&Body::CommitAccepted(CommitAccepted { epoch: 1 }))
+    );
+    a.merge_pending();
+    let proposal = bodies
+        .iter()
+        .find_map(|b| match b {
+            Body::RelayProposal(p) => Some(p),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no removal proposal: {bodies:?}"));
+    assert_eq!((proposal.epoch, proposal.removed_leaf), (1, 1));
+    assert!(
+        net.take(g.conn)
+            .iter()
+            .all(|b| !matches!(b, Body::Welcome(_)))
+    );
+    assert!(
+        !net.events
+            .iter()
+            .any(|e| matches!(e, Event::MemberJoined { conn, .. } if *conn == g.conn))
+    );
+    // The host commits the proposal: the room is back to one member.
+    a.apply(&[Body::RelayProposal(proposal.clone())]);
+    net.store = Some(store);
+    net.send(a.conn, Body::Commit(a.commit_pending()));
+    assert_eq!(
+        net.take(a.conn),
+        vec![Body::CommitAccepted(CommitAccepted { epoch: 2 })]
+    );
+}

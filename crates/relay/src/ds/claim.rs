@@ -148,17 +148,19 @@ impl Ds {
 
     fn claim_lost(&mut self, room_id: &RoomId, loser: ConnId, epoch: u64, winner: &CommitRecord) {
         self.counters.claims_lost += 1;
-        let Some(group) = self.rooms.get_mut(room_id).and_then(|r| {
-            r.claims.unsettled = None;
-            r.group.as_ref()
-        }) else {
+        let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
+        room.claims.unsettled = None;
         let verdict = if winner.room() != room_id || winner.epoch() != epoch {
             // The shell answered with a record of another key: our bug, never applied.
             Err(Rejection::from(CommitRejectReason::WRONG_GROUP))
         } else {
-            group.validate_winner(&self.crypto, epoch, winner.commit())
+            match room.group.as_ref() {
+                Some(group) => group.validate_winner(&self.crypto, epoch, winner.commit()),
+                // A claim is only made for a room with a group, which never goes away.
+                None => Err(Rejection::from(CommitRejectReason::NO_GROUP)),
+            }
         };
         match verdict {
             Ok(v) => {

@@ -142,10 +142,16 @@ impl Ds {
                 }
             }
         }
+        // Store mode: a joiner may have gone while the claim was in flight; its new leaf has
+        // nobody behind it, so the relay proposes its removal like any departed member's.
+        let mut orphans = Vec::new();
         for (conn, leaf) in &applied.joined {
-            if let Some(a) = self.conns.get_mut(conn).and_then(Conn::admission_mut) {
-                a.seat = Seat::Member { leaf: *leaf };
-                a.key_package = None;
+            match self.conns.get_mut(conn).and_then(Conn::admission_mut) {
+                Some(a) => {
+                    a.seat = Seat::Member { leaf: *leaf };
+                    a.key_package = None;
+                }
+                None => orphans.push(*leaf),
             }
         }
         if let Some(room) = self.rooms.get_mut(&room_id) {
@@ -162,6 +168,7 @@ impl Ds {
                 room.departed.retain(|l| g.has_leaf(*l));
                 room.grace.retain(|l, _| g.has_leaf(*l));
             }
+            room.departed.extend(orphans);
         }
 
         // Outputs. In store mode the committer may have gone while its claim was in flight.
@@ -233,6 +240,9 @@ impl Ds {
             self.refuse(conn, RefusedReason::REMOVED_FROM_GROUP);
         }
         for (conn, leaf) in &applied.joined {
+            if !self.conns.contains_key(conn) {
+                continue;
+            }
             self.event(Event::MemberJoined {
                 room: room_id.clone(),
                 conn: *conn,
