@@ -275,6 +275,22 @@ fn wire_enums_name_known_values_and_keep_unknown_ones() {
     );
     assert_eq!(CommitRejectReason::EXTERNAL_COMMIT.0, 15);
     assert_eq!(CommitRejectReason::POLICY.0, 16);
+    assert_eq!(CommitRejectReason::STORE_UNAVAILABLE.0, 17);
+    assert_eq!(
+        CommitRejectReason::STORE_UNAVAILABLE.name(),
+        Some("STORE_UNAVAILABLE")
+    );
+    let commits: Vec<u16> = CommitRejectReason::KNOWN.iter().map(|r| r.0).collect();
+    assert_eq!(commits, (1..=17).collect::<Vec<u16>>());
+    let rejected = ControlMessage::new(Body::CommitRejected(CommitRejected {
+        epoch: 7,
+        reason: CommitRejectReason::STORE_UNAVAILABLE,
+        winner: None,
+    }));
+    assert_eq!(
+        ControlMessage::decode(&rejected.encode().unwrap()).unwrap(),
+        rejected
+    );
     assert_eq!(ErrorCode::KEY_PACKAGE_TOO_LARGE.0, 15);
     // An unknown code inside a known message decodes (forward compatible): acting on it is
     // the receiver's decision.
