@@ -248,6 +248,7 @@ async fn two_nodes_body(server: NatsServer) {
     );
     let m = a.scrape().await;
     assert!(metric(&m, "blindcall_relay_store_claims_won_total") >= 1.0);
+    assert!(metric(&m, "blindcall_relay_store_claim_seconds_count") >= 2.0);
     a.handle.shutdown();
     b.handle.shutdown();
 }

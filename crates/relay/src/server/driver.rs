@@ -121,9 +121,12 @@ pub(crate) struct Driver {
     draining: bool,
     /// Store mode: the cluster's room store, and where claim tasks send their answers.
     store: Option<RoomStore>,
-    claims_tx: mpsc::UnboundedSender<(ClaimTicket, ClaimAnswer)>,
-    claims_rx: mpsc::UnboundedReceiver<(ClaimTicket, ClaimAnswer)>,
+    claims_tx: mpsc::UnboundedSender<ClaimDone>,
+    claims_rx: mpsc::UnboundedReceiver<ClaimDone>,
 }
+
+/// A claim task's answer, and how long the store took.
+type ClaimDone = (ClaimTicket, ClaimAnswer, Duration);
 
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
@@ -199,7 +202,8 @@ impl Driver {
                     Some(cmd) => received_at = self.on_cmd(cmd),
                     None => break,
                 },
-                Some((ticket, answer)) = self.claims_rx.recv() => {
+                Some((ticket, answer, took)) = self.claims_rx.recv() => {
+                    self.shell.store_claim.observe(took.as_secs_f64());
                     if let ClaimAnswer::Failed(e) = &answer {
                         warn!(ticket = ticket.0, error = %e, "commit claim failed");
                     }
@@ -318,13 +322,15 @@ impl Driver {
             let _ = tx.send((
                 req.ticket,
                 ClaimAnswer::Failed(StoreError::Unreachable { op: StoreOp::Claim }),
+                Duration::ZERO,
             ));
             return;
         };
         tokio::spawn(async move {
+            let started = Instant::now();
             let answer = store.answer_claim(&req).await;
             // The driver has stopped: nobody is left to tell.
-            let _ = tx.send((req.ticket, answer));
+            let _ = tx.send((req.ticket, answer, started.elapsed()));
         });
     }
 
