@@ -202,6 +202,16 @@ pub fn render(
         counter(c.claims_failed),
     );
     r.register(
+        "store_winners_applied",
+        "Store mode: other nodes' winners merged here (by a lost claim or followed)",
+        counter(c.winners_applied),
+    );
+    r.register(
+        "store_winners_duplicate",
+        "Store mode: followed winners of epochs already merged here",
+        counter(c.winners_duplicate),
+    );
+    r.register(
         "store_winners_refused",
         "Store mode: other nodes' winners that did not validate here",
         counter(c.winners_refused),

@@ -253,6 +253,139 @@ async fn two_nodes_body(server: NatsServer) {
     b.handle.shutdown();
 }
 
+// covers: CL-FOLLOW-1, CL-FOLLOW-2, CL-FOLLOW-3, CL-FOLLOW-5
+#[test]
+fn a_node_where_nobody_commits_follows_the_winners_sequenced_on_another_node() {
+    let Some(server) = NatsServer::start_or_skip("a_node_where_nobody_commits_follows") else {
+        return;
+    };
+    run(follow_body(server));
+}
+
+async fn follow_body(server: NatsServer) {
+    const ROOM: &[u8] = b"room-followed";
+    let a = node(&server).await;
+    let b = node(&server).await;
+
+    // The host commits through node A only; it creates the group on both nodes (the genesis
+    // is not shared yet). The guest waits on both nodes (the waiting room is not shared yet)
+    // and lives on node B: it never sends anything to node A after its KeyPackage.
+    let (mut h_a, mut host) = a.member(ROOM, Role::HOST, 1, "host").await;
+    let (mut h_b, ack_b) = b.admitted(ROOM, Role::HOST, 1, "host").await;
+    let relay_a = relay_from_ack(host.ack.as_ref().unwrap());
+    let relay_b = relay_from_ack(&ack_b);
+    host.create_group_with(extensions(&[&relay_a, &relay_b], &host));
+    for (t, node) in [(&mut h_a, "A"), (&mut h_b, "B")] {
+        t.send(Body::CreateGroup(CreateGroup {
+            group_info: VLBytes::new(host.group_info()),
+        }))
+        .await;
+        let got = t.recv(&format!("GroupCreated from node {node}")).await;
+        assert!(matches!(got, Body::GroupCreated(_)), "{got:?}");
+    }
+    let (mut g_a, _) = a.admitted(ROOM, Role::GUEST, 2, "guest").await;
+    let (mut g_b, ack) = b.admitted(ROOM, Role::GUEST, 2, "guest").await;
+    let mut guest = Client::new("guest", blindcall_relay::ConnId(ack.conn_id), ack);
+    let kp = guest.key_package();
+    for (t, node) in [(&mut g_a, "A"), (&mut g_b, "B")] {
+        t.send(Body::PublishKeyPackage(PublishKeyPackage {
+            key_package: VLBytes::new(kp.clone()),
+            join_proof: None,
+        }))
+        .await;
+        t.recv_until(&format!("KeyPackageAccepted from node {node}"), |b| {
+            matches!(b, Body::KeyPackageAccepted(_))
+        })
+        .await;
+        t.send(Body::JoinRequest).await;
+    }
+    let mut seen = Vec::new();
+    while waiting_kps(&seen).is_empty() {
+        seen.push(h_a.recv("the guest waiting on node A").await);
+    }
+
+    // The add, sequenced by node A: node B follows it and welcomes the guest waiting there
+    // from the stored record.
+    let add = host.add(&[kp]);
+    h_a.send(Body::Commit(add.clone())).await;
+    let got = h_a
+        .recv_until("the add's answer from node A", is_commit_answer)
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::CommitAccepted(c)) if c.epoch == 1),
+        "{got:?}"
+    );
+    host.merge_pending();
+    let welcome = g_b
+        .recv_until("the Welcome from node B", |b| matches!(b, Body::Welcome(_)))
+        .await;
+    guest.apply(&welcome);
+    assert_eq!(guest.authenticator(), host.authenticator());
+
+    // Two more commits through node A; the guest hears them from node B, in order.
+    let mut sent = Vec::new();
+    for epoch in [1, 2] {
+        let c = host.self_update();
+        h_a.send(Body::Commit(c.clone())).await;
+        let got = h_a
+            .recv_until(
+                &format!("the answer to epoch {epoch}'s commit"),
+                is_commit_answer,
+            )
+            .await;
+        assert!(
+            matches!(got.last(), Some(Body::CommitAccepted(a)) if a.epoch == epoch + 1),
+            "{got:?}"
+        );
+        host.merge_pending();
+        sent.push(c.commit.as_slice().to_vec());
+    }
+    for (i, epoch) in [1u64, 2].into_iter().enumerate() {
+        let heard = g_b
+            .recv_until(&format!("epoch {epoch}'s commit on node B"), |b| {
+                matches!(b, Body::CommitBroadcast(_))
+            })
+            .await;
+        assert_eq!(broadcasts(&heard, epoch), vec![sent[i].clone()]);
+        guest.apply(&heard);
+    }
+    assert_eq!(guest.epoch(), 3);
+    assert_eq!(guest.authenticator(), host.authenticator());
+    // The host's own connection to node B heard every commit too.
+    for epoch in [0u64, 1, 2] {
+        let heard = h_b
+            .recv_until(
+                &format!("epoch {epoch}'s commit for the host on node B"),
+                |b| matches!(b, Body::CommitBroadcast(_)),
+            )
+            .await;
+        assert_eq!(broadcasts(&heard, epoch).len(), 1, "{heard:?}");
+    }
+
+    // Node B serves the epoch it never sequenced: its GroupInfo came with the record.
+    g_b.send(Body::GroupInfoRequest).await;
+    let got = g_b
+        .recv_until("GroupInfoResponse from node B", |b| {
+            matches!(b, Body::GroupInfoResponse(_) | Body::Error(_))
+        })
+        .await;
+    match got.last() {
+        Some(Body::GroupInfoResponse(r)) => assert_eq!(r.epoch, 3),
+        other => panic!("expected GroupInfoResponse, got {other:?}"),
+    }
+    // Node B claimed nothing: it followed.
+    let m = b.scrape().await;
+    assert_eq!(metric(&m, "blindcall_relay_store_claims_won_total"), 0.0);
+    assert_eq!(metric(&m, "blindcall_relay_store_claims_lost_total"), 0.0);
+    assert_eq!(
+        metric(&m, "blindcall_relay_store_winners_applied_total"),
+        3.0
+    );
+    drop(g_a);
+    a.handle.shutdown();
+    b.handle.shutdown();
+}
+
 /// Run the binary with `args` (control channel only, development certificate) and a reader
 /// thread passing its stdout lines.
 fn spawn_relay(args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {

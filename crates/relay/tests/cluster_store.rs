@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use blindcall_relay::RoomId;
+use blindcall_relay::store::CommitWatch;
 use blindcall_relay::store::{
     CommitRecord, CorruptEntry, DEFAULT_BUCKET, JetStreamConfig, RoomStore, Sequenced, StoreError,
     StoreOp, commit_key,
@@ -365,7 +366,10 @@ async fn a_corrupt_or_foreign_entry_is_refused_with_its_reason() {
     let mut altered = CommitRecord::new(r.clone(), 3, b"commit".to_vec())
         .encode()
         .unwrap();
-    *altered.last_mut().unwrap() ^= 0x01;
+    // The commit's last byte: the record ends with its (empty) GroupInfo and Welcome, four
+    // length bytes each.
+    let last_of_commit = altered.len() - 9;
+    altered[last_of_commit] ^= 0x01;
     kv.put(commit_key(&r, 3), altered.into()).await.unwrap();
     // A winner deleted behind the relay's back.
     let won = CommitRecord::new(r.clone(), 4, b"won".to_vec());
@@ -406,4 +410,78 @@ async fn a_corrupt_or_foreign_entry_is_refused_with_its_reason() {
     assert_eq!(&raw[..], b"{\"hello\":\"world\"}");
     let next = CommitRecord::new(r.clone(), 6, b"honest".to_vec());
     assert_eq!(store.sequence_commit(&next).await.unwrap(), Sequenced::Won);
+}
+
+// covers: CL-FOLLOW-5, CL-REC-2
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_watch_sees_every_rooms_winners_in_order_and_refuses_corrupt_entries() {
+    let Some(server) = NatsServer::start_or_skip("the_commit_watch_sees_every_rooms_winners")
+    else {
+        return;
+    };
+    let writer = RoomStore::jetstream(config(&server)).await.unwrap();
+    let watcher = RoomStore::jetstream(config(&server)).await.unwrap();
+    let mut watch = watcher
+        .watch_commits()
+        .await
+        .unwrap()
+        .expect("JetStream watches");
+    let (r1, r2) = (room("watched-1"), room("watched-2"));
+    let records = [
+        CommitRecord::new(r1.clone(), 0, b"c0".to_vec())
+            .with_group_info(b"gi1".to_vec(), b"w".to_vec()),
+        CommitRecord::new(r2.clone(), 0, b"d0".to_vec()),
+        CommitRecord::new(r1.clone(), 1, b"c1".to_vec()).with_group_info(b"gi2".to_vec(), vec![]),
+    ];
+    for rec in &records {
+        assert_eq!(writer.sequence_commit(rec).await.unwrap(), Sequenced::Won);
+    }
+    // A losing claim writes nothing: the watch sees each epoch's winner once.
+    let loser = CommitRecord::new(r1.clone(), 1, b"other".to_vec());
+    assert!(matches!(
+        writer.sequence_commit(&loser).await.unwrap(),
+        Sequenced::Lost { .. }
+    ));
+    for (i, rec) in records.iter().enumerate() {
+        let got = next(&mut watch, &format!("winner {i}")).await.unwrap();
+        assert_eq!(&got, rec, "winner {i}, with its GroupInfo and Welcome");
+    }
+    // A corrupt entry is refused by its reason, and the watch goes on.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let kv: kv::Store = async_nats::jetstream::new(client)
+        .get_key_value(DEFAULT_BUCKET)
+        .await
+        .unwrap();
+    kv.put(commit_key(&r1, 2), b"junk".to_vec().into())
+        .await
+        .unwrap();
+    match next(&mut watch, "the corrupt entry").await {
+        Err(StoreError::Corrupt { key, reason }) => {
+            assert_eq!(key, commit_key(&r1, 2));
+            assert_eq!(reason, CorruptEntry::Foreign);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let after = CommitRecord::new(r2.clone(), 1, b"d1".to_vec());
+    assert_eq!(
+        writer.sequence_commit(&after).await.unwrap(),
+        Sequenced::Won
+    );
+    assert_eq!(next(&mut watch, "the next winner").await.unwrap(), after);
+    // The memory store has nothing to watch.
+    assert!(
+        RoomStore::default()
+            .watch_commits()
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// The watch's next item, within 5 s (named in the panic otherwise).
+async fn next(watch: &mut CommitWatch, what: &str) -> Result<CommitRecord, StoreError> {
+    tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|| panic!("the watch ended before {what}"))
 }

@@ -11,9 +11,11 @@
 //! and are validated when their turn comes.
 
 use blindcall_proto::CommitRejectReason;
+use tls_codec::Serialize as _;
 
+use super::error::DsFault;
 use super::state::InFlight;
-use super::validate::{Rejection, ValidatedCommit};
+use super::validate::{Rejection, SequencedCommit, ValidatedCommit};
 use super::{ConnId, Ds, Event, Output, RoomId};
 use crate::store::{CommitRecord, StoreError, StoreOp};
 use crate::time::Timestamp;
@@ -55,15 +57,20 @@ pub enum ClaimAnswer {
 pub(super) enum Committer {
     /// A member connected here, whose claim won (or, in local mode, who was first).
     Here(ConnId),
-    /// Another node; `loser` is the member here whose claim lost to it (it stands for the
-    /// room in events and faults).
-    Elsewhere { loser: ConnId },
+    /// Another node; `loser` is the member here whose claim lost to it, if any (it stands for
+    /// the room in events and faults); none when the winner was followed (CL-FOLLOW-1).
+    Elsewhere { loser: Option<ConnId> },
 }
+
+/// The connection named in events and faults about a followed winner, which no connection
+/// here sent: no connection ever has this id (ids count up from 0), so nothing is sent to it.
+pub(super) const NOBODY: ConnId = ConnId(u64::MAX);
 
 impl Committer {
     pub(super) fn conn(self) -> ConnId {
         match self {
-            Self::Here(c) | Self::Elsewhere { loser: c } => c,
+            Self::Here(c) | Self::Elsewhere { loser: Some(c) } => c,
+            Self::Elsewhere { loser: None } => NOBODY,
         }
     }
 }
@@ -106,13 +113,28 @@ impl Ds {
             }
             ClaimAnswer::Failed(e) => self.claim_failed(&room_id, committer, epoch, &e),
         }
+        // Winners followed while the claim was in flight, then the commits queued behind it.
+        self.follow(&room_id);
         self.next_queued(&room_id);
     }
 
     /// Park a validated commit and ask the shell to claim its epoch.
     pub(super) fn claim(&mut self, id: ConnId, room_id: &RoomId, validated: ValidatedCommit) {
-        let bytes = match validated.sequenced.to_bytes() {
-            Ok(b) => b,
+        let serialize = |m: &Option<openmls::prelude::MlsMessageIn>| -> Result<Vec<u8>, DsFault> {
+            m.as_ref()
+                .map(|m| m.tls_serialize_detached().map_err(|_| DsFault::Serialize))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let encoded = validated.sequenced.to_bytes().and_then(|b| {
+            Ok((
+                b,
+                serialize(&validated.group_info)?,
+                serialize(&validated.welcome)?,
+            ))
+        });
+        let (bytes, group_info, welcome) = match encoded {
+            Ok(e) => e,
             Err(f) => {
                 self.fault(id, f);
                 return;
@@ -133,7 +155,9 @@ impl Ds {
         self.claim_rooms.insert(ticket, room_id.clone());
         self.out.push_back(Output::Claim(super::ClaimRequest {
             ticket,
-            record: CommitRecord::new(room_id.clone(), epoch, bytes),
+            // What another node needs to serve the new epoch travels with the commit (CL-REC-2).
+            record: CommitRecord::new(room_id.clone(), epoch, bytes)
+                .with_group_info(group_info, welcome),
             read_first,
         }));
     }
@@ -152,46 +176,60 @@ impl Ds {
             return;
         };
         room.claims.unsettled = None;
-        let verdict = if winner.room() != room_id || winner.epoch() != epoch {
+        let applied = if winner.room() != room_id || winner.epoch() != epoch {
             // The shell answered with a record of another key: our bug, never applied.
-            Err(Rejection::from(CommitRejectReason::WRONG_GROUP))
+            self.refuse_winner(room_id, epoch, CommitRejectReason::WRONG_GROUP);
+            None
         } else {
-            match room.group.as_ref() {
-                Some(group) => group.validate_winner(&self.crypto, epoch, winner.commit()),
-                // A claim is only made for a room with a group, which never goes away.
-                None => Err(Rejection::from(CommitRejectReason::NO_GROUP)),
-            }
+            self.apply_winner(room_id, winner, Some(loser))
+        };
+        self.reject(
+            loser,
+            room_id,
+            epoch,
+            Rejection {
+                reason: CommitRejectReason::EPOCH_TAKEN,
+                winner: applied.map(Box::new),
+            },
+        );
+    }
+
+    /// Validate another node's winner of the room's current epoch and merge it, broadcasting
+    /// it to the members here (CL-DS-3, CL-FOLLOW-1). A winner that fails the checks is
+    /// refused (event `WinnerRefused`, counted) and the room stays at its epoch.
+    pub(super) fn apply_winner(
+        &mut self,
+        room_id: &RoomId,
+        winner: &CommitRecord,
+        loser: Option<ConnId>,
+    ) -> Option<SequencedCommit> {
+        let waiting = self.waiting_joiners(room_id);
+        let verdict = match self.rooms.get(room_id).and_then(|r| r.group.as_ref()) {
+            Some(group) => group.validate_winner(&self.crypto, winner, &waiting),
+            // A claim or a follow is only for a room with a group, which never goes away.
+            None => Err(Rejection::from(CommitRejectReason::NO_GROUP)),
         };
         match verdict {
             Ok(v) => {
                 let sequenced = v.sequenced.clone();
                 self.counters.winners_applied += 1;
                 self.sequence(room_id, v, Committer::Elsewhere { loser });
-                self.reject(
-                    loser,
-                    room_id,
-                    epoch,
-                    Rejection {
-                        reason: CommitRejectReason::EPOCH_TAKEN,
-                        winner: Some(Box::new(sequenced)),
-                    },
-                );
+                Some(sequenced)
             }
             Err(rej) => {
-                self.counters.winners_refused += 1;
-                self.event(Event::WinnerRefused {
-                    room: room_id.clone(),
-                    epoch,
-                    reason: rej.reason,
-                });
-                self.reject(
-                    loser,
-                    room_id,
-                    epoch,
-                    Rejection::from(CommitRejectReason::EPOCH_TAKEN),
-                );
+                self.refuse_winner(room_id, winner.epoch(), rej.reason);
+                None
             }
         }
+    }
+
+    fn refuse_winner(&mut self, room_id: &RoomId, epoch: u64, reason: CommitRejectReason) {
+        self.counters.winners_refused += 1;
+        self.event(Event::WinnerRefused {
+            room: room_id.clone(),
+            epoch,
+            reason,
+        });
     }
 
     fn claim_failed(&mut self, room_id: &RoomId, committer: ConnId, epoch: u64, e: &StoreError) {

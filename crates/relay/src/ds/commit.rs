@@ -50,20 +50,7 @@ impl Ds {
             );
             return;
         };
-        let waiting: Vec<(Vec<u8>, Joiner)> = room
-            .waiting
-            .iter()
-            .filter_map(|w| {
-                let kp = self.admission(*w)?.key_package.as_ref()?;
-                Some((
-                    kp.kp_ref.clone(),
-                    Joiner {
-                        conn: *w,
-                        signature_key: kp.signature_key.clone(),
-                    },
-                ))
-            })
-            .collect();
+        let waiting = self.waiting_joiners(&room_id);
         let ctx = CommitContext {
             committer_leaf: match seat {
                 Seat::Member { leaf } => Some(leaf),
@@ -82,7 +69,27 @@ impl Ds {
         let validated = match verdict {
             Ok(v) => v,
             Err(rej) => {
-                self.reject(id, &room_id, c.epoch, rej);
+                // Store mode: the store holds this very commit for its epoch (this node
+                // followed it before the committer's copy arrived here): it is accepted, as
+                // a claim of it would have been (CL-SEQ-2, CL-FOLLOW-1).
+                let own = mode == StoreMode::Shared
+                    && rej.reason == CommitRejectReason::EPOCH_TAKEN
+                    && rej
+                        .winner
+                        .as_ref()
+                        .and_then(|w| w.to_bytes().ok())
+                        .is_some_and(|w| w == c.commit.as_slice());
+                if own {
+                    let epoch = c.epoch.saturating_add(1);
+                    self.send(id, Body::CommitAccepted(CommitAccepted { epoch }));
+                    self.event(Event::CommitAccepted {
+                        room: room_id,
+                        conn: id,
+                        epoch,
+                    });
+                } else {
+                    self.reject(id, &room_id, c.epoch, rej);
+                }
                 return;
             }
         };
@@ -90,6 +97,26 @@ impl Ds {
             StoreMode::Local => self.sequence(&room_id, validated, Committer::Here(id)),
             StoreMode::Shared => self.claim(id, &room_id, validated),
         }
+    }
+
+    /// The room's waiting joiners by KeyPackageRef, for matching a commit's Adds.
+    pub(super) fn waiting_joiners(&self, room_id: &RoomId) -> Vec<(Vec<u8>, Joiner)> {
+        let Some(room) = self.rooms.get(room_id) else {
+            return Vec::new();
+        };
+        room.waiting
+            .iter()
+            .filter_map(|w| {
+                let kp = self.admission(*w)?.key_package.as_ref()?;
+                Some((
+                    kp.kp_ref.clone(),
+                    Joiner {
+                        conn: *w,
+                        signature_key: kp.signature_key.clone(),
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Merge the epoch's winner and tell everyone: the committer (when it is here) gets

@@ -68,6 +68,14 @@ pub struct DsCounters {
     /// Store mode: other nodes' winners that did not validate here (the room is stuck at
     /// their epoch on this node).
     pub winners_refused: u64,
+    /// Store mode: followed winners of epochs already merged here (CL-FOLLOW-1).
+    pub winners_duplicate: u64,
+    /// Store mode: followed winners of rooms this node does not serve (or has no group for).
+    pub winners_ignored: u64,
+    /// Store mode: followed winners dropped because too many waited after a gap.
+    pub winners_dropped: u64,
+    /// Store mode: reads of a missing epoch (`Output::Fetch`) that found nothing or failed.
+    pub fetches_failed: u64,
 }
 
 impl DsCounters {

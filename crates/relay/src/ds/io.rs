@@ -6,7 +6,7 @@ use blindcall_proto::{
     CommitRejectReason, DEFAULT_MAX_FRAME_LEN, ErrorCode, RefusedReason, ResumeRefusedReason, Role,
 };
 
-use super::{ChallengeSeed, ClaimRequest, DsFault, RelayIdentities, RoomId};
+use super::{ChallengeSeed, ClaimRequest, DsFault, FetchRequest, RelayIdentities, RoomId};
 use crate::time::Timestamp;
 use crate::token::TokenSecret;
 
@@ -197,6 +197,11 @@ pub enum Output {
     /// answer with [`Ds::handle_claim`](super::Ds::handle_claim) under the same ticket. The
     /// commit is sent to no one before the answer.
     Claim(ClaimRequest),
+    /// Store mode only: read the winner of (room, epoch) from the store and hand it to
+    /// [`Ds::handle_winner`](super::Ds::handle_winner), or report
+    /// [`Ds::handle_fetch_failed`](super::Ds::handle_fetch_failed) when there is none or the
+    /// read fails (a gap in the winners followed, CL-FOLLOW-1).
+    Fetch(FetchRequest),
     /// For logs and metrics.
     Event(Event),
 }

@@ -103,8 +103,8 @@ pub(crate) enum ProofCheck {
 pub(crate) struct GroupState {
     pub(super) storage: MemoryStorage,
     pub(super) group: PublicGroup,
-    /// The current epoch's GroupInfo: `None` after another node's winner (store mode) until
-    /// this node sequences a commit of its own.
+    /// The current epoch's GroupInfo: `None` only after another node's winner read from a
+    /// version 1 record (store mode, CL-FOLLOW-2), until the next commit.
     pub(super) group_info: Option<MlsMessageIn>,
     /// The call parameters of the group context (they cannot change: the policy refuses
     /// GroupContextExtensions proposals).

@@ -25,6 +25,7 @@ mod claim;
 mod commit;
 mod counters;
 mod error;
+mod follow;
 mod identity;
 mod io;
 mod lifecycle;
@@ -48,6 +49,7 @@ pub use challenge::ChallengeSeed;
 pub use claim::{ClaimAnswer, ClaimRequest, ClaimTicket};
 pub use counters::DsCounters;
 pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError, ProposalError};
+pub use follow::{FetchRequest, MAX_FOLLOWED};
 pub use identity::{RelayIdentities, RelayIdentity};
 pub use io::{
     CloseReason, ConnId, DEFAULT_COMMIT_HISTORY, DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO,
@@ -669,7 +671,8 @@ impl Ds {
         let epoch = group.epoch();
         match (group.group_info_bytes(), group.ratchet_tree_bytes()) {
             (Ok(None), _) => {
-                // Store mode: the epoch's winner came from another node, its GroupInfo too.
+                // Store mode: the epoch's winner came from another node in a version 1 record,
+                // which carries no GroupInfo (CL-FOLLOW-2).
                 self.error_with(id, ErrorCode::INTERNAL, "group info held by another node");
             }
             (Ok(Some(gi)), Ok(tree)) => self.send(

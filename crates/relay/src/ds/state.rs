@@ -7,6 +7,7 @@ use blindcall_proto::{Commit, FrameDecoder, RESUME_CHALLENGE_LEN, Role, RoomStat
 use super::mls::{GroupState, StoredKeyPackage};
 use super::validate::ValidatedCommit;
 use super::{ClaimTicket, ConnId};
+use crate::store::CommitRecord;
 use crate::time::Timestamp;
 
 /// A room id (from the capability token).
@@ -135,6 +136,13 @@ pub(crate) struct RoomClaims {
     /// The epoch of a claim that timed out: it may have landed, so the next claim of that
     /// epoch reads the key first.
     pub unsettled: Option<u64>,
+    /// Winners the store sequenced (followed, CL-FOLLOW-1) not merged yet, by epoch: those
+    /// after a gap, and any that came while a claim was in flight. At most
+    /// [`MAX_FOLLOWED`](super::follow::MAX_FOLLOWED).
+    pub followed: BTreeMap<u64, CommitRecord>,
+    /// The epoch whose winner this DS asked the shell to read (`Output::Fetch`), until it
+    /// comes or the read fails.
+    pub fetching: Option<u64>,
 }
 
 /// A validated commit parked until the store answers its claim.

@@ -16,6 +16,7 @@ use tls_codec::{Deserialize as _, Serialize as _};
 use super::ConnId;
 use super::error::DsFault;
 use super::mls::{GroupState, parse_group_info};
+use crate::store::CommitRecord;
 
 /// A commit as sequenced: the parsed MLS message of the epoch's winner.
 #[derive(Debug, Clone)]
@@ -73,7 +74,8 @@ pub(crate) struct ValidatedCommit {
     pub(super) joiners: Vec<Joiner>,
     pub(super) removed: Vec<Removal>,
     pub(super) welcome: Option<MlsMessageIn>,
-    /// The new epoch's GroupInfo; `None` for another node's winner (its GroupInfo stayed there).
+    /// The new epoch's GroupInfo; `None` for another node's winner from a version 1 record
+    /// (which carries none, CL-REC-2).
     pub(super) group_info: Option<MlsMessageIn>,
 }
 
@@ -141,41 +143,14 @@ impl GroupState {
         }
 
         // Welcome: present exactly when there are Adds, and addressed to exactly those joiners.
-        let welcome = match (welcome, joiners.is_empty()) {
-            (None, true) => None,
-            (Some(_), true) | (None, false) => {
-                return Err(CommitRejectReason::WELCOME_MISMATCH.into());
-            }
-            (Some(bytes), false) => {
-                let w = MlsMessageIn::tls_deserialize_exact(bytes)
-                    .map_err(|_| CommitRejectReason::WELCOME_MISMATCH)?;
-                let MlsMessageBodyIn::Welcome(inner) = w.clone().extract() else {
-                    return Err(CommitRejectReason::WELCOME_MISMATCH.into());
-                };
-                let addressed: BTreeSet<Vec<u8>> = inner
-                    .secrets()
-                    .iter()
-                    .map(|s| s.new_member().as_slice().to_vec())
-                    .collect();
-                if addressed != add_refs || inner.secrets().len() != add_refs.len() {
-                    return Err(CommitRejectReason::WELCOME_MISMATCH.into());
-                }
-                Some(w)
-            }
-        };
+        let welcome = check_welcome(crypto, &staged, welcome)?;
 
         let removed = removals(&staged);
 
         // GroupInfo of the new epoch, with the ratchet tree, signed by a member of the new tree,
         // and describing exactly the context the commit produces.
         let gi_bytes = group_info.ok_or(CommitRejectReason::BAD_GROUP_INFO)?;
-        let (gi_message, scratch, _scratch_storage) =
-            parse_group_info(crypto, gi_bytes).map_err(|_| CommitRejectReason::BAD_GROUP_INFO)?;
-        if scratch.group_context() != staged.group_context()
-            || Some(scratch.confirmation_tag()) != pm.confirmation_tag()
-        {
-            return Err(CommitRejectReason::BAD_GROUP_INFO.into());
-        }
+        let gi_message = check_group_info(crypto, gi_bytes, &pm, &staged)?;
 
         Ok(ValidatedCommit {
             sequenced: SequencedCommit {
@@ -255,26 +230,107 @@ impl GroupState {
         Ok((message, pm, staged))
     }
 
-    /// Check the winner of the current epoch that another node sequenced (store mode): the
-    /// checks of [`GroupState::stage_commit`], from any member. Its Adds name joiners of the
-    /// other node's waiting room, and its Welcome and GroupInfo stayed there: this node routes
-    /// no Welcome for it and holds no GroupInfo of the new epoch until its next own commit.
+    /// Check a winner of the current epoch that another node sequenced (store mode, CL-DS-3,
+    /// CL-FOLLOW-2): the checks of [`GroupState::stage_commit`], from any member; the
+    /// GroupInfo of the new epoch the record carries is checked as a committer's is (a record
+    /// without one, version 1, leaves this node without the new epoch's GroupInfo); its Welcome,
+    /// when there is one, is checked against the commit's Adds, and the joiners it names that
+    /// wait here (their KeyPackage published to this node too) are seated here and welcomed.
     pub fn validate_winner(
         &self,
         crypto: &RustCrypto,
-        epoch: u64,
-        commit: &[u8],
+        record: &CommitRecord,
+        waiting: &[(Vec<u8>, Joiner)],
     ) -> Result<ValidatedCommit, Rejection> {
-        let (message, _pm, staged) = self.stage_commit(crypto, epoch, commit, |_| true)?;
+        let epoch = record.epoch();
+        let (message, pm, staged) = self.stage_commit(crypto, epoch, record.commit(), |_| true)?;
+        let group_info = record
+            .group_info()
+            .map(|gi| check_group_info(crypto, gi, &pm, &staged))
+            .transpose()?;
+        // A version 1 record has no Welcome: its joiners wait here unwelcomed.
+        let welcome = match record.welcome() {
+            Some(w) => check_welcome(crypto, &staged, Some(w))?,
+            None => None,
+        };
+        let mut joiners = Vec::new();
+        if welcome.is_some() {
+            for add in staged.add_proposals() {
+                let kp_ref = add
+                    .add_proposal()
+                    .key_package()
+                    .hash_ref(crypto)
+                    .map_err(|_| CommitRejectReason::INVALID)?;
+                if let Some((_, j)) = waiting.iter().find(|(r, _)| r == kp_ref.as_slice()) {
+                    joiners.push(j.clone());
+                }
+            }
+        }
         let removed = removals(&staged);
         Ok(ValidatedCommit {
             sequenced: SequencedCommit { epoch, message },
             staged,
-            joiners: Vec::new(),
+            joiners,
             removed,
-            welcome: None,
-            group_info: None,
+            welcome,
+            group_info,
         })
+    }
+}
+
+/// The GroupInfo of the epoch a commit leads to: with the ratchet tree, signed by a member of
+/// the new tree, and describing exactly the context the commit produces.
+fn check_group_info(
+    crypto: &RustCrypto,
+    bytes: &[u8],
+    pm: &PublicMessageIn,
+    staged: &StagedCommit,
+) -> Result<MlsMessageIn, Rejection> {
+    let (gi_message, scratch, _scratch_storage) =
+        parse_group_info(crypto, bytes).map_err(|_| CommitRejectReason::BAD_GROUP_INFO)?;
+    if scratch.group_context() != staged.group_context()
+        || Some(scratch.confirmation_tag()) != pm.confirmation_tag()
+    {
+        return Err(CommitRejectReason::BAD_GROUP_INFO.into());
+    }
+    Ok(gi_message)
+}
+
+/// A commit's Welcome: present exactly when it has Adds, and addressed to exactly the
+/// KeyPackages they add.
+fn check_welcome(
+    crypto: &RustCrypto,
+    staged: &StagedCommit,
+    welcome: Option<&[u8]>,
+) -> Result<Option<MlsMessageIn>, Rejection> {
+    let mut add_refs = BTreeSet::new();
+    for add in staged.add_proposals() {
+        let kp_ref = add
+            .add_proposal()
+            .key_package()
+            .hash_ref(crypto)
+            .map_err(|_| CommitRejectReason::INVALID)?;
+        add_refs.insert(kp_ref.as_slice().to_vec());
+    }
+    match (welcome, add_refs.is_empty()) {
+        (None, true) => Ok(None),
+        (Some(_), true) | (None, false) => Err(CommitRejectReason::WELCOME_MISMATCH.into()),
+        (Some(bytes), false) => {
+            let w = MlsMessageIn::tls_deserialize_exact(bytes)
+                .map_err(|_| CommitRejectReason::WELCOME_MISMATCH)?;
+            let MlsMessageBodyIn::Welcome(inner) = w.clone().extract() else {
+                return Err(CommitRejectReason::WELCOME_MISMATCH.into());
+            };
+            let addressed: BTreeSet<Vec<u8>> = inner
+                .secrets()
+                .iter()
+                .map(|s| s.new_member().as_slice().to_vec())
+                .collect();
+            if addressed != add_refs || inner.secrets().len() != add_refs.len() {
+                return Err(CommitRejectReason::WELCOME_MISMATCH.into());
+            }
+            Ok(Some(w))
+        }
     }
 }
 

@@ -13,11 +13,11 @@ use tracing::{debug, info, warn};
 
 use super::{ControlTap, ForwarderCommand, ForwarderEvent, MediaHook, TapDirection};
 use crate::ds::{
-    ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event, Input,
-    Occupancy, Output,
+    ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event,
+    FetchRequest, Input, Occupancy, Output,
 };
 use crate::metrics::ShellMetrics;
-use crate::store::{RoomStore, StoreError, StoreOp};
+use crate::store::{CommitRecord, CommitWatch, RoomStore, StoreError, StoreOp};
 use crate::time::Timestamp;
 
 /// What readers, the acceptor and the metrics endpoint send the driver.
@@ -123,7 +123,23 @@ pub(crate) struct Driver {
     store: Option<RoomStore>,
     claims_tx: mpsc::UnboundedSender<ClaimDone>,
     claims_rx: mpsc::UnboundedReceiver<ClaimDone>,
+    /// Store mode: the watch of the commit keys, started before the relay listened; the
+    /// follower task takes it when the loop starts.
+    watch: Option<CommitWatch>,
+    followed_tx: mpsc::UnboundedSender<Followed>,
+    followed_rx: mpsc::UnboundedReceiver<Followed>,
 }
+
+/// What the follower task and the fetch tasks bring back to the loop (CL-FOLLOW-1).
+enum Followed {
+    /// A winner the watch saw.
+    Winner(CommitRecord),
+    /// The answer to an `Output::Fetch`.
+    Fetched(FetchRequest, Result<Option<CommitRecord>, StoreError>),
+}
+
+/// Pause before the follower starts a watch again after it failed or ended.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// A claim task's answer, and how long the store took.
 type ClaimDone = (ClaimTicket, ClaimAnswer, Duration);
@@ -161,10 +177,15 @@ impl Driver {
         tap: Option<Tap>,
         shell: ShellMetrics,
         shutdown: CancellationToken,
-        store: Option<RoomStore>,
+        store: Option<(RoomStore, Option<CommitWatch>)>,
     ) -> Self {
         // Unbounded: at most one claim per room is in flight, each answered once.
         let (claims_tx, claims_rx) = mpsc::unbounded_channel();
+        // Unbounded: winners come as fast as the store sequences them (one per room's epoch)
+        // and fetches are one per room at a time.
+        let (followed_tx, followed_rx) = mpsc::unbounded_channel();
+        let (store, watch) = store.unzip();
+        let watch = watch.flatten();
         let (media_events, media_cmds) = match media {
             Some(h) => (Some(h.events), Some(h.commands)),
             None => (None, None),
@@ -182,12 +203,24 @@ impl Driver {
             store,
             claims_tx,
             claims_rx,
+            watch,
+            followed_tx,
+            followed_rx,
         }
     }
 
     /// Run until every sender is gone: the acceptor has stopped and every connection (including
     /// handshakes in flight) has ended. After shutdown the DS refuses whatever is left or arrives.
     pub(crate) async fn run(mut self) {
+        // The memory store serves this process only: nothing to follow.
+        if let Some(store @ RoomStore::JetStream(_)) = self.store.clone() {
+            tokio::spawn(follow_winners(
+                store,
+                self.watch.take(),
+                self.followed_tx.clone(),
+                self.shutdown.clone(),
+            ));
+        }
         loop {
             let wake = self.ds.poll_timeout().map(instant_for);
             let mut received_at = None;
@@ -209,6 +242,7 @@ impl Driver {
                     }
                     self.ds.handle_claim(now(), ticket, answer);
                 }
+                Some(f) = self.followed_rx.recv() => self.on_followed(f),
                 c = next_command(&mut self.media_cmds) => match c {
                     Some(c) => self.on_forwarder_command(c),
                     None => self.media_cmds = None,
@@ -308,6 +342,7 @@ impl Driver {
                     payload,
                 }),
                 Output::Claim(req) => self.claim(req),
+                Output::Fetch(req) => self.fetch(req),
                 Output::Event(e) => self.on_event(&e, received_at),
             }
         }
@@ -331,6 +366,40 @@ impl Driver {
             let answer = store.answer_claim(&req).await;
             // The driver has stopped: nobody is left to tell.
             let _ = tx.send((req.ticket, answer, started.elapsed()));
+        });
+    }
+
+    fn on_followed(&mut self, f: Followed) {
+        match f {
+            Followed::Winner(record) => self.ds.handle_winner(now(), record),
+            Followed::Fetched(_, Ok(Some(record))) => self.ds.handle_winner(now(), record),
+            Followed::Fetched(req, result) => {
+                match result {
+                    Err(e) => {
+                        warn!(room = %hex::encode(&req.room.0), epoch = req.epoch, error = %e, "reading a missing winner failed")
+                    }
+                    Ok(_) => {
+                        warn!(room = %hex::encode(&req.room.0), epoch = req.epoch, "a missing winner is not in the store")
+                    }
+                }
+                self.ds.handle_fetch_failed(now(), &req.room, req.epoch);
+            }
+        }
+    }
+
+    /// Read a winner the DS is missing (a gap in what it followed), in a task of its own.
+    fn fetch(&mut self, req: FetchRequest) {
+        let tx = self.followed_tx.clone();
+        let Some(store) = self.store.clone() else {
+            let _ = tx.send(Followed::Fetched(
+                req,
+                Err(StoreError::Unreachable { op: StoreOp::Read }),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            let result = store.sequenced_commit(&req.room, req.epoch).await;
+            let _ = tx.send(Followed::Fetched(req, result));
         });
     }
 
@@ -396,11 +465,67 @@ impl Driver {
                 reason = %reason,
                 "commit rejected"
             ),
+            Event::WinnerRefused {
+                room,
+                epoch,
+                reason,
+            } => warn!(
+                room = %hex::encode(&room.0),
+                epoch,
+                reason = %reason,
+                "another node's winner refused: the room stays at its epoch on this node"
+            ),
             Event::InternalFault { conn, fault } => {
                 warn!(conn = conn.0, fault = %fault, "internal fault")
             }
             other => debug!(event = ?other, "ds event"),
         }
+    }
+}
+
+/// The follower (CL-FOLLOW-1): feed every winner the store's watch sees to the loop, and
+/// start the watch again after a pause when it fails or ends (the gap it leaves is read by the
+/// DS's fetches when the next winner comes).
+async fn follow_winners(
+    store: RoomStore,
+    mut watch: Option<CommitWatch>,
+    tx: mpsc::UnboundedSender<Followed>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Some(w) = watch.as_mut() {
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = w.next() => n,
+                };
+                match next {
+                    Some(Ok(record)) => {
+                        if tx.send(Followed::Winner(record)).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => warn!(error = %e, "commit watch: entry refused"),
+                    None => {
+                        warn!("commit watch ended; starting it again");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_RETRY) => {}
+        }
+        watch = match store.watch_commits().await {
+            Ok(Some(w)) => Some(w),
+            // The memory store has nothing to follow.
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot watch the store's commits");
+                None
+            }
+        };
     }
 }
 

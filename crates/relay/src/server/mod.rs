@@ -264,6 +264,22 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
     if cfg.store.is_some() {
         ds_cfg.store_mode = StoreMode::Shared;
     }
+    // Store mode: watch the commits before any connection is served, so that every winner
+    // sequenced from now on reaches the DS (CL-FOLLOW-1). A watch that cannot start now is
+    // started again by the driver.
+    let store = match cfg.store {
+        Some(store) => {
+            let watch = match store.watch_commits().await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the store's commits yet");
+                    None
+                }
+            };
+            Some((store, watch))
+        }
+        None => None,
+    };
     let driver = driver::Driver::new(
         Ds::new(ds_cfg),
         rx,
@@ -271,7 +287,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
         tap,
         shell.clone(),
         shutdown.clone(),
-        cfg.store,
+        store,
     );
     let driver_task = tokio::spawn(driver.run());
 

@@ -19,6 +19,8 @@ pub enum StoreOp {
     Claim,
     /// Reading an entry.
     Read,
+    /// Watching the commit keys (following the rooms' winners, CL-FOLLOW-1).
+    Watch,
 }
 
 impl std::fmt::Display for StoreOp {
@@ -28,6 +30,7 @@ impl std::fmt::Display for StoreOp {
             Self::OpenBucket => "open bucket",
             Self::Claim => "claim epoch",
             Self::Read => "read",
+            Self::Watch => "watch commits",
         })
     }
 }

@@ -55,6 +55,72 @@ pub fn commit_key(room: &RoomId, epoch: u64) -> String {
     format!("room.{}.epoch.{epoch}.commit", hex::encode(&room.0))
 }
 
+/// The keys of every room's commits, for a watch (`*` is one token).
+pub const COMMIT_KEYS: &str = "room.*.epoch.*.commit";
+
+/// The (room, epoch) a commit key names, if it is one (`room.<hex>.epoch.<e>.commit`).
+pub fn parse_commit_key(key: &str) -> Option<(RoomId, u64)> {
+    let mut parts = key.split('.');
+    let (Some("room"), Some(room), Some("epoch"), Some(epoch), Some("commit"), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    // Only the canonical spelling: lower-case hex, a decimal epoch without leading zeros.
+    let room = hex::decode(room).ok().filter(|r| hex::encode(r) == room)?;
+    let epoch: u64 = epoch
+        .parse()
+        .ok()
+        .filter(|e: &u64| e.to_string() == epoch)?;
+    Some((RoomId(room), epoch))
+}
+
+/// The commits sequenced from the moment the watch started, every room's, in the order the
+/// store took them (so each room's in epoch order). Built on the KV watch of async-nats 0.40 (an
+/// ordered push consumer on `$KV.<bucket>.room.*.epoch.*.commit`, delivering new entries only),
+/// which the client re-creates by itself after a reconnect, resuming after the last entry
+/// delivered.
+pub struct CommitWatch {
+    watch: std::pin::Pin<Box<kv::Watch>>,
+}
+
+impl std::fmt::Debug for CommitWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitWatch").finish_non_exhaustive()
+    }
+}
+
+impl CommitWatch {
+    /// The next commit sequenced, or why the entry seen is not one (a corrupt entry is
+    /// refused as by reads, CL-REC-1; the watch goes on). `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<Result<CommitRecord, StoreError>> {
+        let entry =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
+                .await?;
+        Some(match entry {
+            Ok(entry) => decode_entry(&entry),
+            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
+        })
+    }
+}
+
+fn decode_entry(entry: &kv::Entry) -> Result<CommitRecord, StoreError> {
+    let corrupt = |reason| StoreError::Corrupt {
+        key: entry.key.clone(),
+        reason,
+    };
+    let (room, epoch) = parse_commit_key(&entry.key).ok_or(corrupt(CorruptEntry::Foreign))?;
+    if entry.operation != kv::Operation::Put {
+        return Err(corrupt(CorruptEntry::Deleted));
+    }
+    CommitRecord::decode(&entry.value, &room, epoch).map_err(corrupt)
+}
+
 /// The KV header that marks a deleted or purged key.
 const KV_OPERATION: &str = "KV-Operation";
 /// Pause between reads of a key whose create was just refused but which the leader does not
@@ -193,6 +259,19 @@ impl JetStreamStore {
             }
             tokio::time::sleep(READ_RETRY).await;
         }
+    }
+
+    /// Watch every room's commit keys from now on ([`CommitWatch`]).
+    pub async fn watch_commits(&self) -> Result<CommitWatch, StoreError> {
+        self.connected(StoreOp::Watch)?;
+        within(StoreOp::Watch, self.op_timeout, async {
+            self.kv
+                .watch(COMMIT_KEYS)
+                .await
+                .map(|w| CommitWatch { watch: Box::pin(w) })
+                .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
+        })
+        .await
     }
 
     /// The commit sequenced for (`room`, `epoch`), if any, read from the stream's leader (a

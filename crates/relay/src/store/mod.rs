@@ -21,12 +21,13 @@ mod record;
 
 pub use error::{StoreError, StoreOp};
 pub use jetstream::{
-    DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig, JetStreamStore, commit_key,
+    COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig, JetStreamStore,
+    commit_key, parse_commit_key,
 };
 pub use memory::MemoryStore;
 pub use record::{
     COMMIT_HASH_LEN, CommitHash, CommitRecord, CorruptEntry, EncodeError, KIND_COMMIT,
-    RECORD_MAGIC, RECORD_VERSION, commit_hash,
+    RECORD_MAGIC, RECORD_VERSION, RECORD_VERSION_1, commit_hash,
 };
 
 use crate::ds::{ClaimAnswer, ClaimRequest, RoomId};
@@ -90,6 +91,16 @@ impl RoomStore {
         match self {
             Self::Memory(m) => Ok(m.sequenced_commit(room, epoch)),
             Self::JetStream(j) => j.sequenced_commit(room, epoch).await,
+        }
+    }
+
+    /// Watch every room's commits from now on, to follow the winners other nodes sequence
+    /// (CL-FOLLOW-1). The memory store has nothing to watch (`None`): it serves one process,
+    /// whose DS sequences every commit itself.
+    pub async fn watch_commits(&self) -> Result<Option<CommitWatch>, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(None),
+            Self::JetStream(j) => j.watch_commits().await.map(Some),
         }
     }
 

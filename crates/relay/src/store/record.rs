@@ -8,14 +8,20 @@
 //! ```text
 //! struct {
 //!     opaque magic[4] = "BCRS";     // blindcall room store
-//!     uint8  version = 1;
+//!     uint8  version = 2;           // 1 is still read (it has no group_info nor welcome)
 //!     uint8  kind = 1;              // sequenced commit
 //!     opaque room_id<1..64>;        // one length byte
 //!     uint64 epoch;                 // the epoch the commit was sent in (it leads to epoch + 1)
 //!     opaque commit_hash[32];       // SHA-256 of commit
 //!     opaque commit<0..2^32-1>;     // four length bytes, big-endian: the MLSMessage as sequenced
+//!     opaque group_info<0..2^32-1>; // version 2: the GroupInfo of epoch + 1 (empty: none)
+//!     opaque welcome<0..2^32-1>;    // version 2: the commit's Welcome (empty: none)
 //! } CommitRecord;                   // nothing after it
 //! ```
+//!
+//! The hash covers the commit only: it names the commit (two records of one commit are the same
+//! claim, CL-SEQ-2). The GroupInfo and the Welcome are not trusted for it: a node that applies
+//! the record checks them against the commit as it checks a member's (CL-FOLLOW-2).
 
 use thiserror::Error;
 
@@ -24,8 +30,10 @@ use crate::token::MAX_ROOM_ID_LEN;
 
 /// The first bytes of every record the relay writes.
 pub const RECORD_MAGIC: [u8; 4] = *b"BCRS";
-/// The record version this relay writes and reads.
-pub const RECORD_VERSION: u8 = 1;
+/// The record version this relay writes (it reads this one and [`RECORD_VERSION_1`]).
+pub const RECORD_VERSION: u8 = 2;
+/// The first record version, still read: a commit without GroupInfo or Welcome.
+pub const RECORD_VERSION_1: u8 = 1;
 /// The record kind of a sequenced commit.
 pub const KIND_COMMIT: u8 = 1;
 /// Length of a commit hash (SHA-256).
@@ -83,6 +91,8 @@ pub struct CommitRecord {
     epoch: u64,
     hash: CommitHash,
     commit: Vec<u8>,
+    group_info: Vec<u8>,
+    welcome: Vec<u8>,
 }
 
 impl std::fmt::Debug for CommitRecord {
@@ -92,6 +102,8 @@ impl std::fmt::Debug for CommitRecord {
             .field("epoch", &self.epoch)
             .field("hash", &hex::encode(self.hash))
             .field("commit_len", &self.commit.len())
+            .field("group_info_len", &self.group_info.len())
+            .field("welcome_len", &self.welcome.len())
             .finish()
     }
 }
@@ -112,7 +124,27 @@ impl CommitRecord {
             room,
             epoch,
             commit,
+            group_info: Vec::new(),
+            welcome: Vec::new(),
         }
+    }
+
+    /// The same record carrying the GroupInfo of the next epoch and the commit's Welcome (empty
+    /// when the commit adds nobody), so that another node can serve the new epoch.
+    pub fn with_group_info(mut self, group_info: Vec<u8>, welcome: Vec<u8>) -> Self {
+        self.group_info = group_info;
+        self.welcome = welcome;
+        self
+    }
+
+    /// The GroupInfo of the next epoch, if the record carries one.
+    pub fn group_info(&self) -> Option<&[u8]> {
+        Some(self.group_info.as_slice()).filter(|b| !b.is_empty())
+    }
+
+    /// The commit's Welcome, if the record carries one.
+    pub fn welcome(&self) -> Option<&[u8]> {
+        Some(self.welcome.as_slice()).filter(|b| !b.is_empty())
     }
 
     /// The room.
@@ -139,8 +171,19 @@ impl CommitRecord {
     /// [`MAX_ROOM_ID_LEN`] bytes) or a commit of 4 GiB or more.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let (room_len, commit_len) = self.lengths()?;
-        let mut out =
-            Vec::with_capacity(4 + 2 + 1 + self.room.0.len() + 8 + 32 + 4 + self.commit.len());
+        let len32 = |b: &[u8]| u32::try_from(b.len()).map_err(|_| EncodeError::TooLarge);
+        let (gi_len, welcome_len) = (len32(&self.group_info)?, len32(&self.welcome)?);
+        let mut out = Vec::with_capacity(
+            4 + 2
+                + 1
+                + self.room.0.len()
+                + 8
+                + 32
+                + 12
+                + self.commit.len()
+                + self.group_info.len()
+                + self.welcome.len(),
+        );
         out.extend_from_slice(&RECORD_MAGIC);
         out.push(RECORD_VERSION);
         out.push(KIND_COMMIT);
@@ -150,6 +193,10 @@ impl CommitRecord {
         out.extend_from_slice(&self.hash);
         out.extend_from_slice(&commit_len.to_be_bytes());
         out.extend_from_slice(&self.commit);
+        out.extend_from_slice(&gi_len.to_be_bytes());
+        out.extend_from_slice(&self.group_info);
+        out.extend_from_slice(&welcome_len.to_be_bytes());
+        out.extend_from_slice(&self.welcome);
         Ok(out)
     }
 
@@ -164,18 +211,24 @@ impl CommitRecord {
             .filter(|l| (1..=MAX_ROOM_ID_LEN).contains(&usize::from(*l)))
             .ok_or(EncodeError::RoomId)?;
         let commit_len = u32::try_from(self.commit.len()).map_err(|_| EncodeError::TooLarge)?;
+        if u32::try_from(self.group_info.len()).is_err()
+            || u32::try_from(self.welcome.len()).is_err()
+        {
+            return Err(EncodeError::TooLarge);
+        }
         Ok((room_len, commit_len))
     }
 
     /// Decode a record read under the key of (`room`, `epoch`), checking that it is a commit
-    /// record of this version, for that room and epoch, whose hash matches its commit.
+    /// record of a version this relay reads (2, or 1 without GroupInfo and Welcome), for that
+    /// room and epoch, whose hash matches its commit.
     pub fn decode(bytes: &[u8], room: &RoomId, epoch: u64) -> Result<Self, CorruptEntry> {
         let mut r = Reader(bytes);
         if r.take(4)? != RECORD_MAGIC {
             return Err(CorruptEntry::Foreign);
         }
         let version = r.u8()?;
-        if version != RECORD_VERSION {
+        if version != RECORD_VERSION && version != RECORD_VERSION_1 {
             return Err(CorruptEntry::UnsupportedVersion(version));
         }
         let kind = r.u8()?;
@@ -195,9 +248,12 @@ impl CommitRecord {
             return Err(CorruptEntry::WrongEpoch { found: found_epoch });
         }
         let hash: CommitHash = r.array()?;
-        let commit_len =
-            usize::try_from(u32::from_be_bytes(r.array()?)).map_err(|_| CorruptEntry::Truncated)?;
-        let commit = r.take(commit_len)?;
+        let commit = r.vec32()?;
+        let (group_info, welcome) = if version == RECORD_VERSION_1 {
+            (&[][..], &[][..])
+        } else {
+            (r.vec32()?, r.vec32()?)
+        };
         if !r.0.is_empty() {
             return Err(CorruptEntry::TrailingBytes);
         }
@@ -209,6 +265,8 @@ impl CommitRecord {
             epoch,
             hash,
             commit: commit.to_vec(),
+            group_info: group_info.to_vec(),
+            welcome: welcome.to_vec(),
         })
     }
 }
@@ -240,6 +298,13 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, CorruptEntry> {
         Ok(self.take(1)?[0])
+    }
+
+    /// Four length bytes (big-endian), then that many bytes.
+    fn vec32(&mut self) -> Result<&'a [u8], CorruptEntry> {
+        let len = usize::try_from(u32::from_be_bytes(self.array()?))
+            .map_err(|_| CorruptEntry::Truncated)?;
+        self.take(len)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CorruptEntry> {
@@ -276,8 +341,11 @@ mod tests {
         );
         assert_eq!(decode(&[]), Err(CorruptEntry::Truncated));
         let mut v = bytes.clone();
-        v[4] = 2;
-        assert_eq!(decode(&v), Err(CorruptEntry::UnsupportedVersion(2)));
+        v[4] = 3;
+        assert_eq!(decode(&v), Err(CorruptEntry::UnsupportedVersion(3)));
+        let mut v = bytes.clone();
+        v[4] = 0;
+        assert_eq!(decode(&v), Err(CorruptEntry::UnsupportedVersion(0)));
         let mut v = bytes.clone();
         v[5] = 9;
         assert_eq!(decode(&v), Err(CorruptEntry::WrongKind(9)));
@@ -292,17 +360,59 @@ mod tests {
             CommitRecord::decode(&bytes, &room(), 8),
             Err(CorruptEntry::WrongEpoch { found: 7 })
         );
+        // The commit's last byte (the record ends with two empty lengths, GroupInfo and Welcome).
         let mut v = bytes.clone();
-        let last = v.len() - 1;
+        let last = v.len() - 9;
         v[last] ^= 1;
         assert_eq!(decode(&v), Err(CorruptEntry::HashMismatch));
         let mut v = bytes.clone();
         v.push(0);
         assert_eq!(decode(&v), Err(CorruptEntry::TrailingBytes));
         // A huge length prefix is truncation, not an allocation.
-        let mut v = bytes[..bytes.len() - b"commit bytes".len() - 4].to_vec();
+        let mut v = bytes[..bytes.len() - b"commit bytes".len() - 12].to_vec();
         v.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(decode(&v), Err(CorruptEntry::Truncated));
+    }
+
+    // covers: CL-REC-2
+    #[test]
+    fn a_version_2_record_carries_group_info_and_welcome_and_version_1_is_still_read() {
+        let rec = CommitRecord::new(room(), 7, b"commit".to_vec())
+            .with_group_info(b"group info".to_vec(), b"welcome".to_vec());
+        let bytes = rec.encode().unwrap();
+        assert_eq!(bytes[4], RECORD_VERSION);
+        let back = CommitRecord::decode(&bytes, &room(), 7).unwrap();
+        assert_eq!(back.group_info(), Some(&b"group info"[..]));
+        assert_eq!(back.welcome(), Some(&b"welcome"[..]));
+        // The hash names the commit only: the same commit with or without them is one claim.
+        assert_eq!(
+            back.hash(),
+            CommitRecord::new(room(), 7, b"commit".to_vec()).hash()
+        );
+        // Without a Welcome (no Adds): empty, read as none.
+        let no_welcome = CommitRecord::new(room(), 7, b"commit".to_vec())
+            .with_group_info(b"gi".to_vec(), Vec::new());
+        let back = CommitRecord::decode(&no_welcome.encode().unwrap(), &room(), 7).unwrap();
+        assert_eq!(back.welcome(), None);
+        // A version 1 record (written by a relay of phase 2) is read: a commit without them.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"BCRS");
+        v1.extend_from_slice(&[1, 1, 7]);
+        v1.extend_from_slice(b"standup");
+        v1.extend_from_slice(&7u64.to_be_bytes());
+        v1.extend_from_slice(&commit_hash(b"commit"));
+        v1.extend_from_slice(&6u32.to_be_bytes());
+        v1.extend_from_slice(b"commit");
+        let old = CommitRecord::decode(&v1, &room(), 7).unwrap();
+        assert_eq!(old.commit(), b"commit");
+        assert_eq!((old.group_info(), old.welcome()), (None, None));
+        // A version 2 record cut after its commit (a version 1 body under version 2) is refused.
+        let mut cut = v1.clone();
+        cut[4] = 2;
+        assert_eq!(
+            CommitRecord::decode(&cut, &room(), 7),
+            Err(CorruptEntry::Truncated)
+        );
     }
 
     #[test]
@@ -325,8 +435,10 @@ mod tests {
             r in proptest::collection::vec(any::<u8>(), 1..=MAX_ROOM_ID_LEN),
             epoch in any::<u64>(),
             commit in proptest::collection::vec(any::<u8>(), 0..300),
+            gi in proptest::collection::vec(any::<u8>(), 0..100),
+            welcome in proptest::collection::vec(any::<u8>(), 0..100),
         ) {
-            let rec = CommitRecord::new(RoomId(r.clone()), epoch, commit);
+            let rec = CommitRecord::new(RoomId(r.clone()), epoch, commit).with_group_info(gi, welcome);
             let bytes = rec.encode().unwrap();
             prop_assert_eq!(CommitRecord::decode(&bytes, &RoomId(r), epoch).unwrap(), rec);
         }

@@ -86,6 +86,9 @@ pub struct Net {
     pub claims: Vec<ClaimRequest>,
     /// Store mode: the store that answers every claim at once (as the shell would).
     pub store: Option<store::MemoryStore>,
+    /// Store mode: reads of missing winners the DS asked for (answered at once from `store`
+    /// when there is one).
+    pub fetches: Vec<FetchRequest>,
     next: u64,
 }
 
@@ -106,6 +109,7 @@ impl Net {
             participants: HashMap::new(),
             claims: Vec::new(),
             store: None,
+            fetches: Vec::new(),
             next: 1,
         }
     }
@@ -129,6 +133,12 @@ impl Net {
     /// Answer a claim the DS asked for, then drain.
     pub fn answer(&mut self, ticket: ClaimTicket, answer: ClaimAnswer) {
         self.ds.handle_claim(self.now, ticket, answer);
+        self.drain();
+    }
+
+    /// A winner the store sequenced, as the shell's watch hands it over; then drain.
+    pub fn winner(&mut self, record: store::CommitRecord) {
+        self.ds.handle_winner(self.now, record);
         self.drain();
     }
 
@@ -217,6 +227,15 @@ impl Net {
                     }
                     None => self.claims.push(req),
                 },
+                Output::Fetch(req) => {
+                    self.fetches.push(req.clone());
+                    if let Some(store) = &self.store {
+                        match store.sequenced_commit(&req.room, req.epoch) {
+                            Some(record) => self.ds.handle_winner(self.now, record),
+                            None => self.ds.handle_fetch_failed(self.now, &req.room, req.epoch),
+                        }
+                    }
+                }
                 Output::Event(e) => self.events.push(e),
             }
         }
