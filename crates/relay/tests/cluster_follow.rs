@@ -187,6 +187,14 @@ fn a_winner_that_fails_the_checks_is_refused_and_the_node_does_not_advance() {
     assert_eq!(net.ds.room_epoch(ROOM), Some(1));
     assert_eq!(net.ds.counters().winners_refused, 2);
     assert_eq!(net.ds.counters().winners_applied, 0);
+    // Stuck at epoch 1 here: a later winner is dropped, and the refused epoch is not read
+    // again and again.
+    h.merge_pending();
+    let c2 = h.self_update();
+    net.winner(record(&c2));
+    assert!(net.fetches.is_empty());
+    assert_eq!(net.ds.counters().winners_dropped, 1);
+    assert_eq!(net.ds.room_epoch(ROOM), Some(1));
 }
 
 // covers: CL-FOLLOW-1

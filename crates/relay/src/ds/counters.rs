@@ -72,7 +72,8 @@ pub struct DsCounters {
     pub winners_duplicate: u64,
     /// Store mode: followed winners of rooms this node does not serve (or has no group for).
     pub winners_ignored: u64,
-    /// Store mode: followed winners dropped because too many waited after a gap.
+    /// Store mode: followed winners dropped because too many waited after a gap, or because
+    /// the room is stuck at a refused winner.
     pub winners_dropped: u64,
     /// Store mode: reads of a missing epoch (`Output::Fetch`) that found nothing or failed.
     pub fetches_failed: u64,

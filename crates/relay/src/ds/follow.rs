@@ -15,7 +15,7 @@ use crate::time::Timestamp;
 
 /// At most this many followed winners wait per room (after a gap, or behind a claim): one
 /// more beyond the gap is dropped (counted `winners_dropped`); the read of the gap and the
-/// next winners fill it again.
+/// next winners fill it again. Winners after one that was refused are dropped too.
 pub const MAX_FOLLOWED: usize = 64;
 
 /// A read the shell must make for the DS (the payload of [`Output::Fetch`]): the winner of
@@ -94,11 +94,18 @@ impl Ds {
             // Merged meanwhile (by a lost claim, or this node's own win): duplicates.
             let current = room.claims.followed.split_off(&epoch);
             let stale = std::mem::replace(&mut room.claims.followed, current);
-            self.counters.winners_duplicate += stale.len() as u64;
+            self.counters.winners_duplicate += u64::try_from(stale.len()).unwrap_or(u64::MAX);
             let Some(room) = self.rooms.get_mut(room_id) else {
                 return;
             };
             let Some(record) = room.claims.followed.remove(&epoch) else {
+                if room.claims.refused == Some(epoch) {
+                    // Stuck at a refused winner: what comes after it cannot apply here.
+                    let dropped = std::mem::take(&mut room.claims.followed);
+                    self.counters.winners_dropped +=
+                        u64::try_from(dropped.len()).unwrap_or(u64::MAX);
+                    return;
+                }
                 if !room.claims.followed.is_empty() && room.claims.fetching != Some(epoch) {
                     room.claims.fetching = Some(epoch);
                     self.out.push_back(Output::Fetch(FetchRequest {
@@ -111,7 +118,10 @@ impl Ds {
             if self.apply_winner(room_id, &record, None).is_none() {
                 // Refused: the room stays at this epoch here; what follows cannot apply.
                 if let Some(room) = self.rooms.get_mut(room_id) {
-                    room.claims.followed.clear();
+                    let dropped = std::mem::take(&mut room.claims.followed);
+                    self.counters.winners_dropped +=
+                        u64::try_from(dropped.len()).unwrap_or(u64::MAX);
+                    room.claims.refused = Some(epoch);
                 }
                 return;
             }

@@ -8,10 +8,12 @@
 //! 1. calls [`Ds::handle_input`] (connection opened, bytes received, connection lost, goodbye)
 //!    or, when the deadline from [`Ds::poll_timeout`] passes, [`Ds::handle_timeout`], or, in
 //!    store mode ([`StoreMode::Shared`]), when the room store answers an [`Output::Claim`],
-//!    [`Ds::handle_claim`];
+//!    [`Ds::handle_claim`], and for every commit the store sequenced (its watch, or the answer
+//!    to an [`Output::Fetch`]), [`Ds::handle_winner`] (or [`Ds::handle_fetch_failed`]);
 //! 2. drains [`Ds::poll_output`] until `None`, writing each [`Output::Send`] to its connection,
 //!    closing on [`Output::Close`] (after writing what was queued before it), starting each
-//!    [`Output::Claim`] in a task of its own (never awaited by the loop) and logging or
+//!    [`Output::Claim`] and [`Output::Fetch`] in a task of its own (never awaited by the
+//!    loop) and logging or
 //!    counting [`Output::Event`]s;
 //! 3. re-arms its timer with [`Ds::poll_timeout`].
 //!
@@ -464,7 +466,10 @@ impl Ds {
     fn fault(&mut self, id: ConnId, fault: DsFault) {
         self.counters.internal_faults += 1;
         self.event(Event::InternalFault { conn: id, fault });
-        self.error(id, ErrorCode::INTERNAL);
+        // A followed winner has no connection behind it (`claim::NOBODY`): nobody to tell.
+        if self.conns.contains_key(&id) {
+            self.error(id, ErrorCode::INTERNAL);
+        }
     }
 
     fn send(&mut self, id: ConnId, body: Body) {

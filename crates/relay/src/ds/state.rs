@@ -143,6 +143,9 @@ pub(crate) struct RoomClaims {
     /// The epoch whose winner this DS asked the shell to read (`Output::Fetch`), until it
     /// comes or the read fails.
     pub fetching: Option<u64>,
+    /// The epoch whose followed winner was refused: the room is stuck there on this node, so
+    /// later winners are dropped rather than the refused one read again and again.
+    pub refused: Option<u64>,
 }
 
 /// A validated commit parked until the store answers its claim.
