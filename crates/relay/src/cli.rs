@@ -55,6 +55,12 @@ pub enum CliError {
     /// `--node-id` without a cluster (from `--cluster` or `[cluster]`).
     #[error("--node-id needs --cluster nats://HOST:PORT (or a [cluster] section)")]
     NodeIdWithoutCluster,
+    /// `--external-sender-key` without a cluster (a single relay generates its keys at start).
+    #[error("--external-sender-key needs --cluster nats://HOST:PORT (or a [cluster] section)")]
+    KeyWithoutCluster,
+    /// `--new-external-sender-key` could not write the file.
+    #[error("{0}")]
+    KeyFile(#[from] crate::keyfile::KeyFileError),
     /// Cluster mode, and the room store cannot be used: the relay does not start.
     #[error("cannot use the cluster store at {url}: {source}; not starting without it")]
     ClusterStore {
@@ -119,6 +125,14 @@ pub struct RelayArgs {
     /// This node's id in the cluster (overrides `[cluster] node_id`).
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
+    /// The MLS external-sender key file shared by every node (overrides
+    /// `[cluster] external_sender_key_file`; required in cluster mode).
+    #[arg(long, value_name = "FILE")]
+    pub external_sender_key: Option<PathBuf>,
+    /// Write a new external-sender key file for a cluster (owner-only, never overwriting) and
+    /// exit; copy it to every node.
+    #[arg(long, value_name = "FILE")]
+    pub new_external_sender_key: Option<PathBuf>,
 }
 
 impl Default for RelayArgs {
@@ -137,6 +151,8 @@ impl Default for RelayArgs {
             log: "info".to_string(),
             cluster: None,
             node_id: None,
+            external_sender_key: None,
+            new_external_sender_key: None,
         }
     }
 }
@@ -180,6 +196,7 @@ impl RelayArgs {
                     node_id: self.node_id.clone().ok_or(CliError::NoNodeId)?,
                     bucket: crate::store::DEFAULT_BUCKET.to_owned(),
                     replicas: 1,
+                    external_sender_key_file: None,
                 });
             }
             (None, _) => {}
@@ -187,6 +204,10 @@ impl RelayArgs {
         if let Some(id) = &self.node_id {
             let section = cfg.cluster.as_mut().ok_or(CliError::NodeIdWithoutCluster)?;
             section.node_id = id.clone();
+        }
+        if let Some(file) = &self.external_sender_key {
+            let section = cfg.cluster.as_mut().ok_or(CliError::KeyWithoutCluster)?;
+            section.external_sender_key_file = Some(file.clone());
         }
         Ok(cfg)
     }
@@ -209,6 +230,11 @@ pub fn init_logging(filter: &str) {
 pub fn run_relay(args: &RelayArgs) -> Result<(), CliError> {
     if args.print_example_config {
         print!("{EXAMPLE_CONFIG}");
+        return Ok(());
+    }
+    if let Some(path) = &args.new_external_sender_key {
+        crate::keyfile::write_new_key_file(path)?;
+        println!("external-sender keys written to {}", path.display());
         return Ok(());
     }
     init_logging(&args.log);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use blindcall_transport::MediaNetwork;
-use openmls::prelude::{BasicCredential, SignatureScheme};
+use openmls::prelude::SignatureScheme;
 use openmls_basic_credential::SignatureKeyPair;
 use serde::Deserialize;
 use thiserror::Error;
@@ -91,6 +91,10 @@ bind = "127.0.0.1"
 # node_id = "relay-1"            # unique per node: letters, digits, '-' and '_', 1..=64
 # bucket = "blindcall_rooms"     # the JetStream KV bucket (the same on every node)
 # replicas = 1                   # bucket replicas when this node creates it (3 on 3 servers)
+# The relay's MLS external-sender keys, the same file on every node (members accept a removal
+# proposed by the relay only from the keys their group lists). Required in cluster mode; create
+# it once with `blindcall-relay --new-external-sender-key FILE` and copy it to every node. Secret.
+# external_sender_key_file = "/etc/blindcall/external-sender.keys"
 "#;
 
 /// A configuration error, naming the setting at fault.
@@ -162,6 +166,15 @@ pub enum ConfigError {
     /// `[cluster] replicas` is out of range.
     #[error("[cluster] replicas must be 1 to 5")]
     BadReplicas,
+    /// Cluster mode without `[cluster] external_sender_key_file` (or `--external-sender-key`).
+    #[error(
+        "[cluster] external_sender_key_file is required: every node signs with the same MLS \
+         external-sender keys (create one with blindcall-relay --new-external-sender-key FILE)"
+    )]
+    NoExternalSenderKey,
+    /// The external-sender key file is missing or corrupt (named, without key material).
+    #[error(transparent)]
+    ExternalSenderKey(#[from] crate::keyfile::KeyFileError),
     /// Generating the relay's MLS external-sender key failed.
     #[error("cannot generate the relay's MLS signature key")]
     RelayIdentity,
@@ -210,6 +223,11 @@ pub struct ClusterSection {
     /// Replicas of the bucket when this node creates it.
     #[serde(default = "default_replicas")]
     pub replicas: usize,
+    /// The MLS external-sender key file, the same on every node (required in cluster mode:
+    /// members accept a Remove proposal only from a key in their group context, so every node
+    /// must sign with the same keys; `crate::keyfile`).
+    #[serde(default)]
+    pub external_sender_key_file: Option<PathBuf>,
 }
 
 fn default_bucket() -> String {
@@ -225,6 +243,8 @@ fn default_replicas() -> usize {
 pub struct ClusterNode {
     /// This node's id.
     pub node_id: String,
+    /// The external-sender key file every node shares (required by [`RelayConfig::resolve`]).
+    pub external_sender_key_file: Option<PathBuf>,
     /// How to reach the room store.
     pub store: JetStreamConfig,
 }
@@ -251,6 +271,7 @@ impl ClusterSection {
         store.replicas = self.replicas;
         Ok(ClusterNode {
             node_id: self.node_id.clone(),
+            external_sender_key_file: self.external_sender_key_file.clone(),
             store,
         })
     }
@@ -748,11 +769,17 @@ impl RelayConfig {
             _ => return Err(ConfigError::ConflictingTls),
         };
         let tls = tls::server_config(certs, key)?;
-        let mut ds = DsConfig::new(
-            secret,
-            generate_relay_identities()?,
-            random_challenge_seed()?,
-        );
+        // A single relay's rooms live in its memory: fresh keys per start suffice. A cluster's
+        // nodes must share them (CL-NODE-3).
+        let identities = match &cluster {
+            Some(node) => crate::keyfile::load_relay_identities(
+                node.external_sender_key_file
+                    .as_deref()
+                    .ok_or(ConfigError::NoExternalSenderKey)?,
+            )?,
+            None => generate_relay_identities()?,
+        };
+        let mut ds = DsConfig::new(secret, identities, random_challenge_seed()?);
         ds_limits.apply(&mut ds);
         Ok(Resolved {
             server: ServerConfig {
@@ -790,7 +817,7 @@ pub fn generate_relay_identities() -> Result<RelayIdentities, ConfigError> {
         let signer = SignatureKeyPair::new(scheme).map_err(|_| ConfigError::RelayIdentity)?;
         Ok::<_, ConfigError>(RelayIdentity::new(
             signer,
-            BasicCredential::new(b"blindcall-relay".to_vec()).into(),
+            crate::keyfile::relay_credential(),
         ))
     };
     Ok(RelayIdentities::new([

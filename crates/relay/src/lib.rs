@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod ds;
 pub mod forward;
+pub mod keyfile;
 pub mod metrics;
 pub mod server;
 pub mod store;

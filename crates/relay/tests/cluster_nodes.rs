@@ -37,8 +37,9 @@ async fn node(server: &NatsServer) -> TestRelay {
     start_relay(move |cfg| cfg.store = Some(s)).await
 }
 
-/// Group-context extensions naming both nodes' relay identities as external senders (each
-/// node generates its own until they come from configuration, spec/cluster.md "Planned").
+/// Group-context extensions naming both nodes' relay identities as external senders (these
+/// in-process nodes are built without a key file, so each has its own; the binary loads one
+/// shared file in cluster mode, CL-NODE-3).
 fn extensions(relays: &[&AckRelay], host: &Client) -> Extensions<openmls::prelude::GroupContext> {
     let params = call_params(vec![host.signer.public().to_vec()]);
     let senders = relays
@@ -426,7 +427,19 @@ fn in_cluster_mode_the_binary_starts_only_when_nats_answers() {
     };
     // NATS answers: the node says which store it uses, then listens.
     let url = server.url();
-    let (mut child, rx) = spawn_relay(&["--cluster", &url, "--node-id", "node-1"]);
+    // Every node loads the same external-sender key file (CL-NODE-3).
+    let keys = std::env::temp_dir().join(format!("blindcall-cluster-{}.keys", std::process::id()));
+    let _ = std::fs::remove_file(&keys);
+    blindcall_relay::keyfile::write_new_key_file(&keys).unwrap();
+    let keys = keys.to_str().unwrap().to_owned();
+    let (mut child, rx) = spawn_relay(&[
+        "--cluster",
+        &url,
+        "--node-id",
+        "node-1",
+        "--external-sender-key",
+        &keys,
+    ]);
     let line = |what: &str| {
         rx.recv_timeout(WAIT)
             .unwrap_or_else(|_| panic!("timed out waiting for the binary to print {what}"))
@@ -449,7 +462,14 @@ fn in_cluster_mode_the_binary_starts_only_when_nats_answers() {
     let port = server.port();
     drop(server);
     let dead = format!("nats://127.0.0.1:{port}");
-    let (child, _rx) = spawn_relay(&["--cluster", &dead, "--node-id", "node-1"]);
+    let (child, _rx) = spawn_relay(&[
+        "--cluster",
+        &dead,
+        "--node-id",
+        "node-1",
+        "--external-sender-key",
+        &keys,
+    ]);
     let (tx, done) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
@@ -479,4 +499,5 @@ fn in_cluster_mode_the_binary_starts_only_when_nats_answers() {
             .unwrap()
             .contains("--cluster needs --node-id")
     );
+    std::fs::remove_file(&keys).unwrap();
 }
