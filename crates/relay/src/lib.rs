@@ -27,8 +27,8 @@ pub mod token;
 pub use config::{ConfigError, RelayConfig};
 pub use ds::{
     ChallengeSeed, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsConfig,
-    DsCounters, DsFault, Event, FetchRequest, Input, MediaSignalError, Occupancy, Output,
-    RelayIdentities, RelayIdentity, RoomId, StoreMode,
+    DsCounters, DsFault, Event, FetchRequest, GenesisAnswer, GenesisRequest, Input,
+    MediaSignalError, Occupancy, Output, RelayIdentities, RelayIdentity, RoomId, StoreMode,
 };
 pub use forward::{ForwarderConfig, ForwarderHandle, start_with_media};
 pub use server::{

@@ -387,6 +387,127 @@ async fn follow_body(server: NatsServer) {
     b.handle.shutdown();
 }
 
+/// A node whose external-sender keys are those of the key file text `keys` (CL-NODE-3).
+async fn node_with_keys(server: &NatsServer, keys: &str) -> TestRelay {
+    let s = store(server).await;
+    let ids = blindcall_relay::keyfile::parse_relay_identities(keys).unwrap();
+    start_relay(move |cfg| {
+        cfg.store = Some(s);
+        cfg.ds.relay_identities = ids;
+    })
+    .await
+}
+
+// covers: CL-GEN-1, CL-GEN-2, CL-NODE-3
+#[test]
+fn a_call_created_on_one_node_is_joined_through_another() {
+    let Some(server) = NatsServer::start_or_skip("a_call_created_on_one_node") else {
+        return;
+    };
+    run(genesis_body(server));
+}
+
+async fn genesis_body(server: NatsServer) {
+    const ROOM: &[u8] = b"room-genesis-nodes";
+    let keys = blindcall_relay::keyfile::new_key_file_text().unwrap();
+    let a = node_with_keys(&server, &keys).await;
+    let b = node_with_keys(&server, &keys).await;
+
+    // The host creates the call on node A only; the group lists the one external sender
+    // every node shares.
+    let (mut h_a, mut host) = a.member(ROOM, Role::HOST, 1, "host").await;
+    let relay = relay_from_ack(host.ack.as_ref().unwrap());
+    host.create_group(&relay);
+    h_a.send(Body::CreateGroup(CreateGroup {
+        group_info: VLBytes::new(host.group_info()),
+    }))
+    .await;
+    let got = h_a.recv("GroupCreated from node A").await;
+    assert!(matches!(got, Body::GroupCreated(_)), "{got:?}");
+
+    // Another host creating the room's group through node B is refused as a second creation.
+    let (mut o_b, mut other) = b.member(ROOM, Role::HOST, 3, "other host").await;
+    assert_eq!(relay_from_ack(other.ack.as_ref().unwrap()).key, relay.key);
+    other.create_group(&relay);
+    o_b.send(Body::CreateGroup(CreateGroup {
+        group_info: VLBytes::new(other.group_info()),
+    }))
+    .await;
+    let got = o_b
+        .recv_until("the second creation's answer from node B", |b| {
+            matches!(b, Body::Error(_) | Body::GroupCreated(_))
+        })
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::Error(e)) if e.code == blindcall_proto::ErrorCode::GROUP_EXISTS),
+        "{got:?}"
+    );
+
+    // The guest lives on node B (its KeyPackage is also published on node A, where the host
+    // sees it: the waiting room is not shared yet).
+    let (mut g_a, _) = a.admitted(ROOM, Role::GUEST, 2, "guest").await;
+    let (mut g_b, ack) = b.admitted(ROOM, Role::GUEST, 2, "guest").await;
+    let mut guest = Client::new("guest", blindcall_relay::ConnId(ack.conn_id), ack);
+    let kp = guest.key_package();
+    for (t, node) in [(&mut g_a, "A"), (&mut g_b, "B")] {
+        t.send(Body::PublishKeyPackage(PublishKeyPackage {
+            key_package: VLBytes::new(kp.clone()),
+            join_proof: None,
+        }))
+        .await;
+        t.recv_until(&format!("KeyPackageAccepted from node {node}"), |b| {
+            matches!(b, Body::KeyPackageAccepted(_))
+        })
+        .await;
+        t.send(Body::JoinRequest).await;
+    }
+    let mut seen = Vec::new();
+    while waiting_kps(&seen).is_empty() {
+        seen.push(h_a.recv("the guest waiting on node A").await);
+    }
+    let add = host.add(&[kp]);
+    h_a.send(Body::Commit(add)).await;
+    let got = h_a
+        .recv_until("the add's answer from node A", is_commit_answer)
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::CommitAccepted(c)) if c.epoch == 1),
+        "{got:?}"
+    );
+    host.merge_pending();
+    // Node B, which never saw the group created, welcomes the guest.
+    let welcome = g_b
+        .recv_until("the Welcome from node B", |b| matches!(b, Body::Welcome(_)))
+        .await;
+    guest.apply(&welcome);
+    assert_eq!(guest.epoch(), 1);
+    assert_eq!(guest.authenticator(), host.authenticator());
+
+    // The guest commits through node B; the host hears it from node A: one group.
+    let c = guest.self_update();
+    g_b.send(Body::Commit(c.clone())).await;
+    let got = g_b
+        .recv_until("the guest's commit answer from node B", is_commit_answer)
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::CommitAccepted(a)) if a.epoch == 2),
+        "{got:?}"
+    );
+    guest.merge_pending();
+    let heard = h_a
+        .recv_until("the guest's commit on node A", |b| {
+            matches!(b, Body::CommitBroadcast(_))
+        })
+        .await;
+    assert_eq!(broadcasts(&heard, 1), vec![c.commit.as_slice().to_vec()]);
+    host.apply(&heard);
+    assert_eq!((host.epoch(), guest.epoch()), (2, 2));
+    assert_eq!(guest.authenticator(), host.authenticator());
+    drop((g_a, o_b));
+    a.handle.shutdown();
+    b.handle.shutdown();
+}
+
 /// Run the binary with `args` (control channel only, development certificate) and a reader
 /// thread passing its stdout lines.
 fn spawn_relay(args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {

@@ -77,6 +77,10 @@ pub struct DsCounters {
     pub winners_dropped: u64,
     /// Store mode: reads of a missing epoch (`Output::Fetch`) that found nothing or failed.
     pub fetches_failed: u64,
+    /// Store mode: rooms whose group was set up here from another node's genesis (CL-GEN-2).
+    pub geneses_loaded: u64,
+    /// Store mode: stored geneses that failed the bootstrap checks here (CL-GEN-2).
+    pub geneses_refused: u64,
 }
 
 impl DsCounters {

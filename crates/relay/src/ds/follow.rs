@@ -43,7 +43,14 @@ impl Ds {
             return;
         };
         let Some(epoch) = room.group.as_ref().map(|g| g.epoch()) else {
-            self.counters.winners_ignored += 1;
+            // A room served here whose group was created on another node: the winner waits
+            // for the room's genesis, which is asked for (CL-GEN-2).
+            if room.claims.followed.len() < MAX_FOLLOWED {
+                room.claims.followed.insert(record.epoch(), record);
+            } else {
+                self.counters.winners_dropped += 1;
+            }
+            self.want_genesis(&room_id);
             return;
         };
         let e = record.epoch();

@@ -6,7 +6,9 @@ use blindcall_proto::{
     CommitRejectReason, DEFAULT_MAX_FRAME_LEN, ErrorCode, RefusedReason, ResumeRefusedReason, Role,
 };
 
-use super::{ChallengeSeed, ClaimRequest, DsFault, FetchRequest, RelayIdentities, RoomId};
+use super::{
+    ChallengeSeed, ClaimRequest, DsFault, FetchRequest, GenesisRequest, RelayIdentities, RoomId,
+};
 use crate::time::Timestamp;
 use crate::token::TokenSecret;
 
@@ -202,6 +204,12 @@ pub enum Output {
     /// [`Ds::handle_fetch_failed`](super::Ds::handle_fetch_failed) when there is none or the
     /// read fails (a gap in the winners followed, CL-FOLLOW-1).
     Fetch(FetchRequest),
+    /// Store mode only: write the room's genesis, create-only, then answer with
+    /// [`Ds::handle_genesis`](super::Ds::handle_genesis) under the same ticket (CL-GEN-1).
+    Genesis(GenesisRequest),
+    /// Store mode only: read the room's genesis and hand it (or `None`) to
+    /// [`Ds::handle_genesis_loaded`](super::Ds::handle_genesis_loaded) (CL-GEN-2).
+    LoadGenesis(RoomId),
     /// For logs and metrics.
     Event(Event),
 }
@@ -241,6 +249,21 @@ pub enum Event {
         room: RoomId,
         /// Epoch.
         epoch: u64,
+    },
+    /// Store mode: a room's group was set up from the genesis another node wrote (CL-GEN-2).
+    GenesisLoaded {
+        /// Room.
+        room: RoomId,
+        /// The group's epoch at creation.
+        epoch: u64,
+    },
+    /// Store mode: a room's stored genesis failed the bootstrap checks; the room stays without
+    /// a group on this node (CL-GEN-2).
+    GenesisRefused {
+        /// Room.
+        room: RoomId,
+        /// Why.
+        reason: String,
     },
     /// A joiner entered the waiting room.
     JoinerWaiting {

@@ -28,6 +28,7 @@ mod commit;
 mod counters;
 mod error;
 mod follow;
+mod genesis;
 mod identity;
 mod io;
 mod lifecycle;
@@ -42,8 +43,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use blindcall_proto::{
     Body, ControlMessage, CreateGroup, DecodeError, ErrorCode, ErrorMessage, FrameDecoder,
-    GroupCreated, GroupInfoResponse, Hello, HelloAck, MessageType, Pong, Refused, RefusedReason,
-    RelaySender, Role, VLBytes,
+    GroupInfoResponse, Hello, HelloAck, MessageType, Pong, Refused, RefusedReason, RelaySender,
+    Role, VLBytes,
 };
 use openmls_rust_crypto::RustCrypto;
 
@@ -52,6 +53,7 @@ pub use claim::{ClaimAnswer, ClaimRequest, ClaimTicket};
 pub use counters::DsCounters;
 pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError, ProposalError};
 pub use follow::{FetchRequest, MAX_FOLLOWED};
+pub use genesis::{GenesisAnswer, GenesisRequest};
 pub use identity::{RelayIdentities, RelayIdentity};
 pub use io::{
     CloseReason, ConnId, DEFAULT_COMMIT_HISTORY, DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO,
@@ -89,6 +91,8 @@ pub struct Ds {
     shutting_down: bool,
     /// Store mode: the room of each claim in flight.
     claim_rooms: HashMap<ClaimTicket, RoomId>,
+    /// Store mode: the room of each genesis write in flight.
+    genesis_rooms: HashMap<ClaimTicket, RoomId>,
     /// Store mode: the next claim's ticket.
     next_ticket: u64,
 }
@@ -129,6 +133,7 @@ impl Ds {
             now: Timestamp(0),
             shutting_down: false,
             claim_rooms: HashMap::new(),
+            genesis_rooms: HashMap::new(),
             next_ticket: 1,
         }
     }
@@ -600,10 +605,12 @@ impl Ds {
         self.send(id, Body::HelloAck(ack));
         self.event(Event::Admitted {
             conn: id,
-            room: room_key,
+            room: room_key.clone(),
             role: claims.role,
             token_id: claims.token_id,
         });
+        // Store mode: the room's group may have been created on another node (CL-GEN-2).
+        self.want_genesis(&room_key);
     }
 
     // ----- group bootstrap, key packages, waiting room -----
@@ -621,7 +628,14 @@ impl Ds {
             return;
         }
         let room_id = adm.room.clone();
-        if self.rooms.get(&room_id).is_some_and(|r| r.group.is_some()) {
+        if self.same_genesis_again(id, &room_id, m.group_info.as_slice()) {
+            return;
+        }
+        if self
+            .rooms
+            .get(&room_id)
+            .is_some_and(|r| r.group.is_some() || r.claims.genesis.is_some())
+        {
             self.error(id, ErrorCode::GROUP_EXISTS);
             return;
         }
@@ -638,20 +652,13 @@ impl Ds {
                 return;
             }
         };
-        let epoch = group.epoch();
-        if let Some(room) = self.rooms.get_mut(&room_id) {
-            room.group = Some(group);
+        match self.cfg.store_mode {
+            StoreMode::Local => self.group_created(&room_id, id, group, leaf),
+            // The first creation of the room across the cluster wins (CL-GEN-1).
+            StoreMode::Shared => {
+                self.claim_genesis(id, &room_id, m.group_info.as_slice().to_vec(), group, leaf);
+            }
         }
-        if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
-            a.seat = Seat::Member { leaf };
-        }
-        self.counters.groups_created += 1;
-        self.send(id, Body::GroupCreated(GroupCreated { epoch }));
-        self.send_waiting_all(&room_id, id);
-        self.event(Event::GroupCreated {
-            room: room_id,
-            epoch,
-        });
     }
 
     // ----- group info and host commands -----

@@ -146,6 +146,15 @@ pub(crate) struct RoomClaims {
     /// The epoch whose followed winner was refused: the room is stuck there on this node, so
     /// later winners are dropped rather than the refused one read again and again.
     pub refused: Option<u64>,
+    /// The room's `CreateGroup` whose genesis write is in flight (CL-GEN-1).
+    pub genesis: Option<super::genesis::GenesisFlight>,
+    /// Whether this DS asked the shell for the room's genesis (`Output::LoadGenesis`) and
+    /// awaits the answer.
+    pub genesis_loading: bool,
+    /// The room's genesis as this node set its group up from it: (GroupInfo bytes, the
+    /// creator's leaf, the epoch), for a creator whose same `CreateGroup` reaches this node
+    /// too (CL-GEN-1).
+    pub genesis_seen: Option<(Vec<u8>, u32, u64)>,
 }
 
 /// A validated commit parked until the store answers its claim.

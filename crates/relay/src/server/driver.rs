@@ -14,10 +14,12 @@ use tracing::{debug, info, warn};
 use super::{ControlTap, ForwarderCommand, ForwarderEvent, MediaHook, TapDirection};
 use crate::ds::{
     ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event,
-    FetchRequest, Input, Occupancy, Output,
+    FetchRequest, GenesisAnswer, GenesisRequest, Input, Occupancy, Output, RoomId,
 };
 use crate::metrics::ShellMetrics;
-use crate::store::{CommitRecord, CommitWatch, RoomStore, StoreError, StoreOp};
+use crate::store::{
+    CommitRecord, CommitWatch, Genesis, GenesisRecord, RoomStore, StoreError, StoreOp,
+};
 use crate::time::Timestamp;
 
 /// What readers, the acceptor and the metrics endpoint send the driver.
@@ -136,6 +138,10 @@ enum Followed {
     Winner(CommitRecord),
     /// The answer to an `Output::Fetch`.
     Fetched(FetchRequest, Result<Option<CommitRecord>, StoreError>),
+    /// The answer to an `Output::Genesis` (CL-GEN-1).
+    Genesis(ClaimTicket, GenesisAnswer),
+    /// The answer to an `Output::LoadGenesis` (CL-GEN-2).
+    GenesisLoaded(RoomId, Result<Option<GenesisRecord>, StoreError>),
 }
 
 /// Pause before the follower starts a watch again after it failed or ended.
@@ -343,6 +349,8 @@ impl Driver {
                 }),
                 Output::Claim(req) => self.claim(req),
                 Output::Fetch(req) => self.fetch(req),
+                Output::Genesis(req) => self.genesis(req),
+                Output::LoadGenesis(room) => self.load_genesis(room),
                 Output::Event(e) => self.on_event(&e, received_at),
             }
         }
@@ -384,7 +392,56 @@ impl Driver {
                 }
                 self.ds.handle_fetch_failed(now(), &req.room, req.epoch);
             }
+            Followed::Genesis(ticket, answer) => {
+                if let GenesisAnswer::Failed(e) = &answer {
+                    warn!(ticket = ticket.0, error = %e, "writing a room's genesis failed");
+                }
+                self.ds.handle_genesis(now(), ticket, answer);
+            }
+            Followed::GenesisLoaded(room, result) => {
+                let genesis = result.unwrap_or_else(|e| {
+                    warn!(room = %hex::encode(&room.0), error = %e, "reading a room's genesis failed");
+                    None
+                });
+                self.ds.handle_genesis_loaded(now(), &room, genesis);
+            }
         }
+    }
+
+    /// Write a room's genesis (create-only) in a task of its own.
+    fn genesis(&mut self, req: GenesisRequest) {
+        let tx = self.followed_tx.clone();
+        let Some(store) = self.store.clone() else {
+            let _ = tx.send(Followed::Genesis(
+                req.ticket,
+                GenesisAnswer::Failed(StoreError::Unreachable { op: StoreOp::Claim }),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            let answer = match store.create_genesis(&req.record).await {
+                Ok(Genesis::Created) => GenesisAnswer::Created,
+                Ok(Genesis::Exists { holder }) => GenesisAnswer::Exists { holder },
+                Err(e) => GenesisAnswer::Failed(e),
+            };
+            let _ = tx.send(Followed::Genesis(req.ticket, answer));
+        });
+    }
+
+    /// Read a room's genesis in a task of its own.
+    fn load_genesis(&mut self, room: RoomId) {
+        let tx = self.followed_tx.clone();
+        let Some(store) = self.store.clone() else {
+            let _ = tx.send(Followed::GenesisLoaded(
+                room,
+                Err(StoreError::Unreachable { op: StoreOp::Read }),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            let result = store.genesis(&room).await;
+            let _ = tx.send(Followed::GenesisLoaded(room, result));
+        });
     }
 
     /// Read a winner the DS is missing (a gap in what it followed), in a task of its own.
@@ -464,6 +521,16 @@ impl Driver {
                 conn = conn.0,
                 reason = %reason,
                 "commit rejected"
+            ),
+            Event::GenesisRefused { room, reason } => warn!(
+                room = %hex::encode(&room.0),
+                reason = %reason,
+                "the room's stored genesis refused: no group for it on this node"
+            ),
+            Event::GenesisLoaded { room, epoch } => debug!(
+                room = %hex::encode(&room.0),
+                epoch,
+                "room's group set up from its genesis"
             ),
             Event::WinnerRefused {
                 room,

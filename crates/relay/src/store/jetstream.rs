@@ -316,4 +316,82 @@ impl JetStreamStore {
             .map(Some)
             .map_err(|reason| StoreError::Corrupt { key, reason })
     }
+
+    /// Write `record` as its room's genesis, create-only; see
+    /// [`RoomStore::create_genesis`](super::RoomStore::create_genesis).
+    pub async fn create_genesis(
+        &self,
+        record: &super::GenesisRecord,
+    ) -> Result<super::Genesis, StoreError> {
+        let value = record.encode()?;
+        self.connected(StoreOp::Claim)?;
+        let key = super::genesis_key(record.room());
+        let after = self.op_timeout;
+        let created = within(StoreOp::Claim, after, async {
+            match self.kv.update(key.as_str(), value.into(), 0).await {
+                Ok(_revision) => Ok(true),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) if e.kind() == UpdateErrorKind::TimedOut => Err(StoreError::Timeout {
+                    op: StoreOp::Claim,
+                    after,
+                }),
+                Err(e) => Err(backend(StoreOp::Claim)(Box::new(e))),
+            }
+        })
+        .await?;
+        if created {
+            return Ok(super::Genesis::Created);
+        }
+        let deadline = Instant::now() + after;
+        loop {
+            if let Some(holder) = self.genesis(record.room()).await? {
+                return Ok(super::genesis::decide_genesis(record, holder));
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout {
+                    op: StoreOp::Read,
+                    after,
+                });
+            }
+            tokio::time::sleep(READ_RETRY).await;
+        }
+    }
+
+    /// `room`'s genesis, if any, read from the stream's leader. A deleted genesis is
+    /// [`CorruptEntry::Deleted`]: a room's genesis is never removed while it lives.
+    pub async fn genesis(&self, room: &RoomId) -> Result<Option<super::GenesisRecord>, StoreError> {
+        self.connected(StoreOp::Read)?;
+        let key = super::genesis_key(room);
+        let subject = format!("{}{key}", self.subject_prefix);
+        let after = self.op_timeout;
+        let message = within(StoreOp::Read, after, async {
+            match self
+                .kv
+                .stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+            {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+                Err(e) => Err(backend(StoreOp::Read)(Box::new(e))),
+            }
+        })
+        .await?;
+        let Some(message) = message else {
+            return Ok(None);
+        };
+        let deleted = message
+            .headers
+            .get(KV_OPERATION)
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+        if deleted {
+            return Err(StoreError::Corrupt {
+                key,
+                reason: CorruptEntry::Deleted,
+            });
+        }
+        super::GenesisRecord::decode(&message.payload, room)
+            .map(Some)
+            .map_err(super::genesis::corrupt(key))
+    }
 }

@@ -13,6 +13,7 @@ use crate::ds::RoomId;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     commits: Arc<Mutex<HashMap<(RoomId, u64), CommitRecord>>>,
+    geneses: Arc<Mutex<HashMap<RoomId, super::GenesisRecord>>>,
 }
 
 impl MemoryStore {
@@ -35,5 +36,27 @@ impl MemoryStore {
     pub fn sequenced_commit(&self, room: &RoomId, epoch: u64) -> Option<CommitRecord> {
         let map = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(&(room.clone(), epoch)).cloned()
+    }
+
+    /// Write `record` as its room's genesis, create-only.
+    pub fn create_genesis(
+        &self,
+        record: &super::GenesisRecord,
+    ) -> Result<super::Genesis, super::StoreError> {
+        record.encode()?;
+        let mut map = self.geneses.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get(record.room()) {
+            Some(holder) => Ok(super::genesis::decide_genesis(record, holder.clone())),
+            None => {
+                map.insert(record.room().clone(), record.clone());
+                Ok(super::Genesis::Created)
+            }
+        }
+    }
+
+    /// `room`'s genesis, if any.
+    pub fn genesis(&self, room: &RoomId) -> Option<super::GenesisRecord> {
+        let map = self.geneses.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(room).cloned()
     }
 }

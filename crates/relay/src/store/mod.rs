@@ -15,11 +15,13 @@
 //!   every node of a cluster.
 
 mod error;
+mod genesis;
 mod jetstream;
 mod memory;
 mod record;
 
 pub use error::{StoreError, StoreOp};
+pub use genesis::{Genesis, GenesisRecord, KIND_GENESIS, genesis_key};
 pub use jetstream::{
     COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig, JetStreamStore,
     commit_key, parse_commit_key,
@@ -122,6 +124,25 @@ impl RoomStore {
             Ok(Sequenced::Won) => ClaimAnswer::Won,
             Ok(Sequenced::Lost { winner }) => ClaimAnswer::Lost { winner },
             Err(e) => ClaimAnswer::Failed(e),
+        }
+    }
+
+    /// Write `record` as its room's genesis (CL-GEN-1): create-only, so the first creation of a
+    /// room wins across every node sharing the store ([`Genesis::Created`]; the same record
+    /// again is `Created` too, as after a timed-out write), and every other one gets the
+    /// holder ([`Genesis::Exists`]).
+    pub async fn create_genesis(&self, record: &GenesisRecord) -> Result<Genesis, StoreError> {
+        match self {
+            Self::Memory(m) => m.create_genesis(record),
+            Self::JetStream(j) => j.create_genesis(record).await,
+        }
+    }
+
+    /// `room`'s genesis, if its group was created on any node.
+    pub async fn genesis(&self, room: &RoomId) -> Result<Option<GenesisRecord>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.genesis(room)),
+            Self::JetStream(j) => j.genesis(room).await,
         }
     }
 

@@ -89,6 +89,9 @@ pub struct Net {
     /// Store mode: reads of missing winners the DS asked for (answered at once from `store`
     /// when there is one).
     pub fetches: Vec<FetchRequest>,
+    /// Store mode without `store`: where room geneses are written and read (answered at once:
+    /// only commit claims wait for the test).
+    pub geneses: store::MemoryStore,
     next: u64,
 }
 
@@ -110,6 +113,7 @@ impl Net {
             claims: Vec::new(),
             store: None,
             fetches: Vec::new(),
+            geneses: store::MemoryStore::default(),
             next: 1,
         }
     }
@@ -235,6 +239,20 @@ impl Net {
                             None => self.ds.handle_fetch_failed(self.now, &req.room, req.epoch),
                         }
                     }
+                }
+                Output::Genesis(req) => {
+                    let store = self.store.as_ref().unwrap_or(&self.geneses);
+                    let answer = match store.create_genesis(&req.record) {
+                        Ok(store::Genesis::Created) => GenesisAnswer::Created,
+                        Ok(store::Genesis::Exists { holder }) => GenesisAnswer::Exists { holder },
+                        Err(e) => GenesisAnswer::Failed(e),
+                    };
+                    self.ds.handle_genesis(self.now, req.ticket, answer);
+                }
+                Output::LoadGenesis(room) => {
+                    let store = self.store.as_ref().unwrap_or(&self.geneses);
+                    let genesis = store.genesis(&room);
+                    self.ds.handle_genesis_loaded(self.now, &room, genesis);
                 }
                 Output::Event(e) => self.events.push(e),
             }
