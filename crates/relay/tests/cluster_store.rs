@@ -485,3 +485,95 @@ async fn next(watch: &mut CommitWatch, what: &str) -> Result<CommitRecord, Store
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
         .unwrap_or_else(|| panic!("the watch ended before {what}"))
 }
+
+// covers: CL-GEN-1
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_genesis_is_created_once_across_nodes_and_a_tampered_one_is_refused() {
+    use blindcall_relay::store::{Genesis, GenesisRecord, genesis_key};
+    let Some(server) = NatsServer::start_or_skip("a_rooms_genesis_is_created_once") else {
+        return;
+    };
+    // Eight nodes create one room's group at once: one genesis, every other creation is
+    // handed it.
+    let mut stores = Vec::new();
+    for _ in 0..8 {
+        stores.push(RoomStore::jetstream(config(&server)).await.unwrap());
+    }
+    let r = room("genesis");
+    let barrier = Arc::new(Barrier::new(stores.len()));
+    let tasks: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (s, r, barrier) = (s.clone(), r.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mine = GenesisRecord::new(r, 0, format!("group info {i}").into_bytes());
+                barrier.wait().await;
+                (mine.clone(), s.create_genesis(&mine).await.unwrap())
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut holders = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (mine, Genesis::Created) => created.push(mine),
+            (_, Genesis::Exists { holder }) => holders.push(holder),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one creation wins");
+    assert!(holders.iter().all(|h| *h == created[0]));
+    assert_eq!(
+        stores[3].genesis(&r).await.unwrap(),
+        Some(created[0].clone())
+    );
+    // The same genesis again (a retried write) is Created.
+    assert_eq!(
+        stores[5].create_genesis(&created[0]).await.unwrap(),
+        Genesis::Created
+    );
+    assert_eq!(
+        stores[0].genesis(&room("no group yet")).await.unwrap(),
+        None
+    );
+
+    // Tampered entries are refused by reason, by reads and creations alike.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let kv: kv::Store = async_nats::jetstream::new(client)
+        .get_key_value(DEFAULT_BUCKET)
+        .await
+        .unwrap();
+    let foreign = room("foreign genesis");
+    kv.put(genesis_key(&foreign), b"junk".to_vec().into())
+        .await
+        .unwrap();
+    let moved = room("moved genesis");
+    kv.put(genesis_key(&moved), created[0].encode().unwrap().into())
+        .await
+        .unwrap();
+    let deleted = room("deleted genesis");
+    let g = GenesisRecord::new(deleted.clone(), 0, b"gi".to_vec());
+    assert_eq!(
+        stores[0].create_genesis(&g).await.unwrap(),
+        Genesis::Created
+    );
+    kv.delete(genesis_key(&deleted)).await.unwrap();
+    for (r, reason) in [
+        (foreign, CorruptEntry::Foreign),
+        (moved, CorruptEntry::WrongRoom),
+        (deleted, CorruptEntry::Deleted),
+    ] {
+        let honest = GenesisRecord::new(r.clone(), 0, b"honest".to_vec());
+        for result in [
+            stores[1].genesis(&r).await.map(|_| ()),
+            stores[1].create_genesis(&honest).await.map(|_| ()),
+        ] {
+            match result {
+                Err(StoreError::Corrupt { key, reason: got }) => {
+                    assert_eq!((key, got), (genesis_key(&r), reason));
+                }
+                other => panic!("expected Corrupt({reason:?}), got {other:?}"),
+            }
+        }
+    }
+}
