@@ -225,10 +225,15 @@ pub(crate) fn human(e: &Event) -> Option<String> {
             format!("the call moved on from epoch {epoch} without this client: {reason}")
         }
         Event::Reconnecting { attempt, relay } => {
+            // Relay 0 is also the only one: its lines read as with a single relay.
+            let to = match relay {
+                0 => String::new(),
+                r => format!(" (to relay #{r} of --relay)"),
+            };
             if *attempt == 1 {
-                format!("lost the connection to the relay; reconnecting (to relay #{relay})")
+                format!("lost the connection to the relay; reconnecting{to}")
             } else {
-                format!("reconnecting (attempt {attempt}, to relay #{relay})")
+                format!("reconnecting (attempt {attempt}){to}")
             }
         }
         Event::Reconnected { away } => format!(
