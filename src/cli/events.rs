@@ -224,11 +224,16 @@ pub(crate) fn human(e: &Event) -> Option<String> {
         Event::Diverged { epoch, reason } => {
             format!("the call moved on from epoch {epoch} without this client: {reason}")
         }
-        Event::Reconnecting { attempt } => {
+        Event::Reconnecting { attempt, relay } => {
+            // Relay 0 is also the only one: its lines read as with a single relay.
+            let to = match relay {
+                0 => String::new(),
+                r => format!(" (to relay #{r} of --relay)"),
+            };
             if *attempt == 1 {
-                "lost the connection to the relay; reconnecting".into()
+                format!("lost the connection to the relay; reconnecting{to}")
             } else {
-                format!("reconnecting (attempt {attempt})")
+                format!("reconnecting (attempt {attempt}){to}")
             }
         }
         Event::Reconnected { away } => format!(
@@ -340,7 +345,9 @@ pub(crate) fn json(e: &Event) -> Option<Value> {
         Event::Diverged { epoch, reason } => {
             json!({"event": "diverged", "epoch": epoch, "reason": reason.to_string()})
         }
-        Event::Reconnecting { attempt } => json!({"event": "reconnecting", "attempt": attempt}),
+        Event::Reconnecting { attempt, relay } => {
+            json!({"event": "reconnecting", "attempt": attempt, "relay": relay})
+        }
         Event::Reconnected { away } => json!({"event": "reconnected", "away_ms": ms(*away)}),
         Event::ResumeRefused { reason } => {
             json!({"event": "resume_refused", "reason": reason.to_string()})
@@ -377,6 +384,8 @@ pub(crate) fn stats_json(s: &CallStats) -> Value {
         "reconnects": s.reconnects,
         "time_away_ms": ms(s.time_away),
         "frames_dropped_away": s.frames_dropped_away,
+        "relay": s.relay,
+        "relay_addr": s.relay_addr.map(|a| a.to_string()),
     })
 }
 
@@ -398,6 +407,9 @@ pub(crate) fn stats_table(s: &CallStats) -> Option<String> {
             s.time_away.as_secs_f64(),
             s.frames_dropped_away
         ));
+    }
+    if let Some(addr) = s.relay_addr.filter(|_| s.relay > 0 || s.reconnects > 0) {
+        out.push_str(&format!(" · relay #{} {addr}", s.relay));
     }
     if !s.senders.is_empty() {
         out.push_str(&format!(
@@ -444,7 +456,13 @@ mod tests {
     #[test]
     fn each_reported_event_is_one_json_line_with_its_kind() {
         let events = [
-            (Event::Reconnecting { attempt: 2 }, "reconnecting"),
+            (
+                Event::Reconnecting {
+                    attempt: 2,
+                    relay: 1,
+                },
+                "reconnecting",
+            ),
             (
                 Event::Reconnected {
                     away: Duration::from_millis(5_250),
@@ -491,6 +509,27 @@ mod tests {
     }
 
     // covers: SDK-CLI-2
+    // covers: SDK-RELAYS-5
+    #[test]
+    fn json_lines_name_the_relay() {
+        let line = json(&Event::Reconnecting {
+            attempt: 3,
+            relay: 2,
+        })
+        .unwrap();
+        assert_eq!(line["relay"], 2);
+        assert_eq!(line["attempt"], 3);
+        let stats = CallStats {
+            relay: 1,
+            relay_addr: Some("10.0.0.2:4433".parse().unwrap()),
+            ..CallStats::default()
+        };
+        let line = stats_json(&stats);
+        assert_eq!(line["relay"], 1);
+        assert_eq!(line["relay_addr"], "10.0.0.2:4433");
+        assert!(stats_json(&CallStats::default())["relay_addr"].is_null());
+    }
+
     #[test]
     fn human_lines_are_sentences_not_debug_dumps() {
         let line = human(&Event::MembersLeft {

@@ -23,15 +23,61 @@ use tokio::io::AsyncBufReadExt as _;
 use super::CliError;
 use super::events::{self, EventsFormat, describe};
 
+/// The `--relay` list: at least one address, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Relays(Vec<SocketAddr>);
+
+impl Relays {
+    /// The first relay (the one joined through first).
+    fn first(&self) -> SocketAddr {
+        // Invariant: `parse_relays` never returns an empty list.
+        self.0[0]
+    }
+}
+
+/// Parses `--relay A,B,C`: comma-separated `host:port` entries (an IP address or a name,
+/// resolved here); an error names the bad entry.
+pub(crate) fn parse_relays(s: &str) -> Result<Relays, String> {
+    let mut relays = Vec::new();
+    for (i, entry) in s.split(',').enumerate() {
+        let entry = entry.trim();
+        let n = i + 1;
+        if entry.is_empty() {
+            return Err(format!(
+                "relay entry {n} is empty (expected host:port[,host:port...])"
+            ));
+        }
+        let addr = match entry.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                use std::net::ToSocketAddrs as _;
+                entry
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        format!("relay entry {n} `{entry}` is not a reachable host:port")
+                    })?
+            }
+        };
+        if !relays.contains(&addr) {
+            relays.push(addr);
+        }
+    }
+    Ok(Relays(relays))
+}
+
 /// Environment variable holding the capability token when `--token` is not given.
 pub(crate) const TOKEN_ENV: &str = "BLINDCALL_TOKEN";
 
 /// `blindcall join`
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The relay's control address (host:port).
-    #[arg(long)]
-    relay: SocketAddr,
+    /// The relay's control address (host:port), or several nodes of one relay cluster,
+    /// comma-separated (`A,B,C`): joining tries them in order, and after a lost connection
+    /// the participant resumes on another (one certificate name and trust anchor for all).
+    #[arg(long, value_name = "HOST:PORT[,...]", value_parser = parse_relays)]
+    relay: Relays,
     /// The room capability token (`bct1.…`, from `blindcall token`). Prefer `--token-file` or
     /// the `BLINDCALL_TOKEN` environment variable: a command line is visible to other users.
     #[arg(long, conflicts_with = "token_file")]
@@ -189,6 +235,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     };
     let mut options = JoinOptions::new(trust);
     options.server_name = args.server_name.clone();
+    options.relays = args.relay.0.clone();
     options.auto_approve = args.auto_approve;
     if let Some(ip) = args.bind {
         options.media_network.bind = ip;
@@ -226,8 +273,12 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         Some(l) => Some(Invite::parse(&l).map_err(|e| format!("--invite: {e}"))?),
         // A host that may create the call makes its invite (used only if it does).
         None => Some(
-            Invite::new(room, Some(args.relay.to_string()), args.guest_token.clone())
-                .map_err(|e| e.to_string())?,
+            Invite::new(
+                room,
+                Some(args.relay.first().to_string()),
+                args.guest_token.clone(),
+            )
+            .map_err(|e| e.to_string())?,
         ),
     };
     let invite_made = args.invite.is_none() && args.invite_file.is_none();
@@ -237,7 +288,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let own_invite = options.invite.clone();
     runtime.block_on(async move {
-        let (call, mut events) = Call::join(args.relay, &token, &args.name, options)
+        let (call, mut events) = Call::join(args.relay.first(), &token, &args.name, options)
             .await
             .map_err(|e| format!("cannot join: {e}"))?;
         out.note(&format!("admitted as {}", shown(call.identity())));
@@ -434,6 +485,36 @@ mod tests {
             "{err}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // covers: SDK-RELAYS-5
+    #[test]
+    fn relay_takes_a_comma_separated_list_and_names_a_bad_entry() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |relay: &str| {
+            Cli::try_parse_from(["join", "--relay", relay, "--name", "a"]).map(|c| c.args.relay)
+        };
+        let one = parse("127.0.0.1:4433").unwrap();
+        assert_eq!(one.0, vec!["127.0.0.1:4433".parse::<SocketAddr>().unwrap()]);
+        let three = parse("127.0.0.1:1, 127.0.0.2:2,[::1]:3").unwrap();
+        let want: Vec<SocketAddr> = ["127.0.0.1:1", "127.0.0.2:2", "[::1]:3"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(three.0, want);
+        assert_eq!(three.first(), want[0]);
+        // A repeated address is tried once.
+        assert_eq!(parse("127.0.0.1:1,127.0.0.1:1").unwrap().0.len(), 1);
+        let err = parse_relays("127.0.0.1:1,nonsense,127.0.0.1:3").unwrap_err();
+        assert!(err.contains("entry 2") && err.contains("nonsense"), "{err}");
+        let err = parse_relays("127.0.0.1:1,,127.0.0.1:3").unwrap_err();
+        assert!(err.contains("entry 2") && err.contains("empty"), "{err}");
+        assert!(parse("127.0.0.1:1,127.0.0.2:99999").is_err());
     }
 
     #[test]

@@ -8,8 +8,7 @@ use blindcall_group::IdentityKey;
 use blindcall_media::MediaKind;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::control;
-use crate::core::{CallCore, Command};
+use crate::core::{CallCore, Command, ControlEnd, Output};
 use crate::driver::{AppChannels, Dialer, Driver, Request};
 use crate::error::{CallError, JoinError, ProtocolError};
 use crate::event::{CallStats, Event, Member};
@@ -54,7 +53,8 @@ impl Events {
 }
 
 impl Call {
-    /// Connects to the relay at `relay_addr` over TLS, presents `token`, and enters the call
+    /// Connects to the relay at `relay_addr` over TLS (or, if it cannot be reached, to the
+    /// next of [`JoinOptions::relays`], in order), presents `token`, and enters the call
     /// as `identity`: a host token in an empty room creates the call's group (and tells the
     /// relay its GroupInfo); anyone else publishes a KeyPackage and waits in the waiting
     /// room until a host admits it ([`Event::Joined`] follows). Returns once admitted.
@@ -87,23 +87,48 @@ impl Call {
             Some(path) => TrustStore::open(path)?,
             None => TrustStore::in_memory(),
         };
+        // The relays in order: this address first, then the options' list (SDK-RELAYS-1).
+        let relays = relay_list(relay_addr, &options.relays);
+        options.relays = relays.clone();
         // The token and identity are checked here, before any network activity.
-        let core = CallCore::new(Instant::now(), identity, token, options)?.with_trust_store(trust);
-        let control = control::connect(
-            relay_addr,
-            Arc::clone(&tls_cfg),
-            &server_name,
-            step_timeout,
-            bind,
-        )
-        .await?;
+        let mut core =
+            CallCore::new(Instant::now(), identity, token, options)?.with_trust_store(trust);
         let dialer = Dialer {
-            addr: relay_addr,
+            addrs: relays,
             tls: tls_cfg,
             server_name: server_name.clone(),
             timeout: step_timeout,
             bind,
         };
+        // The first connection: to the relay the core names; if it cannot be opened, the core
+        // names the next one (SDK-RELAYS-2) or gives up.
+        let mut relay = core.relay();
+        let mut first = true;
+        let control = loop {
+            match dialer.dial(relay).await {
+                Ok(control) => break control,
+                Err(e) => {
+                    core.handle_control_end(Instant::now(), ControlEnd::Closed);
+                    let mut next = None;
+                    while let Some(o) = core.poll_output(Instant::now()) {
+                        if let Output::Connect { relay } = o {
+                            next = Some(relay);
+                        }
+                    }
+                    match next {
+                        Some(r) => {
+                            tracing::debug!(error = %e, relay = r, "relay unreachable; trying the next");
+                            relay = r;
+                            first = false;
+                        }
+                        None => return Err(e),
+                    }
+                }
+            }
+        };
+        if !first {
+            core.handle_control_connected(Instant::now());
+        }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (stats_tx, stats_rx) = watch::channel(CallStats::default());
@@ -244,5 +269,32 @@ impl Call {
     /// A receiver of counter updates (for dashboards and for waiting on progress).
     pub fn watch_stats(&self) -> watch::Receiver<CallStats> {
         self.stats.clone()
+    }
+}
+
+/// The relays in the order joining tries them: `first`, then `rest` (a repeated address once).
+fn relay_list(first: SocketAddr, rest: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut relays = vec![first];
+    for a in rest {
+        if !relays.contains(a) {
+            relays.push(*a);
+        }
+    }
+    relays
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    // covers: SDK-RELAYS-1
+    #[test]
+    fn the_join_address_comes_first_then_the_list_each_once() {
+        let [a, b, c]: [SocketAddr; 3] =
+            ["10.0.0.1:1", "10.0.0.2:2", "10.0.0.3:3"].map(|s| s.parse().unwrap());
+        assert_eq!(relay_list(a, &[]), vec![a]);
+        assert_eq!(relay_list(a, &[a, b, c]), vec![a, b, c]);
+        assert_eq!(relay_list(b, &[a, b, c, a]), vec![b, a, c]);
     }
 }

@@ -51,9 +51,10 @@ struct MediaShell {
     signals: mpsc::UnboundedSender<Signal>,
 }
 
-/// How to open a new control connection (to reconnect).
+/// How to open a new control connection (to join through another relay, or to reconnect).
 pub(crate) struct Dialer {
-    pub(crate) addr: std::net::SocketAddr,
+    /// The relays, as [`crate::JoinOptions::relays`] lists them (the core names an index).
+    pub(crate) addrs: Vec<std::net::SocketAddr>,
     pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
     pub(crate) server_name: String,
     pub(crate) timeout: Duration,
@@ -76,6 +77,26 @@ pub(crate) struct Driver {
     /// Results of the signaling task (answers).
     media_results: Option<mpsc::UnboundedReceiver<MediaInput>>,
     done: bool,
+}
+
+impl Dialer {
+    /// A connection to relay `relay` of the list.
+    pub(crate) fn dial(
+        &self,
+        relay: usize,
+    ) -> impl std::future::Future<Output = Result<Control, JoinError>> + Send + 'static {
+        let addr = self.addrs.get(relay).or(self.addrs.first()).copied();
+        let (tls, name, timeout, bind) = (
+            self.tls.clone(),
+            self.server_name.clone(),
+            self.timeout,
+            self.bind,
+        );
+        async move {
+            let addr = addr.ok_or(crate::error::ProtocolError::Closed)?;
+            crate::control::connect(addr, tls, &name, timeout, bind).await
+        }
+    }
 }
 
 async fn send_task(
@@ -309,19 +330,11 @@ impl Driver {
                         ));
                     }
                 }
-                Output::Connect => {
+                Output::Connect { relay } => {
                     let (tx, rx) = oneshot::channel();
-                    let d = &self.dialer;
-                    let (addr, tls, name, timeout, bind) = (
-                        d.addr,
-                        d.tls.clone(),
-                        d.server_name.clone(),
-                        d.timeout,
-                        d.bind,
-                    );
+                    let dial = self.dialer.dial(relay);
                     tokio::spawn(async move {
-                        let r = crate::control::connect(addr, tls, &name, timeout, bind).await;
-                        let _ = tx.send(r);
+                        let _ = tx.send(dial.await);
                     });
                     self.dialing = Some(rx);
                 }

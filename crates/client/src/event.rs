@@ -457,6 +457,10 @@ pub enum Event {
     Reconnecting {
         /// 1 for the first attempt.
         attempt: u32,
+        /// The relay this attempt goes to: an index into [`crate::JoinOptions::relays`]
+        /// (always 0 with a single relay). Attempts rotate through the list, the relay that
+        /// was lost coming last in each round.
+        relay: usize,
     },
     /// The membership was resumed on a new connection after `away`: media opens again (a
     /// keyframe is requested), no host approval, no new leaf, no rekey.
@@ -520,4 +524,9 @@ pub struct CallStats {
     pub time_away: std::time::Duration,
     /// Frames the application published while away (dropped, never sealed).
     pub frames_dropped_away: u64,
+    /// The relay of the current (or last attempted) control connection: an index into
+    /// [`crate::JoinOptions::relays`] (0 with a single relay).
+    pub relay: usize,
+    /// That relay's address, when [`crate::JoinOptions::relays`] lists it.
+    pub relay_addr: Option<std::net::SocketAddr>,
 }

@@ -54,10 +54,19 @@ pub enum VideoSelection {
 /// Options of [`crate::Call::join`].
 #[derive(Debug, Clone)]
 pub struct JoinOptions {
-    /// How to authenticate the relay.
+    /// How to authenticate the relay (every relay of [`JoinOptions::relays`]: the nodes of
+    /// one relay cluster share a certificate, or certificates from one CA).
     pub trust: TrustAnchor,
-    /// The name the relay's certificate is checked against (default `localhost`).
+    /// The name every relay's certificate is checked against (default `localhost`; the
+    /// nodes of a cluster present certificates valid for it).
     pub server_name: String,
+    /// The relays to try, in order: the nodes of one relay cluster (spec/client.md
+    /// SDK-RELAYS-*). Joining tries them in order until one answers; after losing its
+    /// connection a member rotates through them (the one it lost last in each round) and
+    /// resumes on whichever answers. [`crate::Call::join`] puts its address first (a later
+    /// duplicate is dropped), so the default, empty, is that one relay. The trust anchor and
+    /// server name apply to all of them.
+    pub relays: Vec<std::net::SocketAddr>,
     /// Media publishing and receiving.
     pub media: MediaMode,
     /// MLS ciphersuite of this participant.
@@ -128,6 +137,7 @@ impl JoinOptions {
         Self {
             trust,
             server_name: "localhost".into(),
+            relays: Vec::new(),
             media: MediaMode::App,
             mls_suite: MlsSuite::default(),
             call_config: CallConfig::default(),

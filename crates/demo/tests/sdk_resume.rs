@@ -133,7 +133,7 @@ fn a_participant_whose_network_drops_for_seconds_resumes_without_approval_or_rek
         // Bob's network goes dead for 5 s.
         path.set(PathState::Blackhole);
         until(&mut be, "bob to notice", |e| {
-            matches!(e, Event::Reconnecting { attempt: 1 })
+            matches!(e, Event::Reconnecting { attempt: 1, .. })
         })
         .await;
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -63,6 +63,9 @@ pub(super) struct Join {
     pub(super) hello: Option<Hello>,
     /// The room of the token.
     pub(super) room: Vec<u8>,
+    /// A connection to another relay of the list was asked for ([`Output::Connect`]) before
+    /// any relay answered the `Hello`.
+    connecting: bool,
 }
 
 impl Join {
@@ -125,6 +128,41 @@ impl CallCore {
         self.phase = Phase::Hello(Box::new(client));
         self.next_step(now, "HelloAck");
         Ok(())
+    }
+
+    /// No relay answered the `Hello` yet, and the connection could not be opened, broke or
+    /// stayed silent: ask for one to the next relay of the list (`drop`: dropping this one
+    /// first). False when every relay was tried (joining fails as with one relay). After a
+    /// `HelloAck` the relay has admitted this participant, and a loss before membership fails
+    /// the join; a `Refused` is the cluster's answer, the same on every node.
+    pub(super) fn join_next_relay(&mut self, now: Instant, drop: bool) -> bool {
+        if !matches!(self.phase, Phase::Hello(_)) {
+            return false;
+        }
+        let Some(relay) = self.relays.next_untried() else {
+            return false;
+        };
+        // What was queued for the dead connection (the Hello) is void: the next one hears
+        // it again.
+        self.out.retain(|o| !matches!(o, Output::Control(_)));
+        if drop {
+            self.out.push_back(Output::DropControl);
+        }
+        self.out.push_back(Output::Connect { relay });
+        self.join.connecting = true;
+        self.next_step(now, "a connection to the next relay");
+        true
+    }
+
+    /// A connection asked for while joining is up: say `Hello` on it.
+    pub(super) fn join_connected(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.join.connecting) || !matches!(self.phase, Phase::Hello(_)) {
+            return;
+        }
+        if let Some(hello) = self.join.hello.clone() {
+            self.send(Body::Hello(hello));
+        }
+        self.next_step(now, "HelloAck");
     }
 
     fn next_step(&mut self, now: Instant, what: &'static str) {

@@ -7,6 +7,12 @@
 //! any key is ever used twice), no commit is made, and the group's state stays as it was.
 //! Back on a new connection: `Hello` → `HelloAck` (with a fresh challenge) → `Resume` → the
 //! commits the member missed, in order → `ResumeAccepted`; then media is opened again.
+//!
+//! With several relays (the nodes of one relay cluster, [`crate::JoinOptions::relays`]) the
+//! core also decides where each connection goes ([`Relays`], SDK-RELAYS-*): joining tries
+//! them in order until one answers; after a loss, attempts rotate through the list starting
+//! after the relay that failed (so it comes last), with the backoff applied per full round.
+//! The resume proceeds on whichever relay answers (the cluster shares the room's state).
 
 use std::time::{Duration, Instant};
 
@@ -68,6 +74,66 @@ pub(super) enum Link {
     Resuming { since: Instant, attempt: u32 },
 }
 
+/// Which relay of the list the control connection goes to (indices into
+/// [`crate::JoinOptions::relays`]; one relay when the list is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Relays {
+    /// How many relays there are (at least 1).
+    count: usize,
+    /// The relay of the current (or last attempted) connection.
+    current: usize,
+    /// The relay whose connection was lost (reconnect attempts start after it).
+    lost: usize,
+    /// Relays tried for the first join, the current one included.
+    tried: usize,
+}
+
+impl Relays {
+    pub(super) fn new(count: usize) -> Self {
+        Self {
+            count: count.max(1),
+            current: 0,
+            lost: 0,
+            tried: 1,
+        }
+    }
+
+    /// The relay of the current (or last attempted) connection.
+    pub(super) fn current(&self) -> usize {
+        self.current
+    }
+
+    /// Joining: the next relay not yet tried, if any (it becomes the current one).
+    pub(super) fn next_untried(&mut self) -> Option<usize> {
+        if self.tried >= self.count {
+            return None;
+        }
+        self.current = (self.current + 1) % self.count;
+        self.tried += 1;
+        Some(self.current)
+    }
+
+    /// The connection to the current relay was lost: attempts start after it.
+    fn lost(&mut self) {
+        self.lost = self.current;
+    }
+
+    /// The relay of reconnection attempt `attempt` (1-based): the one after the lost relay,
+    /// then on around the list, the lost relay last in each round.
+    fn for_attempt(&mut self, attempt: u32) -> usize {
+        let step = (attempt.max(1) - 1) as usize % self.count;
+        self.current = (self.lost + 1 + step) % self.count;
+        self.current
+    }
+
+    /// The round (1-based) of reconnection attempt `attempt`, and whether it starts one.
+    fn round_of(&self, attempt: u32) -> (u32, bool) {
+        let n = u32::try_from(self.count).unwrap_or(u32::MAX);
+        let k = attempt.max(1) - 1;
+        (k / n + 1, k.is_multiple_of(n))
+    }
+}
+
 /// What reconnecting did, for the counters.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct LinkStats {
@@ -118,20 +184,24 @@ impl CallCore {
             return false;
         }
         if matches!(self.link, Link::Up) {
+            self.relays.lost();
             // Media goes with the connection: the relay's forwarder knew it by that
             // connection. A new transport is opened once resumed.
             self.media.suspend();
             self.out.push_back(Output::Transport(TransportOp::Close));
         }
         self.timers.stop(Timer::JoinStep);
-        let delay = if attempt == 0 {
+        // Within a round the next relay is tried at once; each new round backs off as single
+        // attempts to one relay do (with one relay, every attempt is a round).
+        let (round, starts_round) = self.relays.round_of(attempt + 1);
+        let delay = if round == 1 || !starts_round {
             Duration::ZERO
         } else {
             let base = self
                 .opts
                 .reconnect
                 .initial_delay
-                .saturating_mul(1u32 << (attempt - 1).min(16))
+                .saturating_mul(1u32 << (round - 2).min(16))
                 .min(self.opts.reconnect.max_delay);
             // Full jitter over the upper half: many members cut off together do not come
             // back in lockstep.
@@ -142,8 +212,10 @@ impl CallCore {
             attempt: attempt + 1,
         };
         self.timers.set(Timer::Reconnect, after(now, delay));
+        let relay = self.relays.for_attempt(attempt + 1);
         self.emit(Event::Reconnecting {
             attempt: attempt + 1,
+            relay,
         });
         true
     }
@@ -152,7 +224,9 @@ impl CallCore {
     pub(super) fn reconnect_due(&mut self, now: Instant) {
         if let Link::Down { since, attempt } = self.link {
             self.link = Link::Connecting { since, attempt };
-            self.out.push_back(Output::Connect);
+            self.out.push_back(Output::Connect {
+                relay: self.relays.current(),
+            });
             // The shell answers with `handle_control_connected` or `handle_control_end`; the
             // whole attempt is bounded.
             self.timers.set(

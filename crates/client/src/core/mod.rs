@@ -6,7 +6,10 @@
 //! # Driving it
 //!
 //! The shell (the SDK's tokio driver, a simulator, a browser binding) owns one [`CallCore`]:
-//! 1. [`CallCore::new`] queues the `Hello`; the shell connects the control channel and drains.
+//! 1. [`CallCore::new`] queues the `Hello`; the shell connects the control channel to the
+//!    relay [`CallCore::relay`] names (the first of [`JoinOptions::relays`]) and drains. If
+//!    that connection cannot be opened, it calls [`CallCore::handle_control_end`] instead: the
+//!    core then names the next relay with [`Output::Connect`] (or fails the join).
 //! 2. For every event it calls one input: [`CallCore::handle_control`] (a control message),
 //!    [`CallCore::handle_control_end`] (the channel broke), [`CallCore::handle_command`] (the
 //!    application), [`CallCore::handle_media`] (the media transport: packets, connection
@@ -223,10 +226,14 @@ pub enum Output {
     End,
     /// The trust store changed in memory: save it ([`CallCore::trust_store`]).
     TrustChanged,
-    /// Open a new control connection to the relay (reconnecting); answer with
-    /// [`CallCore::handle_control_connected`] or, if it fails,
-    /// [`CallCore::handle_control_end`].
-    Connect,
+    /// Open a new control connection to relay `relay` (an index into
+    /// [`JoinOptions::relays`]; always 0 with a single relay) to join through it or to
+    /// reconnect; answer with [`CallCore::handle_control_connected`] or, if it fails,
+    /// [`CallCore::handle_control_end`]. What was queued for the previous connection is void.
+    Connect {
+        /// Which relay of the list.
+        relay: usize,
+    },
     /// Drop the current control connection at once, without a TLS goodbye (so the relay keeps
     /// the membership for its grace period); what follows comes with [`Output::Connect`].
     DropControl,
@@ -258,6 +265,8 @@ pub struct CallCore {
     /// The link to the relay while a member (reconnecting and resuming).
     link: link::Link,
     link_stats: link::LinkStats,
+    /// Which relay of the list the control connection goes to.
+    relays: link::Relays,
     /// When the relay was last heard from.
     last_heard: Instant,
     /// Pings sent.
@@ -302,6 +311,7 @@ impl CallCore {
             trust: TrustStore::in_memory(),
             link: link::Link::Up,
             link_stats: link::LinkStats::default(),
+            relays: link::Relays::new(opts.relays.len()),
             last_heard: now,
             pings: 0,
             peer: peer::PeerStats::default(),
@@ -326,6 +336,12 @@ impl CallCore {
     /// This participant's identity.
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// The relay of the current (or last attempted) control connection: an index into
+    /// [`JoinOptions::relays`] (0 with a single relay).
+    pub fn relay(&self) -> usize {
+        self.relays.current()
     }
 
     /// Whether the call is over (or joining failed): no input has any effect any more.
@@ -365,6 +381,7 @@ impl CallCore {
         if self.is_ended() {
             return;
         }
+        self.join_connected(now);
         self.link_connected(now);
         self.settle(now);
     }
@@ -372,7 +389,7 @@ impl CallCore {
     /// The control channel ended.
     pub fn handle_control_end(&mut self, now: Instant, end: ControlEnd) {
         let now = self.clock(now);
-        if end == ControlEnd::Closed && self.link_lost(now) {
+        if end == ControlEnd::Closed && (self.link_lost(now) || self.join_next_relay(now, false)) {
             return;
         }
         let error = match end {
@@ -469,6 +486,9 @@ impl CallCore {
                 return;
             }
             let what = self.join.step();
+            if self.join_next_relay(now, true) {
+                return;
+            }
             self.fail_join(JoinError::Timeout { what });
             return;
         }

@@ -29,6 +29,8 @@ impl CallCore {
         s.reconnects = self.link_stats.reconnects;
         s.time_away = self.link_stats.away;
         s.frames_dropped_away = self.link_stats.frames_dropped_away;
+        s.relay = self.relays.current();
+        s.relay_addr = self.opts.relays.get(s.relay).copied();
         s.peer_messages_sent = self.peer.sent;
         s.peer_messages_received = self.peer.received;
         s.peer_messages_refused = self.peer.refused.clone();

@@ -119,6 +119,8 @@ pub struct Peer {
     pub connects: usize,
     /// How often it dropped its control connection itself ([`Output::DropControl`]).
     pub drops: usize,
+    /// The relays it asked to connect to, in order ([`Output::Connect`]'s index).
+    pub dialed: Vec<usize>,
 }
 
 impl Peer {
@@ -155,7 +157,10 @@ impl Peer {
                 Output::Admitted => self.admitted = true,
                 Output::JoinFailed(e) => self.join_failed = Some(e),
                 Output::End => self.ended = true,
-                Output::Connect => self.connects += 1,
+                Output::Connect { relay } => {
+                    self.connects += 1;
+                    self.dialed.push(relay);
+                }
                 Output::DropControl => self.drops += 1,
                 other => panic!("unexpected output {other:?}"),
             }
@@ -326,6 +331,7 @@ impl Room {
             away: false,
             connects: 0,
             drops: 0,
+            dialed: Vec::new(),
         };
         p.pump(self.now);
         self.peers.push(p);
@@ -731,6 +737,26 @@ impl Room {
         let p = &mut self.peers[i];
         p.core.handle_control_end(now, ControlEnd::Closed);
         p.pump(now);
+    }
+
+    /// Peer `i` has not joined yet and its connection to the relay it tried could not be
+    /// opened (or broke before the relay answered): nothing it sent arrived.
+    pub fn join_connection_fails(&mut self, i: usize) {
+        let now = self.now;
+        let p = &mut self.peers[i];
+        p.outbox.clear();
+        p.inbox.clear();
+        p.connected = false;
+        p.core.handle_control_end(now, ControlEnd::Closed);
+        p.pump(now);
+    }
+
+    /// Peer `i`, not yet joined, opened the connection it asked for: its media will be
+    /// known by this connection's id.
+    pub fn join_connects(&mut self, i: usize) {
+        self.connect(i);
+        let p = &mut self.peers[i];
+        p.participant = p.conn;
     }
 
     /// Connects peer `i`'s media (the stand-in transport reports the connection up).

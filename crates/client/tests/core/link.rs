@@ -46,7 +46,7 @@ fn attempts(events: &[Event]) -> Vec<u32> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Reconnecting { attempt } => Some(*attempt),
+            Event::Reconnecting { attempt, .. } => Some(*attempt),
             _ => None,
         })
         .collect()

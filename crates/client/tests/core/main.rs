@@ -11,3 +11,4 @@ mod link;
 mod media;
 mod peer;
 mod raw;
+mod relays;
