@@ -26,8 +26,8 @@ pub mod token;
 
 pub use config::{ConfigError, RelayConfig};
 pub use ds::{
-    ChallengeSeed, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsConfig,
-    DsCounters, DsFault, Event, FetchRequest, GenesisAnswer, GenesisRequest, Input,
+    BanRequest, ChallengeSeed, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds,
+    DsConfig, DsCounters, DsFault, Event, FetchRequest, GenesisAnswer, GenesisRequest, Input,
     MediaSignalError, Occupancy, Output, RelayIdentities, RelayIdentity, RoomId, StoreMode,
 };
 pub use forward::{ForwarderConfig, ForwarderHandle, start_with_media};

@@ -217,6 +217,16 @@ pub fn render(
         counter(c.winners_refused),
     );
     r.register(
+        "store_bans_shared",
+        "Store mode: bans made here and written to the room store",
+        counter(c.bans_shared),
+    );
+    r.register(
+        "store_bans_learned",
+        "Store mode: bans made on other nodes that reached this one",
+        counter(c.bans_learned),
+    );
+    r.register(
         "groups_created",
         "Groups bootstrapped",
         counter(c.groups_created),

@@ -622,3 +622,102 @@ fn in_cluster_mode_the_binary_starts_only_when_nats_answers() {
     );
     std::fs::remove_file(&keys).unwrap();
 }
+
+// covers: CL-BAN-1
+#[test]
+fn a_member_removed_on_one_node_is_refused_on_another() {
+    let Some(server) = NatsServer::start_or_skip("a_member_removed_on_one_node") else {
+        return;
+    };
+    run(bans_body(server));
+}
+
+async fn bans_body(server: NatsServer) {
+    const ROOM: &[u8] = b"room-bans-nodes";
+    let keys = blindcall_relay::keyfile::new_key_file_text().unwrap();
+    let a = node_with_keys(&server, &keys).await;
+    let b = node_with_keys(&server, &keys).await;
+
+    // Host and member on node A; the member's token also has a connection on node B.
+    let (mut h_a, mut host) = a.member(ROOM, Role::HOST, 1, "host").await;
+    let relay = relay_from_ack(host.ack.as_ref().unwrap());
+    host.create_group(&relay);
+    h_a.send(Body::CreateGroup(CreateGroup {
+        group_info: VLBytes::new(host.group_info()),
+    }))
+    .await;
+    let got = h_a.recv("GroupCreated from node A").await;
+    assert!(matches!(got, Body::GroupCreated(_)), "{got:?}");
+    let (mut m_a, mut member) = a.member(ROOM, Role::GUEST, 2, "member").await;
+    let kp = member.key_package();
+    m_a.send(Body::PublishKeyPackage(PublishKeyPackage {
+        key_package: VLBytes::new(kp.clone()),
+        join_proof: None,
+    }))
+    .await;
+    m_a.recv_until("KeyPackageAccepted from node A", |b| {
+        matches!(b, Body::KeyPackageAccepted(_))
+    })
+    .await;
+    m_a.send(Body::JoinRequest).await;
+    let mut seen = Vec::new();
+    while waiting_kps(&seen).is_empty() {
+        seen.push(h_a.recv("the member waiting on node A").await);
+    }
+    h_a.send(Body::Commit(host.add(&[kp]))).await;
+    let got = h_a.recv_until("the add's answer", is_commit_answer).await;
+    assert!(
+        matches!(got.last(), Some(Body::CommitAccepted(c)) if c.epoch == 1),
+        "{got:?}"
+    );
+    host.merge_pending();
+    let welcome = m_a
+        .recv_until("the member's Welcome", |b| matches!(b, Body::Welcome(_)))
+        .await;
+    member.apply(&welcome);
+    let (mut m_b, _) = b.admitted(ROOM, Role::GUEST, 2, "member on B").await;
+
+    // The host removes the member by commit on node A (ADM-BAN-2).
+    h_a.send(Body::Commit(host.remove(&[1]))).await;
+    let got = h_a
+        .recv_until("the removal's answer", is_commit_answer)
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::CommitAccepted(c)) if c.epoch == 2),
+        "{got:?}"
+    );
+    let (bodies, _) = m_a.closed("the removed member's close on node A").await;
+    assert_eq!(
+        bodies.last(),
+        Some(&Body::Refused(blindcall_proto::Refused {
+            reason: blindcall_proto::RefusedReason::REMOVED_FROM_GROUP
+        }))
+    );
+    // Node B learns the ban through the store: the token's connection there is refused and
+    // closed, and its Hello is refused from now on.
+    let (bodies, _) = m_b
+        .closed("node B closing the banned token's connection")
+        .await;
+    assert_eq!(
+        bodies.last(),
+        Some(&Body::Refused(blindcall_proto::Refused {
+            reason: blindcall_proto::RefusedReason::REMOVED_BY_HOST
+        })),
+        "{bodies:?}"
+    );
+    expect_refused(
+        &b,
+        ROOM,
+        &token(ROOM, Role::GUEST, 2),
+        blindcall_proto::RefusedReason::REMOVED_BY_HOST,
+    )
+    .await;
+    // Another token is still admitted on B.
+    let (_t, ack) = b.admitted(ROOM, Role::GUEST, 3, "other").await;
+    assert_eq!(ack.room.locked, 0);
+    let m = b.scrape().await;
+    assert_eq!(metric(&m, "blindcall_relay_store_bans_learned_total"), 1.0);
+    drop(h_a);
+    a.handle.shutdown();
+    b.handle.shutdown();
+}

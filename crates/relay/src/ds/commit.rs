@@ -184,7 +184,6 @@ impl Ds {
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.waiting
                 .retain(|w| !applied.joined.iter().any(|(j, _)| j == w));
-            room.banned_tokens.extend(banned);
             // A removed leaf is done with, even when the same commit put a joiner in it (the
             // leftmost free leaf): its index names someone else now.
             for r in &applied.removed {
@@ -196,6 +195,9 @@ impl Ds {
                 room.grace.retain(|l, _| g.has_leaf(*l));
             }
             room.departed.extend(orphans);
+        }
+        for token_id in banned {
+            self.ban(&room_id, token_id);
         }
 
         // Outputs. In store mode the committer may have gone while its claim was in flight.

@@ -68,6 +68,10 @@ pub struct DsCounters {
     /// Store mode: other nodes' winners that did not validate here (the room is stuck at
     /// their epoch on this node).
     pub winners_refused: u64,
+    /// Store mode: bans made here and handed to the store (CL-BAN-1).
+    pub bans_shared: u64,
+    /// Store mode: bans made on another node that reached this one (CL-BAN-1).
+    pub bans_learned: u64,
     /// Store mode: followed winners of epochs already merged here (CL-FOLLOW-1).
     pub winners_duplicate: u64,
     /// Store mode: followed winners of rooms this node does not serve (or has no group for).

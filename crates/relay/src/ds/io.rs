@@ -210,6 +210,9 @@ pub enum Output {
     /// Store mode only: read the room's genesis and hand it (or `None`) to
     /// [`Ds::handle_genesis_loaded`](super::Ds::handle_genesis_loaded) (CL-GEN-2).
     LoadGenesis(RoomId),
+    /// Store mode only: write the ban to the room store, create-only (CL-BAN-1); every node's
+    /// watch of the ban entries hands it to [`Ds::handle_ban`](super::Ds::handle_ban).
+    Ban(super::BanRequest),
     /// For logs and metrics.
     Event(Event),
 }
@@ -288,6 +291,16 @@ pub enum Event {
         room: RoomId,
         /// The new epoch.
         epoch: u64,
+    },
+    /// Store mode: a ban another node wrote reached this node (CL-BAN-1): the token is refused
+    /// here from now on, and its `closed` connections in the room here were refused.
+    BanLearned {
+        /// Room.
+        room: RoomId,
+        /// The banned token's id.
+        token_id: [u8; 16],
+        /// How many of the token's connections here were closed.
+        closed: usize,
     },
     /// Store mode: the epoch's winner read from the store does not validate against this
     /// node's state of the room; the room stays at `epoch` here (every later claim of it

@@ -22,6 +22,7 @@
 //! frames. Nothing here blocks, spawns or reads a clock; a bad message from one connection gets
 //! a typed answer and never affects another connection's room.
 
+mod bans;
 mod challenge;
 mod claim;
 mod commit;
@@ -39,7 +40,7 @@ mod state;
 mod validate;
 mod waiting;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use blindcall_proto::{
     Body, ControlMessage, CreateGroup, DecodeError, ErrorCode, ErrorMessage, FrameDecoder,
@@ -48,6 +49,7 @@ use blindcall_proto::{
 };
 use openmls_rust_crypto::RustCrypto;
 
+pub use bans::BanRequest;
 pub use challenge::ChallengeSeed;
 pub use claim::{ClaimAnswer, ClaimRequest, ClaimTicket};
 pub use counters::DsCounters;
@@ -95,6 +97,9 @@ pub struct Ds {
     genesis_rooms: HashMap<ClaimTicket, RoomId>,
     /// Store mode: the next claim's ticket.
     next_ticket: u64,
+    /// Store mode: the bans shared through the store, by room, whether or not the room is
+    /// served here (CL-BAN-1).
+    shared_bans: HashMap<RoomId, HashSet<[u8; 16]>>,
 }
 
 /// How a member's connection ended.
@@ -135,6 +140,7 @@ impl Ds {
             claim_rooms: HashMap::new(),
             genesis_rooms: HashMap::new(),
             next_ticket: 1,
+            shared_bans: HashMap::new(),
         }
     }
 
@@ -548,11 +554,7 @@ impl Ds {
         let room_key = RoomId(claims.room_id.clone());
         // A locked room still admits guests, to the lobby only: they may resume a membership
         // but not queue (ADM-LOCK-1).
-        if self
-            .rooms
-            .get(&room_key)
-            .is_some_and(|r| r.banned_tokens.contains(&claims.token_id))
-        {
+        if self.is_banned(&room_key, &claims.token_id) {
             self.refuse(id, RefusedReason::REMOVED_BY_HOST);
             return;
         }
@@ -744,9 +746,7 @@ impl Ds {
             self.error(id, ErrorCode::UNKNOWN_PARTICIPANT);
             return;
         };
-        if let Some(room) = self.rooms.get_mut(&room_id) {
-            room.banned_tokens.insert(token_id);
-        }
+        self.ban(&room_id, token_id);
         self.refuse(target, RefusedReason::REMOVED_BY_HOST);
     }
 }

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::{ControlTap, ForwarderCommand, ForwarderEvent, MediaHook, TapDirection};
 use crate::ds::{
-    ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event,
+    BanRequest, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event,
     FetchRequest, GenesisAnswer, GenesisRequest, Input, Occupancy, Output, RoomId,
 };
 use crate::metrics::ShellMetrics;
@@ -142,6 +142,8 @@ enum Followed {
     Genesis(ClaimTicket, GenesisAnswer),
     /// The answer to an `Output::LoadGenesis` (CL-GEN-2).
     GenesisLoaded(RoomId, Result<Option<GenesisRecord>, StoreError>),
+    /// A ban the watch of the ban entries saw (CL-BAN-1).
+    Ban(RoomId, [u8; 16]),
 }
 
 /// Pause before the follower starts a watch again after it failed or ended.
@@ -221,8 +223,13 @@ impl Driver {
         // The memory store serves this process only: nothing to follow.
         if let Some(store @ RoomStore::JetStream(_)) = self.store.clone() {
             tokio::spawn(follow_winners(
-                store,
+                store.clone(),
                 self.watch.take(),
+                self.followed_tx.clone(),
+                self.shutdown.clone(),
+            ));
+            tokio::spawn(follow_bans(
+                store,
                 self.followed_tx.clone(),
                 self.shutdown.clone(),
             ));
@@ -351,6 +358,7 @@ impl Driver {
                 Output::Fetch(req) => self.fetch(req),
                 Output::Genesis(req) => self.genesis(req),
                 Output::LoadGenesis(room) => self.load_genesis(room),
+                Output::Ban(req) => self.put_ban(req),
                 Output::Event(e) => self.on_event(&e, received_at),
             }
         }
@@ -405,7 +413,21 @@ impl Driver {
                 });
                 self.ds.handle_genesis_loaded(now(), &room, genesis);
             }
+            Followed::Ban(room, token_id) => self.ds.handle_ban(now(), &room, token_id),
         }
+    }
+
+    /// Write a ban (create-only) in a task of its own. This node enforces it already; a write
+    /// that fails leaves the other nodes without it, which is logged.
+    fn put_ban(&mut self, req: BanRequest) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = store.put_ban(&req.room, &req.token_id).await {
+                warn!(room = %hex::encode(&req.room.0), token_id = %hex::encode(req.token_id), error = %e, "writing a ban to the room store failed: other nodes do not know it");
+            }
+        });
     }
 
     /// Write a room's genesis (create-only) in a task of its own.
@@ -545,6 +567,16 @@ impl Driver {
             Event::InternalFault { conn, fault } => {
                 warn!(conn = conn.0, fault = %fault, "internal fault")
             }
+            Event::BanLearned {
+                room,
+                token_id,
+                closed,
+            } => info!(
+                room = %hex::encode(&room.0),
+                token_id = %hex::encode(token_id),
+                closed,
+                "another node's ban applied here"
+            ),
             other => debug!(event = ?other, "ds event"),
         }
     }
@@ -593,6 +625,44 @@ async fn follow_winners(
                 None
             }
         };
+    }
+}
+
+/// The bans follower (CL-BAN-1): feed every ban the store holds, then every new one, to the
+/// loop; start the watch again (with history: the bans are read again, and the DS ignores
+/// those it knows) after a pause when it fails or ends.
+async fn follow_bans(
+    store: RoomStore,
+    tx: mpsc::UnboundedSender<Followed>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match store.watch_bans().await {
+            Ok(Some(mut w)) => loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = w.next() => n,
+                };
+                match next {
+                    Some(Ok((room, token_id))) => {
+                        if tx.send(Followed::Ban(room, token_id)).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => warn!(error = %e, "ban watch: entry refused"),
+                    None => {
+                        warn!("ban watch ended; starting it again");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => warn!(error = %e, "cannot watch the store's bans"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_RETRY) => {}
+        }
     }
 }
 

@@ -109,6 +109,46 @@ impl CommitWatch {
     }
 }
 
+/// Every room's bans: those written before the watch started, then each new one (the KV watch
+/// with history of async-nats 0.40 on `$KV.<bucket>.room.*.ban.*`), CL-BAN-1.
+pub struct BanWatch {
+    watch: std::pin::Pin<Box<kv::Watch>>,
+}
+
+impl std::fmt::Debug for BanWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BanWatch").finish_non_exhaustive()
+    }
+}
+
+impl BanWatch {
+    /// The next ban, or why the entry seen is not one (refused by its reason; the watch goes
+    /// on). `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<Result<(RoomId, [u8; 16]), StoreError>> {
+        let entry =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
+                .await?;
+        Some(match entry {
+            Ok(entry) => {
+                let corrupt = |reason| StoreError::Corrupt {
+                    key: entry.key.clone(),
+                    reason,
+                };
+                match super::parse_ban_key(&entry.key) {
+                    None => Err(corrupt(CorruptEntry::Foreign)),
+                    Some(_) if entry.operation != kv::Operation::Put => {
+                        Err(corrupt(CorruptEntry::Deleted))
+                    }
+                    Some((room, token)) => super::decode_ban(&entry.value, &room, &token)
+                        .map(|()| (room, token))
+                        .map_err(corrupt),
+                }
+            }
+            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
+        })
+    }
+}
+
 fn decode_entry(entry: &kv::Entry) -> Result<CommitRecord, StoreError> {
     let corrupt = |reason| StoreError::Corrupt {
         key: entry.key.clone(),
@@ -269,6 +309,39 @@ impl JetStreamStore {
                 .watch(COMMIT_KEYS)
                 .await
                 .map(|w| CommitWatch { watch: Box::pin(w) })
+                .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
+        })
+        .await
+    }
+
+    /// Ban `token_id` from `room`: a create-only write; a ban already there is `Ok`.
+    pub async fn put_ban(&self, room: &RoomId, token_id: &[u8; 16]) -> Result<(), StoreError> {
+        let value = super::encode_ban(room, token_id)?;
+        self.connected(StoreOp::Claim)?;
+        let key = super::ban_key(room, token_id);
+        let after = self.op_timeout;
+        within(StoreOp::Claim, after, async {
+            match self.kv.update(key.as_str(), value.into(), 0).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(()),
+                Err(e) if e.kind() == UpdateErrorKind::TimedOut => Err(StoreError::Timeout {
+                    op: StoreOp::Claim,
+                    after,
+                }),
+                Err(e) => Err(backend(StoreOp::Claim)(Box::new(e))),
+            }
+        })
+        .await
+    }
+
+    /// Watch every room's bans, those already written first ([`BanWatch`]).
+    pub async fn watch_bans(&self) -> Result<BanWatch, StoreError> {
+        self.connected(StoreOp::Watch)?;
+        within(StoreOp::Watch, self.op_timeout, async {
+            self.kv
+                .watch_with_history(super::BAN_KEYS)
+                .await
+                .map(|w| BanWatch { watch: Box::pin(w) })
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await

@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::{CommitRecord, Sequenced, decide};
 use crate::ds::RoomId;
 
+/// A ban: (room, token id).
+type BanKey = (RoomId, [u8; 16]);
+
 /// Sequenced commits in this process's memory. Clones share the same map, so tasks of one
 /// process race exactly as nodes racing on JetStream do. It keeps every record until dropped:
 /// pruning to each room's `commit_history` comes with the DS using the store (spec/cluster.md,
@@ -14,6 +17,7 @@ use crate::ds::RoomId;
 pub struct MemoryStore {
     commits: Arc<Mutex<HashMap<(RoomId, u64), CommitRecord>>>,
     geneses: Arc<Mutex<HashMap<RoomId, super::GenesisRecord>>>,
+    bans: Arc<Mutex<std::collections::HashSet<BanKey>>>,
 }
 
 impl MemoryStore {
@@ -58,5 +62,19 @@ impl MemoryStore {
     pub fn genesis(&self, room: &RoomId) -> Option<super::GenesisRecord> {
         let map = self.geneses.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(room).cloned()
+    }
+
+    /// Ban `token_id` from `room` (idempotent).
+    pub fn put_ban(&self, room: &RoomId, token_id: &[u8; 16]) -> Result<(), super::StoreError> {
+        super::encode_ban(room, token_id)?;
+        let mut set = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
+        set.insert((room.clone(), *token_id));
+        Ok(())
+    }
+
+    /// Whether `token_id` is banned from `room`.
+    pub fn is_banned(&self, room: &RoomId, token_id: &[u8; 16]) -> bool {
+        let set = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
+        set.contains(&(room.clone(), *token_id))
     }
 }

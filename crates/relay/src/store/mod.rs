@@ -14,17 +14,19 @@
 //! - [`JetStreamStore`]: NATS JetStream KV (nats-server 2.9.10, async-nats 0.40.0), shared by
 //!   every node of a cluster.
 
+mod ban;
 mod error;
 mod genesis;
 mod jetstream;
 mod memory;
 mod record;
 
+pub use ban::{BAN_KEYS, KIND_BAN, ban_key, decode_ban, encode_ban, parse_ban_key};
 pub use error::{StoreError, StoreOp};
 pub use genesis::{Genesis, GenesisRecord, KIND_GENESIS, genesis_key};
 pub use jetstream::{
-    COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig, JetStreamStore,
-    commit_key, parse_commit_key,
+    BanWatch, COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig,
+    JetStreamStore, commit_key, parse_commit_key,
 };
 pub use memory::MemoryStore;
 pub use record::{
@@ -143,6 +145,25 @@ impl RoomStore {
         match self {
             Self::Memory(m) => Ok(m.genesis(room)),
             Self::JetStream(j) => j.genesis(room).await,
+        }
+    }
+
+    /// Ban `token_id` from `room` (CL-BAN-1): a create-only entry, so a ban is written once
+    /// and never changed; a ban already there (the same token banned by another node, or a
+    /// retried write) is `Ok` too.
+    pub async fn put_ban(&self, room: &RoomId, token_id: &[u8; 16]) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.put_ban(room, token_id),
+            Self::JetStream(j) => j.put_ban(room, token_id).await,
+        }
+    }
+
+    /// Watch every room's bans, those already written first, then each new one (CL-BAN-1). The
+    /// memory store has nothing to watch (`None`): the DS that bans is the only one.
+    pub async fn watch_bans(&self) -> Result<Option<BanWatch>, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(None),
+            Self::JetStream(j) => j.watch_bans().await.map(Some),
         }
     }
 

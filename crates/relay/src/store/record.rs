@@ -74,6 +74,9 @@ pub enum CorruptEntry {
     /// The commit's SHA-256 differs from the hash the record carries.
     #[error("entry's commit does not match its hash")]
     HashMismatch,
+    /// A ban record names another token than its key (CL-BAN-1).
+    #[error("entry bans another token than its key names")]
+    WrongToken,
     /// Bytes after the commit.
     #[error("entry has trailing bytes")]
     TrailingBytes,

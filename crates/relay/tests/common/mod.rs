@@ -92,6 +92,8 @@ pub struct Net {
     /// Store mode without `store`: where room geneses are written and read (answered at once:
     /// only commit claims wait for the test).
     pub geneses: store::MemoryStore,
+    /// Store mode: the bans the DS asked the shell to write (CL-BAN-1).
+    pub bans: Vec<BanRequest>,
     next: u64,
 }
 
@@ -114,6 +116,7 @@ impl Net {
             store: None,
             fetches: Vec::new(),
             geneses: store::MemoryStore::default(),
+            bans: Vec::new(),
             next: 1,
         }
     }
@@ -254,6 +257,7 @@ impl Net {
                     let genesis = store.genesis(&room);
                     self.ds.handle_genesis_loaded(self.now, &room, genesis);
                 }
+                Output::Ban(req) => self.bans.push(req),
                 Output::Event(e) => self.events.push(e),
             }
         }
