@@ -28,7 +28,8 @@ pub use config::{ConfigError, RelayConfig};
 pub use ds::{
     BanRequest, ChallengeSeed, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds,
     DsConfig, DsCounters, DsFault, Event, FetchRequest, GenesisAnswer, GenesisRequest, Input,
-    MediaSignalError, Occupancy, Output, RelayIdentities, RelayIdentity, RoomId, StoreMode,
+    LockRequest, MediaSignalError, Occupancy, Output, RelayIdentities, RelayIdentity, RoomId,
+    StoreMode,
 };
 pub use forward::{ForwarderConfig, ForwarderHandle, start_with_media};
 pub use server::{

@@ -227,6 +227,16 @@ pub fn render(
         counter(c.bans_learned),
     );
     r.register(
+        "store_lock_changes_shared",
+        "Store mode: room lock changes made here and written to the room store",
+        counter(c.lock_changes_shared),
+    );
+    r.register(
+        "store_lock_changes_learned",
+        "Store mode: room lock changes from the room store applied here",
+        counter(c.lock_changes_learned),
+    );
+    r.register(
         "groups_created",
         "Groups bootstrapped",
         counter(c.groups_created),

@@ -721,3 +721,75 @@ async fn bans_body(server: NatsServer) {
     a.handle.shutdown();
     b.handle.shutdown();
 }
+
+// covers: CL-LOCK-1
+#[test]
+fn a_room_locked_on_one_node_is_locked_on_another() {
+    let Some(server) = NatsServer::start_or_skip("a_room_locked_on_one_node") else {
+        return;
+    };
+    run(lock_body(server));
+}
+
+async fn lock_body(server: NatsServer) {
+    const ROOM: &[u8] = b"room-lock-nodes";
+    let a = node(&server).await;
+    let b = node(&server).await;
+    let (mut h_a, _) = a.admitted(ROOM, Role::HOST, 1, "host").await;
+    let (mut g_b, ack) = b.admitted(ROOM, Role::GUEST, 2, "guest").await;
+    assert_eq!(ack.room.locked, 0);
+
+    // The host locks the room on node A; the guest's node B hears it through the store.
+    h_a.send(Body::LockRoom).await;
+    let got = h_a.recv("the lock's RoomStateUpdate on node A").await;
+    assert!(
+        matches!(&got, Body::RoomStateUpdate(s) if s.locked == 1),
+        "{got:?}"
+    );
+    let got = g_b
+        .recv_until("the lock's RoomStateUpdate on node B", |b| {
+            matches!(b, Body::RoomStateUpdate(_))
+        })
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::RoomStateUpdate(s)) if s.locked == 1),
+        "{got:?}"
+    );
+    // A guest arriving at node B sees the room locked, and no guest may queue there.
+    let (mut late, ack) = b.admitted(ROOM, Role::GUEST, 3, "late").await;
+    assert_eq!(ack.room.locked, 1);
+    g_b.send(Body::PublishKeyPackage(PublishKeyPackage {
+        key_package: VLBytes::new(vec![0; 8]),
+        join_proof: None,
+    }))
+    .await;
+    let (bodies, _) = g_b
+        .closed("node B refusing to queue in a locked room")
+        .await;
+    assert_eq!(
+        bodies.last(),
+        Some(&Body::Refused(blindcall_proto::Refused {
+            reason: blindcall_proto::RefusedReason::ROOM_LOCKED
+        })),
+        "{bodies:?}"
+    );
+
+    // Unlocked on node A, unlocked on node B.
+    h_a.send(Body::UnlockRoom).await;
+    let got = late
+        .recv_until("the unlock's RoomStateUpdate on node B", |b| {
+            matches!(b, Body::RoomStateUpdate(_))
+        })
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::RoomStateUpdate(s)) if s.locked == 0),
+        "{got:?}"
+    );
+    let m = b.scrape().await;
+    assert_eq!(
+        metric(&m, "blindcall_relay_store_lock_changes_learned_total"),
+        2.0
+    );
+    a.handle.shutdown();
+    b.handle.shutdown();
+}

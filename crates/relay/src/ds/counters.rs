@@ -72,6 +72,10 @@ pub struct DsCounters {
     pub bans_shared: u64,
     /// Store mode: bans made on another node that reached this one (CL-BAN-1).
     pub bans_learned: u64,
+    /// Store mode: lock changes made here and handed to the store (CL-LOCK-1).
+    pub lock_changes_shared: u64,
+    /// Store mode: lock changes from the store that changed this node's view (CL-LOCK-1).
+    pub lock_changes_learned: u64,
     /// Store mode: followed winners of epochs already merged here (CL-FOLLOW-1).
     pub winners_duplicate: u64,
     /// Store mode: followed winners of rooms this node does not serve (or has no group for).

@@ -213,6 +213,11 @@ pub enum Output {
     /// Store mode only: write the ban to the room store, create-only (CL-BAN-1); every node's
     /// watch of the ban entries hands it to [`Ds::handle_ban`](super::Ds::handle_ban).
     Ban(super::BanRequest),
+    /// Store mode only: write the lock change to the room store, create-only (CL-LOCK-1);
+    /// every node's watch of the lock entries hands it to
+    /// [`Ds::handle_lock`](super::Ds::handle_lock), and a number already taken is answered
+    /// with its holder the same way.
+    Lock(super::LockRequest),
     /// For logs and metrics.
     Event(Event),
 }

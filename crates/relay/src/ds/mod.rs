@@ -33,6 +33,7 @@ mod genesis;
 mod identity;
 mod io;
 mod lifecycle;
+mod lock;
 mod members;
 mod mls;
 mod resume;
@@ -63,6 +64,7 @@ pub use io::{
     DEFAULT_RESUME_GRACE, DsConfig, Event, Input, Output, StoreMode,
 };
 pub use lifecycle::Occupancy;
+pub use lock::LockRequest;
 pub use state::RoomId;
 
 use challenge::Challenges;
@@ -100,6 +102,9 @@ pub struct Ds {
     /// Store mode: the bans shared through the store, by room, whether or not the room is
     /// served here (CL-BAN-1).
     shared_bans: HashMap<RoomId, HashSet<[u8; 16]>>,
+    /// Store mode: the last lock change seen of each room, (number, locked), whether or not
+    /// the room is served here (CL-LOCK-1).
+    shared_locks: HashMap<RoomId, (u64, bool)>,
 }
 
 /// How a member's connection ended.
@@ -141,6 +146,7 @@ impl Ds {
             genesis_rooms: HashMap::new(),
             next_ticket: 1,
             shared_bans: HashMap::new(),
+            shared_locks: HashMap::new(),
         }
     }
 
@@ -565,7 +571,11 @@ impl Ds {
             return;
         }
         self.token_conns.insert(token_key, held + 1);
-        let room = self.rooms.entry(room_key.clone()).or_default();
+        let initial_lock = self.initial_lock(&room_key);
+        let room = self.rooms.entry(room_key.clone()).or_insert_with(|| Room {
+            locked: initial_lock,
+            ..Room::default()
+        });
         room.conns.insert(id);
         let max_frame_len = self.cfg.max_frame_len;
         let challenge = self.challenges.next(&self.cfg.challenge_seed);
@@ -713,6 +723,7 @@ impl Ds {
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.locked = locked;
         }
+        self.share_lock(&room_id, locked);
         let all: Vec<ConnId> = self
             .rooms
             .get(&room_id)

@@ -14,11 +14,11 @@ use tracing::{debug, info, warn};
 use super::{ControlTap, ForwarderCommand, ForwarderEvent, MediaHook, TapDirection};
 use crate::ds::{
     BanRequest, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event,
-    FetchRequest, GenesisAnswer, GenesisRequest, Input, Occupancy, Output, RoomId,
+    FetchRequest, GenesisAnswer, GenesisRequest, Input, LockRequest, Occupancy, Output, RoomId,
 };
 use crate::metrics::ShellMetrics;
 use crate::store::{
-    CommitRecord, CommitWatch, Genesis, GenesisRecord, RoomStore, StoreError, StoreOp,
+    CommitRecord, CommitWatch, Genesis, GenesisRecord, LockWrite, RoomStore, StoreError, StoreOp,
 };
 use crate::time::Timestamp;
 
@@ -144,6 +144,9 @@ enum Followed {
     GenesisLoaded(RoomId, Result<Option<GenesisRecord>, StoreError>),
     /// A ban the watch of the ban entries saw (CL-BAN-1).
     Ban(RoomId, [u8; 16]),
+    /// A lock change the watch of the lock entries saw, or the holder of a number this node
+    /// tried to write (CL-LOCK-1).
+    Lock(RoomId, u64, bool),
 }
 
 /// Pause before the follower starts a watch again after it failed or ended.
@@ -225,6 +228,11 @@ impl Driver {
             tokio::spawn(follow_winners(
                 store.clone(),
                 self.watch.take(),
+                self.followed_tx.clone(),
+                self.shutdown.clone(),
+            ));
+            tokio::spawn(follow_locks(
+                store.clone(),
                 self.followed_tx.clone(),
                 self.shutdown.clone(),
             ));
@@ -359,6 +367,7 @@ impl Driver {
                 Output::Genesis(req) => self.genesis(req),
                 Output::LoadGenesis(room) => self.load_genesis(room),
                 Output::Ban(req) => self.put_ban(req),
+                Output::Lock(req) => self.write_lock(req),
                 Output::Event(e) => self.on_event(&e, received_at),
             }
         }
@@ -414,7 +423,28 @@ impl Driver {
                 self.ds.handle_genesis_loaded(now(), &room, genesis);
             }
             Followed::Ban(room, token_id) => self.ds.handle_ban(now(), &room, token_id),
+            Followed::Lock(room, n, locked) => self.ds.handle_lock(now(), &room, n, locked),
         }
+    }
+
+    /// Write a lock change (create-only) in a task of its own. A number another node took
+    /// first is handed back with its holder's state, which this node then takes.
+    fn write_lock(&mut self, req: LockRequest) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let tx = self.followed_tx.clone();
+        tokio::spawn(async move {
+            match store.write_lock(&req.room, req.n, req.locked).await {
+                Ok(LockWrite::Written) => {}
+                Ok(LockWrite::Taken { locked }) => {
+                    let _ = tx.send(Followed::Lock(req.room, req.n, locked));
+                }
+                Err(e) => {
+                    warn!(room = %hex::encode(&req.room.0), n = req.n, error = %e, "writing a lock change to the room store failed: other nodes do not know it")
+                }
+            }
+        });
     }
 
     /// Write a ban (create-only) in a task of its own. This node enforces it already; a write
@@ -625,6 +655,43 @@ async fn follow_winners(
                 None
             }
         };
+    }
+}
+
+/// The lock follower (CL-LOCK-1): feed every lock change the store holds, then every new
+/// one, to the loop; start the watch again (with history) after a pause when it fails or ends.
+async fn follow_locks(
+    store: RoomStore,
+    tx: mpsc::UnboundedSender<Followed>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match store.watch_locks().await {
+            Ok(Some(mut w)) => loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = w.next() => n,
+                };
+                match next {
+                    Some(Ok((room, n, locked))) => {
+                        if tx.send(Followed::Lock(room, n, locked)).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => warn!(error = %e, "lock watch: entry refused"),
+                    None => {
+                        warn!("lock watch ended; starting it again");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => warn!(error = %e, "cannot watch the store's lock changes"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_RETRY) => {}
+        }
     }
 }
 

@@ -149,6 +149,46 @@ impl BanWatch {
     }
 }
 
+/// Every room's lock changes: those written before the watch started, then each new one (the
+/// KV watch with history on `$KV.<bucket>.room.*.lock.*`), CL-LOCK-1.
+pub struct LockWatch {
+    watch: std::pin::Pin<Box<kv::Watch>>,
+}
+
+impl std::fmt::Debug for LockWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockWatch").finish_non_exhaustive()
+    }
+}
+
+impl LockWatch {
+    /// The next lock change (room, number, locked), or why the entry seen is not one (refused
+    /// by its reason; the watch goes on). `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<Result<(RoomId, u64, bool), StoreError>> {
+        let entry =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
+                .await?;
+        Some(match entry {
+            Ok(entry) => {
+                let corrupt = |reason| StoreError::Corrupt {
+                    key: entry.key.clone(),
+                    reason,
+                };
+                match super::parse_lock_key(&entry.key) {
+                    None => Err(corrupt(CorruptEntry::Foreign)),
+                    Some(_) if entry.operation != kv::Operation::Put => {
+                        Err(corrupt(CorruptEntry::Deleted))
+                    }
+                    Some((room, n)) => super::decode_lock(&entry.value, &room, n)
+                        .map(|locked| (room, n, locked))
+                        .map_err(corrupt),
+                }
+            }
+            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
+        })
+    }
+}
+
 fn decode_entry(entry: &kv::Entry) -> Result<CommitRecord, StoreError> {
     let corrupt = |reason| StoreError::Corrupt {
         key: entry.key.clone(),
@@ -330,6 +370,94 @@ impl JetStreamStore {
                 }),
                 Err(e) => Err(backend(StoreOp::Claim)(Box::new(e))),
             }
+        })
+        .await
+    }
+
+    /// Write lock change `n` of `room`: a create-only write; a number already held is read
+    /// back from the stream's leader and answered [`LockWrite::Taken`](super::LockWrite) when
+    /// its state differs.
+    pub async fn write_lock(
+        &self,
+        room: &RoomId,
+        n: u64,
+        locked: bool,
+    ) -> Result<super::LockWrite, StoreError> {
+        let value = super::encode_lock(room, n, locked)?;
+        self.connected(StoreOp::Claim)?;
+        let key = super::lock_key(room, n);
+        let after = self.op_timeout;
+        let created = within(StoreOp::Claim, after, async {
+            match self.kv.update(key.as_str(), value.into(), 0).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) if e.kind() == UpdateErrorKind::TimedOut => Err(StoreError::Timeout {
+                    op: StoreOp::Claim,
+                    after,
+                }),
+                Err(e) => Err(backend(StoreOp::Claim)(Box::new(e))),
+            }
+        })
+        .await?;
+        if created {
+            return Ok(super::LockWrite::Written);
+        }
+        let subject = format!("{}{key}", self.subject_prefix);
+        let deadline = Instant::now() + after;
+        loop {
+            let message = within(StoreOp::Read, after, async {
+                match self
+                    .kv
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                {
+                    Ok(m) => Ok(Some(m)),
+                    Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(backend(StoreOp::Read)(Box::new(e))),
+                }
+            })
+            .await?;
+            if let Some(message) = message {
+                let deleted = message
+                    .headers
+                    .get(KV_OPERATION)
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                if deleted {
+                    return Err(StoreError::Corrupt {
+                        key,
+                        reason: CorruptEntry::Deleted,
+                    });
+                }
+                let held = super::decode_lock(&message.payload, room, n)
+                    .map_err(|reason| StoreError::Corrupt { key, reason })?;
+                return Ok(if held == locked {
+                    super::LockWrite::Written
+                } else {
+                    super::LockWrite::Taken { locked: held }
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout {
+                    op: StoreOp::Read,
+                    after,
+                });
+            }
+            tokio::time::sleep(READ_RETRY).await;
+        }
+    }
+
+    /// Watch every room's lock changes, those already written first ([`LockWatch`]).
+    pub async fn watch_locks(&self) -> Result<LockWatch, StoreError> {
+        self.connected(StoreOp::Watch)?;
+        within(StoreOp::Watch, self.op_timeout, async {
+            self.kv
+                .watch_with_history(super::LOCK_KEYS)
+                .await
+                .map(|w| LockWatch { watch: Box::pin(w) })
+                .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await
     }

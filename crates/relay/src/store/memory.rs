@@ -18,6 +18,7 @@ pub struct MemoryStore {
     commits: Arc<Mutex<HashMap<(RoomId, u64), CommitRecord>>>,
     geneses: Arc<Mutex<HashMap<RoomId, super::GenesisRecord>>>,
     bans: Arc<Mutex<std::collections::HashSet<BanKey>>>,
+    locks: Arc<Mutex<HashMap<(RoomId, u64), bool>>>,
 }
 
 impl MemoryStore {
@@ -76,5 +77,24 @@ impl MemoryStore {
     pub fn is_banned(&self, room: &RoomId, token_id: &[u8; 16]) -> bool {
         let set = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
         set.contains(&(room.clone(), *token_id))
+    }
+
+    /// Write lock change `n` of `room`, create-only.
+    pub fn write_lock(
+        &self,
+        room: &RoomId,
+        n: u64,
+        locked: bool,
+    ) -> Result<super::LockWrite, super::StoreError> {
+        super::encode_lock(room, n, locked)?;
+        let mut map = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get(&(room.clone(), n)) {
+            Some(held) if *held != locked => Ok(super::LockWrite::Taken { locked: *held }),
+            Some(_) => Ok(super::LockWrite::Written),
+            None => {
+                map.insert((room.clone(), n), locked);
+                Ok(super::LockWrite::Written)
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ mod ban;
 mod error;
 mod genesis;
 mod jetstream;
+mod lock;
 mod memory;
 mod record;
 
@@ -26,7 +27,10 @@ pub use error::{StoreError, StoreOp};
 pub use genesis::{Genesis, GenesisRecord, KIND_GENESIS, genesis_key};
 pub use jetstream::{
     BanWatch, COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig,
-    JetStreamStore, commit_key, parse_commit_key,
+    JetStreamStore, LockWatch, commit_key, parse_commit_key,
+};
+pub use lock::{
+    KIND_LOCK, LOCK_KEYS, LockWrite, decode_lock, encode_lock, lock_key, parse_lock_key,
 };
 pub use memory::MemoryStore;
 pub use record::{
@@ -164,6 +168,30 @@ impl RoomStore {
         match self {
             Self::Memory(_) => Ok(None),
             Self::JetStream(j) => j.watch_bans().await.map(Some),
+        }
+    }
+
+    /// Write lock change `n` of `room` (CL-LOCK-1): create-only, so each number holds one
+    /// change; a number already held is [`LockWrite::Taken`] with the holder's state (the same
+    /// state is `Written`, as after a retried write).
+    pub async fn write_lock(
+        &self,
+        room: &RoomId,
+        n: u64,
+        locked: bool,
+    ) -> Result<LockWrite, StoreError> {
+        match self {
+            Self::Memory(m) => m.write_lock(room, n, locked),
+            Self::JetStream(j) => j.write_lock(room, n, locked).await,
+        }
+    }
+
+    /// Watch every room's lock changes, those already written first, then each new one
+    /// (CL-LOCK-1). The memory store has nothing to watch (`None`).
+    pub async fn watch_locks(&self) -> Result<Option<LockWatch>, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(None),
+            Self::JetStream(j) => j.watch_locks().await.map(Some),
         }
     }
 

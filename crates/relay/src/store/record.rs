@@ -77,6 +77,10 @@ pub enum CorruptEntry {
     /// A ban record names another token than its key (CL-BAN-1).
     #[error("entry bans another token than its key names")]
     WrongToken,
+    /// A lock record names another change number than its key, or a state other than 0 or 1
+    /// (CL-LOCK-2).
+    #[error("entry is not the lock change its key names")]
+    WrongLock,
     /// Bytes after the commit.
     #[error("entry has trailing bytes")]
     TrailingBytes,

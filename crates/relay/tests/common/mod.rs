@@ -94,6 +94,8 @@ pub struct Net {
     pub geneses: store::MemoryStore,
     /// Store mode: the bans the DS asked the shell to write (CL-BAN-1).
     pub bans: Vec<BanRequest>,
+    /// Store mode: the lock changes the DS asked the shell to write (CL-LOCK-1).
+    pub locks: Vec<LockRequest>,
     next: u64,
 }
 
@@ -117,6 +119,7 @@ impl Net {
             fetches: Vec::new(),
             geneses: store::MemoryStore::default(),
             bans: Vec::new(),
+            locks: Vec::new(),
             next: 1,
         }
     }
@@ -258,6 +261,7 @@ impl Net {
                     self.ds.handle_genesis_loaded(self.now, &room, genesis);
                 }
                 Output::Ban(req) => self.bans.push(req),
+                Output::Lock(req) => self.locks.push(req),
                 Output::Event(e) => self.events.push(e),
             }
         }
