@@ -29,7 +29,7 @@ pub use ds::{
     BanRequest, ChallengeSeed, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds,
     DsConfig, DsCounters, DsFault, Event, FetchRequest, GenesisAnswer, GenesisRequest, Input,
     LockRequest, MediaSignalError, Occupancy, Output, RelayIdentities, RelayIdentity, RoomId,
-    StoreMode,
+    StoreMode, WaitingWrite,
 };
 pub use forward::{ForwarderConfig, ForwarderHandle, start_with_media};
 pub use server::{

@@ -237,6 +237,16 @@ pub fn render(
         counter(c.lock_changes_learned),
     );
     r.register(
+        "store_waiting_learned",
+        "Store mode: joiners waiting on other nodes shown to members here",
+        counter(c.waiting_learned),
+    );
+    r.register(
+        "store_waiting_refused",
+        "Store mode: other nodes' waiting entries not shown here",
+        counter(c.waiting_refused),
+    );
+    r.register(
         "groups_created",
         "Groups bootstrapped",
         counter(c.groups_created),

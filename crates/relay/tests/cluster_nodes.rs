@@ -793,3 +793,98 @@ async fn lock_body(server: NatsServer) {
     a.handle.shutdown();
     b.handle.shutdown();
 }
+
+// covers: CL-WAIT-1
+#[test]
+fn a_host_on_one_node_adds_a_joiner_waiting_on_another() {
+    let Some(server) = NatsServer::start_or_skip("a_host_on_one_node_adds") else {
+        return;
+    };
+    run(waiting_body(server));
+}
+
+async fn waiting_body(server: NatsServer) {
+    const ROOM: &[u8] = b"room-waiting-nodes";
+    let keys = blindcall_relay::keyfile::new_key_file_text().unwrap();
+    let a = node_with_keys(&server, &keys).await;
+    let b = node_with_keys(&server, &keys).await;
+
+    let (mut h_a, mut host) = a.member(ROOM, Role::HOST, 1, "host").await;
+    let relay = relay_from_ack(host.ack.as_ref().unwrap());
+    host.create_group(&relay);
+    h_a.send(Body::CreateGroup(CreateGroup {
+        group_info: VLBytes::new(host.group_info()),
+    }))
+    .await;
+    let got = h_a.recv("GroupCreated from node A").await;
+    assert!(matches!(got, Body::GroupCreated(_)), "{got:?}");
+
+    // The guest is connected to node B only and waits there.
+    let (mut g_b, ack) = b.admitted(ROOM, Role::GUEST, 2, "guest").await;
+    let mut guest = Client::new("guest", blindcall_relay::ConnId(ack.conn_id), ack);
+    let kp = guest.key_package();
+    g_b.send(Body::PublishKeyPackage(PublishKeyPackage {
+        key_package: VLBytes::new(kp.clone()),
+        join_proof: None,
+    }))
+    .await;
+    g_b.recv_until("KeyPackageAccepted from node B", |b| {
+        matches!(b, Body::KeyPackageAccepted(_))
+    })
+    .await;
+    // Node B sets the room's group up from its genesis when the guest arrives; until it has,
+    // a JoinRequest is answered NO_GROUP and is sent again.
+    loop {
+        g_b.send(Body::JoinRequest).await;
+        let got = g_b
+            .recv_until("the JoinRequest's answer from node B", |b| {
+                matches!(b, Body::RoomStateUpdate(_) | Body::Error(_))
+            })
+            .await;
+        match got.last() {
+            Some(Body::RoomStateUpdate(_)) => break,
+            Some(Body::Error(e)) if e.code == blindcall_proto::ErrorCode::NO_GROUP => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // The host on node A sees the guest waiting on node B, and adds it.
+    let mut seen = Vec::new();
+    while waiting_kps(&seen).is_empty() {
+        seen.push(h_a.recv("node B's waiting guest on node A").await);
+    }
+    let entries = waiting_kps(&seen);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].1, kp);
+    h_a.send(Body::Commit(host.add(&[kp]))).await;
+    let got = h_a
+        .recv_until("the add's answer from node A", is_commit_answer)
+        .await;
+    assert!(
+        matches!(got.last(), Some(Body::CommitAccepted(c)) if c.epoch == 1),
+        "{got:?}"
+    );
+    host.merge_pending();
+    // Node B delivers the Welcome.
+    let welcome = g_b
+        .recv_until("the Welcome from node B", |b| matches!(b, Body::Welcome(_)))
+        .await;
+    guest.apply(&welcome);
+    assert_eq!(guest.epoch(), 1);
+    assert_eq!(guest.authenticator(), host.authenticator());
+    // The entry is gone on node A once the guest joined.
+    let later = h_a
+        .recv_until("the guest's entry removed on node A", |b| {
+            matches!(b, Body::WaitingEntryRemoved(_))
+        })
+        .await;
+    seen.extend(later);
+    assert!(waiting_kps(&seen).is_empty());
+    let m = a.scrape().await;
+    assert_eq!(
+        metric(&m, "blindcall_relay_store_waiting_learned_total"),
+        1.0
+    );
+    a.handle.shutdown();
+    b.handle.shutdown();
+}

@@ -74,6 +74,7 @@ impl Ds {
             r.banned_tokens.insert(token_id);
         }
         self.counters.bans_learned += 1;
+        self.drop_remote_token(room, token_id);
         let mut cut: Vec<ConnId> = self
             .conns
             .iter()

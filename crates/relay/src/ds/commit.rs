@@ -104,7 +104,8 @@ impl Ds {
         let Some(room) = self.rooms.get(room_id) else {
             return Vec::new();
         };
-        room.waiting
+        let mut joiners: Vec<(Vec<u8>, Joiner)> = room
+            .waiting
             .iter()
             .filter_map(|w| {
                 let kp = self.admission(*w)?.key_package.as_ref()?;
@@ -116,7 +117,9 @@ impl Ds {
                     },
                 ))
             })
-            .collect()
+            .collect();
+        joiners.extend(self.remote_joiners(room_id));
+        joiners
     }
 
     /// Merge the epoch's winner and tell everyone: the committer (when it is here) gets
@@ -172,14 +175,23 @@ impl Ds {
         // Store mode: a joiner may have gone while the claim was in flight; its new leaf has
         // nobody behind it, so the relay proposes its removal like any departed member's.
         let mut orphans = Vec::new();
+        let mut remote = Vec::new();
+        let mut local_joined = Vec::new();
         for (conn, leaf) in &applied.joined {
             match self.conns.get_mut(conn).and_then(Conn::admission_mut) {
                 Some(a) => {
                     a.seat = Seat::Member { leaf: *leaf };
                     a.key_package = None;
+                    local_joined.push(*conn);
                 }
+                // A joiner waiting on another node (CL-WAIT-1): its node welcomes it.
+                None if super::shared_waiting::is_remote(*conn) => remote.push(*conn),
                 None => orphans.push(*leaf),
             }
+        }
+        self.drop_remote(&room_id, &remote);
+        for conn in local_joined {
+            self.share_waiting(&room_id, conn, false);
         }
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.waiting
@@ -284,7 +296,9 @@ impl Ds {
             self.send_waiting_removed(&room_id, *joiner, &joined);
         }
         for joiner in &joined {
-            self.send_waiting_all(&room_id, *joiner);
+            if self.conns.contains_key(joiner) {
+                self.send_waiting_all(&room_id, *joiner);
+            }
         }
         // Departed members still in the tree: propose again for the new epoch.
         let departed: Vec<u32> = self

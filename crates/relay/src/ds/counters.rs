@@ -76,6 +76,11 @@ pub struct DsCounters {
     pub lock_changes_shared: u64,
     /// Store mode: lock changes from the store that changed this node's view (CL-LOCK-1).
     pub lock_changes_learned: u64,
+    /// Store mode: joiners waiting on other nodes shown to members here (CL-WAIT-1).
+    pub waiting_learned: u64,
+    /// Store mode: other nodes' waiting entries not shown here (a banned token, a KeyPackage
+    /// already waiting or one that fails the checks), CL-WAIT-1.
+    pub waiting_refused: u64,
     /// Store mode: followed winners of epochs already merged here (CL-FOLLOW-1).
     pub winners_duplicate: u64,
     /// Store mode: followed winners of rooms this node does not serve (or has no group for).

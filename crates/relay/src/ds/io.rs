@@ -218,6 +218,9 @@ pub enum Output {
     /// [`Ds::handle_lock`](super::Ds::handle_lock), and a number already taken is answered
     /// with its holder the same way.
     Lock(super::LockRequest),
+    /// Store mode only: put (or, with no record, delete) this node's waiting joiner in the room
+    /// store for the other nodes (CL-WAIT-1); nothing is answered.
+    Waiting(super::WaitingWrite),
     /// For logs and metrics.
     Event(Event),
 }

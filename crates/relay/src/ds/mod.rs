@@ -37,6 +37,7 @@ mod lock;
 mod members;
 mod mls;
 mod resume;
+mod shared_waiting;
 mod state;
 mod validate;
 mod waiting;
@@ -65,6 +66,7 @@ pub use io::{
 };
 pub use lifecycle::Occupancy;
 pub use lock::LockRequest;
+pub use shared_waiting::WaitingWrite;
 pub use state::RoomId;
 
 use challenge::Challenges;
@@ -105,6 +107,10 @@ pub struct Ds {
     /// Store mode: the last lock change seen of each room, (number, locked), whether or not
     /// the room is served here (CL-LOCK-1).
     shared_locks: HashMap<RoomId, (u64, bool)>,
+    /// Store mode: joiners waiting on other nodes, by room (CL-WAIT-1).
+    remote_waiting: HashMap<RoomId, Vec<shared_waiting::RemoteJoiner>>,
+    /// Store mode: the next entry id of a joiner waiting on another node.
+    next_remote: u64,
 }
 
 /// How a member's connection ended.
@@ -147,6 +153,8 @@ impl Ds {
             next_ticket: 1,
             shared_bans: HashMap::new(),
             shared_locks: HashMap::new(),
+            remote_waiting: HashMap::new(),
+            next_remote: 1,
         }
     }
 
@@ -412,6 +420,7 @@ impl Ds {
             Seat::Waiting { .. } => {
                 room.waiting.retain(|c| *c != id);
                 self.send_waiting_removed(&room_id, id, &[]);
+                self.share_waiting(&room_id, id, false);
             }
             Seat::Member { leaf } => {
                 self.event(Event::MemberLeft {

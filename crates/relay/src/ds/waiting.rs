@@ -133,6 +133,7 @@ impl Ds {
                 self.send(m, Body::WaitingEntryAdded(entry.clone()));
             }
         }
+        self.share_waiting(&room_id, id, true);
         self.event(Event::JoinerWaiting {
             room: room_id,
             conn: id,
@@ -180,6 +181,9 @@ impl Ds {
             if let Some(entry) = self.waiting_entry(w) {
                 self.send(member, Body::WaitingEntryAdded(entry));
             }
+        }
+        for entry in self.remote_entries(room_id) {
+            self.send(member, Body::WaitingEntryAdded(entry));
         }
     }
 }

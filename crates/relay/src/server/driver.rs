@@ -15,10 +15,12 @@ use super::{ControlTap, ForwarderCommand, ForwarderEvent, MediaHook, TapDirectio
 use crate::ds::{
     BanRequest, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event,
     FetchRequest, GenesisAnswer, GenesisRequest, Input, LockRequest, Occupancy, Output, RoomId,
+    WaitingWrite,
 };
 use crate::metrics::ShellMetrics;
 use crate::store::{
     CommitRecord, CommitWatch, Genesis, GenesisRecord, LockWrite, RoomStore, StoreError, StoreOp,
+    WaitingChange,
 };
 use crate::time::Timestamp;
 
@@ -130,6 +132,9 @@ pub(crate) struct Driver {
     watch: Option<CommitWatch>,
     followed_tx: mpsc::UnboundedSender<Followed>,
     followed_rx: mpsc::UnboundedReceiver<Followed>,
+    /// Store mode: this node's name in its waiting-joiner keys (CL-WAIT-1), random per run so
+    /// that two nodes (or two runs of one) never write the same entry.
+    node_tag: String,
 }
 
 /// What the follower task and the fetch tasks bring back to the loop (CL-FOLLOW-1).
@@ -147,6 +152,8 @@ enum Followed {
     /// A lock change the watch of the lock entries saw, or the holder of a number this node
     /// tried to write (CL-LOCK-1).
     Lock(RoomId, u64, bool),
+    /// A change of another node's waiting joiners (CL-WAIT-1).
+    Waiting(WaitingChange),
 }
 
 /// Pause before the follower starts a watch again after it failed or ended.
@@ -217,6 +224,7 @@ impl Driver {
             watch,
             followed_tx,
             followed_rx,
+            node_tag: node_tag(),
         }
     }
 
@@ -233,6 +241,12 @@ impl Driver {
             ));
             tokio::spawn(follow_locks(
                 store.clone(),
+                self.followed_tx.clone(),
+                self.shutdown.clone(),
+            ));
+            tokio::spawn(follow_waiting(
+                store.clone(),
+                self.node_tag.clone(),
                 self.followed_tx.clone(),
                 self.shutdown.clone(),
             ));
@@ -368,6 +382,7 @@ impl Driver {
                 Output::LoadGenesis(room) => self.load_genesis(room),
                 Output::Ban(req) => self.put_ban(req),
                 Output::Lock(req) => self.write_lock(req),
+                Output::Waiting(w) => self.write_waiting(w),
                 Output::Event(e) => self.on_event(&e, received_at),
             }
         }
@@ -424,7 +439,26 @@ impl Driver {
             }
             Followed::Ban(room, token_id) => self.ds.handle_ban(now(), &room, token_id),
             Followed::Lock(room, n, locked) => self.ds.handle_lock(now(), &room, n, locked),
+            Followed::Waiting(change) => self.ds.handle_waiting(now(), change),
         }
+    }
+
+    /// Put or delete this node's waiting joiner in the store, in a task of its own. A write
+    /// that fails leaves the other nodes' view behind (logged).
+    fn write_waiting(&mut self, w: WaitingWrite) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let node = self.node_tag.clone();
+        tokio::spawn(async move {
+            let result = match &w.record {
+                Some(r) => store.put_waiting(&node, w.conn.0, r).await,
+                None => store.delete_waiting(&w.room, &node, w.conn.0).await,
+            };
+            if let Err(e) = result {
+                warn!(room = %hex::encode(&w.room.0), conn = w.conn.0, error = %e, "writing a waiting joiner to the room store failed: other nodes do not see the change");
+            }
+        });
     }
 
     /// Write a lock change (create-only) in a task of its own. A number another node took
@@ -655,6 +689,55 @@ async fn follow_winners(
                 None
             }
         };
+    }
+}
+
+/// A random name for this node's waiting-joiner keys.
+fn node_tag() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(now().0.into());
+    format!("n{:016x}", h.finish())
+}
+
+/// The waiting-room follower (CL-WAIT-1): feed every other node's waiting joiner, those
+/// waiting now first, then each change, to the loop; start the watch again (with history)
+/// after a pause when it fails or ends.
+async fn follow_waiting(
+    store: RoomStore,
+    own: String,
+    tx: mpsc::UnboundedSender<Followed>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match store.watch_waiting().await {
+            Ok(Some(mut w)) => loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = w.next() => n,
+                };
+                match next {
+                    Some(Ok(change)) if change.node == own => {}
+                    Some(Ok(change)) => {
+                        if tx.send(Followed::Waiting(change)).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => warn!(error = %e, "waiting-room watch: entry refused"),
+                    None => {
+                        warn!("waiting-room watch ended; starting it again");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => warn!(error = %e, "cannot watch the store's waiting joiners"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_RETRY) => {}
+        }
     }
 }
 

@@ -189,6 +189,72 @@ impl LockWatch {
     }
 }
 
+/// A change of a room's waiting joiners seen by [`WaitingWatch`].
+#[derive(Debug, Clone)]
+pub struct WaitingChange {
+    /// The room.
+    pub room: RoomId,
+    /// The joiner's node.
+    pub node: String,
+    /// The joiner's connection on its node.
+    pub conn: u64,
+    /// The entry (`None`: the joiner no longer waits).
+    pub record: Option<super::WaitingRecord>,
+}
+
+/// Every room's waiting joiners: those waiting when the watch started, then each change (the
+/// KV watch with history on `$KV.<bucket>.room.*.waiting.*.*`), CL-WAIT-1.
+pub struct WaitingWatch {
+    watch: std::pin::Pin<Box<kv::Watch>>,
+}
+
+impl std::fmt::Debug for WaitingWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitingWatch").finish_non_exhaustive()
+    }
+}
+
+impl WaitingWatch {
+    /// The next change, or why the entry seen is not one (refused by its reason; the watch
+    /// goes on). `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<Result<WaitingChange, StoreError>> {
+        let entry =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
+                .await?;
+        Some(match entry {
+            Ok(entry) => {
+                let corrupt = |reason| StoreError::Corrupt {
+                    key: entry.key.clone(),
+                    reason,
+                };
+                match super::parse_waiting_key(&entry.key) {
+                    None => Err(corrupt(CorruptEntry::Foreign)),
+                    Some((room, node, conn)) => {
+                        if entry.operation == kv::Operation::Put {
+                            super::WaitingRecord::decode(&entry.value, &room)
+                                .map(|r| WaitingChange {
+                                    room,
+                                    node,
+                                    conn,
+                                    record: Some(r),
+                                })
+                                .map_err(corrupt)
+                        } else {
+                            Ok(WaitingChange {
+                                room,
+                                node,
+                                conn,
+                                record: None,
+                            })
+                        }
+                    }
+                }
+            }
+            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
+        })
+    }
+}
+
 fn decode_entry(entry: &kv::Entry) -> Result<CommitRecord, StoreError> {
     let corrupt = |reason| StoreError::Corrupt {
         key: entry.key.clone(),
@@ -457,6 +523,57 @@ impl JetStreamStore {
                 .watch_with_history(super::LOCK_KEYS)
                 .await
                 .map(|w| LockWatch { watch: Box::pin(w) })
+                .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
+        })
+        .await
+    }
+
+    /// Put joiner `conn` of node `node` as waiting (its node is the entry's one writer).
+    pub async fn put_waiting(
+        &self,
+        node: &str,
+        conn: u64,
+        record: &super::WaitingRecord,
+    ) -> Result<(), StoreError> {
+        let value = record.encode()?;
+        self.connected(StoreOp::Claim)?;
+        let key = super::waiting_key(&record.room, node, conn);
+        within(StoreOp::Claim, self.op_timeout, async {
+            self.kv
+                .put(key.as_str(), value.into())
+                .await
+                .map(drop)
+                .map_err(|e| backend(StoreOp::Claim)(Box::new(e)))
+        })
+        .await
+    }
+
+    /// Delete joiner `conn` of node `node` from `room`'s waiting joiners.
+    pub async fn delete_waiting(
+        &self,
+        room: &RoomId,
+        node: &str,
+        conn: u64,
+    ) -> Result<(), StoreError> {
+        self.connected(StoreOp::Claim)?;
+        let key = super::waiting_key(room, node, conn);
+        within(StoreOp::Claim, self.op_timeout, async {
+            self.kv
+                .delete(key.as_str())
+                .await
+                .map_err(|e| backend(StoreOp::Claim)(Box::new(e)))
+        })
+        .await
+    }
+
+    /// Watch every room's waiting joiners, those waiting now first ([`WaitingWatch`]).
+    pub async fn watch_waiting(&self) -> Result<WaitingWatch, StoreError> {
+        self.connected(StoreOp::Watch)?;
+        within(StoreOp::Watch, self.op_timeout, async {
+            self.kv
+                .watch_with_history(super::WAITING_KEYS)
+                .await
+                .map(|w| WaitingWatch { watch: Box::pin(w) })
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await

@@ -21,13 +21,14 @@ mod jetstream;
 mod lock;
 mod memory;
 mod record;
+mod waiting;
 
 pub use ban::{BAN_KEYS, KIND_BAN, ban_key, decode_ban, encode_ban, parse_ban_key};
 pub use error::{StoreError, StoreOp};
 pub use genesis::{Genesis, GenesisRecord, KIND_GENESIS, genesis_key};
 pub use jetstream::{
     BanWatch, COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig,
-    JetStreamStore, LockWatch, commit_key, parse_commit_key,
+    JetStreamStore, LockWatch, WaitingChange, WaitingWatch, commit_key, parse_commit_key,
 };
 pub use lock::{
     KIND_LOCK, LOCK_KEYS, LockWrite, decode_lock, encode_lock, lock_key, parse_lock_key,
@@ -37,6 +38,7 @@ pub use record::{
     COMMIT_HASH_LEN, CommitHash, CommitRecord, CorruptEntry, EncodeError, KIND_COMMIT,
     RECORD_MAGIC, RECORD_VERSION, RECORD_VERSION_1, commit_hash,
 };
+pub use waiting::{KIND_WAITING, WAITING_KEYS, WaitingRecord, parse_waiting_key, waiting_key};
 
 use crate::ds::{ClaimAnswer, ClaimRequest, RoomId};
 
@@ -192,6 +194,42 @@ impl RoomStore {
         match self {
             Self::Memory(_) => Ok(None),
             Self::JetStream(j) => j.watch_locks().await.map(Some),
+        }
+    }
+
+    /// Show joiner `conn` of node `node` waiting in the record's room to the other nodes
+    /// (CL-WAIT-1): a `put`, by the joiner's node only.
+    pub async fn put_waiting(
+        &self,
+        node: &str,
+        conn: u64,
+        record: &WaitingRecord,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => record.encode().map(drop).map_err(Into::into),
+            Self::JetStream(j) => j.put_waiting(node, conn, record).await,
+        }
+    }
+
+    /// Joiner `conn` of node `node` no longer waits in `room` (CL-WAIT-1).
+    pub async fn delete_waiting(
+        &self,
+        room: &RoomId,
+        node: &str,
+        conn: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::JetStream(j) => j.delete_waiting(room, node, conn).await,
+        }
+    }
+
+    /// Watch every room's waiting joiners, those waiting now first (CL-WAIT-1). The memory
+    /// store has nothing to watch (`None`).
+    pub async fn watch_waiting(&self) -> Result<Option<WaitingWatch>, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(None),
+            Self::JetStream(j) => j.watch_waiting().await.map(Some),
         }
     }
 

@@ -96,6 +96,8 @@ pub struct Net {
     pub bans: Vec<BanRequest>,
     /// Store mode: the lock changes the DS asked the shell to write (CL-LOCK-1).
     pub locks: Vec<LockRequest>,
+    /// Store mode: the waiting-joiner writes the DS asked the shell for (CL-WAIT-1).
+    pub waiting_writes: Vec<WaitingWrite>,
     next: u64,
 }
 
@@ -120,6 +122,7 @@ impl Net {
             geneses: store::MemoryStore::default(),
             bans: Vec::new(),
             locks: Vec::new(),
+            waiting_writes: Vec::new(),
             next: 1,
         }
     }
@@ -262,6 +265,7 @@ impl Net {
                 }
                 Output::Ban(req) => self.bans.push(req),
                 Output::Lock(req) => self.locks.push(req),
+                Output::Waiting(w) => self.waiting_writes.push(w),
                 Output::Event(e) => self.events.push(e),
             }
         }
