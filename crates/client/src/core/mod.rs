@@ -271,6 +271,15 @@ impl CallCore {
         self.snapshot()
     }
 
+    /// The call's MLS group while this participant is a member (read-only: epoch, receive
+    /// epochs held, roster, security code), for simulators and diagnostics.
+    pub fn call_group(&self) -> Option<&CallGroup> {
+        match &self.phase {
+            Phase::Member(g) => Some(g),
+            _ => None,
+        }
+    }
+
     // ----- inputs -----
 
     /// A message from the relay.
