@@ -1,0 +1,203 @@
+//! The participants' applications and the scenario's actions: what a host's application
+//! answers to join requests, what every application does with the call's events, and how each
+//! scenario action reaches the call.
+
+use blindcall_client::observer::MembershipChange;
+use blindcall_client::{Command, Event};
+
+use crate::member::Observed;
+use crate::net::Profile;
+use crate::scenario::{ActionKind, Admit};
+use crate::world::{Ev, World};
+
+/// The scenario index of the participant named `name` (`p<index>`).
+fn index_of(name: &str) -> Option<usize> {
+    name.strip_prefix('p')?.parse().ok()
+}
+
+fn event_name(e: &Event) -> &'static str {
+    match e {
+        Event::Admitted { .. } => "admitted",
+        Event::Waiting => "waiting",
+        Event::Joined { .. } => "joined",
+        Event::MediaConnected => "media-connected",
+        Event::JoinRequested { .. } => "join-requested",
+        Event::MembersJoined { .. } => "members-joined",
+        Event::MembersLeft { .. } => "members-left",
+        Event::EpochChanged { .. } => "epoch-changed",
+        Event::SendEpochActivated { .. } => "send-epoch",
+        Event::KeyframeRequested { .. } => "keyframe",
+        Event::DecryptHealth(_) => "health",
+        Event::RoomLocked { .. } => "locked",
+        Event::Warning(_) => "warning",
+        Event::CallEnded { .. } => "ended",
+        _ => "other",
+    }
+}
+
+impl World {
+    /// One thing member `p`'s observer saw.
+    pub(crate) fn observe(&mut self, p: usize, o: &Observed) {
+        if let Observed::Membership {
+            change: MembershipChange::Joined,
+            epoch,
+        } = o
+        {
+            self.members[p].joined_epoch = Some(*epoch);
+        }
+        if let Observed::Commit { from_epoch } = o {
+            *self.stats.commits_made.entry(*from_epoch).or_insert(0) += 1;
+        }
+        self.checker.observed(&self.members, p, o);
+    }
+
+    /// What member `p`'s application does with one event of its call.
+    pub(crate) fn app_event(&mut self, p: usize, e: &Event) {
+        let name = event_name(e);
+        if !matches!(e, Event::DecryptHealth(_)) {
+            self.trace.text(name);
+        }
+        match e {
+            Event::Joined { epoch, members } => {
+                self.trace.num(*epoch);
+                if *epoch == 0 {
+                    // Only the call's creator holds epoch 0.
+                    let me = self.members[p].name.clone();
+                    self.checker.created(&me);
+                }
+                let ids: Vec<&str> = members.iter().map(|m| &*m.identity).collect();
+                self.checker.members_joined(&self.members, p, ids);
+            }
+            Event::MembersJoined { epoch, identities } => {
+                self.trace.num(*epoch);
+                let ids = identities.iter().map(|i| &**i);
+                self.checker.members_joined(&self.members, p, ids);
+            }
+            Event::MembersLeft { epoch, identities } => {
+                self.trace.num(*epoch);
+                self.checker
+                    .members_left(p, *epoch, identities.iter().map(|i| &**i));
+            }
+            Event::EpochChanged { epoch, .. } => self.trace.num(*epoch),
+            Event::JoinRequested {
+                request,
+                display_name,
+            } => {
+                let Some(joiner) = index_of(display_name).filter(|j| *j < self.members.len())
+                else {
+                    return;
+                };
+                let plan = self.members[joiner].plan;
+                let approve = match plan.admit {
+                    Admit::Approve => true,
+                    Admit::Deny => false,
+                    Admit::Ignore => return,
+                };
+                let at = self.now().plus(plan.think);
+                self.push(
+                    at,
+                    Ev::Decision {
+                        host: p,
+                        request: *request,
+                        joiner,
+                        approve,
+                    },
+                );
+            }
+            Event::MediaConnected => self.start_publishing(p),
+            Event::KeyframeRequested { .. } | Event::SendEpochActivated { .. } => {
+                self.members[p].app.keyframe_due = true;
+            }
+            Event::Warning(w) => {
+                let key = format!("{w:?}");
+                self.trace.text(&key);
+                *self.stats.warnings.entry(key).or_insert(0) += 1;
+            }
+            Event::CallEnded { reason } => {
+                let reason = format!("{reason:?}");
+                self.count_end(p, &reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// The host's application answers a join request.
+    pub(crate) fn decide(&mut self, host: usize, request: u64, joiner: usize, approve: bool) {
+        if !self.members[host].is_running() {
+            return;
+        }
+        let command = if approve {
+            let name = self.members[joiner].name.clone();
+            self.checker.approved(&name);
+            Command::Approve(request)
+        } else {
+            Command::Deny(request)
+        };
+        self.command(host, command);
+    }
+
+    /// Runs an application command on participant `p`'s call.
+    fn command(&mut self, p: usize, command: Command) {
+        let now = self.clock.instant();
+        let Some(core) = self.members[p].core.as_mut() else {
+            return;
+        };
+        self.trace.text(&format!("{command:?}"));
+        if let Err(e) = core.handle_command(now, command) {
+            let key = format!("command {e:?}");
+            self.trace.text(&key);
+            *self.stats.warnings.entry(key).or_insert(0) += 1;
+        }
+        self.drain_member(p);
+    }
+
+    /// Scenario action `i` happens.
+    pub(crate) fn action(&mut self, i: usize) {
+        let Some(action) = self.scenario.actions.get(i).copied() else {
+            return;
+        };
+        self.trace.num(i as u64);
+        let now = self.now();
+        let running = |w: &Self, p: usize| w.members.get(p).is_some_and(|m| m.is_running());
+        match action.kind {
+            ActionKind::Join { p } if p < self.members.len() => self.start(p),
+            ActionKind::Leave { p } if running(self, p) => self.command(p, Command::Leave),
+            ActionKind::HostRemove { p } if running(self, 0) && p < self.members.len() => {
+                let name = self.members[p].name.clone();
+                self.command(0, Command::Remove(name));
+            }
+            ActionKind::Disconnect { p } if running(self, p) => self.disconnect(p),
+            ActionKind::Partition { p, duration } if running(self, p) => {
+                let Some(link) = self.members[p].link.as_mut() else {
+                    return;
+                };
+                let generation = link.generation;
+                let earliest = link.partition(now, now.plus(duration));
+                self.hold_in_flight(p, generation, earliest);
+            }
+            ActionKind::Slow {
+                p,
+                duration,
+                latency,
+                bytes_per_second,
+            } if running(self, p) => {
+                let Some(link) = self.members[p].link.as_mut() else {
+                    return;
+                };
+                let jitter = link.profile(now).jitter;
+                link.set_slow(
+                    now.plus(duration),
+                    Profile {
+                        latency,
+                        jitter,
+                        bytes_per_second: Some(bytes_per_second),
+                    },
+                );
+            }
+            ActionKind::Lock { locked } if running(self, 0) => {
+                self.command(0, Command::LockRoom(locked))
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! The invariants, checked as things happen, after every step, and at quiescence.
+//!
+//! | invariant | what is checked | from |
+//! |---|---|---|
+//! | [`Invariant::EpochAgreement`] | every connected member at the relay's epoch shows the same security code (a digest of the epoch authenticator); no two members ever entered one epoch with different codes | each step; every epoch entered |
+//! | [`Invariant::KeysAfterRemoval`] | no member holds receive keys for the epoch that removed it or a later one | each step |
+//! | [`Invariant::KeysBeforeJoin`] | no member holds receive keys for an epoch before the one it joined in | each step |
+//! | [`Invariant::AddPolicy`] | only joiners a host's application approved ever become members (the call's add rule: hosts only) | every join any member or the relay reports |
+//! | [`Invariant::OneCommitPerEpoch`] | the relay sequences epochs one after another, each once, and broadcasts one commit per epoch | the relay's outputs |
+//! | [`Invariant::NonceReuse`] | no (epoch, KID, CTR) is sealed twice | every frame on the wire |
+//! | [`Invariant::FrameOrigin`] | every frame opened was sealed by the member its key names, in that epoch, while both were members, and arrives intact | every frame opened; again at the end |
+//! | [`Invariant::RemovedSender`] | no frame of a member is opened by a receiver that has already merged its removal | every frame opened |
+//! | [`Invariant::Replay`] | no receiver opens one frame twice | every frame opened |
+//! | [`Invariant::Convergence`] | at quiescence every running participant is a connected member at the relay's epoch, the rosters equal the connected members, old receive keys are gone, and the relay holds no waiting joiner | quiescence |
+//! | [`Invariant::Quiescence`] | the call quiesces: nothing is in flight once the scenario is over and the timeouts have passed; no timer fires forever at one instant | the run loop |
+//! | [`Invariant::NoPanic`] | no core panics | every step |
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use blindcall_client::{CallCore, MediaKind};
+use blindcall_group::SecurityCode;
+use blindcall_media::{Descriptor, RtpPacket};
+use blindcall_proto::Body;
+use blindcall_relay::{ConnId, Event as RelayEvent};
+use blindcall_sframe::Header;
+
+use crate::clock::SimTime;
+use crate::member::{FrameTag, Member, Observed};
+
+/// Which invariant a violation breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Invariant {
+    /// Members at one epoch hold one epoch authenticator.
+    EpochAgreement,
+    /// No keys for the removal epoch or later.
+    KeysAfterRemoval,
+    /// No keys for epochs before joining.
+    KeysBeforeJoin,
+    /// Only adds the call's policy allows take effect.
+    AddPolicy,
+    /// The relay sequences one commit per epoch.
+    OneCommitPerEpoch,
+    /// No (KID, CTR) reuse within an epoch.
+    NonceReuse,
+    /// Frames opened come from who their key names, while both were members.
+    FrameOrigin,
+    /// Frames of a removed member are refused once its removal is merged.
+    RemovedSender,
+    /// No frame is opened twice.
+    Replay,
+    /// Everyone connected ends on the relay's epoch with the same group.
+    Convergence,
+    /// The call quiesces.
+    Quiescence,
+    /// No panic.
+    NoPanic,
+}
+
+impl Invariant {
+    /// Its name, as printed.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EpochAgreement => "epoch-agreement",
+            Self::KeysAfterRemoval => "keys-after-removal",
+            Self::KeysBeforeJoin => "keys-before-join",
+            Self::AddPolicy => "add-policy",
+            Self::OneCommitPerEpoch => "one-commit-per-epoch",
+            Self::NonceReuse => "nonce-reuse",
+            Self::FrameOrigin => "frame-origin",
+            Self::RemovedSender => "removed-sender",
+            Self::Replay => "replay",
+            Self::Convergence => "convergence",
+            Self::Quiescence => "quiescence",
+            Self::NoPanic => "no-panic",
+        }
+    }
+}
+
+/// A broken invariant: which, where and what was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant.
+    pub invariant: Invariant,
+    /// The step it was detected in (0-based).
+    pub step: u64,
+    /// The virtual time.
+    pub at: SimTime,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// One frame sealed, as the sender's observer and the wire saw it.
+#[derive(Debug, Clone, Copy)]
+struct SentFrame {
+    sender: usize,
+    kind: MediaKind,
+    epoch: u64,
+    counter: u64,
+}
+
+/// One frame opened, kept for the final check.
+#[derive(Debug, Clone, Copy)]
+struct OpenedFrame {
+    receiver: usize,
+    tag: FrameTag,
+    epoch: u64,
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Everything the invariants need to remember.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// The first code seen for each epoch, and who saw it.
+    epoch_codes: BTreeMap<u64, (SecurityCode, usize)>,
+    /// Identity → the epoch whose commit removed it.
+    removed_at: BTreeMap<String, u64>,
+    /// Per member: identities whose removal it merged.
+    seen_left: BTreeMap<usize, BTreeSet<String>>,
+    /// Identities a host's application approved.
+    approved: BTreeSet<String>,
+    /// The identity that created the call.
+    creator: Option<String>,
+    /// The relay's sequenced epochs: new epoch → committer.
+    sequenced: BTreeMap<u64, ConnId>,
+    /// Digest of the commit broadcast for each epoch it was made in.
+    broadcasts: BTreeMap<u64, u64>,
+    /// The connection told `CommitAccepted` for each new epoch.
+    accepted: BTreeMap<u64, ConnId>,
+    /// The latest epoch the relay reached (creation or commit).
+    relay_epoch: Option<u64>,
+    /// Per sender: frames sealed whose KID is not seen on the wire yet.
+    unsent: BTreeMap<usize, std::collections::VecDeque<(u64, u64)>>,
+    sent: HashMap<FrameTag, SentFrame>,
+    nonces: HashSet<(u64, u64, u64)>,
+    opened: HashSet<(usize, FrameTag)>,
+    opened_log: Vec<OpenedFrame>,
+    violation: Option<Violation>,
+    /// The current step and time, stamped on violations.
+    step: u64,
+    at: SimTime,
+}
+
+impl Checker {
+    /// A checker with nothing seen.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first violation, if any.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    /// Takes the first violation.
+    pub fn take_violation(&mut self) -> Option<Violation> {
+        self.violation.take()
+    }
+
+    /// Stamps later violations with this step and time.
+    pub fn at_step(&mut self, step: u64, at: SimTime) {
+        self.step = step;
+        self.at = at;
+    }
+
+    /// Records a violation (only the first counts).
+    pub fn fail(&mut self, invariant: Invariant, detail: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation {
+                invariant,
+                step: self.step,
+                at: self.at,
+                detail,
+            });
+        }
+    }
+
+    /// The relay's epoch as sequenced.
+    pub fn relay_epoch(&self) -> Option<u64> {
+        self.relay_epoch
+    }
+
+    /// Number of commits the relay sequenced.
+    pub fn commits_sequenced(&self) -> usize {
+        self.sequenced.len()
+    }
+
+    /// Frames sealed so far.
+    pub fn frames_sent(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Frames opened so far.
+    pub fn frames_opened(&self) -> usize {
+        self.opened_log.len()
+    }
+
+    /// A host's application approves `identity`.
+    pub fn approved(&mut self, identity: &str) {
+        self.approved.insert(identity.to_owned());
+    }
+
+    // ----- what members' observers saw -----
+
+    /// One observation of member `p`.
+    pub fn observed(&mut self, members: &[Member], p: usize, o: &Observed) {
+        match o {
+            Observed::Epoch { epoch, code } => match self.epoch_codes.get(epoch) {
+                Some((c, who)) if c != code => {
+                    let detail = format!(
+                        "{} entered epoch {epoch} with code {code}, {} with {c}",
+                        members[p].name, members[*who].name
+                    );
+                    self.fail(Invariant::EpochAgreement, detail);
+                }
+                Some(_) => {}
+                None => {
+                    self.epoch_codes.insert(*epoch, (code.clone(), p));
+                }
+            },
+            Observed::Sent {
+                kind,
+                epoch,
+                counter,
+                tag,
+            } => {
+                if let Some(tag) = tag {
+                    self.sent.insert(
+                        *tag,
+                        SentFrame {
+                            sender: p,
+                            kind: *kind,
+                            epoch: *epoch,
+                            counter: *counter,
+                        },
+                    );
+                }
+                self.unsent
+                    .entry(p)
+                    .or_default()
+                    .push_back((*epoch, *counter));
+            }
+            Observed::Opened {
+                sender,
+                kind,
+                epoch,
+                counter,
+                tag,
+                intact,
+                ..
+            } => self.frame_opened(members, p, sender, *kind, *epoch, *counter, *tag, *intact),
+            Observed::Commit { .. } | Observed::Membership { .. } => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn frame_opened(
+        &mut self,
+        members: &[Member],
+        p: usize,
+        sender: &str,
+        kind: MediaKind,
+        epoch: u64,
+        counter: u64,
+        tag: Option<FrameTag>,
+        intact: bool,
+    ) {
+        let me = &members[p].name;
+        let Some(tag) = tag else {
+            self.fail(
+                Invariant::FrameOrigin,
+                format!("{me} opened a frame of {sender} (epoch {epoch}) nobody published"),
+            );
+            return;
+        };
+        if !intact {
+            self.fail(
+                Invariant::FrameOrigin,
+                format!("{me} opened frame {tag:?} with a plaintext that is not the one sent"),
+            );
+        }
+        let Some(s) = self.sent.get(&tag).copied() else {
+            self.fail(
+                Invariant::FrameOrigin,
+                format!("{me} opened frame {tag:?} that was never sealed"),
+            );
+            return;
+        };
+        let sealer = &members[s.sender].name;
+        if sealer != sender || s.epoch != epoch || s.counter != counter || s.kind != kind {
+            self.fail(
+                Invariant::FrameOrigin,
+                format!(
+                    "{me} opened frame {tag:?} as {sender}'s (epoch {epoch}, ctr {counter}, \
+                     {kind:?}); {sealer} sealed it (epoch {}, ctr {}, {:?})",
+                    s.epoch, s.counter, s.kind
+                ),
+            );
+        }
+        if members[p].joined_epoch.is_some_and(|j| epoch < j) {
+            self.fail(
+                Invariant::FrameOrigin,
+                format!("{me} opened a frame of epoch {epoch}, before it joined"),
+            );
+        }
+        if self
+            .seen_left
+            .get(&p)
+            .is_some_and(|left| left.contains(sender))
+        {
+            self.fail(
+                Invariant::RemovedSender,
+                format!(
+                    "{me} opened {sender}'s frame {tag:?} (epoch {epoch}) after merging its removal"
+                ),
+            );
+        }
+        if !self.opened.insert((p, tag)) {
+            self.fail(
+                Invariant::Replay,
+                format!("{me} opened frame {tag:?} of {sender} twice"),
+            );
+        }
+        self.opened_log.push(OpenedFrame {
+            receiver: p,
+            tag,
+            epoch,
+        });
+    }
+
+    // ----- what members' applications saw -----
+
+    /// Member `p` learned that `identities` joined (or were members when it joined).
+    pub fn members_joined<'a>(
+        &mut self,
+        members: &[Member],
+        p: usize,
+        identities: impl IntoIterator<Item = &'a str>,
+    ) {
+        for id in identities {
+            if self.creator.as_deref() == Some(id) || self.approved.contains(id) {
+                continue;
+            }
+            let detail = format!(
+                "{} sees {id} in the group, but no host approved it",
+                members[p].name
+            );
+            self.fail(Invariant::AddPolicy, detail);
+        }
+    }
+
+    /// Member `p` merged a commit that removed `identities` in `epoch`.
+    pub fn members_left<'a>(
+        &mut self,
+        p: usize,
+        epoch: u64,
+        identities: impl IntoIterator<Item = &'a str>,
+    ) {
+        for id in identities {
+            self.removed_at.entry(id.to_owned()).or_insert(epoch);
+            self.seen_left.entry(p).or_default().insert(id.to_owned());
+        }
+    }
+
+    /// `identity` created the call.
+    pub fn created(&mut self, identity: &str) {
+        self.creator.get_or_insert_with(|| identity.to_owned());
+    }
+
+    // ----- what the relay did -----
+
+    /// The relay sent `body` to `conn`.
+    pub fn relay_sent(&mut self, conn: ConnId, body: &Body) {
+        match body {
+            Body::CommitBroadcast(b) => {
+                let digest = fnv(b.commit.as_slice());
+                match self.broadcasts.get(&b.epoch) {
+                    Some(d) if *d != digest => {
+                        let detail = format!(
+                            "two different commits broadcast for epoch {} (the second to {conn:?})",
+                            b.epoch
+                        );
+                        self.fail(Invariant::OneCommitPerEpoch, detail);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.broadcasts.insert(b.epoch, digest);
+                    }
+                }
+            }
+            Body::CommitAccepted(a) => {
+                if let Some(first) = self.accepted.insert(a.epoch, conn) {
+                    let detail = format!(
+                        "two commits accepted into epoch {}: {first:?}'s and {conn:?}'s",
+                        a.epoch
+                    );
+                    self.fail(Invariant::OneCommitPerEpoch, detail);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The relay reported `event`; `participant` names a connection's participant.
+    pub fn relay_event(
+        &mut self,
+        members: &[Member],
+        participant: impl Fn(ConnId) -> Option<usize>,
+        event: &RelayEvent,
+    ) {
+        match event {
+            RelayEvent::GroupCreated { epoch, .. } => {
+                if self.relay_epoch.is_some() {
+                    self.fail(
+                        Invariant::OneCommitPerEpoch,
+                        "the group was created twice".into(),
+                    );
+                }
+                self.relay_epoch = Some(*epoch);
+            }
+            RelayEvent::CommitAccepted { conn, epoch, .. } => {
+                let expected = self.relay_epoch.map(|e| e + 1);
+                if Some(*epoch) != expected || self.sequenced.contains_key(epoch) {
+                    let detail = format!(
+                        "sequenced epoch {epoch} after epoch {:?} (committer {conn:?})",
+                        self.relay_epoch
+                    );
+                    self.fail(Invariant::OneCommitPerEpoch, detail);
+                }
+                self.sequenced.insert(*epoch, *conn);
+                self.relay_epoch = Some(*epoch);
+            }
+            RelayEvent::MemberJoined { conn, .. } => {
+                let name = participant(*conn).map(|p| members[p].name.clone());
+                let allowed = name.as_ref().is_some_and(|n| self.approved.contains(n));
+                if !allowed {
+                    let detail = format!("the relay seated {conn:?} ({name:?}) no host approved");
+                    self.fail(Invariant::AddPolicy, detail);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ----- the wire -----
+
+    /// Member `p` handed this packet to its transport.
+    pub fn transmitted(&mut self, members: &[Member], p: usize, packet: &RtpPacket) {
+        let Ok((d, rest)) = Descriptor::split(&packet.payload) else {
+            return;
+        };
+        if !d.start {
+            return;
+        }
+        let Some((epoch, counter)) = self.unsent.get_mut(&p).and_then(|q| q.pop_front()) else {
+            self.fail(
+                Invariant::NonceReuse,
+                format!(
+                    "{} sent a frame its observer never saw sealed",
+                    members[p].name
+                ),
+            );
+            return;
+        };
+        let Ok((h, _)) = Header::decode(rest) else {
+            self.fail(
+                Invariant::NonceReuse,
+                format!("{} sent a frame without an SFrame header", members[p].name),
+            );
+            return;
+        };
+        if h.ctr.0 != counter {
+            self.fail(
+                Invariant::NonceReuse,
+                format!(
+                    "{} sealed counter {counter} but sent counter {}",
+                    members[p].name, h.ctr.0
+                ),
+            );
+        }
+        if !self.nonces.insert((epoch, h.kid.0, h.ctr.0)) {
+            self.fail(
+                Invariant::NonceReuse,
+                format!(
+                    "{} reused (KID {:#x}, CTR {}) in epoch {epoch}",
+                    members[p].name, h.kid.0, h.ctr.0
+                ),
+            );
+        }
+    }
+
+    // ----- after every step -----
+
+    /// The state invariants, over every member.
+    pub fn after_step(&mut self, members: &[Member]) {
+        let relay_epoch = self.relay_epoch;
+        let mut at_relay: Option<(SecurityCode, usize)> = None;
+        for m in members {
+            let Some(g) = m.core.as_ref().and_then(CallCore::call_group) else {
+                continue;
+            };
+            let held = g.receive_epochs();
+            if let (Some(j), Some(first)) = (m.joined_epoch, held.first())
+                && *first < j
+            {
+                let detail = format!("{} joined in epoch {j} but holds keys of {held:?}", m.name);
+                self.fail(Invariant::KeysBeforeJoin, detail);
+            }
+            if let (Some(r), Some(last)) = (self.removed_at.get(&m.name), held.last())
+                && last >= r
+            {
+                let detail = format!(
+                    "{} was removed in epoch {r} but holds keys of {held:?}",
+                    m.name
+                );
+                self.fail(Invariant::KeysAfterRemoval, detail);
+            }
+            if Some(g.epoch()) != relay_epoch || !m.is_connected_member() {
+                continue;
+            }
+            let code = g.security_code();
+            match &at_relay {
+                None => at_relay = Some((code, m.index)),
+                Some((c, who)) if *c != code => {
+                    let detail = format!(
+                        "at the relay's epoch {} {} shows {code}, {} shows {c}",
+                        g.epoch(),
+                        m.name,
+                        members[*who].name
+                    );
+                    self.fail(Invariant::EpochAgreement, detail);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    // ----- at quiescence -----
+
+    /// The end-state invariants; `relay_epoch` and the relay's occupancy as the relay sees
+    /// them now.
+    pub fn at_quiescence(
+        &mut self,
+        members: &[Member],
+        relay_epoch: Option<u64>,
+        relay_members: usize,
+        relay_waiting: usize,
+    ) {
+        let connected: Vec<&Member> = members.iter().filter(|m| m.is_connected_member()).collect();
+        let names: BTreeSet<&str> = connected.iter().map(|m| m.name.as_str()).collect();
+        for m in members.iter().filter(|m| m.is_running()) {
+            if !m.is_connected_member() {
+                let detail = format!("{} is still running but not a connected member", m.name);
+                self.fail(Invariant::Convergence, detail);
+            }
+        }
+        let mut code: Option<(SecurityCode, &str)> = None;
+        for m in &connected {
+            let Some(g) = m.core.as_ref().and_then(CallCore::call_group) else {
+                continue;
+            };
+            if Some(g.epoch()) != relay_epoch {
+                let detail = format!(
+                    "{} is at epoch {}, the relay at {relay_epoch:?}",
+                    m.name,
+                    g.epoch()
+                );
+                self.fail(Invariant::Convergence, detail);
+            }
+            let c = g.security_code();
+            match &code {
+                None => code = Some((c, &m.name)),
+                Some((other, who)) if *other != c => {
+                    let detail = format!("{} shows {c}, {who} shows {other}", m.name);
+                    self.fail(Invariant::EpochAgreement, detail);
+                }
+                Some(_) => {}
+            }
+            let roster: BTreeSet<&str> =
+                g.roster().members().iter().map(|r| &*r.identity).collect();
+            if roster != names {
+                let detail = format!(
+                    "{}'s roster is {roster:?}, the connected members are {names:?}",
+                    m.name
+                );
+                self.fail(Invariant::Convergence, detail);
+            }
+            let held = g.receive_epochs();
+            if held != [g.epoch()] {
+                let detail = format!(
+                    "{} still holds receive keys of {held:?} at epoch {}",
+                    m.name,
+                    g.epoch()
+                );
+                self.fail(Invariant::Convergence, detail);
+            }
+        }
+        if relay_members != connected.len() || relay_waiting != 0 {
+            let detail = format!(
+                "the relay seats {relay_members} members and {relay_waiting} waiting; \
+                 {} members are connected",
+                connected.len()
+            );
+            self.fail(Invariant::Convergence, detail);
+        }
+        // Frames opened, against what is known now of who was removed when.
+        let log = std::mem::take(&mut self.opened_log);
+        for f in &log {
+            let Some(s) = self.sent.get(&f.tag) else {
+                continue;
+            };
+            let sender = &members[s.sender].name;
+            let receiver = &members[f.receiver].name;
+            for who in [sender, receiver] {
+                if let Some(r) = self.removed_at.get(who.as_str())
+                    && f.epoch >= *r
+                {
+                    let detail = format!(
+                        "{receiver} opened {sender}'s frame {:?} of epoch {}, but {who} was \
+                         removed in epoch {r}",
+                        f.tag, f.epoch
+                    );
+                    self.fail(Invariant::FrameOrigin, detail);
+                }
+            }
+        }
+        self.opened_log = log;
+    }
+}
