@@ -158,7 +158,12 @@ impl World {
         };
         self.trace.num(i as u64);
         let now = self.now();
-        let running = |w: &Self, p: usize| w.members.get(p).is_some_and(|m| m.is_running());
+        // The application acts once its call is connected.
+        let running = |w: &Self, p: usize| {
+            w.members
+                .get(p)
+                .is_some_and(|m| m.is_running() && m.link.is_some())
+        };
         match action.kind {
             ActionKind::Join { p } if p < self.members.len() => self.start(p),
             ActionKind::Leave { p } if running(self, p) => self.command(p, Command::Leave),

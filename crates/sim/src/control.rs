@@ -429,8 +429,12 @@ impl World {
         self.drain_member(p);
     }
 
-    /// Drains participant `p`'s core: what its observer saw, then its outputs in order.
+    /// Drains participant `p`'s core: what its observer saw, then its outputs in order. Before
+    /// its connection is established nothing is drained: the shell connects first.
     pub(crate) fn drain_member(&mut self, p: usize) {
+        if self.members[p].link.is_none() {
+            return;
+        }
         loop {
             for o in self.members[p].recorder.take() {
                 self.observe(p, &o);
@@ -452,7 +456,7 @@ impl World {
                     self.uplink(p, kind, packet);
                 }
                 Output::Transport(op) => self.transport_op(p, op),
-                Output::Stats(_) => {}
+                Output::Stats(s) => self.members[p].last_stats = Some(s),
                 Output::Admitted => self.trace.num(0xad),
                 Output::JoinFailed(e) => {
                     self.count_end(p, &format!("JoinFailed({e:?})"));

@@ -6,6 +6,7 @@
 //! - `replay --seed N [--keep I,J,..] [--show]`: runs one seed (only the actions at the given
 //!   indices, if any) and prints what happened.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -75,6 +76,8 @@ fn soak(seeds: u64, start: u64, shrink_runs: usize) -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
     let began = Instant::now();
     let (mut clean, mut failed, mut steps, mut commits) = (0u64, 0u64, 0u64, 0usize);
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut add = |k: String, n: u64| *totals.entry(k).or_insert(0) += n;
     for seed in start..start.saturating_add(seeds) {
         let scenario = Scenario::generate(seed, &limits);
         let outcome = match World::new(scenario.clone()) {
@@ -86,6 +89,22 @@ fn soak(seeds: u64, start: u64, shrink_runs: usize) -> ExitCode {
         };
         steps += outcome.steps;
         commits += outcome.stats.commits;
+        let st = &outcome.stats;
+        for (k, n) in &st.warnings {
+            add(format!("warning {k}"), *n);
+        }
+        for (k, n) in &st.ends {
+            add(format!("ended {k}"), *n);
+        }
+        for (k, n) in &st.rejected {
+            add(format!("relay rejected {k}"), *n);
+        }
+        for (k, n) in &st.dropped {
+            add(format!("dropped {k}"), *n);
+        }
+        add("epochs raced".into(), st.raced_epochs() as u64);
+        add("frames opened".into(), st.frames_opened as u64);
+        add("participants joined".into(), st.joined as u64);
         match &outcome.violation {
             None => clean += 1,
             Some(v) => {
@@ -118,6 +137,9 @@ fn soak(seeds: u64, start: u64, shrink_runs: usize) -> ExitCode {
         clean + failed,
         (clean + failed) as f64 / secs
     );
+    for (k, n) in &totals {
+        println!("  {k}: {n}");
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

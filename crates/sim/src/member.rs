@@ -235,6 +235,8 @@ pub struct Member {
     pub generations: u32,
     /// Incoming streams (relay participant, video?) already reported started.
     pub started: BTreeSet<(u64, bool)>,
+    /// The latest counters its call reported.
+    pub last_stats: Option<blindcall_client::CallStats>,
 }
 
 impl Member {
@@ -254,6 +256,7 @@ impl Member {
             joined_epoch: None,
             generations: 0,
             started: BTreeSet::new(),
+            last_stats: None,
         }
     }
 

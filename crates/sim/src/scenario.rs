@@ -150,8 +150,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_participants: 6,
-            max_disruptions: 6,
+            max_participants: 7,
+            max_disruptions: 8,
             join_window: Duration::from_secs(8),
         }
     }
@@ -217,39 +217,55 @@ impl Scenario {
                 kind: ActionKind::Join { p },
             });
         }
+        let joined_at: Vec<u64> = (0..n)
+            .map(|p| {
+                actions
+                    .iter()
+                    .find(|a| a.kind == ActionKind::Join { p })
+                    .map_or(0, |a| u64::try_from(a.at.as_millis()).unwrap_or(0))
+            })
+            .collect();
         let disruptions = r.index(limits.max_disruptions + 1);
         for _ in 0..disruptions {
-            let at = if r.chance(250) && actions.len() > 1 {
+            let at = if r.chance(350) {
                 // At the same instant as another action: concurrent commits.
-                actions[1 + r.index(actions.len() - 1)].at
+                actions[r.index(actions.len())].at
             } else {
                 ms(r.range(500, window + 3_000))
             };
-            // The host is hit rarely; guests often.
-            let p = if n > 1 && !r.chance(100) {
-                1 + r.index(n - 1)
-            } else {
+            let at_ms = u64::try_from(at.as_millis()).unwrap_or(0);
+            // Mostly someone who has started joining by then; the host rarely.
+            let present: Vec<usize> = (1..n).filter(|p| joined_at[*p] < at_ms).collect();
+            let p = if r.chance(100) {
                 0
+            } else if !present.is_empty() && r.chance(850) {
+                present[r.index(present.len())]
+            } else {
+                1 + r.index(n - 1)
             };
+            let guest = if p == 0 { 1 } else { p };
             let kind = match r.range(0, 99) {
                 0..=19 => ActionKind::Leave { p },
-                20..=39 => ActionKind::HostRemove {
-                    p: p.max(1).min(n - 1),
-                },
+                20..=39 => ActionKind::HostRemove { p: guest },
                 40..=57 => ActionKind::Disconnect { p },
                 58..=71 => ActionKind::Partition {
                     p,
                     duration: ms([200, 1_000, 4_000][r.index(3)]),
                 },
-                72..=89 => ActionKind::Slow {
+                72..=91 => ActionKind::Slow {
                     p,
                     duration: ms([1_000, 5_000][r.index(2)]),
                     latency: ms([300, 1_500][r.index(2)]),
                     bytes_per_second: [4_000, 50_000][r.index(2)],
                 },
-                _ => ActionKind::Lock {
-                    locked: r.chance(500),
-                },
+                _ => {
+                    // A lock is lifted again after a while.
+                    actions.push(Action {
+                        at: at + ms(r.range(500, 4_000)),
+                        kind: ActionKind::Lock { locked: false },
+                    });
+                    ActionKind::Lock { locked: true }
+                }
             };
             actions.push(Action { at, kind });
         }

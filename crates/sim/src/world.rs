@@ -146,6 +146,8 @@ pub struct RunStats {
     pub commits_made: BTreeMap<u64, usize>,
     /// Commits the relay refused, by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Frames receivers dropped, by cause (from each participant's last counters).
+    pub dropped: BTreeMap<String, u64>,
 }
 
 impl RunStats {
@@ -385,6 +387,19 @@ impl World {
             .filter(|m| m.joined_epoch.is_some())
             .count();
         self.stats.virtual_time = self.now();
+        for m in &self.members {
+            let latest = m
+                .core
+                .as_ref()
+                .map(|c| c.stats())
+                .filter(|s| s.epoch.is_some());
+            let Some(s) = latest.as_ref().or(m.last_stats.as_ref()) else {
+                continue;
+            };
+            for (cause, n) in &s.dropped {
+                *self.stats.dropped.entry(cause.to_string()).or_insert(0) += n;
+            }
+        }
         self.stats.members = self
             .members
             .iter()
