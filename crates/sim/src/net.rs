@@ -199,6 +199,7 @@ mod tests {
         )
     }
 
+    // covers: SIM-NET-1
     #[test]
     fn a_stream_delivers_in_order_after_latency_and_bandwidth() {
         let mut r = Rng::new(1);
@@ -216,6 +217,7 @@ mod tests {
         }
     }
 
+    // covers: SIM-NET-1
     #[test]
     fn a_partition_holds_bytes_until_it_heals() {
         let mut r = Rng::new(2);

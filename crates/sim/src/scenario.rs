@@ -303,6 +303,7 @@ impl Scenario {
 mod tests {
     use super::*;
 
+    // covers: SIM-GEN-1
     #[test]
     fn a_seed_fixes_the_scenario() {
         let l = Limits::default();

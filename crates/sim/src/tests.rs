@@ -309,3 +309,15 @@ fn members_off_the_relays_epoch_break_convergence() {
     w.checker.at_quiescence(&w.members, Some(2), 2, 1);
     assert_eq!(broke(&w.checker), Some(Invariant::Convergence));
 }
+
+// covers: SIM-INV-9
+#[test]
+fn a_panic_inside_a_step_is_caught_and_reported_with_its_step() {
+    let mut w = two_member_world(1_000);
+    // A step for a participant that does not exist panics (an index out of bounds).
+    w.step_at(SimTime::from_millis(1_001), crate::world::Due::Member(99));
+    let v = w.checker.violation().expect("the panic is reported");
+    assert_eq!(v.invariant, Invariant::NoPanic);
+    assert_eq!(v.at, SimTime::from_millis(1_001));
+    assert!(v.detail.contains("panicked"), "{}", v.detail);
+}

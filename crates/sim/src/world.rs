@@ -111,7 +111,7 @@ impl Ev {
 
 /// What is due next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Due {
+pub(crate) enum Due {
     Queue,
     Relay,
     Member(usize),
@@ -358,7 +358,7 @@ impl World {
     }
 
     /// One step at `t`, with the invariants after it.
-    fn step_at(&mut self, t: SimTime, due: Due) {
+    pub(crate) fn step_at(&mut self, t: SimTime, due: Due) {
         self.clock.advance_to(t);
         self.checker.at_step(self.steps, t);
         let stepped = catch_unwind(AssertUnwindSafe(|| self.step(due)));
