@@ -90,10 +90,17 @@ impl World {
                 let plan = self.members[joiner].plan;
                 let approve = match plan.admit {
                     Admit::Approve => true,
-                    Admit::Deny => false,
-                    Admit::Ignore => return,
+                    // Only the host denies (the relay takes `RemoveParticipant` from hosts).
+                    Admit::Deny if p == 0 => false,
+                    Admit::Deny | Admit::Ignore => return,
                 };
-                let at = self.now().plus(plan.think);
+                // Members who may add answer at about the same time: their Adds race.
+                let spread = if p == 0 {
+                    0
+                } else {
+                    self.members[p].rng.range(0, 200)
+                };
+                let at = self.now().plus(plan.think).plus_millis(spread);
                 self.push(
                     at,
                     Ev::Decision {
@@ -114,8 +121,10 @@ impl World {
                 *self.stats.warnings.entry(key).or_insert(0) += 1;
             }
             Event::CallEnded { reason } => {
-                let reason = format!("{reason:?}");
-                self.count_end(p, &reason);
+                let what = format!("{reason:?}");
+                self.count_end(p, &what);
+                let expected = crate::invariants::end_expected(reason);
+                self.checker.call_ended(&self.members, p, &what, expected);
             }
             _ => {}
         }
@@ -127,8 +136,13 @@ impl World {
             return;
         }
         let command = if approve {
-            let name = self.members[joiner].name.clone();
-            self.checker.approved(&name);
+            // What the call's policy allows, from the scenario (participant 0 created the call
+            // and is its only host): a member's client that adds a joiner no allowed member
+            // approved breaks the add policy.
+            if host == 0 || self.scenario.settings.any_member_adds {
+                let name = self.members[joiner].name.clone();
+                self.checker.approved(&name);
+            }
             Command::Approve(request)
         } else {
             Command::Deny(request)

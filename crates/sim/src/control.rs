@@ -34,6 +34,9 @@ impl World {
         o.member_config.activation_delay = s.activation_delay;
         o.member_config.path_update_after_join = Some(plan.path_update);
         o.stats_interval = std::time::Duration::from_secs(1);
+        if s.any_member_adds {
+            o.call_config.add_rule = blindcall_group::AddRule::AnyMember;
+        }
         o.observer = Some(self.members[p].recorder.clone());
         o
     }
@@ -459,7 +462,10 @@ impl World {
                 Output::Stats(s) => self.members[p].last_stats = Some(s),
                 Output::Admitted => self.trace.num(0xad),
                 Output::JoinFailed(e) => {
-                    self.count_end(p, &format!("JoinFailed({e:?})"));
+                    let what = format!("JoinFailed({e:?})");
+                    self.count_end(p, &what);
+                    let expected = crate::invariants::join_failure_expected(&e);
+                    self.checker.call_ended(&self.members, p, &what, expected);
                     self.client_closes(p);
                 }
                 Output::End => self.client_closes(p),

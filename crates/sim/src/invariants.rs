@@ -14,10 +14,11 @@
 //! | [`Invariant::Convergence`] | at quiescence every running participant is a connected member at the relay's epoch, the rosters equal the connected members, old receive keys are gone, and the relay holds no waiting joiner | quiescence |
 //! | [`Invariant::Quiescence`] | the call quiesces: nothing is in flight once the scenario is over and the timeouts have passed; no timer fires forever at one instant | the run loop |
 //! | [`Invariant::NoPanic`] | no core panics | every step |
+//! | [`Invariant::UnexpectedEnd`] | a participant's call ends only for a reason the scenario can cause (it left, was removed, denied, disconnected, left waiting, locked out, or found no call) | every end |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use blindcall_client::{CallCore, MediaKind};
+use blindcall_client::{CallCore, EndReason, JoinError, MediaKind, ProtocolError, RefusedReason};
 use blindcall_group::SecurityCode;
 use blindcall_media::{Descriptor, RtpPacket};
 use blindcall_proto::Body;
@@ -54,6 +55,8 @@ pub enum Invariant {
     Quiescence,
     /// No panic.
     NoPanic,
+    /// A call ended for a reason nothing in the scenario causes.
+    UnexpectedEnd,
 }
 
 impl Invariant {
@@ -72,6 +75,7 @@ impl Invariant {
             Self::Convergence => "convergence",
             Self::Quiescence => "quiescence",
             Self::NoPanic => "no-panic",
+            Self::UnexpectedEnd => "unexpected-end",
         }
     }
 }
@@ -87,6 +91,42 @@ pub struct Violation {
     pub at: SimTime,
     /// What was seen.
     pub detail: String,
+}
+
+/// Refusals the scenario causes: a joiner left waiting, a locked room, a host's removal.
+fn expected_refusal(r: RefusedReason) -> bool {
+    [
+        RefusedReason::WAITING_ROOM_TIMEOUT,
+        RefusedReason::ROOM_LOCKED,
+        RefusedReason::REMOVED_BY_HOST,
+        RefusedReason::REMOVED_FROM_GROUP,
+    ]
+    .contains(&r)
+}
+
+/// Whether the scenario can end a call this way: the application left, a commit removed it,
+/// the host denied it, the network cut it, or an expected refusal.
+pub fn end_expected(reason: &EndReason) -> bool {
+    match reason {
+        EndReason::Left | EndReason::Removed | EndReason::Denied | EndReason::ConnectionLost => {
+            true
+        }
+        EndReason::Refused(r) => expected_refusal(*r),
+        _ => false,
+    }
+}
+
+/// Whether the scenario can make joining fail this way: an expected refusal, no call to join
+/// (its creator left or never came), or the network cut the connection.
+pub fn join_failure_expected(e: &JoinError) -> bool {
+    match e {
+        JoinError::Refused(r) => expected_refusal(*r),
+        JoinError::Protocol(ProtocolError::RelayError(code)) => {
+            *code == blindcall_proto::ErrorCode::NO_GROUP
+        }
+        JoinError::Protocol(ProtocolError::Closed) => true,
+        _ => false,
+    }
 }
 
 /// One frame sealed, as the sender's observer and the wire saw it.
@@ -369,6 +409,15 @@ impl Checker {
     /// `identity` created the call.
     pub fn created(&mut self, identity: &str) {
         self.creator.get_or_insert_with(|| identity.to_owned());
+    }
+
+    /// Participant `p`'s call ended (`what`); `expected` says whether the scenario can cause
+    /// that.
+    pub fn call_ended(&mut self, members: &[Member], p: usize, what: &str, expected: bool) {
+        if !expected {
+            let detail = format!("{}'s call ended with {what}", members[p].name);
+            self.fail(Invariant::UnexpectedEnd, detail);
+        }
     }
 
     // ----- what the relay did -----

@@ -21,6 +21,9 @@ pub const ROOM: &[u8] = b"sim-room";
 /// How long a joiner may wait for a host's answer in the simulation.
 pub const WAITING_ROOM_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The relay's idle timeout, as `relay.toml` sets it by default.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Why the relay could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetupError {
@@ -78,6 +81,7 @@ impl Relay {
         let same = TokenSecret::new([0x5a; 32].to_vec()).map_err(|_| SetupError::Token)?;
         let mut cfg = DsConfig::new(same, identities);
         cfg.waiting_room_timeout = WAITING_ROOM_TIMEOUT;
+        cfg.idle_timeout = Some(IDLE_TIMEOUT);
         Ok(Self {
             ds: Ds::new(cfg),
             legs: BTreeMap::new(),

@@ -121,6 +121,9 @@ pub struct Settings {
     pub media_jitter: Duration,
     /// Control writes split into several stream segments, per mille.
     pub split_writes: u32,
+    /// The call's add rule lets every member add (not only hosts): every member's application
+    /// answers join requests, so several members commit Adds of one joiner at once.
+    pub any_member_adds: bool,
 }
 
 /// A whole scenario.
@@ -172,6 +175,7 @@ impl Scenario {
             media_duplicate: [0, 10, 50][r.index(3)],
             media_jitter: ms(r.range(0, 40)),
             split_writes: [0, 300][r.index(2)],
+            any_member_adds: r.chance(250),
         };
         let max = limits.max_participants.max(2) as u64;
         let n = usize::try_from(r.range(2, max)).unwrap_or(2);

@@ -248,6 +248,7 @@ fn two_member_world(until_ms: u64) -> World {
             media_duplicate: 0,
             media_jitter: Duration::ZERO,
             split_writes: 0,
+            any_member_adds: false,
         },
         participants: vec![plan(), plan()],
         actions: vec![
@@ -320,4 +321,44 @@ fn a_panic_inside_a_step_is_caught_and_reported_with_its_step() {
     assert_eq!(v.invariant, Invariant::NoPanic);
     assert_eq!(v.at, SimTime::from_millis(1_001));
     assert!(v.detail.contains("panicked"), "{}", v.detail);
+}
+
+// covers: SIM-INV-10
+#[test]
+fn a_call_ended_for_no_reason_of_the_scenario_is_reported() {
+    use blindcall_client::{EndReason, JoinError, ProtocolError, RefusedReason};
+
+    use crate::invariants::{end_expected, join_failure_expected};
+
+    for ok in [
+        EndReason::Left,
+        EndReason::Removed,
+        EndReason::Denied,
+        EndReason::ConnectionLost,
+        EndReason::Refused(RefusedReason::WAITING_ROOM_TIMEOUT),
+    ] {
+        assert!(end_expected(&ok), "{ok:?}");
+    }
+    assert!(!end_expected(&EndReason::Refused(
+        RefusedReason::IDLE_TIMEOUT
+    )));
+    assert!(!end_expected(&EndReason::ProtocolError(
+        ProtocolError::Malformed
+    )));
+    assert!(join_failure_expected(&JoinError::Refused(
+        RefusedReason::ROOM_LOCKED
+    )));
+    assert!(!join_failure_expected(&JoinError::Timeout {
+        what: "HelloAck"
+    }));
+    assert!(!join_failure_expected(&JoinError::Refused(
+        RefusedReason::HELLO_TIMEOUT
+    )));
+
+    let m = members(2);
+    let mut c = Checker::new();
+    c.call_ended(&m, 1, "Left", true);
+    assert_eq!(broke(&c), None);
+    c.call_ended(&m, 1, "Refused(IDLE_TIMEOUT)", false);
+    assert_eq!(broke(&c), Some(Invariant::UnexpectedEnd));
 }

@@ -34,6 +34,7 @@ pub fn calm() -> Settings {
         media_duplicate: 0,
         media_jitter: Duration::ZERO,
         split_writes: 0,
+        any_member_adds: false,
     }
 }
 
