@@ -310,3 +310,41 @@ fn the_relay_may_propose_a_hosts_removal_and_any_member_commits_it() {
     assert_eq!(b.authenticator(), c.authenticator());
     assert!(b.group().members().all(|m| m.index.u32() != 0));
 }
+
+// covers: DS-RM-2
+#[test]
+fn a_joiner_added_into_a_departed_members_leaf_is_not_proposed_for_removal() {
+    // B departs; the relay proposes removing its leaf 1. A commits an Add of D together with
+    // that Remove (the proposal store is consumed): the commit frees leaf 1 and D takes it.
+    // The departed leaf is gone, so the relay must not propose removing leaf 1 again — that
+    // would remove D, who is connected and was removed by nobody. (Found by the simulation.)
+    let mut net = Net::new();
+    let (mut a, b, mut c) = three_members(&mut net);
+    let mut d = waiting_guest(&mut net, ROOM, 4, "d");
+    net.close(b.conn);
+    assert_eq!(net.ds.counters().remove_proposals, 1);
+    let bodies = a.pump(&mut net);
+    let kps: Vec<Vec<u8>> = waiting_kps(&bodies).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(kps.len(), 1);
+    let commit = a.add(&kps);
+    net.send(a.conn, Body::Commit(commit));
+    let reply = net.take(a.conn);
+    assert!(
+        matches!(reply.first(), Some(Body::CommitAccepted(e)) if e.epoch == 2),
+        "{reply:?}"
+    );
+    a.merge_pending();
+    c.pump(&mut net);
+    d.pump(&mut net);
+    assert_eq!(
+        d.group().own_leaf_index(),
+        LeafNodeIndex::new(1),
+        "D took B's leaf"
+    );
+    assert_eq!(d.epoch(), a.epoch());
+    assert!(
+        !reply.iter().any(|b| matches!(b, Body::RelayProposal(_))),
+        "the relay proposed removing the joiner in B's old leaf: {reply:?}"
+    );
+    assert_eq!(net.ds.counters().remove_proposals, 1);
+}

@@ -121,8 +121,10 @@ impl Ds {
             room.waiting
                 .retain(|w| !applied.joined.iter().any(|(j, _)| j == w));
             room.banned_tokens.extend(banned);
+            // A leaf this commit removed is gone even when one of its Adds reuses the index.
             if let Some(g) = room.group.as_ref() {
-                room.departed.retain(|l| g.has_leaf(*l));
+                room.departed
+                    .retain(|l| g.has_leaf(*l) && !applied.removed.iter().any(|r| r.leaf == *l));
             }
         }
 
