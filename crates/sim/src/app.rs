@@ -54,6 +54,9 @@ impl World {
     /// What member `p`'s application does with one event of its call.
     pub(crate) fn app_event(&mut self, p: usize, e: &Event) {
         let name = event_name(e);
+        if !matches!(e, Event::DecryptHealth(_) | Event::KeyframeRequested { .. }) {
+            tracing::debug!(t = %self.now(), who = %self.members[p].name, event = ?e, "client");
+        }
         if !matches!(e, Event::DecryptHealth(_)) {
             self.trace.text(name);
         }
@@ -94,13 +97,8 @@ impl World {
                     Admit::Deny if p == 0 => false,
                     Admit::Deny | Admit::Ignore => return,
                 };
-                // Members who may add answer at about the same time: their Adds race.
-                let spread = if p == 0 {
-                    0
-                } else {
-                    self.members[p].rng.range(0, 200)
-                };
-                let at = self.now().plus(plan.think).plus_millis(spread);
+                // Every member who may add answers after the same think time: their Adds race.
+                let at = self.now().plus(plan.think);
                 self.push(
                     at,
                     Ev::Decision {
@@ -153,11 +151,20 @@ impl World {
     /// Runs an application command on participant `p`'s call.
     fn command(&mut self, p: usize, command: Command) {
         let now = self.clock.instant();
+        tracing::debug!(t = %self.now(), who = %self.members[p].name, ?command, "application");
         let Some(core) = self.members[p].core.as_mut() else {
             return;
         };
         self.trace.text(&format!("{command:?}"));
-        if let Err(e) = core.handle_command(now, command) {
+        let removes = match &command {
+            Command::Remove(name) => Some(name.clone()),
+            _ => None,
+        };
+        let result = core.handle_command(now, command);
+        if let (Ok(()), Some(name)) = (&result, removes) {
+            self.checker.may_leave(&name);
+        }
+        if let Err(e) = result {
             let key = format!("command {e:?}");
             self.trace.text(&key);
             *self.stats.warnings.entry(key).or_insert(0) += 1;

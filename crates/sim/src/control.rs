@@ -262,6 +262,8 @@ impl World {
     /// The client closes its connection (its call ended or joining failed).
     fn client_closes(&mut self, p: usize) {
         let now = self.now();
+        let name = self.members[p].name.clone();
+        self.checker.may_leave(&name);
         let m = &mut self.members[p];
         m.media = Default::default();
         let Some(link) = m.link.as_mut() else {
@@ -282,6 +284,8 @@ impl World {
     /// The network cuts participant `p`'s connection: both ends learn it after a while.
     pub(crate) fn disconnect(&mut self, p: usize) {
         let now = self.now();
+        let name = self.members[p].name.clone();
+        self.checker.may_leave(&name);
         let Some(link) = self.members[p].link.as_mut() else {
             return;
         };
@@ -329,6 +333,8 @@ impl World {
                     let Some(&p) = self.conns.get(&conn) else {
                         continue;
                     };
+                    let name = self.members[p].name.clone();
+                    self.checker.may_leave(&name);
                     let now = self.now();
                     let m = &mut self.members[p];
                     let Some(link) = m.link.as_mut().filter(|l| l.conn == conn) else {
@@ -345,6 +351,7 @@ impl World {
                     self.forwarder_signal(conn, &payload)
                 }
                 RelayOutput::Event(e) => {
+                    tracing::debug!(t = %self.now(), event = ?e, "relay");
                     self.trace.text(&format!("{e:?}"));
                     if let blindcall_relay::Event::CommitRejected { reason, .. } = &e {
                         *self

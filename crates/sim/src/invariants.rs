@@ -14,6 +14,7 @@
 //! | [`Invariant::Convergence`] | at quiescence every running participant is a connected member at the relay's epoch, the rosters equal the connected members, old receive keys are gone, and the relay holds no waiting joiner | quiescence |
 //! | [`Invariant::Quiescence`] | the call quiesces: nothing is in flight once the scenario is over and the timeouts have passed; no timer fires forever at one instant | the run loop |
 //! | [`Invariant::NoPanic`] | no core panics | every step |
+//! | [`Invariant::RemovalCause`] | a member leaves the group only if a host removed it or its connection ended (before the commit was sequenced) | every removal the relay sequences and any member merges |
 //! | [`Invariant::UnexpectedEnd`] | a participant's call ends only for a reason the scenario can cause (it left, was removed, denied, disconnected, left waiting, locked out, or found no call) | every end |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -57,6 +58,8 @@ pub enum Invariant {
     NoPanic,
     /// A call ended for a reason nothing in the scenario causes.
     UnexpectedEnd,
+    /// A member was removed though no host removed it and its connection was up.
+    RemovalCause,
 }
 
 impl Invariant {
@@ -76,6 +79,7 @@ impl Invariant {
             Self::Quiescence => "quiescence",
             Self::NoPanic => "no-panic",
             Self::UnexpectedEnd => "unexpected-end",
+            Self::RemovalCause => "removal-cause",
         }
     }
 }
@@ -163,6 +167,8 @@ pub struct Checker {
     seen_left: BTreeMap<usize, BTreeSet<String>>,
     /// Identities a host's application approved.
     approved: BTreeSet<String>,
+    /// Identities that may leave the group: a host removed them or their connection ended.
+    may_leave: BTreeSet<String>,
     /// The identity that created the call.
     creator: Option<String>,
     /// The relay's sequenced epochs: new epoch → committer.
@@ -393,6 +399,12 @@ impl Checker {
         }
     }
 
+    /// `identity` may leave the group from now on (a host asked to remove it, or its
+    /// connection ended).
+    pub fn may_leave(&mut self, identity: &str) {
+        self.may_leave.insert(identity.to_owned());
+    }
+
     /// Member `p` merged a commit that removed `identities` in `epoch`.
     pub fn members_left<'a>(
         &mut self,
@@ -401,6 +413,13 @@ impl Checker {
         identities: impl IntoIterator<Item = &'a str>,
     ) {
         for id in identities {
+            if !self.may_leave.contains(id) {
+                let detail = format!(
+                    "p{p} merged {id}'s removal in epoch {epoch}, but no host removed {id} and \
+                     its connection is up"
+                );
+                self.fail(Invariant::RemovalCause, detail);
+            }
             self.removed_at.entry(id.to_owned()).or_insert(epoch);
             self.seen_left.entry(p).or_default().insert(id.to_owned());
         }
@@ -482,6 +501,19 @@ impl Checker {
                 }
                 self.sequenced.insert(*epoch, *conn);
                 self.relay_epoch = Some(*epoch);
+            }
+            RelayEvent::MemberRemoved { conn, leaf, .. } => {
+                // Sequenced while the member was connected: a host must have asked for it.
+                let name = participant(*conn).map(|p| members[p].name.clone());
+                let caused = name.as_ref().is_some_and(|n| self.may_leave.contains(n));
+                if !caused {
+                    let detail = format!(
+                        "the relay sequenced the removal of {} (leaf {leaf}, {conn:?}), which is \
+                         connected and no host removed",
+                        name.as_deref().unwrap_or("an unknown connection")
+                    );
+                    self.fail(Invariant::RemovalCause, detail);
+                }
             }
             RelayEvent::MemberJoined { conn, .. } => {
                 let name = participant(*conn).map(|p| members[p].name.clone());

@@ -36,6 +36,9 @@ enum Cmd {
         /// Runs spent shrinking each failure (0: do not shrink).
         #[arg(long, default_value_t = 200)]
         shrink_runs: usize,
+        /// Also name every seed whose warnings or ends contain this text (e.g. `Internal`).
+        #[arg(long)]
+        find: Option<String>,
     },
     /// Replays one seed.
     Replay {
@@ -48,6 +51,9 @@ enum Cmd {
         /// Print the scenario.
         #[arg(long)]
         show: bool,
+        /// Print the cores' debug logs (`RUST_LOG` syntax, e.g. `blindcall_client=debug`).
+        #[arg(long)]
+        log: Option<String>,
     },
 }
 
@@ -70,7 +76,7 @@ fn summary(o: &Outcome) -> String {
     )
 }
 
-fn soak(seeds: u64, start: u64, shrink_runs: usize) -> ExitCode {
+fn soak(seeds: u64, start: u64, shrink_runs: usize, find: Option<&str>) -> ExitCode {
     let limits = Limits::default();
     // A panic inside a core is a finding reported with its seed, not noise on the terminal.
     std::panic::set_hook(Box::new(|_| {}));
@@ -90,6 +96,15 @@ fn soak(seeds: u64, start: u64, shrink_runs: usize) -> ExitCode {
         steps += outcome.steps;
         commits += outcome.stats.commits;
         let st = &outcome.stats;
+        if let Some(text) = find
+            && st
+                .warnings
+                .keys()
+                .chain(st.ends.keys())
+                .any(|k| k.contains(text))
+        {
+            println!("seed {seed} shows {text:?}");
+        }
         for (k, n) in &st.warnings {
             add(format!("warning {k}"), *n);
         }
@@ -188,7 +203,21 @@ fn main() -> ExitCode {
             seeds,
             start,
             shrink_runs,
-        } => soak(seeds, start, shrink_runs),
-        Cmd::Replay { seed, keep, show } => replay(seed, keep, show),
+            find,
+        } => soak(seeds, start, shrink_runs, find.as_deref()),
+        Cmd::Replay {
+            seed,
+            keep,
+            show,
+            log,
+        } => {
+            if let Some(filter) = log {
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                    .without_time()
+                    .init();
+            }
+            replay(seed, keep, show)
+        }
     }
 }

@@ -224,6 +224,7 @@ fn frames_must_come_from_their_sealer_once_and_not_after_its_removal() {
     // Opened after the receiver merged the sender's removal.
     let mut c = Checker::new();
     c.observed(&m, 0, &sealed);
+    c.may_leave("p0");
     c.members_left(1, 3, ["p0"]);
     c.observed(&m, 1, &opened("p0", Some(tag), 2, 5));
     assert_eq!(broke(&c), Some(Invariant::RemovedSender));
@@ -231,6 +232,7 @@ fn frames_must_come_from_their_sealer_once_and_not_after_its_removal() {
     let mut c = Checker::new();
     c.observed(&m, 0, &sealed);
     c.observed(&m, 1, &opened("p0", Some(tag), 2, 5));
+    c.may_leave("p0");
     c.members_left(2, 2, ["p0"]);
     c.at_quiescence(&m, None, 0, 0);
     assert_eq!(broke(&c), Some(Invariant::FrameOrigin));
@@ -287,6 +289,7 @@ fn a_real_group_is_checked_against_removals_and_joins() {
         .epoch();
     assert_eq!(epoch, 2, "the Add and p1's path update");
     // Were p1 removed in its current epoch, the keys it holds would break the invariant.
+    w.checker.may_leave("p1");
     w.checker.members_left(0, epoch, ["p1"]);
     w.checker.after_step(&w.members);
     assert_eq!(broke(&w.checker), Some(Invariant::KeysAfterRemoval));
@@ -361,4 +364,27 @@ fn a_call_ended_for_no_reason_of_the_scenario_is_reported() {
     assert_eq!(broke(&c), None);
     c.call_ended(&m, 1, "Refused(IDLE_TIMEOUT)", false);
     assert_eq!(broke(&c), Some(Invariant::UnexpectedEnd));
+}
+
+// covers: SIM-INV-11
+#[test]
+fn a_removal_nobody_caused_is_reported() {
+    let m = members(3);
+    let removed = |conn| RelayEvent::MemberRemoved {
+        room: RoomId(b"r".to_vec()),
+        conn: ConnId(conn),
+        leaf: 2,
+        banned: true,
+    };
+    let mut c = Checker::new();
+    c.may_leave("p1");
+    c.relay_event(&m, |c| Some(c.0 as usize), &removed(1));
+    c.members_left(0, 4, ["p1"]);
+    assert_eq!(broke(&c), None);
+    c.relay_event(&m, |c| Some(c.0 as usize), &removed(2));
+    assert_eq!(broke(&c), Some(Invariant::RemovalCause));
+
+    let mut c = Checker::new();
+    c.members_left(0, 4, ["p2"]);
+    assert_eq!(broke(&c), Some(Invariant::RemovalCause));
 }
