@@ -31,7 +31,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-// covers: SDK-E2E-1, SDK-E2E-2, SDK-E2E-3, SDK-E2E-4, SDK-E2E-5, SDK-JOIN-1, SDK-JOIN-4, SDK-EPOCH-1, SDK-EPOCH-2, SDK-EPOCH-3, SDK-COMMIT-1, SDK-COMMIT-2, SDK-MEDIA-2, SDK-MEDIA-3, SDK-EVT-1, SDK-OBS-1
+// covers: SDK-E2E-1, SDK-E2E-2, SDK-E2E-3, SDK-E2E-4, SDK-E2E-5, SDK-JOIN-1, SDK-JOIN-4, SDK-EPOCH-1, SDK-EPOCH-2, SDK-EPOCH-3, SDK-COMMIT-1, SDK-COMMIT-2, SDK-MEDIA-2, SDK-MEDIA-3, SDK-EVT-1, SDK-OBS-1, SDK-AUTH-1, SDK-PEER-1
 #[test]
 fn four_participants_join_leave_remove_late_join() {
     let _turn = one_call_at_a_time();

@@ -256,3 +256,51 @@ fn every_header_vector_through_the_cli() {
         assert_eq!(stdout(&opened), "00");
     }
 }
+
+// covers: OPS-KEY-1
+#[test]
+fn base_keys_come_from_a_file_or_the_environment_never_only_the_command_line() {
+    let key = "000102030405060708090a0b0c0d0e0f";
+    let dir = std::env::temp_dir().join(format!("blindcall-keyfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("key.hex");
+    std::fs::write(&file, format!("{key}\n")).unwrap();
+    let seal = |extra: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_blindcall"));
+        cmd.args(["sframe", "seal", "--suite", "4", "--kid", "1", "--ctr", "0"])
+            .args(extra)
+            .env_remove("BLINDCALL_SFRAME_KEY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(k) = env {
+            cmd.env("BLINDCALL_SFRAME_KEY", k);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let _ = child.stdin.take().unwrap().write_all(b"0011");
+        child.wait_with_output().unwrap()
+    };
+    let from_arg = seal(&["--base-key", key], None);
+    let from_file = seal(&["--base-key-file", file.to_str().unwrap()], None);
+    let from_env = seal(&[], Some(key));
+    for o in [&from_arg, &from_file, &from_env] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(stdout(&from_arg), stdout(&from_file));
+    assert_eq!(stdout(&from_arg), stdout(&from_env));
+    // No key at all: one clear line naming the two safe ways, and no secret echoed.
+    let none = seal(&[], None);
+    assert!(!none.status.success());
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.contains("--base-key-file") && err.contains("BLINDCALL_SFRAME_KEY"),
+        "{err}"
+    );
+    let bad = seal(&[], Some("zz-not-hex-secret"));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && !err.contains("zz-not-hex-secret"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -78,6 +78,7 @@ fn blindcall_relay_forwards_media_by_default() {
         let mut o = JoinOptions::new(TrustAnchor::Fingerprint(fingerprint.clone()));
         o.media = MediaMode::App;
         o.auto_approve = true;
+        o.invite = Some(room_invite());
         o.media_network = MediaNetwork {
             bind: "127.0.0.3".parse().unwrap(),
             advertise: None,
@@ -126,4 +127,12 @@ fn blindcall_relay_forwards_media_by_default() {
     let status = child.wait().unwrap();
     result.unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// The room's invite (both participants hold it, as if shared out of band).
+fn room_invite() -> blindcall_client::Invite {
+    static INVITE: std::sync::OnceLock<blindcall_client::Invite> = std::sync::OnceLock::new();
+    INVITE
+        .get_or_init(|| blindcall_client::Invite::new(b"cli-room".to_vec(), None, None).unwrap())
+        .clone()
 }

@@ -1,15 +1,30 @@
 //! `blindcall join`: take part in a call from a terminal with synthetic audio and video
 //! (`blindcall-demo`'s sources, published through the SDK like any application's frames).
-//! As host it approves every joiner unless `--deny-all`; prints events and a status line.
+//!
+//! Identity: `--identity FILE` keeps this device's identity key across calls (created on
+//! first use, owner-only); its trust store sits beside it. Admission: the host makes an invite
+//! when it creates the call and prints its link (`--invite-out FILE` writes it); joiners pass
+//! it with `--invite LINK` or `--invite-file FILE`. Join requests are shown with the name and
+//! key their KeyPackage carries and what this device knows of them; with `--auto-approve` the
+//! host approves exactly those that proved the invite. On stdin: `approve ID`, `deny ID`,
+//! `members`, `code LEAF`, `verify LEAF`, `remove LEAF`, `leave`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use blindcall_client::{Call, Event, JoinOptions, MediaMode, TrustAnchor};
+use blindcall_client::{
+    Call, Event, Identity, Invite, InviteCheck, JoinOptions, MediaMode, Member, MlsSuite, Trust,
+    TrustAnchor,
+};
 use blindcall_demo::synthetic::{SyntheticConfig, SyntheticMedia};
+use tokio::io::AsyncBufReadExt as _;
 
 use super::CliError;
+
+/// Environment variable holding the capability token when `--token` is not given.
+pub(crate) const TOKEN_ENV: &str = "BLINDCALL_TOKEN";
 
 /// `blindcall join`
 #[derive(Debug, clap::Args)]
@@ -17,12 +32,43 @@ pub(crate) struct Args {
     /// The relay's control address (host:port).
     #[arg(long)]
     relay: SocketAddr,
-    /// The room capability token (`bct1.…`, from `blindcall token`).
-    #[arg(long)]
-    token: String,
+    /// The room capability token (`bct1.…`, from `blindcall token`). Prefer `--token-file` or
+    /// the `BLINDCALL_TOKEN` environment variable: a command line is visible to other users.
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the capability token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Display name (the MLS identity).
     #[arg(long)]
     name: String,
+    /// This device's identity key (created on first use, owner-only permissions); without
+    /// it, a fresh key for this call only.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// The trust store (names and keys seen, verified or not); default: the identity file
+    /// with `.trust` appended, or none without `--identity`.
+    #[arg(long, value_name = "FILE")]
+    trust_store: Option<PathBuf>,
+    /// The call's invite link (from its host).
+    #[arg(long, value_name = "LINK", conflicts_with = "invite_file")]
+    invite: Option<String>,
+    /// A file holding the call's invite link.
+    #[arg(long, value_name = "FILE")]
+    invite_file: Option<PathBuf>,
+    /// As the host creating the call: write its invite link to FILE (owner-only).
+    #[arg(long, value_name = "FILE")]
+    invite_out: Option<PathBuf>,
+    /// A guest token to put in the invite link this host makes (joiners then need nothing
+    /// else than the link).
+    #[arg(long, value_name = "TOKEN")]
+    guest_token: Option<String>,
+    /// As host, approve every join request that proved the call's invite (never others).
+    #[arg(long)]
+    auto_approve: bool,
+    /// As host, deny every join request.
+    #[arg(long, conflicts_with = "auto_approve")]
+    deny_all: bool,
     /// The relay's certificate (PEM), e.g. the development certificate it wrote.
     #[arg(long, value_name = "FILE", conflicts_with = "fingerprint")]
     cert: Option<PathBuf>,
@@ -32,12 +78,9 @@ pub(crate) struct Args {
     /// Name the certificate must carry.
     #[arg(long, default_value = "localhost")]
     server_name: String,
-    /// Leave after this many seconds (default: until Ctrl-C).
+    /// Leave after this many seconds (default: until Ctrl-C or `leave`).
     #[arg(long)]
     duration: Option<u64>,
-    /// As host, deny every join request instead of approving it.
-    #[arg(long)]
-    deny_all: bool,
     /// Join without publishing media.
     #[arg(long)]
     receive_only: bool,
@@ -47,8 +90,64 @@ pub(crate) struct Args {
     media_bind: Option<std::net::IpAddr>,
 }
 
-/// Joins, prints events until the call ends, Ctrl-C or `--duration`.
+/// A name as it may be printed on a terminal (escapes, never interprets, control and
+/// bidirectional formatting characters).
+pub(crate) fn shown(name: &str) -> String {
+    blindcall_client::identity::printable(name)
+}
+
+fn read_trimmed(path: &Path, what: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))
+}
+
+/// The token: `--token`, `--token-file`, or `BLINDCALL_TOKEN`.
+fn token(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<String, CliError> {
+    match (&args.token, &args.token_file) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(path)) => read_trimmed(path, "token"),
+        (None, None) => env(TOKEN_ENV).ok_or_else(|| {
+            format!("give the capability token with --token-file FILE or {TOKEN_ENV}")
+        }),
+    }
+}
+
+/// Writes `text` to a new owner-only file.
+fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn describe(m: &Member) -> String {
+    let trust = match m.trust {
+        Trust::Changed => {
+            "CHANGED KEY: not the key this name had before; verify before trusting".to_string()
+        }
+        t => t.label().to_string(),
+    };
+    format!(
+        "{} (leaf {}, key {}, {trust}{})",
+        shown(&m.identity),
+        m.leaf,
+        m.fingerprint(),
+        if m.host { ", host" } else { "" }
+    )
+}
+
+/// Joins, prints events until the call ends, Ctrl-C, `leave` or `--duration`.
 pub(crate) fn run(args: Args) -> Result<(), CliError> {
+    let token = token(&args, &|v| std::env::var(v).ok())?;
     let trust = match (&args.cert, &args.fingerprint) {
         (Some(path), _) => TrustAnchor::Pem(
             std::fs::read_to_string(path)
@@ -59,6 +158,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     };
     let mut options = JoinOptions::new(trust);
     options.server_name = args.server_name.clone();
+    options.auto_approve = args.auto_approve;
     if let Some(ip) = args.media_bind {
         options.media_network.bind = ip;
     }
@@ -67,15 +167,45 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     } else {
         MediaMode::App
     };
+    if let Some(path) = &args.identity {
+        let id = Identity::load_or_create(path, MlsSuite::default()).map_err(|e| e.to_string())?;
+        if id.is_new() {
+            println!("created the identity key {}", path.display());
+        }
+        options.identity_key = Some(Arc::new(id.into_key()));
+    }
+    options.trust_store = args.trust_store.clone().or_else(|| {
+        args.identity.as_ref().map(|p| {
+            let mut s = p.clone().into_os_string();
+            s.push(".trust");
+            PathBuf::from(s)
+        })
+    });
+    let link = match (&args.invite, &args.invite_file) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Some(path)) => Some(read_trimmed(path, "invite")?),
+        (None, None) => None,
+    };
+    let room = blindcall_client::tls::room_from_token(&token).map_err(|e| e.to_string())?;
+    options.invite = match link {
+        Some(l) => Some(Invite::parse(&l).map_err(|e| format!("--invite: {e}"))?),
+        // A host that may create the call makes its invite (used only if it does).
+        None => Some(
+            Invite::new(room, Some(args.relay.to_string()), args.guest_token.clone())
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    let invite_made = args.invite.is_none() && args.invite_file.is_none();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let own_invite = options.invite.clone();
     runtime.block_on(async move {
-        let (call, mut events) = Call::join(args.relay, &args.token, &args.name, options)
+        let (call, mut events) = Call::join(args.relay, &token, &args.name, options)
             .await
             .map_err(|e| format!("cannot join: {e}"))?;
-        println!("admitted as {}", call.identity());
+        println!("admitted as {}", shown(call.identity()));
         drop(events.take_frames());
         let media = (!args.receive_only).then(|| {
             SyntheticMedia::spawn(
@@ -97,6 +227,9 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             }
         };
         tokio::pin!(stop);
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut stdin_open = true;
+        let mut members: Vec<Member> = Vec::new();
         let mut status = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
@@ -105,12 +238,22 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                     stop_done(&mut events).await;
                     return Ok(());
                 }
+                line = stdin.next_line(), if stdin_open => match line {
+                    Ok(Some(l)) => {
+                        if command(&call, &members, l.trim()).await {
+                            stop_done(&mut events).await;
+                            return Ok(());
+                        }
+                    }
+                    _ => stdin_open = false,
+                },
                 _ = status.tick() => {
                     let s = call.stats();
                     if let Some(epoch) = s.epoch {
                         println!(
-                            "epoch {epoch} code {} members {} sent {} opened {} dropped {:?}",
-                            s.code.unwrap_or_default(), s.members, s.frames_sent, s.frames_opened, s.dropped
+                            "epoch {epoch}, code {}, {} members; frames sent {}, opened {}, dropped {}",
+                            s.code.unwrap_or_default(), s.members, s.frames_sent, s.frames_opened,
+                            s.dropped.values().sum::<u64>()
                         );
                     }
                 }
@@ -120,14 +263,49 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                     }
                 }) {
                     None => return Ok(()),
-                    Some(Event::JoinRequested { request, display_name }) => {
-                        if args.deny_all {
-                            println!("denying {display_name}");
-                            let _ = call.deny(request).await;
-                        } else {
-                            println!("approving {display_name}");
-                            let _ = call.approve(request).await;
+                    Some(Event::Joined { epoch, members: m }) => {
+                        println!("joined at epoch {epoch}; members:");
+                        for x in &m {
+                            println!("  {}", describe(x));
                         }
+                        members = m;
+                        if epoch == 0 && invite_made && let Some(i) = &own_invite {
+                            let link = i.to_link();
+                            println!("invite link (share it only over a channel you trust): {}", &*link);
+                            if let Some(path) = &args.invite_out {
+                                write_private(path, &link)?;
+                                println!("invite link written to {}", path.display());
+                            }
+                        }
+                    }
+                    Some(Event::MembersJoined { epoch, members: m }) => {
+                        for x in &m {
+                            println!("epoch {epoch}: joined {}", describe(x));
+                        }
+                        members.extend(m);
+                    }
+                    Some(Event::MembersLeft { epoch, members: m }) => {
+                        for x in &m {
+                            println!("epoch {epoch}: left {}", describe(x));
+                            members.retain(|y| y.leaf != x.leaf);
+                        }
+                    }
+                    Some(Event::JoinRequested { request, joiner, invite }) => {
+                        let proof = match invite {
+                            InviteCheck::Valid => "proved the invite",
+                            _ => "no invite in this call",
+                        };
+                        println!("join request {request}: {} — {proof}", describe(&joiner));
+                        if args.deny_all {
+                            println!("denying request {request}");
+                            let _ = call.deny(request).await;
+                        } else if !args.auto_approve {
+                            println!("  type 'approve {request}' or 'deny {request}'");
+                        }
+                    }
+                    Some(Event::JoinRefused { request, identity, reason }) => {
+                        let who = identity.as_deref().map(shown).unwrap_or_else(|| "?".into());
+                        println!("join request {request} ({who}) refused: {reason:?}");
                     }
                     Some(Event::CallEnded { reason }) => {
                         println!("call ended: {reason:?}");
@@ -140,6 +318,52 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             }
         }
     })
+}
+
+/// One stdin command; `true` when the call was left.
+async fn command(call: &Call, members: &[Member], line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let (Some(verb), arg) = (words.next(), words.next()) else {
+        return false;
+    };
+    let num = arg.and_then(|a| a.parse::<u64>().ok());
+    let member = num.and_then(|n| members.iter().find(|m| u64::from(m.leaf) == n));
+    let result = match (verb, num, member) {
+        ("approve", Some(n), _) => call.approve(n).await.map(|()| format!("approving {n}")),
+        ("deny", Some(n), _) => call.deny(n).await.map(|()| format!("denying {n}")),
+        ("remove", _, Some(m)) => call
+            .remove(m)
+            .await
+            .map(|()| format!("removing {}", describe(m))),
+        ("verify", _, Some(m)) => call
+            .verify(m)
+            .await
+            .map(|()| format!("{} marked verified", describe(m))),
+        ("code", _, Some(m)) => Ok(format!(
+            "pairwise code with {}: {} (compare it with them out of band, then 'verify {}')",
+            describe(m),
+            call.pairwise_code(m),
+            m.leaf
+        )),
+        ("members", _, _) => Ok(members
+            .iter()
+            .map(|m| format!("  {}", describe(m)))
+            .collect::<Vec<_>>()
+            .join("\n")),
+        ("leave", _, _) => {
+            let _ = call.leave().await;
+            return true;
+        }
+        _ => Ok(
+            "commands: approve ID, deny ID, members, code LEAF, verify LEAF, remove LEAF, leave"
+                .to_string(),
+        ),
+    };
+    match result {
+        Ok(text) => println!("{text}"),
+        Err(e) => println!("{line}: {e}"),
+    }
+    false
 }
 
 async fn stop_done(events: &mut blindcall_client::Events) {
@@ -156,4 +380,54 @@ fn name_hash(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    // covers: OPS-KEY-1
+    #[test]
+    fn the_token_comes_from_the_argument_a_file_or_the_environment() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["join", "--relay", "127.0.0.1:1", "--name", "a"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().args
+        };
+        let dir = std::env::temp_dir().join(format!("blindcall-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "bct1.aa\n").unwrap();
+        let env = |v: &str| (v == TOKEN_ENV).then(|| "bct1.bb".to_string());
+        let none = |_: &str| None;
+        assert_eq!(
+            token(&parse(&["--token", "bct1.cc"]), &env).unwrap(),
+            "bct1.cc"
+        );
+        let from_file = parse(&["--token-file", file.to_str().unwrap()]);
+        assert_eq!(token(&from_file, &env).unwrap(), "bct1.aa");
+        assert_eq!(token(&parse(&[]), &env).unwrap(), "bct1.bb");
+        let err = token(&parse(&[]), &none).unwrap_err();
+        assert!(
+            err.contains("--token-file") && err.contains(TOKEN_ENV),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names_are_printed_with_escapes_never_interpreted() {
+        assert_eq!(shown("alice"), "alice");
+        assert_eq!(shown("Zoë"), "Zoë");
+        let s = shown("eve\u{1b}[2J\u{202E}x");
+        assert!(!s.contains('\u{1b}') && !s.contains('\u{202E}'), "{s}");
+        assert!(s.contains("\\u{1b}") && s.contains("\\u{202e}"), "{s}");
+    }
 }

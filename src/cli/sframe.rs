@@ -24,9 +24,8 @@ enum Op {
         /// Cipher suite id (1-8, IANA "SFrame Cipher Suites").
         #[arg(long)]
         suite: u16,
-        /// Base key as hex.
-        #[arg(long = "base-key")]
-        base_key: String,
+        #[command(flatten)]
+        key: KeyArgs,
         /// Key identifier.
         #[arg(long)]
         kid: u64,
@@ -43,13 +42,43 @@ enum Op {
         /// Cipher suite id (1-8).
         #[arg(long)]
         suite: u16,
-        /// Base key as hex.
-        #[arg(long = "base-key")]
-        base_key: String,
+        #[command(flatten)]
+        key: KeyArgs,
         /// Metadata (authenticated, not sent) as hex.
         #[arg(long, default_value = "")]
         metadata: String,
     },
+}
+
+/// Environment variable holding the base key (hex) when no option gives it.
+const KEY_ENV: &str = "BLINDCALL_SFRAME_KEY";
+
+/// Where the base key comes from: a file or `BLINDCALL_SFRAME_KEY` keep it off the command
+/// line (visible to other users of the machine); `--base-key` is for throwaway test keys.
+#[derive(Debug, clap::Args)]
+struct KeyArgs {
+    /// Base key as hex (visible to other users in the process list: test keys only).
+    #[arg(long = "base-key", conflicts_with = "base_key_file")]
+    base_key: Option<String>,
+    /// A file holding the base key as hex.
+    #[arg(long = "base-key-file", value_name = "FILE")]
+    base_key_file: Option<std::path::PathBuf>,
+}
+
+impl KeyArgs {
+    fn load(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<BaseKey, CliError> {
+        let text = zeroize::Zeroizing::new(match (&self.base_key, &self.base_key_file) {
+            (Some(k), _) => k.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?,
+            (None, None) => env(KEY_ENV).ok_or_else(|| {
+                format!("give the base key with --base-key-file FILE or {KEY_ENV}")
+            })?,
+        });
+        let bytes =
+            hex::decode(text.trim()).map_err(|_| "the base key is not valid hex".to_string())?;
+        Ok(BaseKey::from_vec(bytes))
+    }
 }
 
 fn hex_arg(what: &str, s: &str) -> Result<Vec<u8>, CliError> {
@@ -76,16 +105,17 @@ fn suite(id: u16) -> Result<CipherSuite, CliError> {
 
 /// Runs `blindcall sframe seal|open`.
 pub(crate) fn run(args: Args) -> Result<(), CliError> {
+    let env = |v: &str| std::env::var(v).ok();
     match args.op {
         Op::Seal {
             suite: id,
-            base_key,
+            key,
             kid,
             ctr,
             metadata,
         } => {
             let suite = suite(id)?;
-            let key = BaseKey::from_vec(hex_arg("--base-key", &base_key)?);
+            let key = key.load(&env)?;
             let metadata = hex_arg("--metadata", &metadata)?;
             let plaintext = stdin_hex()?;
             let mut sender = Sender::with_counter(suite, Kid(kid), &key, Counter(ctr))
@@ -97,11 +127,11 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         }
         Op::Open {
             suite: id,
-            base_key,
+            key,
             metadata,
         } => {
             let suite = suite(id)?;
-            let key = BaseKey::from_vec(hex_arg("--base-key", &base_key)?);
+            let key = key.load(&env)?;
             let metadata = hex_arg("--metadata", &metadata)?;
             let mut frame = stdin_hex()?;
             let (header, _) =

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use blindcall_group::IdentityKey;
 use blindcall_media::MediaKind;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -11,16 +12,19 @@ use crate::control;
 use crate::core::{CallCore, Command};
 use crate::driver::{AppChannels, Driver, Request};
 use crate::error::{CallError, JoinError, ProtocolError};
-use crate::event::{CallStats, Event};
+use crate::event::{CallStats, Event, Member};
 use crate::media::IncomingFrame;
 use crate::options::{JoinOptions, MediaMode, VideoSelection};
 use crate::tls;
+use crate::trust::TrustStore;
 
 /// A running call. Cheap to clone; every clone controls the same call. Dropping every
 /// handle leaves the call.
 #[derive(Debug, Clone)]
 pub struct Call {
     identity: Arc<str>,
+    /// This participant's identity key (public half).
+    own_key: Arc<[u8]>,
     cmds: mpsc::UnboundedSender<Request>,
     stats: watch::Receiver<CallStats>,
 }
@@ -65,8 +69,25 @@ impl Call {
         let step_timeout = options.step_timeout;
         let network = options.media_network;
         let receives = options.media != MediaMode::Off;
+        let mut options = options;
+        // Without a persistent identity, a key for this call only (so its public half is known
+        // here for pairwise codes).
+        let key = match &options.identity_key {
+            Some(k) => Arc::clone(k),
+            None => Arc::new(IdentityKey::generate(options.mls_suite).map_err(|_| {
+                JoinError::Group(blindcall_group::Error::Mls(
+                    blindcall_group::MlsFailure::Crypto,
+                ))
+            })?),
+        };
+        options.identity_key = Some(Arc::clone(&key));
+        let own_key: Arc<[u8]> = Arc::from(key.public_key());
+        let trust = match &options.trust_store {
+            Some(path) => TrustStore::open(path)?,
+            None => TrustStore::in_memory(),
+        };
         // The token and identity are checked here, before any network activity.
-        let core = CallCore::new(Instant::now(), identity, token, options)?;
+        let core = CallCore::new(Instant::now(), identity, token, options)?.with_trust_store(trust);
         let control = control::connect(relay_addr, tls_cfg, &server_name, step_timeout).await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -92,6 +113,7 @@ impl Call {
         Ok((
             Call {
                 identity: Arc::from(identity),
+                own_key,
                 cmds: cmd_tx,
                 stats: stats_rx,
             },
@@ -125,9 +147,35 @@ impl Call {
         self.ask(Command::Deny(request)).await
     }
 
-    /// Removes the member named `identity` (hosts): commits its Remove.
-    pub async fn remove(&self, identity: &str) -> Result<(), CallError> {
-        self.ask(Command::Remove(identity.to_owned())).await
+    /// Removes `member` (hosts): commits its Remove. The member is named by leaf and identity
+    /// key, never by display name (names are not unique).
+    pub async fn remove(&self, member: &Member) -> Result<(), CallError> {
+        self.ask(Command::Remove {
+            leaf: member.leaf,
+            identity_key: member.identity_key.to_vec(),
+        })
+        .await
+    }
+
+    /// Records in the trust store that `member`'s identity key is verified: its pairwise code
+    /// ([`Call::pairwise_code`]) was compared out of band and matched.
+    pub async fn verify(&self, member: &Member) -> Result<(), CallError> {
+        self.ask(Command::Verify {
+            leaf: member.leaf,
+            identity_key: member.identity_key.to_vec(),
+        })
+        .await
+    }
+
+    /// The pairwise verification code of this participant and `member` (the same on both
+    /// screens, in every call).
+    pub fn pairwise_code(&self, member: &Member) -> blindcall_group::SecurityCode {
+        blindcall_group::SecurityCode::pairwise(&self.own_key, &member.identity_key)
+    }
+
+    /// This participant's identity key (public half).
+    pub fn identity_key(&self) -> &[u8] {
+        &self.own_key
     }
 
     /// Publishes one encoded frame (with [`crate::MediaMode::App`]): sealed, then packetized.
@@ -167,8 +215,8 @@ impl Call {
         self.ask(Command::SelectVideo(selection)).await
     }
 
-    /// Leaves the call: closes the media and control connections; the relay proposes this
-    /// member's removal and a remaining member commits it.
+    /// Leaves the call: proposes this member's own removal (a remaining member commits it),
+    /// then closes the media and control connections.
     pub async fn leave(&self) -> Result<(), CallError> {
         self.ask(Command::Leave).await
     }

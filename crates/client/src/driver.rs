@@ -116,6 +116,7 @@ fn media_input(event: ClientEvent) -> Option<MediaInput> {
             Some(MediaInput::Packet { from, kind, packet })
         }
         ClientEvent::TrackStarted { from, kind } => Some(MediaInput::TrackStarted { from, kind }),
+        ClientEvent::TrackEnded { from, kind } => Some(MediaInput::TrackEnded { from, kind }),
         ClientEvent::KeyframeRequested { kind } => Some(MediaInput::KeyframeRequested { kind }),
         ClientEvent::ConnectionState(s) => Some(MediaInput::Connection(s)),
         _ => None,
@@ -243,7 +244,7 @@ impl Driver {
                     if let Some(m) = &self.media {
                         stats.transport_events_dropped = m.transport.stats().events_dropped;
                     }
-                    self.app.stats.send_replace(stats);
+                    self.app.stats.send_replace(*stats);
                 }
                 Output::Admitted => {
                     if let Some(a) = self.admitted.take() {
@@ -255,6 +256,17 @@ impl Driver {
                         let _ = a.send(Err(e));
                     }
                     self.done = true;
+                }
+                Output::TrustChanged => {
+                    // Saving is the shell's I/O; a failure is reported, the call goes on.
+                    let store = self.core.trust_store();
+                    if let Err(e) = store.save() {
+                        tracing::warn!(error = %e, "trust store not saved");
+                        let path = store.path().map(|p| p.to_path_buf()).unwrap_or_default();
+                        let _ = self.app.events.send(Event::Warning(
+                            crate::error::CallWarning::TrustStoreNotSaved { path },
+                        ));
+                    }
                 }
                 Output::End => {
                     self.close().await;

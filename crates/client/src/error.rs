@@ -40,6 +40,9 @@ pub enum JoinError {
     /// The group layer failed (creating credentials or the group).
     #[error("group: {0}")]
     Group(#[from] blindcall_group::Error),
+    /// The trust store file could not be read (it is left as it is).
+    #[error("{0}")]
+    TrustStore(#[from] crate::trust::TrustStoreError),
 }
 
 /// Unusable options or arguments.
@@ -55,6 +58,12 @@ pub enum OptionsError {
     /// The relay's server name is not a valid DNS name or IP address.
     #[error("invalid server name {0:?}")]
     ServerName(String),
+    /// The identity key is for another MLS suite than `mls_suite`.
+    #[error("the identity key is for another MLS suite than the call's")]
+    IdentitySuite,
+    /// The invite is for another room than the token's.
+    #[error("the invite is for another room than the token's")]
+    InviteRoom,
 }
 
 /// The relay sent something the client cannot accept at this point.
@@ -165,9 +174,9 @@ pub enum CallError {
     /// No waiting-room request with this id.
     #[error("no waiting-room request {0}")]
     UnknownRequest(u64),
-    /// No member with this identity in the current epoch.
-    #[error("no member named {0:?}")]
-    UnknownMember(String),
+    /// No member at this leaf with the given identity key in the current epoch.
+    #[error("no such member at leaf {0}")]
+    UnknownMember(u32),
     /// This participant is not (yet) a member of the call's group.
     #[error("not a member of the call")]
     NotMember,
@@ -217,4 +226,10 @@ pub enum CallWarning {
     /// An undecodable media-signaling message from the relay.
     #[error("bad media signal from the relay")]
     BadMediaSignal,
+    /// The trust store could not be saved (what it learned stays in memory for this call).
+    #[error("trust store {} could not be saved", path.display())]
+    TrustStoreNotSaved {
+        /// The file.
+        path: std::path::PathBuf,
+    },
 }

@@ -2,11 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use blindcall_group::SecurityCode;
+use blindcall_group::media_auth::LatencyHistogram;
+use blindcall_group::{PeerMessageError, RosterMember, SecurityCode};
+use blindcall_media::MediaKind;
 use blindcall_proto::{RefusedReason, Role};
 
-use crate::error::{CallWarning, ProtocolError};
+use crate::error::{CallWarning, GroupFailure, ProtocolError};
+
+pub use crate::trust::Trust;
+/// Sender-authentication counters of frames (the group's, under the SDK's name).
+pub use blindcall_group::media_auth::AuthCounters;
+/// What gave an impersonation away (the group's reason, under the SDK's name).
+pub use blindcall_group::media_auth::ImpersonationReason;
 
 /// Why a frame from a sender was not delivered to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,6 +31,9 @@ pub enum DropCause {
     BeforeJoin,
     /// Sealed under an epoch this member never received a commit for in time.
     FutureEpochExpired,
+    /// Sealed under the next epoch and held for its commit, but pushed out by newer held
+    /// frames: the hold queue is bounded in frames and bytes.
+    HeldOverflow,
 }
 
 /// Why SFrame refused a frame: the group's [`FrameDropReason`], under the SDK's name.
@@ -35,6 +47,7 @@ impl std::fmt::Display for DropCause {
             Self::MalformedPacket => f.write_str("MalformedPacket"),
             Self::BeforeJoin => f.write_str("BeforeJoin"),
             Self::FutureEpochExpired => f.write_str("FutureEpochExpired"),
+            Self::HeldOverflow => f.write_str("HeldOverflow"),
         }
     }
 }
@@ -52,6 +65,18 @@ pub struct SenderHealth {
     pub dropped: BTreeMap<DropCause, u64>,
     /// RTP packets received.
     pub packets: u64,
+    /// Frames delivered already verified: a signed manifest of their sender vouched for them.
+    pub delivered_verified: u64,
+    /// Frames delivered while their sender's manifest was still awaited (play, then verify:
+    /// each is verified later or reported as an impersonation).
+    pub delivered_pending: u64,
+    /// Frames delivered from a sender that does not sign its media (authenticated as some
+    /// member of the call only).
+    pub delivered_unauthenticated: u64,
+    /// Sender authentication of every frame on this participant's streams, as the group's
+    /// verifier counted it (verified includes frames verified after delivery; `forged`,
+    /// `no_signature`, `wrong_participant`, `foreign` and `blocked` are impersonation).
+    pub auth: AuthCounters,
 }
 
 impl SenderHealth {
@@ -63,6 +88,17 @@ impl SenderHealth {
             .map(|(_, n)| n)
             .sum()
     }
+
+    /// Frames taken for impersonation on this participant's streams (refused, or delivered
+    /// as pending and flagged afterwards).
+    pub fn impersonated(&self) -> u64 {
+        impersonated(&self.auth)
+    }
+}
+
+/// The impersonation counters of `c`, summed.
+pub(crate) fn impersonated(c: &AuthCounters) -> u64 {
+    c.forged + c.no_signature + c.wrong_participant + c.foreign + c.blocked
 }
 
 /// Why a call ended for this participant.
@@ -81,6 +117,15 @@ pub enum EndReason {
     ConnectionLost,
     /// The relay broke the protocol.
     ProtocolError(ProtocolError),
+    /// The relay sequenced a commit for this member's epoch that this member cannot process:
+    /// the others moved on without it. It stops rather than commit on a branch of its own
+    /// (see [`Event::Diverged`]).
+    Diverged {
+        /// The epoch this member was in.
+        epoch: u64,
+        /// Why the winning commit was refused.
+        reason: GroupFailure,
+    },
 }
 
 /// Why a keyframe is requested.
@@ -100,15 +145,143 @@ pub enum KeyframeCause {
     Receiver,
 }
 
-/// A member as shown to the application.
+/// A member as shown to the application. Display names are self-asserted and need not be
+/// unique: a member is its leaf and identity key; `trust` says what this device knows of that
+/// name with that key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// Display identity.
+    /// Display identity (from its credential; free of control characters).
     pub identity: Arc<str>,
     /// MLS leaf index.
     pub leaf: u32,
     /// Host role.
     pub host: bool,
+    /// Its identity (signature) key.
+    pub identity_key: Arc<[u8]>,
+    /// What the local trust store knows of this name with this key.
+    pub trust: Trust,
+    /// Whether it signs its media (its frames are authenticated as its own).
+    pub signs_media: bool,
+}
+
+impl Member {
+    /// The SDK's view of a roster member, assessed by the trust store.
+    pub fn from_roster(m: &RosterMember, trust: Trust) -> Self {
+        Self {
+            identity: Arc::clone(&m.identity),
+            leaf: m.leaf,
+            host: m.host,
+            identity_key: Arc::from(m.signature_key.as_slice()),
+            trust,
+            signs_media: m.signs_media,
+        }
+    }
+
+    /// A short fingerprint of its identity key, to show next to the name.
+    pub fn fingerprint(&self) -> String {
+        crate::identity::fingerprint(&self.identity_key)
+    }
+}
+
+/// Whether a join request proved the call's invite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InviteCheck {
+    /// The call has no invite: decide on the name and key (and `trust`).
+    NotRequired,
+    /// The request carries a valid proof of the call's invite.
+    Valid,
+}
+
+/// Why this client refused a join request by itself (it was never offered for approval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JoinRefusal {
+    /// The call requires an invite and the request carries no proof.
+    MissingProof,
+    /// The request's proof is not valid for the call's invite and this KeyPackage: made up
+    /// (e.g. by the relay) or taken from another request.
+    InvalidProof,
+    /// The call requires an invite and this device does not hold it (ask the host who made
+    /// the invite link).
+    InviteNotHeld,
+    /// The KeyPackage is not valid for this call (signature, suite, credential).
+    InvalidKeyPackage,
+    /// Someone with this identity key is already in the call.
+    AlreadyInCall,
+}
+
+/// How far the sender of a delivered frame is authenticated ([`crate::IncomingFrame::auth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SenderAuth {
+    /// A signed manifest of the sender covers this frame on this stream: it is the sender's.
+    Verified,
+    /// The sender signs its media and its manifest for this frame has not arrived yet: the
+    /// frame is delivered at once (play, then verify); an impersonation is reported within
+    /// the signature bound ([`Event::Impersonation`]) and stops the stream.
+    Pending,
+    /// The sender does not sign its media: the frame came from some member of the call, not
+    /// necessarily from the one its key names.
+    Unauthenticated,
+}
+
+/// Quantiles of a latency distribution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    /// Samples.
+    pub samples: u64,
+    /// Median (`None` without samples).
+    pub p50: Option<Duration>,
+    /// 99th percentile (`None` without samples).
+    pub p99: Option<Duration>,
+    /// Largest sample.
+    pub max: Duration,
+}
+
+impl LatencySummary {
+    pub(crate) fn of(h: &LatencyHistogram) -> Self {
+        Self {
+            samples: h.count(),
+            p50: h.quantile(0.5),
+            p99: h.quantile(0.99),
+            max: h.max(),
+        }
+    }
+}
+
+/// Why a message from another member (`PeerMessage`) was refused; it changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum PeerRefusal {
+    /// Undecodable.
+    Malformed,
+    /// For another group.
+    WrongGroup,
+    /// Not signed by the member it names (e.g. made up by the relay).
+    BadSignature,
+    /// For an epoch too old or too far ahead to be checked (routine around epoch changes).
+    Stale,
+    /// A signed media manifest that failed its checks.
+    Manifest,
+    /// Arrived while this participant was not a member.
+    NotAMember,
+    /// Another refusal of the group layer.
+    Other,
+}
+
+impl From<&PeerMessageError> for PeerRefusal {
+    fn from(e: &PeerMessageError) -> Self {
+        match e {
+            PeerMessageError::Malformed => Self::Malformed,
+            PeerMessageError::WrongGroup => Self::WrongGroup,
+            PeerMessageError::BadSignature => Self::BadSignature,
+            PeerMessageError::Stale { .. } => Self::Stale,
+            PeerMessageError::Manifest => Self::Manifest,
+            PeerMessageError::NotAMember => Self::NotAMember,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// Something the application should show or act on.
@@ -132,26 +305,39 @@ pub enum Event {
     /// The media connection to the relay is up and negotiated.
     MediaConnected,
     /// Someone asks to join (hosts only): answer with [`crate::Call::approve`] or
-    /// [`crate::Call::deny`].
+    /// [`crate::Call::deny`]. Everything here comes from the joiner's KeyPackage (checked),
+    /// never from what the relay says about it.
     JoinRequested {
-        /// Id to answer with.
+        /// Id to answer with (approving adds exactly this KeyPackage).
         request: u64,
-        /// The display name the joiner gave the relay (its MLS identity is checked on add).
-        display_name: String,
+        /// The member it would become (leaf 0 until added).
+        joiner: Member,
+        /// Whether it proved the call's invite.
+        invite: InviteCheck,
+    },
+    /// This client refused a join request by itself; it was not offered for approval, and the
+    /// relay was asked to turn the joiner away.
+    JoinRefused {
+        /// The request.
+        request: u64,
+        /// The display identity its KeyPackage names, if it was readable.
+        identity: Option<String>,
+        /// Why.
+        reason: JoinRefusal,
     },
     /// Members joined in `epoch`.
     MembersJoined {
         /// Epoch.
         epoch: u64,
-        /// Identities.
-        identities: Vec<Arc<str>>,
+        /// Who.
+        members: Vec<Member>,
     },
     /// Members left or were removed in `epoch`.
     MembersLeft {
         /// Epoch.
         epoch: u64,
-        /// Identities.
-        identities: Vec<Arc<str>>,
+        /// Who.
+        members: Vec<Member>,
     },
     /// The group moved to `epoch`; new receive keys are installed. Show `code`.
     EpochChanged {
@@ -185,6 +371,83 @@ pub enum Event {
         /// Why.
         reason: EndReason,
     },
+    /// Every other member confirmed `epoch` with the same keys: nobody is on another branch
+    /// of the group (the relay did not split the call).
+    EpochConsistent {
+        /// Epoch.
+        epoch: u64,
+    },
+    /// `member` confirmed `epoch` with different keys: the relay confirmed two different
+    /// commits for one epoch and split the call in two. Media between the two sides no longer
+    /// opens. Show it prominently: the relay is misbehaving (the call is not repaired).
+    GroupSplit {
+        /// Epoch.
+        epoch: u64,
+        /// A member on the other side.
+        member: Member,
+    },
+    /// These members did not confirm `epoch` in time: slow, cut off, or on the other side of
+    /// a split whose confirmations the relay withholds.
+    EpochUnconfirmed {
+        /// Epoch.
+        epoch: u64,
+        /// Who did not confirm.
+        members: Vec<Member>,
+    },
+    /// Frames on `participant`'s `kind` stream claimed to come from `claimed` but did not
+    /// (another member, or the relay, spoke in its name). That stream no longer plays as
+    /// `claimed`; frames of it already delivered as [`SenderAuth::Pending`] were not its.
+    /// The claimed member's own streams are not affected.
+    Impersonation {
+        /// The member whose identity was claimed (`None` if no longer in the call).
+        claimed: Option<Member>,
+        /// The relay's id of the stream's participant.
+        participant: u64,
+        /// The stream's media kind.
+        kind: MediaKind,
+        /// What gave it away.
+        reason: ImpersonationReason,
+        /// Time from the first offending frame to the detection.
+        detected_after: Duration,
+    },
+    /// `member` does not sign its media (e.g. another MLS implementation): its frames are
+    /// delivered as [`SenderAuth::Unauthenticated`]. Show it next to the member.
+    SenderUnauthenticated {
+        /// Epoch in which this was first seen.
+        epoch: u64,
+        /// Its leaf.
+        leaf: u32,
+        /// The member (`None` if no longer in the call).
+        member: Option<Member>,
+    },
+    /// A stream blocked for missing signatures is unblocked: the member's signed manifests
+    /// were only late and vouch for it.
+    StreamUnblocked {
+        /// The member (`None` if no longer in the call).
+        member: Option<Member>,
+        /// The relay's id of the stream's participant.
+        participant: u64,
+        /// The stream's media kind.
+        kind: MediaKind,
+    },
+    /// The relay proposed removing **this** participant from the call in `epoch` (it does so
+    /// for a connection it considers gone, and it may propose anyone's removal). Another
+    /// member commits it, which ends this call with [`EndReason::Removed`]. Show: "the relay
+    /// asked to remove you from the call"; if the connection was fine, the relay is acting
+    /// against this participant. This member does not commit its own removal.
+    OwnRemovalProposed {
+        /// Epoch of the proposal.
+        epoch: u64,
+    },
+    /// The relay sequenced a commit for `epoch` that this member cannot process: the other
+    /// members moved on without it. It makes no further commits and the call ends
+    /// ([`EndReason::Diverged`]); show that the call broke and why.
+    Diverged {
+        /// The epoch this member was in.
+        epoch: u64,
+        /// Why the winning commit was refused.
+        reason: GroupFailure,
+    },
 }
 
 /// A snapshot of a call's counters, refreshed every stats interval.
@@ -214,4 +477,19 @@ pub struct CallStats {
     pub members: usize,
     /// Whether the call ended.
     pub ended: bool,
+    /// Detection latency of impersonations (first offending frame to report).
+    pub detection_latency: LatencySummary,
+    /// Signature wait: time from delivering a frame to the manifest that verified it (0 when
+    /// the manifest came first).
+    pub signature_wait: LatencySummary,
+    /// Own signed media manifests sent.
+    pub manifests_sent: u64,
+    /// Messages sent to the other members (`PeerBroadcast`: epoch confirmations, manifests).
+    pub peer_messages_sent: u64,
+    /// Messages from other members accepted.
+    pub peer_messages_received: u64,
+    /// Messages from other members refused, by reason.
+    pub peer_messages_refused: BTreeMap<PeerRefusal, u64>,
+    /// Frames of the next epoch currently held for its commit.
+    pub held_frames: usize,
 }

@@ -162,6 +162,11 @@ impl Identity {
     pub fn is_new(&self) -> bool {
         self.created
     }
+
+    /// The key, for [`crate::JoinOptions::identity_key`].
+    pub fn into_key(self) -> IdentityKey {
+        self.key
+    }
 }
 
 #[cfg(unix)]
@@ -184,6 +189,21 @@ fn check_permissions(path: &Path) -> Result<(), IdentityError> {
 #[cfg(not(unix))]
 fn check_permissions(_path: &Path) -> Result<(), IdentityError> {
     Ok(())
+}
+
+/// A name as it may be printed on a terminal or in a log: control and bidirectional
+/// formatting characters (which a call's policy refuses in member names anyway) are shown
+/// escaped (`\u{1b}`), never interpreted.
+pub fn printable(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if blindcall_group::identity::check_identity_chars(c.encode_utf8(&mut [0; 4])).is_ok() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
 }
 
 /// A short, readable fingerprint of a public key: the first 10 bytes of its SHA-256 in groups

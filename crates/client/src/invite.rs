@@ -17,6 +17,7 @@ pub const PROOF_LEN: usize = 32;
 const SALT: &[u8] = b"blindcall invite v1";
 const PROOF_KEY_INFO: &[u8] = b"blindcall invite proof v1";
 const PROOF_LABEL: &[u8] = b"blindcall join proof v1";
+const COMMITMENT_LABEL: &[u8] = b"blindcall invite commitment v1";
 
 /// Why an invite link could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,6 +189,24 @@ impl Invite {
         out
     }
 
+    /// The commitment to this invite a call's parameters carry (so every host can tell whether
+    /// the invite it holds is the call's):
+    /// `HMAC-SHA256(K, "blindcall invite commitment v1" || uint16 len(room) || room)`, `K` as
+    /// for proofs. It reveals nothing about the secret.
+    pub fn commitment(&self) -> [u8; PROOF_LEN] {
+        let mut ctx = hmac::Context::with_key(&self.secret.proof_key());
+        ctx.update(COMMITMENT_LABEL);
+        ctx.update(
+            &u16::try_from(self.room.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
+        ctx.update(&self.room);
+        let mut out = [0u8; PROOF_LEN];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
     /// Whether `proof` is this invite's proof for `key_package` (constant-time).
     pub fn verify(&self, key_package: &[u8], proof: &[u8]) -> bool {
         let mut msg =
@@ -245,6 +264,10 @@ mod tests {
         moved.room = b"other".to_vec();
         assert!(!invite.verify(kp, &moved.proof(kp)));
         assert_eq!(format!("{:?}", invite.secret), "InviteSecret(..)");
+        // The commitment is the invite's, not the proof of anything.
+        assert_eq!(invite.commitment(), back.commitment());
+        assert_ne!(invite.commitment(), other.commitment());
+        assert!(!invite.verify(b"", &invite.commitment()));
     }
 
     // covers: ID-INV-1

@@ -6,9 +6,11 @@
 //! admits it, then opens one WebRTC PeerConnection to the relay's forwarder (signaled through
 //! the control channel). Every outgoing frame is sealed with SFrame under the group's current
 //! send key **before** it is packetized; every incoming frame is reassembled and only then
-//! opened. The relay sees RTP headers and ciphertext only. [`Events`] reports membership,
-//! waiting-room requests, epochs with their security codes, keyframe requests, per-sender
-//! decrypt health and the end of the call; a [`CallObserver`] sees every frame sealed and
+//! opened. The relay sees RTP headers and ciphertext only. Senders sign manifests of their
+//! frames; every delivered frame says whether its sender is verified
+//! ([`IncomingFrame::auth`]). [`Events`] reports membership, waiting-room requests, epochs
+//! with their security codes, keyframe requests, per-sender decrypt health, impersonation,
+//! group splits and the end of the call; a [`CallObserver`] sees every frame sealed and
 //! opened as it happens. See `spec/client.md` for the normative behaviour.
 //!
 //! ```no_run
@@ -65,8 +67,13 @@ pub use error::{
     TransportWarning,
 };
 pub use event::{
-    CallStats, DropCause, EndReason, Event, FrameReason, KeyframeCause, Member, SenderHealth,
+    AuthCounters, CallStats, DropCause, EndReason, Event, FrameReason, ImpersonationReason,
+    InviteCheck, JoinRefusal, KeyframeCause, LatencySummary, Member, PeerRefusal, SenderAuth,
+    SenderHealth,
 };
+pub use identity::Identity;
+pub use invite::Invite;
 pub use media::IncomingFrame;
 pub use observer::CallObserver;
 pub use options::{JoinOptions, MediaMode, TrustAnchor, VideoSelection};
+pub use trust::{Trust, TrustStore};

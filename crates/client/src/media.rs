@@ -1,7 +1,10 @@
 //! The media pipeline of one participant: seal → packetize → transport on the way out;
-//! transport → depacketize → open on the way in. Frames sealed under an epoch whose commit
-//! has not arrived yet are held briefly and opened once it does; every drop is counted per
-//! sender with its cause. Sans-IO: packets and opened frames go to the core's output queue.
+//! transport → depacketize → open on the way in. Every incoming (participant, kind) flow is
+//! its own stream with its own receive state and sender authentication (the group's
+//! `open_on`); frames are delivered at once with their authentication state (play, then
+//! verify). Frames sealed under an epoch whose commit has not arrived yet are held briefly
+//! (bounded in frames and bytes) and opened once it does; every drop is counted per sender
+//! with its cause. Sans-IO: packets and opened frames go to the core's output queue.
 //!
 //! # Copies
 //!
@@ -12,13 +15,14 @@
 //! joins the packets of a multi-packet frame into one buffer (a frame spread over separate
 //! packet buffers must be made contiguous to be authenticated); the frame is then opened in
 //! place, and the plaintext is handed to the application inside that same buffer
-//! ([`IncomingFrame::data`]). The SFrame header is read by the group's `open` only; the
+//! ([`IncomingFrame::data`]). The SFrame header is read by the group's `open_on` only; the
 //! pipeline reads nothing of it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use blindcall_group::media_auth::{AuthCounters, FrameAuth, StreamRef};
 use blindcall_group::{CallGroup, FrameDropReason};
 use blindcall_media::{
     Depacketizer, DepacketizerConfig, MediaKind, PacketizeError, Packetizer, PacketizerConfig,
@@ -28,7 +32,7 @@ use blindcall_transport::ParticipantId;
 
 use crate::core::{Output, Sink};
 use crate::error::{FrameRejected, GroupFailure};
-use crate::event::{DropCause, FrameReason, SenderHealth};
+use crate::event::{DropCause, FrameReason, SenderAuth, SenderHealth};
 use crate::observer::{FrameOpened, FrameSent};
 
 /// SFrame stream context of audio (RFC 9605 §5.2 context bits).
@@ -44,7 +48,7 @@ pub fn context_of(kind: MediaKind) -> u64 {
     }
 }
 
-fn kind_of(context: u64) -> Option<MediaKind> {
+pub(crate) fn kind_of(context: u64) -> Option<MediaKind> {
     match context {
         AUDIO_CONTEXT => Some(MediaKind::Audio),
         VIDEO_CONTEXT => Some(MediaKind::Video),
@@ -59,33 +63,50 @@ fn slot(kind: MediaKind) -> usize {
     }
 }
 
-/// A frame delivered to the application after it authenticated. The plaintext stays in the
-/// buffer it was received and opened in.
+/// A frame delivered to the application after it authenticated under the call's keys. The
+/// plaintext stays in the buffer it was received and opened in.
 #[derive(Clone)]
 pub struct IncomingFrame {
-    /// Sender's identity (authenticated by its SFrame key).
+    /// Sender's identity, as its SFrame key names it ([`IncomingFrame::auth`] says how far
+    /// that is proven).
     pub sender: Arc<str>,
     /// Audio or video.
     pub kind: MediaKind,
     /// Epoch whose key opened it.
     pub epoch: u64,
+    auth: SenderAuth,
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
 impl IncomingFrame {
-    /// A frame holding `data` (e.g. for an application's own tests).
+    /// A frame holding `data` (e.g. for an application's own tests), unauthenticated.
     pub fn new(sender: Arc<str>, kind: MediaKind, epoch: u64, data: Vec<u8>) -> Self {
         let end = data.len();
         Self {
             sender,
             kind,
             epoch,
+            auth: SenderAuth::Unauthenticated,
             buf: data,
             start: 0,
             end,
         }
+    }
+
+    /// The same frame with sender authentication `auth`.
+    pub fn with_auth(mut self, auth: SenderAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Whether the sender is proven: `Verified` (its signed manifest covers the frame),
+    /// `Pending` (delivered before its manifest arrived; an impersonation would be reported
+    /// by [`crate::Event::Impersonation`] within the signature bound) or `Unauthenticated`
+    /// (the sender does not sign its media).
+    pub fn auth(&self) -> SenderAuth {
+        self.auth
     }
 
     /// The decrypted frame.
@@ -108,6 +129,7 @@ impl PartialEq for IncomingFrame {
         self.sender == other.sender
             && self.kind == other.kind
             && self.epoch == other.epoch
+            && self.auth == other.auth
             && self.data() == other.data()
     }
 }
@@ -120,6 +142,7 @@ impl std::fmt::Debug for IncomingFrame {
             .field("sender", &self.sender)
             .field("kind", &self.kind)
             .field("epoch", &self.epoch)
+            .field("auth", &self.auth)
             .field("len", &self.data().len())
             .finish()
     }
@@ -130,6 +153,17 @@ struct Held {
     from: ParticipantId,
     kind: MediaKind,
     data: Vec<u8>,
+}
+
+/// Bounds on frames held for the next epoch's commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HoldLimits {
+    /// How long a frame is held.
+    pub(crate) time: Duration,
+    /// Most frames held at once.
+    pub(crate) frames: usize,
+    /// Most bytes held at once.
+    pub(crate) bytes: usize,
 }
 
 /// Frames and packets through the pipeline.
@@ -153,6 +187,9 @@ struct Outbound {
 
 /// One incoming stream (a remote participant's audio or video).
 struct Stream {
+    /// The group's id of the stream (its receive state and authentication), unique for the
+    /// pipeline's life: a stream that ends and starts again is a new stream.
+    id: u64,
     depacketizer: Depacketizer,
     /// Incomplete frames already counted.
     incomplete_seen: u64,
@@ -160,9 +197,11 @@ struct Stream {
 
 /// Everything about incoming frames except their reassembly.
 struct Inbound {
+    /// Per remote participant; `auth` holds the counters of its streams already closed.
     health: BTreeMap<u64, SenderHealth>,
     held: VecDeque<Held>,
-    hold: Duration,
+    held_bytes: usize,
+    hold: HoldLimits,
     health_changed: bool,
 }
 
@@ -170,12 +209,25 @@ struct Inbound {
 pub(crate) struct MediaPipeline {
     outbound: Outbound,
     streams: HashMap<(ParticipantId, MediaKind), Stream>,
+    next_stream: u64,
     inbound: Inbound,
     counters: Counters,
 }
 
+/// `into += from`, counter by counter.
+fn add_counters(into: &mut AuthCounters, from: &AuthCounters) {
+    into.verified += from.verified;
+    into.pending += from.pending;
+    into.unsigned += from.unsigned;
+    into.forged += from.forged;
+    into.no_signature += from.no_signature;
+    into.wrong_participant += from.wrong_participant;
+    into.foreign += from.foreign;
+    into.blocked += from.blocked;
+}
+
 impl MediaPipeline {
-    pub(crate) fn new(seed: u64, hold: Duration) -> Self {
+    pub(crate) fn new(seed: u64, hold: HoldLimits) -> Self {
         let config = PacketizerConfig::default();
         Self {
             outbound: Outbound {
@@ -195,9 +247,11 @@ impl MediaPipeline {
                 packets: Vec::new(),
             },
             streams: HashMap::new(),
+            next_stream: 0,
             inbound: Inbound {
                 health: BTreeMap::new(),
                 held: VecDeque::new(),
+                held_bytes: 0,
                 hold,
                 health_changed: false,
             },
@@ -299,10 +353,20 @@ impl MediaPipeline {
         self.counters.packets_received += 1;
         let inbound = &mut self.inbound;
         inbound.health(from).packets += 1;
-        let stream = self.streams.entry((from, kind)).or_insert_with(|| Stream {
-            depacketizer: Depacketizer::new(DepacketizerConfig::default()),
-            incomplete_seen: 0,
+        let next = &mut self.next_stream;
+        let stream = self.streams.entry((from, kind)).or_insert_with(|| {
+            let id = *next;
+            *next += 1;
+            Stream {
+                id,
+                depacketizer: Depacketizer::new(DepacketizerConfig::default()),
+                incomplete_seen: 0,
+            }
         });
+        let stream_ref = StreamRef {
+            id: stream.id,
+            participant: from.0,
+        };
         let d = &mut stream.depacketizer;
         let malformed = d
             .handle_packet_owned(
@@ -322,8 +386,77 @@ impl MediaPipeline {
             inbound.drop_frame(from, DropCause::Incomplete);
         }
         while let Some(f) = d.poll_frame() {
-            inbound.open(now, group, join_epoch, from, kind, f.data, &mut sink);
+            inbound.open(now, group, join_epoch, stream_ref, kind, f.data, &mut sink);
         }
+    }
+
+    /// `from`'s `kind` track ended (the transport may start it again): its reassembly starts
+    /// afresh and frames of it still held for the next epoch are dropped and counted as
+    /// expired. Its receive and authentication state stay: a restarted track is the same
+    /// participant's same stream, so frames the relay replays across the restart are still
+    /// refused as replays and its pin holds.
+    pub(crate) fn end_track(&mut self, from: ParticipantId, kind: MediaKind) {
+        let Some(stream) = self.streams.get_mut(&(from, kind)) else {
+            return;
+        };
+        stream.depacketizer = Depacketizer::new(DepacketizerConfig::default());
+        stream.incomplete_seen = 0;
+        self.inbound.drop_held(from, kind);
+    }
+
+    /// `from`'s `kind` stream is over for good (its member left): its reassembly and the
+    /// group's receive and authentication state go (their counters stay in the participant's
+    /// health); frames of it still held for the next epoch are dropped and counted as
+    /// expired.
+    pub(crate) fn close_stream(
+        &mut self,
+        group: &mut CallGroup,
+        from: ParticipantId,
+        kind: MediaKind,
+    ) {
+        let Some(stream) = self.streams.remove(&(from, kind)) else {
+            return;
+        };
+        let inbound = &mut self.inbound;
+        if let Some(c) = group.media_verifier().stream_counters(stream.id) {
+            add_counters(&mut inbound.health(from).auth, &c);
+        }
+        group.close_stream(stream.id);
+        inbound.drop_held(from, kind);
+    }
+
+    /// Closes every stream the group pinned to one of `leaves` (members that left: their
+    /// later frames are refused anyway, and frames of theirs still awaiting a manifest they
+    /// can no longer send are not flagged).
+    pub(crate) fn close_streams_pinned_to(&mut self, group: &mut CallGroup, leaves: &[u32]) {
+        let pinned: Vec<(ParticipantId, MediaKind)> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| {
+                group
+                    .media_verifier()
+                    .stream_status(s.id)
+                    .and_then(|st| st.pinned)
+                    .is_some_and(|l| leaves.contains(&l))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for (from, kind) in pinned {
+            self.close_stream(group, from, kind);
+        }
+    }
+
+    /// The media kind of the stream the group knows as `id`, if it is still open.
+    pub(crate) fn kind_of_stream(&self, id: u64) -> Option<MediaKind> {
+        self.streams
+            .iter()
+            .find(|(_, s)| s.id == id)
+            .map(|((_, kind), _)| *kind)
+    }
+
+    /// Frames held for the next epoch's commit.
+    pub(crate) fn held_frames(&self) -> usize {
+        self.inbound.held.len()
     }
 
     /// Retries held frames (after an epoch change).
@@ -335,9 +468,19 @@ impl MediaPipeline {
         mut sink: Sink<'_>,
     ) {
         let held = std::mem::take(&mut self.inbound.held);
+        self.inbound.held_bytes = 0;
         for h in held {
+            let Some(id) = self.streams.get(&(h.from, h.kind)).map(|s| s.id) else {
+                self.inbound
+                    .drop_frame(h.from, DropCause::FutureEpochExpired);
+                continue;
+            };
+            let stream = StreamRef {
+                id,
+                participant: h.from.0,
+            };
             self.inbound
-                .open(now, group, join_epoch, h.from, h.kind, h.data, &mut sink);
+                .open(now, group, join_epoch, stream, h.kind, h.data, &mut sink);
         }
     }
 
@@ -346,6 +489,7 @@ impl MediaPipeline {
         let inbound = &mut self.inbound;
         while inbound.held.front().is_some_and(|h| h.until <= now) {
             if let Some(h) = inbound.held.pop_front() {
+                inbound.held_bytes = inbound.held_bytes.saturating_sub(h.data.len());
                 inbound.drop_frame(h.from, DropCause::FutureEpochExpired);
             }
         }
@@ -374,20 +518,42 @@ impl MediaPipeline {
     }
 
     /// Per-sender health, and whether it changed since the last call.
-    pub(crate) fn take_health(&mut self) -> Option<Vec<SenderHealth>> {
+    pub(crate) fn take_health(&mut self, group: Option<&CallGroup>) -> Option<Vec<SenderHealth>> {
         if !std::mem::take(&mut self.inbound.health_changed) {
             return None;
         }
-        Some(self.health_snapshot())
+        Some(self.health_snapshot(group))
     }
 
-    /// Per-sender health.
-    pub(crate) fn health_snapshot(&self) -> Vec<SenderHealth> {
-        self.inbound.health.values().cloned().collect()
+    /// Per-sender health, with the group's authentication counters of the open streams.
+    pub(crate) fn health_snapshot(&self, group: Option<&CallGroup>) -> Vec<SenderHealth> {
+        let mut out: Vec<SenderHealth> = self.inbound.health.values().cloned().collect();
+        let Some(group) = group else { return out };
+        for ((from, _), s) in &self.streams {
+            let Some(c) = group.media_verifier().stream_counters(s.id) else {
+                continue;
+            };
+            if let Some(h) = out.iter_mut().find(|h| h.participant == from.0) {
+                add_counters(&mut h.auth, &c);
+            }
+        }
+        out
     }
 }
 
 impl Inbound {
+    /// Drops (and counts as expired) the held frames of `from`'s `kind` stream.
+    fn drop_held(&mut self, from: ParticipantId, kind: MediaKind) {
+        let (gone, kept): (VecDeque<Held>, VecDeque<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.from == from && h.kind == kind);
+        self.held = kept;
+        for h in gone {
+            self.held_bytes = self.held_bytes.saturating_sub(h.data.len());
+            self.drop_frame(h.from, DropCause::FutureEpochExpired);
+        }
+    }
+
     fn health(&mut self, from: ParticipantId) -> &mut SenderHealth {
         self.health_changed = true;
         self.health.entry(from.0).or_insert_with(|| SenderHealth {
@@ -400,23 +566,55 @@ impl Inbound {
         *self.health(from).dropped.entry(cause).or_insert(0) += 1;
     }
 
-    /// Opens one reassembled frame in place and delivers it in its own buffer; holds it if its
-    /// epoch is the next one; counts it otherwise.
+    /// Holds a frame of the next epoch until its commit, within the bounds: the oldest held
+    /// frames make room (dropped and counted); a frame larger than the byte bound is dropped.
+    fn hold(&mut self, now: Instant, from: ParticipantId, kind: MediaKind, data: Vec<u8>) {
+        let limits = self.hold;
+        if limits.frames == 0 || data.len() > limits.bytes {
+            self.drop_frame(from, DropCause::HeldOverflow);
+            return;
+        }
+        while self.held.len() >= limits.frames
+            || self.held_bytes.saturating_add(data.len()) > limits.bytes
+        {
+            let Some(old) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes = self.held_bytes.saturating_sub(old.data.len());
+            self.drop_frame(old.from, DropCause::HeldOverflow);
+        }
+        self.held_bytes += data.len();
+        self.held.push_back(Held {
+            until: crate::core::after(now, limits.time),
+            from,
+            kind,
+            data,
+        });
+    }
+
+    /// Opens one reassembled frame of `stream` in place and delivers it in its own buffer with
+    /// its authentication state; holds it if its epoch is the next one; counts it otherwise.
     #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
         now: Instant,
         group: &mut CallGroup,
         join_epoch: u64,
-        from: ParticipantId,
+        stream: StreamRef,
         kind: MediaKind,
         mut data: Vec<u8>,
         sink: &mut Sink<'_>,
     ) {
+        let from = ParticipantId(stream.participant);
         let base = data.as_ptr() as usize;
-        let opened = match group.open(b"", &mut data) {
+        let opened = match group.open_on(now, stream, b"", &mut data) {
             Ok(o) => {
                 let kind = kind_of(o.context).unwrap_or(kind);
+                let auth = match o.auth {
+                    Some(FrameAuth::Verified) => SenderAuth::Verified,
+                    Some(FrameAuth::Pending) => SenderAuth::Pending,
+                    _ => SenderAuth::Unauthenticated,
+                };
                 if let Some(obs) = sink.observer {
                     obs.frame_opened(&FrameOpened {
                         participant: from.0,
@@ -426,18 +624,31 @@ impl Inbound {
                         counter: o.counter.0,
                         plaintext: o.plaintext,
                         at: now,
+                        auth,
                     });
                 }
                 // Where the plaintext lies inside `data` (opened in place).
                 let start = (o.plaintext.as_ptr() as usize).saturating_sub(base);
-                Ok((o.identity, kind, o.epoch, start, start + o.plaintext.len()))
+                Ok((
+                    o.identity,
+                    kind,
+                    o.epoch,
+                    auth,
+                    start,
+                    start + o.plaintext.len(),
+                ))
             }
             Err(e) => Err(e),
         };
         match opened {
-            Ok((identity, kind, epoch, start, end)) => {
+            Ok((identity, kind, epoch, auth, start, end)) => {
                 let h = self.health(from);
                 h.opened += 1;
+                match auth {
+                    SenderAuth::Verified => h.delivered_verified += 1,
+                    SenderAuth::Pending => h.delivered_pending += 1,
+                    SenderAuth::Unauthenticated => h.delivered_unauthenticated += 1,
+                }
                 if h.identity.as_deref() != Some(&*identity) {
                     h.identity = Some(Arc::clone(&identity));
                 }
@@ -446,6 +657,7 @@ impl Inbound {
                     sender: identity,
                     kind,
                     epoch,
+                    auth,
                     buf: data,
                     start: start.min(end),
                     end,
@@ -456,12 +668,7 @@ impl Inbound {
                 let current = group.epoch();
                 let low = e.origin.map(|o| o.epoch_low);
                 if low == Some(layout.epoch_low(current.saturating_add(1))) && group.is_active() {
-                    self.held.push_back(Held {
-                        until: crate::core::after(now, self.hold),
-                        from,
-                        kind,
-                        data,
-                    });
+                    self.hold(now, from, kind, data);
                     return;
                 }
                 // The most recent epoch with these low bits.
@@ -480,374 +687,4 @@ impl Inbound {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use crate::observer::CallObserver;
-    use blindcall_group::{CallConfig, Client, MemberConfig, MlsSuite};
-    use blindcall_media::SyntheticSource;
-    use blindcall_media::source::verify;
-    use std::sync::Mutex;
-
-    /// Records (epoch, video?, synthetic seq) of every frame opened; panics on a frame that
-    /// fails the synthetic integrity check.
-    #[derive(Default)]
-    struct Opened(Mutex<Vec<(u64, bool, u64)>>);
-
-    impl CallObserver for Opened {
-        fn frame_opened(&self, f: &FrameOpened<'_>) {
-            let info = verify(f.plaintext).expect("an opened frame is the one sent");
-            assert_eq!(info.kind, f.kind);
-            self.0
-                .lock()
-                .unwrap()
-                .push((f.epoch, f.kind == MediaKind::Video, info.seq));
-        }
-    }
-
-    /// Synthetic audio and video published on schedule through a pipeline.
-    struct Sources {
-        sources: [SyntheticSource; 2],
-        next_due: [Instant; 2],
-    }
-
-    impl Sources {
-        fn new(start: Instant) -> Self {
-            Self {
-                sources: [
-                    SyntheticSource::new(MediaKind::Audio, 7, 1),
-                    SyntheticSource::new(MediaKind::Video, 7, 1),
-                ],
-                next_due: [start, start],
-            }
-        }
-
-        /// Publishes every frame due at `now`.
-        fn tick(&mut self, now: Instant, side: &mut Side, group: &mut CallGroup) {
-            for i in 0..2 {
-                while self.next_due[i] <= now {
-                    let f = self.sources[i].next_frame();
-                    self.next_due[i] += self.sources[i].frame_interval();
-                    let sink = Sink {
-                        out: &mut side.out,
-                        observer: None,
-                    };
-                    side.pipe
-                        .publish(now, group, f.info.kind, &f.data, sink)
-                        .unwrap();
-                }
-            }
-        }
-    }
-
-    /// A pipeline, the outputs it queued, and what its observer saw opened.
-    struct Side {
-        pipe: MediaPipeline,
-        out: VecDeque<Output>,
-        seen: Arc<Opened>,
-    }
-
-    impl Side {
-        fn new() -> Self {
-            Self {
-                pipe: MediaPipeline::new(7, Duration::from_secs(2)),
-                out: VecDeque::new(),
-                seen: Arc::default(),
-            }
-        }
-
-        /// The packets queued for the transport, one entry per frame.
-        fn frames(&mut self) -> Vec<(MediaKind, Vec<RtpPacket>)> {
-            let mut frames: Vec<(MediaKind, Vec<RtpPacket>)> = Vec::new();
-            let mut open = false;
-            for o in std::mem::take(&mut self.out) {
-                if let Output::Transmit { kind, packet } = o {
-                    let end = packet.marker;
-                    match frames.last_mut() {
-                        Some((k, ps)) if open && *k == kind => ps.push(packet),
-                        _ => frames.push((kind, vec![packet])),
-                    }
-                    open = !end;
-                }
-            }
-            frames
-        }
-
-        fn receive(
-            &mut self,
-            now: Instant,
-            group: &mut CallGroup,
-            join_epoch: u64,
-            from: ParticipantId,
-            kind: MediaKind,
-            packet: RtpPacket,
-        ) {
-            let sink = Sink {
-                out: &mut self.out,
-                observer: Some(&*self.seen),
-            };
-            self.pipe
-                .on_packet(now, group, join_epoch, from, kind, packet, sink);
-        }
-
-        fn retry_held(&mut self, now: Instant, group: &mut CallGroup, join_epoch: u64) {
-            let sink = Sink {
-                out: &mut self.out,
-                observer: Some(&*self.seen),
-            };
-            self.pipe.retry_held(now, group, join_epoch, sink);
-        }
-    }
-
-    fn pair(now: Instant) -> (CallGroup, CallGroup) {
-        let call = CallConfig::default();
-        let member = MemberConfig {
-            path_update_after_join: None,
-            ..MemberConfig::default()
-        };
-        let a = Client::new("alice", MlsSuite::default()).unwrap();
-        let mut alice = CallGroup::create(a, &call, member, now).unwrap();
-        let b = Client::new("bob", MlsSuite::default()).unwrap();
-        let kp = b.key_package().unwrap();
-        let pc = alice.add_members(&[&kp]).unwrap();
-        let welcome = pc.welcome().unwrap().to_vec();
-        pc.confirm(&mut alice, now).unwrap();
-        alice.activate_send_epoch();
-        let bob = CallGroup::join(b, &welcome, member, now).unwrap();
-        (alice, bob)
-    }
-
-    fn deliver(
-        now: Instant,
-        from: &mut Side,
-        to: &mut Side,
-        group: &mut CallGroup,
-        join_epoch: u64,
-    ) {
-        for (kind, packets) in from.frames() {
-            for p in packets {
-                to.receive(now, group, join_epoch, ParticipantId(1), kind, p);
-            }
-        }
-    }
-
-    // covers: SDK-EPOCH-2, SDK-MEDIA-2
-    #[test]
-    fn frames_of_the_next_epoch_wait_for_its_commit_and_old_epochs_count_as_before_join() {
-        let now = Instant::now();
-        let (mut alice, mut bob) = pair(now);
-        let mut tx = Side::new();
-        let mut rx = Side::new();
-        // Epoch 1: bob opens alice's audio and video (video spans many packets).
-        let mut src = Sources::new(now);
-        src.tick(now, &mut tx, &mut alice);
-        deliver(now, &mut tx, &mut rx, &mut bob, 1);
-        assert_eq!(rx.pipe.health_snapshot()[0].opened, 2);
-        // Alice moves to epoch 2 and switches at once; bob has not seen the commit yet.
-        let pc = alice.self_update().unwrap();
-        let commit = pc.commit().to_vec();
-        pc.confirm(&mut alice, now).unwrap();
-        assert_eq!(alice.activate_send_epoch(), 2);
-        let t1 = now + Duration::from_millis(40);
-        src.tick(t1, &mut tx, &mut alice);
-        deliver(t1, &mut tx, &mut rx, &mut bob, 1);
-        let h = &rx.pipe.health_snapshot()[0];
-        assert_eq!(
-            (h.opened, h.dropped.len()),
-            (2, 0),
-            "held, not dropped: {h:?}"
-        );
-        assert!(rx.pipe.poll_timeout().is_some());
-        // The commit arrives: the held frames open under epoch 2.
-        bob.handle_message(t1, &commit).unwrap();
-        rx.retry_held(t1, &mut bob, 1);
-        let h = &rx.pipe.health_snapshot()[0];
-        assert!(h.opened >= 4 && h.dropped.is_empty(), "{h:?}");
-        assert!(rx.seen.0.lock().unwrap().iter().any(|o| o.0 == 2));
-
-        // A frame of epoch 1 reaching a member that joined at epoch 2 is "before join".
-        let mut late = Side::new();
-        let (mut old_alice, _) = pair(now);
-        let c = Client::new("carol", MlsSuite::default()).unwrap();
-        let kp = c.key_package().unwrap();
-        let pc = old_alice.add_members(&[&kp]).unwrap();
-        let welcome = pc.welcome().unwrap().to_vec();
-        pc.confirm(&mut old_alice, now).unwrap();
-        assert_eq!((old_alice.epoch(), old_alice.send_epoch()), (2, 1));
-        let mut carol = CallGroup::join(c, &welcome, MemberConfig::default(), now).unwrap();
-        let mut old_tx = Side::new();
-        Sources::new(now).tick(now, &mut old_tx, &mut old_alice);
-        deliver(now, &mut old_tx, &mut late, &mut carol, 2);
-        let h = &late.pipe.health_snapshot()[0];
-        assert_eq!(h.opened, 0);
-        assert_eq!(h.dropped.get(&DropCause::BeforeJoin), Some(&2), "{h:?}");
-
-        // A held frame whose commit never comes is dropped and counted after the hold time.
-        let pc = alice.self_update().unwrap();
-        pc.confirm(&mut alice, t1).unwrap();
-        alice.activate_send_epoch();
-        let t2 = t1 + Duration::from_millis(40);
-        src.tick(t2, &mut tx, &mut alice);
-        deliver(t2, &mut tx, &mut rx, &mut bob, 1);
-        rx.pipe.handle_timeout(t2 + Duration::from_secs(3));
-        let h = &rx.pipe.health_snapshot()[0];
-        assert!(
-            h.dropped
-                .get(&DropCause::FutureEpochExpired)
-                .is_some_and(|n| *n >= 2),
-            "{h:?}"
-        );
-    }
-
-    // covers: SDK-MEDIA-2
-    #[test]
-    fn incomplete_and_tampered_frames_are_counted_never_opened() {
-        let now = Instant::now();
-        let (mut alice, mut bob) = pair(now);
-        let mut tx = Side::new();
-        let mut rx = Side::new();
-        Sources::new(now).tick(now, &mut tx, &mut alice);
-        let sent = tx.frames();
-        let (video_kind, mut video) = sent
-            .iter()
-            .find(|(k, _)| *k == MediaKind::Video)
-            .cloned()
-            .unwrap();
-        assert!(video.len() > 2);
-        // Lose one packet of the keyframe: the frame never completes.
-        video.remove(1);
-        for p in video {
-            rx.receive(now, &mut bob, 1, ParticipantId(1), video_kind, p);
-        }
-        rx.pipe.handle_timeout(now + Duration::from_secs(1));
-        // Flip a ciphertext byte of the audio frame: it fails authentication.
-        let (audio_kind, mut audio) = sent
-            .iter()
-            .find(|(k, _)| *k == MediaKind::Audio)
-            .cloned()
-            .unwrap();
-        let last = audio[0].payload.len() - 1;
-        audio[0].payload[last] ^= 1;
-        rx.receive(
-            now,
-            &mut bob,
-            1,
-            ParticipantId(1),
-            audio_kind,
-            audio[0].clone(),
-        );
-        // Garbage payload: a malformed packet.
-        let mut junk = audio[0].clone();
-        junk.payload = vec![0xff];
-        junk.sequence_number = junk.sequence_number.wrapping_add(100);
-        rx.receive(now, &mut bob, 1, ParticipantId(1), audio_kind, junk);
-        let h = &rx.pipe.health_snapshot()[0];
-        assert_eq!(h.opened, 0);
-        assert_eq!(h.dropped.get(&DropCause::Incomplete), Some(&1), "{h:?}");
-        assert_eq!(
-            h.dropped.get(&DropCause::Frame(FrameReason::TagMismatch)),
-            Some(&1),
-            "{h:?}"
-        );
-        assert_eq!(
-            h.dropped.get(&DropCause::MalformedPacket),
-            Some(&1),
-            "{h:?}"
-        );
-    }
-
-    // covers: SDK-MEDIA-2, SDK-MEDIA-4
-    #[test]
-    fn under_loss_reordering_and_duplication_every_complete_frame_opens_and_replays_fail() {
-        let start = Instant::now();
-        let (mut alice, mut bob) = pair(start);
-        let mut tx = Side::new();
-        let mut rx = Side::new();
-        let mut rng = blindcall_media::SeededRng::new(0x1055);
-        let mut src = Sources::new(start);
-        let (mut complete, mut partial, mut replays) = (0u64, 0u64, 0u64);
-        let mut history: Vec<(MediaKind, Vec<RtpPacket>)> = Vec::new();
-        let mut replay_seq = [0u16, 0u16];
-        for step in 0..150u32 {
-            let now = start + Duration::from_millis(20) * step;
-            src.tick(now, &mut tx, &mut alice);
-            let mut batch: Vec<(ParticipantId, MediaKind, RtpPacket)> = Vec::new();
-            for (kind, packets) in tx.frames() {
-                history.push((kind, packets.clone()));
-                let before = batch.len();
-                let mut lost = 0;
-                for p in &packets {
-                    if rng.chance(5) {
-                        lost += 1;
-                        continue;
-                    }
-                    batch.push((ParticipantId(1), kind, p.clone()));
-                    if rng.chance(5) {
-                        batch.push((ParticipantId(1), kind, p.clone()));
-                    }
-                }
-                match lost {
-                    0 => complete += 1,
-                    l if l < packets.len() => partial += 1,
-                    _ => {}
-                }
-                // Reorder: swap neighbours within this frame's packets.
-                for i in before + 1..batch.len() {
-                    if rng.chance(5) {
-                        batch.swap(i - 1, i);
-                    }
-                }
-            }
-            // Now and then a whole earlier frame comes back as fresh RTP (a replay attack).
-            if step % 25 == 24 && history.len() > 3 {
-                let (kind, packets) = history[history.len() - 3].clone();
-                let slot = usize::from(kind == MediaKind::Video);
-                for mut p in packets {
-                    p.sequence_number = replay_seq[slot];
-                    replay_seq[slot] = replay_seq[slot].wrapping_add(1);
-                    // Replayed frames travel as their own RTP stream (another SSRC).
-                    batch.push((ParticipantId(2), kind, p));
-                }
-                replays += 1;
-            }
-            for (from, kind, p) in batch {
-                rx.receive(now, &mut bob, 1, from, kind, p);
-            }
-        }
-        rx.pipe.handle_timeout(start + Duration::from_secs(10));
-        let health = rx.pipe.health_snapshot();
-        let main = &health[0];
-        assert!(
-            complete > 200 && partial > 5,
-            "{complete} complete, {partial} partial"
-        );
-        let replayed = &health[1];
-        // A replayed frame is refused whether or not its original got through (replay
-        // window), or, when the original was lost, opens once; never twice.
-        let refused = replayed
-            .dropped
-            .get(&DropCause::Frame(FrameReason::Replay))
-            .copied()
-            .unwrap_or(0);
-        assert_eq!(refused + replayed.opened, replays, "{replayed:?}");
-        assert_eq!(
-            main.opened, complete,
-            "every complete frame opens exactly once: {main:?}"
-        );
-        assert_eq!(
-            main.dropped.get(&DropCause::Incomplete).copied(),
-            Some(partial),
-            "{main:?}"
-        );
-        assert!(
-            main.dropped.keys().all(|c| *c == DropCause::Incomplete),
-            "{main:?}"
-        );
-        // Every opened frame is the one sent (integrity check inside the pipeline), once.
-        let log = rx.seen.0.lock().unwrap();
-        let mut seen = std::collections::HashSet::new();
-        for o in log.iter() {
-            assert!(seen.insert((o.1, o.2)), "frame opened twice");
-        }
-    }
-}
+mod tests;

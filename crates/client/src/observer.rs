@@ -14,6 +14,8 @@ use std::time::Instant;
 use blindcall_group::SecurityCode;
 use blindcall_media::MediaKind;
 
+use crate::event::SenderAuth;
+
 /// A frame this participant sealed and handed to the transport.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameSent<'a> {
@@ -29,7 +31,8 @@ pub struct FrameSent<'a> {
     pub at: Instant,
 }
 
-/// A frame this participant opened (it authenticated under `sender`'s SFrame key).
+/// A frame this participant opened (it authenticated under `sender`'s SFrame key; `auth` says
+/// whether a signed manifest of `sender` vouched for it).
 #[derive(Debug, Clone, Copy)]
 pub struct FrameOpened<'a> {
     /// The relay's id of the media stream it arrived on.
@@ -46,6 +49,8 @@ pub struct FrameOpened<'a> {
     pub plaintext: &'a [u8],
     /// When it was opened.
     pub at: Instant,
+    /// How far its sender is proven (as delivered to the application).
+    pub auth: SenderAuth,
 }
 
 /// This participant entered an epoch (joined, or merged a commit).

@@ -1,11 +1,13 @@
 //! What [`crate::Call::join`] takes besides the relay address, token and identity.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blindcall_group::{CallConfig, MemberConfig, MlsSuite};
+use blindcall_group::{CallConfig, IdentityKey, MemberConfig, MlsSuite};
 use blindcall_transport::MediaNetwork;
 
+use crate::invite::Invite;
 use crate::observer::CallObserver;
 
 /// How the client authenticates the relay's TLS certificate.
@@ -63,14 +65,13 @@ pub struct JoinOptions {
     /// Call-wide settings used when this participant creates the call (host token, empty room);
     /// the relay's external-sender entry is filled in from the relay's HelloAck.
     pub call_config: CallConfig,
-    /// Local group settings (key retention, path update after joining, ...).
+    /// Local group settings (key retention, path update after joining, the send-side switch
+    /// barrier `activation_delay`, signature bound, ...).
     pub member_config: MemberConfig,
-    /// As host, add every joiner in the waiting room without asking the application.
+    /// As host, add every joiner in the waiting room that proved the call's invite without
+    /// asking the application (requests without a valid proof are refused; without an invite
+    /// nothing is approved automatically).
     pub auto_approve: bool,
-    /// Send-side switch barrier: after merging a commit, own senders keep the old epoch this
-    /// long before switching to the new keys (every receiver installs the new keys at once
-    /// when it merges, so this covers the relay's fan-out of the commit).
-    pub activation_delay: Duration,
     /// A frame sealed under an epoch this member does not hold yet is kept this long, then
     /// opened once the commit arrives (or dropped and counted).
     pub hold_future_frames: Duration,
@@ -91,11 +92,29 @@ pub struct JoinOptions {
     /// Sees frames sealed and opened, epochs, commits and membership changes as they happen
     /// (see [`crate::observer`]); `None` costs nothing.
     pub observer: Option<Arc<dyn CallObserver>>,
+    /// At most this many frames are held for the next epoch's commit
+    /// ([`JoinOptions::hold_future_frames`]); beyond it the oldest is dropped and counted
+    /// (`DropCause::HeldOverflow`).
+    pub hold_max_frames: usize,
+    /// At most this many bytes of frames are held for the next epoch's commit; beyond it the
+    /// oldest are dropped and counted.
+    pub hold_max_bytes: usize,
+    /// This device's identity key (see [`crate::identity::Identity`]); `None`: a fresh key for
+    /// this call only, which nobody can recognise later.
+    pub identity_key: Option<Arc<IdentityKey>>,
+    /// The call's invite. Creating the call: joiners must prove it, and requests without a
+    /// valid proof are refused (its commitment goes into the call's parameters). Joining: the
+    /// KeyPackage is proved with it. Hosts of a call with an invite need it too.
+    pub invite: Option<Invite>,
+    /// The trust store file (name → identity keys seen, verified or not); `None`: kept in
+    /// memory for this call only.
+    pub trust_store: Option<PathBuf>,
 }
 
 impl JoinOptions {
     /// Defaults around a trust anchor: application media (`App`), suite 1, default call
-    /// and member settings, 200 ms switch barrier, 2 s hold, 20 s step timeout.
+    /// and member settings (200 ms switch barrier), 2 s hold of at most 256 frames and 8 MiB,
+    /// 20 s step timeout.
     pub fn new(trust: TrustAnchor) -> Self {
         Self {
             trust,
@@ -105,7 +124,6 @@ impl JoinOptions {
             call_config: CallConfig::default(),
             member_config: MemberConfig::default(),
             auto_approve: false,
-            activation_delay: Duration::from_millis(200),
             hold_future_frames: Duration::from_secs(2),
             proposal_fallback_step: Duration::from_millis(750),
             step_timeout: Duration::from_secs(20),
@@ -113,6 +131,11 @@ impl JoinOptions {
             video: VideoSelection::All,
             media_network: MediaNetwork::default(),
             observer: None,
+            hold_max_frames: 256,
+            hold_max_bytes: 8 << 20,
+            identity_key: None,
+            invite: None,
+            trust_store: None,
         }
     }
 }

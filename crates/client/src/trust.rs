@@ -151,30 +151,42 @@ impl TrustStore {
         }
     }
 
-    /// Remembers `name` with `key` (not verified) if it is not known yet; saves.
-    pub fn remember(&mut self, name: &str, key: &[u8]) -> Result<Trust, TrustStoreError> {
+    /// Remembers `name` with `key` (not verified) if it is not known yet, in memory (see
+    /// [`TrustStore::save`]); returns what was known before.
+    pub fn remember(&mut self, name: &str, key: &[u8]) -> Trust {
         let before = self.assess(name, key);
         if matches!(before, Trust::New | Trust::Changed) {
             self.names.entry(name.to_string()).or_default().push(Entry {
                 key: key.to_vec(),
                 verified: false,
             });
-            self.save()?;
         }
-        Ok(before)
+        before
     }
 
-    /// Marks `name` with `key` verified (its pairwise code was compared out of band); saves.
-    pub fn mark_verified(&mut self, name: &str, key: &[u8]) -> Result<(), TrustStoreError> {
+    /// Marks `name` with `key` verified (its pairwise code was compared out of band), in
+    /// memory (see [`TrustStore::save`]); returns whether anything changed.
+    pub fn mark_verified(&mut self, name: &str, key: &[u8]) -> bool {
         let keys = self.names.entry(name.to_string()).or_default();
         match keys.iter_mut().find(|e| e.key == key) {
-            Some(e) => e.verified = true,
-            None => keys.push(Entry {
-                key: key.to_vec(),
-                verified: true,
-            }),
+            Some(e) if e.verified => false,
+            Some(e) => {
+                e.verified = true;
+                true
+            }
+            None => {
+                keys.push(Entry {
+                    key: key.to_vec(),
+                    verified: true,
+                });
+                true
+            }
         }
-        self.save()
+    }
+
+    /// Where the store is kept, if in a file.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Writes the store to its file, if it has one (a complete new file renamed over the old
@@ -229,14 +241,16 @@ mod tests {
         let mut store = TrustStore::open(&path).unwrap();
         let (alice, mallory) = ([1u8; 32], [2u8; 32]);
         assert_eq!(store.assess("alice", &alice), Trust::New);
-        assert_eq!(store.remember("alice", &alice).unwrap(), Trust::New);
+        assert_eq!(store.remember("alice", &alice), Trust::New);
         assert_eq!(store.assess("alice", &alice), Trust::Known);
         // Someone else calling themself alice.
         assert_eq!(store.assess("alice", &mallory), Trust::Changed);
-        store.mark_verified("alice", &alice).unwrap();
+        assert!(store.mark_verified("alice", &alice));
+        assert!(!store.mark_verified("alice", &alice));
         // Names with spaces, newlines or escape sequences are stored safely.
         let odd = "eve \n\u{1b}[31m";
-        store.remember(odd, &mallory).unwrap();
+        store.remember(odd, &mallory);
+        store.save().unwrap();
         let again = TrustStore::open(&path).unwrap();
         assert_eq!(again.assess("alice", &alice), Trust::Verified);
         assert_eq!(again.assess("alice", &mallory), Trust::Changed);

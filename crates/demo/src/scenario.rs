@@ -11,9 +11,12 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use blindcall_client::{
-    Call, CallStats, EndReason, Event, Events, JoinError, JoinOptions, MediaMode, Role,
-    VideoSelection,
+    Call, CallStats, EndReason, Event, Events, Invite, InviteCheck, JoinError, JoinOptions,
+    MediaMode, Member, Role, VideoSelection,
 };
+
+/// The demo call's room.
+const ROOM: &str = "demo-room";
 
 use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedRelay};
 use crate::live::LiveRow;
@@ -117,6 +120,9 @@ pub enum ScenarioError {
         /// Why.
         source: JoinError,
     },
+    /// No randomness for the call's invite.
+    #[error("the call's invite could not be made")]
+    Invite,
     /// Something awaited did not happen in time.
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout {
@@ -142,6 +148,8 @@ struct PState {
     media: bool,
     epoch: Option<u64>,
     roster: BTreeSet<String>,
+    /// The members this participant sees, by name (the demo's names are unique).
+    members: BTreeMap<String, Member>,
     ended: Option<EndReason>,
     warnings: Vec<String>,
 }
@@ -222,26 +230,45 @@ fn spawn_events(
         while let Some(e) = events.next().await {
             media.on_event(&e);
             match e {
-                Event::JoinRequested { request, .. } if host => {
+                // Every demo joiner proves the call's invite; anything else is never approved.
+                Event::JoinRequested {
+                    request,
+                    invite: InviteCheck::Valid,
+                    ..
+                } if host => {
                     let call = call.clone();
                     tokio::spawn(async move {
                         let _ = call.approve(request).await;
                     });
                 }
+                Event::JoinRefused {
+                    identity, reason, ..
+                } => world.update(&name, |p| {
+                    p.warnings
+                        .push(format!("refused a join request ({identity:?}): {reason:?}"))
+                }),
                 Event::Joined { epoch, members } => world.update(&name, |p| {
                     p.joined = true;
                     p.join_epoch = epoch;
                     p.epoch = Some(epoch);
                     p.roster = members.iter().map(|m| m.identity.to_string()).collect();
+                    p.members = members
+                        .into_iter()
+                        .map(|m| (m.identity.to_string(), m))
+                        .collect();
                 }),
                 Event::MediaConnected => world.update(&name, |p| p.media = true),
                 Event::EpochChanged { epoch, .. } => world.update(&name, |p| p.epoch = Some(epoch)),
-                Event::MembersJoined { identities, .. } => world.update(&name, |p| {
-                    p.roster.extend(identities.iter().map(|i| i.to_string()))
+                Event::MembersJoined { members, .. } => world.update(&name, |p| {
+                    for m in members {
+                        p.roster.insert(m.identity.to_string());
+                        p.members.insert(m.identity.to_string(), m);
+                    }
                 }),
-                Event::MembersLeft { identities, .. } => world.update(&name, |p| {
-                    for i in &identities {
-                        p.roster.remove(&**i);
+                Event::MembersLeft { members, .. } => world.update(&name, |p| {
+                    for m in &members {
+                        p.roster.remove(&*m.identity);
+                        p.members.remove(&*m.identity);
                     }
                 }),
                 Event::Warning(w) => world.update(&name, |p| p.warnings.push(w.to_string())),
@@ -259,6 +286,8 @@ fn spawn_events(
 
 struct Runner {
     relay: EmbeddedRelay,
+    /// The call's invite (made by the host).
+    invite: Invite,
     world: Arc<World>,
     calls: BTreeMap<String, Call>,
     media: BTreeMap<String, SyntheticMedia>,
@@ -272,6 +301,12 @@ impl Runner {
     fn options(&self, index: usize) -> JoinOptions {
         let name = name(index);
         let mut o = JoinOptions::new(self.relay.trust());
+        // The host made the invite; joiners got its link out of band (here: parsed from it).
+        o.invite = if index == 0 {
+            Some(self.invite.clone())
+        } else {
+            Invite::parse(&self.invite.to_link()).ok()
+        };
         o.media = MediaMode::App;
         o.observer = Some(self.log.observer(&name));
         o.step_timeout = self.cfg.step_timeout;
@@ -331,9 +366,7 @@ impl Runner {
     async fn join(&mut self, index: usize, fate: Fate) -> Result<(), ScenarioError> {
         let name = name(index);
         let role = if index == 0 { Role::HOST } else { Role::GUEST };
-        let token = self
-            .relay
-            .mint("demo-room", role, Duration::from_secs(3600))?;
+        let token = self.relay.mint(ROOM, role, Duration::from_secs(3600))?;
         let before = max_epoch(&self.world.ps.lock().unwrap_or_else(|e| e.into_inner()));
         let (call, events) = Call::join(self.relay.addr(), &token, &name, self.options(index))
             .await
@@ -398,8 +431,15 @@ impl Runner {
             }
             Some(host) => {
                 let call = self.calls.get(host).cloned();
-                if let Some(c) = call {
-                    c.remove(name)
+                let member = self
+                    .world
+                    .ps
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(host)
+                    .and_then(|p| p.members.get(name).cloned());
+                if let (Some(c), Some(m)) = (call, member) {
+                    c.remove(&m)
                         .await
                         .map_err(call_err(format!("{host} removes {name}")))?;
                 }
@@ -472,8 +512,15 @@ pub async fn run_detailed(
         tap: cfg.script == Script::Full,
     })
     .await?;
+    let invite = Invite::new(
+        ROOM.as_bytes().to_vec(),
+        Some(relay.addr().to_string()),
+        None,
+    )
+    .map_err(|_| ScenarioError::Invite)?;
     let mut r = Runner {
         relay,
+        invite,
         world: Arc::default(),
         calls: BTreeMap::new(),
         media: BTreeMap::new(),

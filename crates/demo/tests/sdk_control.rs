@@ -52,6 +52,14 @@ async fn settled(call: &Call, epoch: u64) -> blindcall_client::CallStats {
         .clone()
 }
 
+/// The room's invite (every participant of these tests holds it, as if shared out of band).
+fn room_invite() -> blindcall_client::Invite {
+    static INVITE: std::sync::OnceLock<blindcall_client::Invite> = std::sync::OnceLock::new();
+    INVITE
+        .get_or_init(|| blindcall_client::Invite::new(b"room".to_vec(), None, None).unwrap())
+        .clone()
+}
+
 fn options(relay: &EmbeddedRelay) -> JoinOptions {
     let mut o = JoinOptions::new(relay.trust());
     o.media = MediaMode::Off;
@@ -96,7 +104,8 @@ fn host_approves_one_joiner_and_denies_another() {
         next_matching(&mut be, "bob waiting", |e| matches!(e, Event::Waiting)).await;
         let Event::JoinRequested {
             request,
-            display_name,
+            joiner,
+            invite,
         } = next_matching(&mut ae, "bob's join request", |e| {
             matches!(e, Event::JoinRequested { .. })
         })
@@ -104,7 +113,10 @@ fn host_approves_one_joiner_and_denies_another() {
         else {
             unreachable!()
         };
-        assert_eq!(display_name, "bob");
+        // What the host decides on comes from bob's KeyPackage: his name and key, unknown so far.
+        assert_eq!(&*joiner.identity, "bob");
+        assert_eq!(joiner.trust, blindcall_client::Trust::New);
+        assert_eq!(invite, blindcall_client::InviteCheck::NotRequired);
         assert_eq!(
             alice.approve(request + 1000).await,
             Err(CallError::UnknownRequest(request + 1000))
@@ -119,15 +131,14 @@ fn host_approves_one_joiner_and_denies_another() {
         let names: Vec<&str> = members.iter().map(|m| &*m.identity).collect();
         assert_eq!(names, ["alice", "bob"]);
         assert!(members[0].host && !members[1].host);
-        let Event::MembersJoined { identities, .. } =
-            next_matching(&mut ae, "alice sees bob", |e| {
-                matches!(e, Event::MembersJoined { .. })
-            })
-            .await
+        let Event::MembersJoined { members, .. } = next_matching(&mut ae, "alice sees bob", |e| {
+            matches!(e, Event::MembersJoined { .. })
+        })
+        .await
         else {
             unreachable!()
         };
-        assert_eq!(&*identities[0], "bob");
+        assert_eq!(&*members[0].identity, "bob");
         // Bob's path update follows at once: both land on epoch 2 with the same code.
         let a2 = epoch_code(&mut ae, "alice", 2).await;
         let b2 = epoch_code(&mut be, "bob", 2).await;
@@ -212,6 +223,7 @@ fn a_p256_call_gets_the_relays_removal_proposal_for_a_departed_member() {
         let opts = |relay: &EmbeddedRelay| {
             let mut o = options(relay);
             o.auto_approve = true;
+            o.invite = Some(room_invite());
             o.mls_suite = MlsSuite::P256Aes128;
             o
         };
@@ -348,6 +360,7 @@ fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
             let mut o = JoinOptions::new(relay.trust());
             o.media = MediaMode::App;
             o.auto_approve = true;
+            o.invite = Some(room_invite());
             o
         };
         let (alice, mut ae) = join(&relay, "alice", Role::HOST, app(&relay)).await;

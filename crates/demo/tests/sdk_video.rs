@@ -24,6 +24,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The room's invite (every participant of these tests holds it, as if shared out of band).
+fn room_invite() -> blindcall_client::Invite {
+    static INVITE: std::sync::OnceLock<blindcall_client::Invite> = std::sync::OnceLock::new();
+    INVITE
+        .get_or_init(|| blindcall_client::Invite::new(b"room".to_vec(), None, None).unwrap())
+        .clone()
+}
+
 /// Joins with synthetic media (the demo's sources, published through the SDK) and keeps
 /// the call's events flowing to them.
 async fn join(
@@ -37,6 +45,7 @@ async fn join(
     let mut o = JoinOptions::new(relay.trust());
     o.media = MediaMode::App;
     o.auto_approve = true;
+    o.invite = Some(room_invite());
     o.observer = Some(log.observer(name));
     log.record_video(name, &video, Instant::now());
     o.video = video;

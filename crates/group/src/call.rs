@@ -363,6 +363,11 @@ impl CallGroup {
         self.client.identity()
     }
 
+    /// Own identity (signature) key.
+    pub fn own_signature_key(&self) -> &[u8] {
+        self.client.signature_key()
+    }
+
     /// Whether this member holds the host role.
     pub fn is_host(&self) -> bool {
         self.params.is_host(self.client.signature_key())
@@ -793,12 +798,17 @@ impl CallGroup {
                 }
                 check_proposal(&self.params.rules(), &self.roster, &sender, qp.proposal())?;
                 let kind = policy::ProposalKind::of(qp.proposal());
+                let removed = match qp.proposal() {
+                    openmls::prelude::Proposal::Remove(r) => Some(r.removed().u32()),
+                    _ => None,
+                };
                 self.group
                     .store_pending_proposal(self.client.provider.storage(), *qp)
                     .map_err(|_| MlsFailure::Storage)?;
                 self.events.push_back(Event::ProposalQueued {
                     proposer: actor_of(&sender, &self.roster),
                     kind,
+                    removed,
                 });
                 Ok(())
             }

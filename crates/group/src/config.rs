@@ -80,6 +80,9 @@ pub struct CallConfig {
     pub relay: Option<RelaySender>,
     /// Whether every member must sign its media (default: members that can, must).
     pub media_signatures: MediaSignatures,
+    /// Commitment to the call's invite secret: joiners must prove the invite, and hosts refuse
+    /// requests without a valid proof (spec/identity.md). `None`: no invite.
+    pub invite: Option<[u8; blindcall_policy::INVITE_COMMITMENT_LEN]>,
 }
 
 impl Default for CallConfig {
@@ -95,6 +98,7 @@ impl Default for CallConfig {
             extra_hosts: Vec::new(),
             relay: None,
             media_signatures: MediaSignatures::Optional,
+            invite: None,
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct CallParams {
     pub hosts: Vec<Vec<u8>>,
     /// Whether every member must sign its media.
     pub media_signatures: MediaSignatures,
+    /// Commitment to the call's invite secret, if joiners must prove one.
+    pub invite: Option<[u8; blindcall_policy::INVITE_COMMITMENT_LEN]>,
 }
 
 impl CallParams {
@@ -199,6 +205,7 @@ impl CallParams {
             remove_rule: config.remove_rule,
             hosts,
             media_signatures: config.media_signatures,
+            invite: config.invite,
         })
     }
 
@@ -228,6 +235,7 @@ impl CallParams {
             remove_rule: self.remove_rule,
             hosts: self.hosts.clone(),
             media_signatures: self.media_signatures,
+            invite: self.invite,
         }
     }
 
@@ -256,6 +264,7 @@ impl CallParams {
             remove_rule: w.remove_rule,
             hosts: w.hosts,
             media_signatures: w.media_signatures,
+            invite: w.invite,
         })
     }
 

@@ -51,6 +51,8 @@ pub enum Event {
         proposer: Actor,
         /// What kind.
         kind: ProposalKind,
+        /// For a Remove: the leaf it removes.
+        removed: Option<u32>,
     },
     /// This member joined from a Welcome and should now send a path-update commit
     /// (call `CallGroup::self_update`).

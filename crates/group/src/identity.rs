@@ -11,7 +11,8 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
 
 pub use blindcall_policy::{
-    MAX_IDENTITY_LEN, Roster, RosterMember, SIGNS_MEDIA_CAPABILITY, display_identity,
+    MAX_IDENTITY_LEN, Roster, RosterMember, SIGNS_MEDIA_CAPABILITY, check_identity_chars,
+    display_identity,
 };
 
 use crate::config::{CALL_PARAMS_EXTENSION_TYPE, MlsSuite};
@@ -56,7 +57,10 @@ impl Client {
 
     /// A participant named `display_identity` who signs with its persistent `key`.
     pub fn with_identity(display_identity: &str, key: &IdentityKey) -> Result<Self, Error> {
-        if display_identity.is_empty() || display_identity.len() > MAX_IDENTITY_LEN {
+        if display_identity.is_empty()
+            || display_identity.len() > MAX_IDENTITY_LEN
+            || blindcall_policy::check_identity_chars(display_identity).is_err()
+        {
             return Err(ApiMisuse::InvalidIdentity {
                 len: display_identity.len(),
             }
@@ -247,4 +251,52 @@ impl IdentityKey {
         );
         SignatureKeyPair::tls_deserialize_exact(&bytes[..]).map_err(|_| IdentityKeyError::Corrupt)
     }
+}
+
+/// What a KeyPackage says about who would join: checked (signature, lifetime, suite,
+/// credential), before anyone decides to add it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPackageInfo {
+    /// Display identity from its credential (what the roster will show).
+    pub identity: String,
+    /// Its signature (identity) key.
+    pub signature_key: Vec<u8>,
+    /// Whether its leaf advertises signed media.
+    pub signs_media: bool,
+}
+
+/// Validates a TLS-serialized KeyPackage `MLSMessage` for `suite` and returns who it names.
+pub fn inspect_key_package(bytes: &[u8], suite: MlsSuite) -> Result<KeyPackageInfo, Error> {
+    use openmls::prelude::tls_codec::Deserialize as _;
+    use openmls::prelude::{MlsMessageBodyIn, MlsMessageIn, ProtocolVersion};
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|_| crate::error::InvalidMessage::Malformed)?;
+    let MlsMessageBodyIn::KeyPackage(kp_in) = msg.extract() else {
+        return Err(crate::error::InvalidMessage::UnexpectedKind {
+            expected: "KeyPackage",
+        }
+        .into());
+    };
+    let kp: KeyPackage = kp_in
+        .validate(
+            OpenMlsRustCrypto::default().crypto(),
+            ProtocolVersion::Mls10,
+        )
+        .map_err(|_| crate::error::InvalidMessage::KeyPackage)?;
+    if kp.ciphersuite() != suite.ciphersuite() {
+        return Err(crate::error::InvalidMessage::KeyPackageSuite {
+            expected: suite.id(),
+            got: u16::from(kp.ciphersuite()),
+        }
+        .into());
+    }
+    let leaf = kp.leaf_node();
+    Ok(KeyPackageInfo {
+        identity: display_identity(leaf.credential())?,
+        signature_key: leaf.signature_key().as_slice().to_vec(),
+        signs_media: leaf
+            .capabilities()
+            .extensions()
+            .contains(&ExtensionType::Unknown(SIGNS_MEDIA_CAPABILITY)),
+    })
 }

@@ -28,7 +28,10 @@ pub use error::{
     ApiMisuse, Error, FrameDropReason, FrameError, FrameOrigin, InvalidMessage, MlsFailure,
 };
 pub use event::{Event, RetireReason};
-pub use identity::{Client, IdentityKey, IdentityKeyError, Roster, RosterMember};
+pub use identity::{
+    Client, IdentityKey, IdentityKeyError, KeyPackageInfo, Roster, RosterMember,
+    inspect_key_package,
+};
 pub use keyring::{EXPORTER_LABEL, OpenedFrame};
 pub use kid::{KidError, KidLayout, KidParts};
 pub use policy::{Actor, AddRule, PolicyViolation, ProposalKind, RemoveRule};

@@ -271,9 +271,11 @@ fn relay_may_propose_removals_but_never_adds() {
     let errors = r.broadcast_except("", &bytes(&remove));
     assert!(errors.is_empty(), "{errors:?}");
     let ev = r.take_events("bob");
+    let carol_leaf = r.get("carol").own_leaf();
     assert!(ev.contains(&Event::ProposalQueued {
         proposer: Actor::ExternalSender { index: 0 },
-        kind: ProposalKind::Remove
+        kind: ProposalKind::Remove,
+        removed: Some(carol_leaf),
     }));
     let pc = r.get_mut("bob").commit_pending_proposals().unwrap();
     r.commit("bob", pc);

@@ -14,10 +14,12 @@ pub mod roster;
 pub mod rules;
 
 pub use params::{
-    CALL_PARAMS_EXTENSION_TYPE, CALL_PARAMS_VERSION, CallParams, MediaSignatures, ParamsError,
+    CALL_PARAMS_EXTENSION_TYPE, CALL_PARAMS_VERSION, CallParams, INVITE_COMMITMENT_LEN,
+    MediaSignatures, ParamsError,
 };
 pub use roster::{
-    MAX_IDENTITY_LEN, Roster, RosterMember, SIGNS_MEDIA_CAPABILITY, display_identity,
+    MAX_IDENTITY_LEN, Roster, RosterMember, SIGNS_MEDIA_CAPABILITY, check_identity_chars,
+    display_identity,
 };
 pub use rules::{
     Actor, AddRule, PolicyViolation, ProposalKind, RemoveRule, Rules, actor_of, check_commit,

@@ -73,7 +73,13 @@ pub struct CallParams {
     pub hosts: Vec<Vec<u8>>,
     /// Whether every member must sign its media.
     pub media_signatures: MediaSignatures,
+    /// Commitment to the call's invite secret, when joiners must prove an invite: hosts
+    /// refuse requests without a valid proof (and refuse all if they lack the invite).
+    pub invite: Option<[u8; INVITE_COMMITMENT_LEN]>,
 }
+
+/// Length of an invite commitment.
+pub const INVITE_COMMITMENT_LEN: usize = 32;
 
 impl CallParams {
     /// Whether `signature_key` belongs to a host.
@@ -107,6 +113,13 @@ impl CallParams {
         out.push(self.add_rule.code());
         out.push(self.remove_rule.code());
         out.push(self.media_signatures.code());
+        match &self.invite {
+            None => out.push(0),
+            Some(c) => {
+                out.push(1);
+                out.extend_from_slice(c);
+            }
+        }
         // ok: at most MAX_HOSTS (64) hosts, checked above.
         out.extend_from_slice(&(self.hosts.len() as u16).to_be_bytes());
         for h in &self.hosts {
@@ -141,6 +154,15 @@ impl CallParams {
         let media_signatures = MediaSignatures::from_code(r.u8()?).ok_or(ParamsError {
             field: "media_signatures",
         })?;
+        let invite = match r.u8()? {
+            0 => None,
+            1 => {
+                let mut c = [0u8; INVITE_COMMITMENT_LEN];
+                c.copy_from_slice(r.take(INVITE_COMMITMENT_LEN)?);
+                Some(c)
+            }
+            _ => return Err(ParamsError { field: "invite" }),
+        };
         let count = usize::from(r.u16()?);
         if count == 0 || count > MAX_HOSTS {
             return Err(ParamsError { field: "hosts" });
@@ -168,6 +190,7 @@ impl CallParams {
             remove_rule,
             hosts,
             media_signatures,
+            invite,
         })
     }
 
@@ -235,6 +258,7 @@ mod tests {
             remove_rule: RemoveRule::HostsOnly,
             hosts: vec![vec![1; 32], vec![9; 65]],
             media_signatures: MediaSignatures::Optional,
+            invite: None,
         }
     }
 
@@ -276,9 +300,25 @@ mod tests {
                 field: "media_signatures"
             })
         );
+        let mut bad_invite = bytes.clone();
+        bad_invite[14] = 2;
+        assert_eq!(
+            CallParams::decode(&bad_invite),
+            Err(ParamsError { field: "invite" })
+        );
         let mut no_hosts = bytes;
-        no_hosts[14..16].copy_from_slice(&0u16.to_be_bytes());
+        no_hosts[15..17].copy_from_slice(&0u16.to_be_bytes());
         assert!(CallParams::decode(&no_hosts).is_err());
+        // With an invite commitment.
+        let with_invite = CallParams {
+            invite: Some([7; INVITE_COMMITMENT_LEN]),
+            ..sample()
+        };
+        let bytes = with_invite.encode().unwrap();
+        assert_eq!(CallParams::decode(&bytes).unwrap(), with_invite);
+        for cut in 0..bytes.len() {
+            assert!(CallParams::decode(&bytes[..cut]).is_err());
+        }
     }
 
     #[test]

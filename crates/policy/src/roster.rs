@@ -11,7 +11,8 @@ pub const MAX_IDENTITY_LEN: usize = 255;
 /// (`spec/media-auth.md`). Receivers require signatures from leaves that advertise it.
 pub const SIGNS_MEDIA_CAPABILITY: u16 = 0xF0BD;
 
-/// Returns the display identity of a basic credential (UTF-8, 1..=255 bytes).
+/// Returns the display identity of a basic credential (UTF-8, 1..=255 bytes, no control or
+/// bidirectional formatting characters).
 pub fn display_identity(credential: &Credential) -> Result<String, crate::rules::PolicyViolation> {
     use crate::rules::PolicyViolation;
     if credential.credential_type() != CredentialType::Basic {
@@ -30,9 +31,31 @@ pub fn display_identity(credential: &Credential) -> Result<String, crate::rules:
             reason: "identity length not in 1..=255",
         });
     }
-    String::from_utf8(id.to_vec()).map_err(|_| PolicyViolation::InvalidCredential {
+    let name = String::from_utf8(id.to_vec()).map_err(|_| PolicyViolation::InvalidCredential {
         reason: "identity is not UTF-8",
-    })
+    })?;
+    check_identity_chars(&name).map_err(|reason| PolicyViolation::InvalidCredential { reason })?;
+    Ok(name)
+}
+
+/// Whether `c` may appear in a display identity: no control characters (they reach screens
+/// and terminals, e.g. escape sequences) and no bidirectional formatting characters (they
+/// reorder what is shown, e.g. to make one name look like another).
+fn allowed_char(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}'
+        )
+}
+
+/// Checks the characters of a display identity (see [`display_identity`]).
+pub fn check_identity_chars(name: &str) -> Result<(), &'static str> {
+    if name.chars().all(allowed_char) {
+        Ok(())
+    } else {
+        Err("identity contains control or bidirectional formatting characters")
+    }
 }
 
 /// One member of the call.
@@ -115,5 +138,35 @@ impl Roster {
     /// Whether there are no members.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    // covers: GRP-POL-8
+    #[test]
+    fn identities_with_control_or_bidi_characters_are_refused() {
+        let cred = |name: &str| Credential::from(BasicCredential::new(name.as_bytes().to_vec()));
+        assert_eq!(display_identity(&cred("alice")).unwrap(), "alice");
+        assert_eq!(display_identity(&cred("Zoë 李")).unwrap(), "Zoë 李");
+        for bad in [
+            "eve\u{1b}[2J",
+            "bob\nadmin",
+            "a\u{7}",
+            "\u{202E}ecila",
+            "x\u{2066}y",
+            "z\u{0085}",
+        ] {
+            assert!(
+                matches!(
+                    display_identity(&cred(bad)),
+                    Err(crate::PolicyViolation::InvalidCredential { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
     }
 }

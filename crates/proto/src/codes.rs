@@ -123,6 +123,12 @@ wire_enum! {
         PEER_BROADCAST = 30,
         /// Relay → members: another member's `PEER_BROADCAST`.
         PEER_MESSAGE = 31,
+        /// Client → relay: resume membership at a leaf, proven by the leaf's signature key.
+        RESUME = 32,
+        /// Relay → client: the resume is accepted; the connection is the leaf's member again.
+        RESUME_ACCEPTED = 33,
+        /// Relay → client: the resume is refused; the connection stays in the lobby.
+        RESUME_REFUSED = 34,
     }
 }
 
@@ -171,6 +177,30 @@ wire_enum! {
         TOO_MANY_CONNECTIONS = 15,
         /// The waiting room (or this token's share of it) is full.
         WAITING_ROOM_FULL = 16,
+        /// Another connection resumed this connection's membership (its leaf); this one is
+        /// stale (e.g. a half-open TCP connection after a network change).
+        RESUMED_ELSEWHERE = 17,
+    }
+}
+
+wire_enum! {
+    /// Why a `Resume` was refused. The connection stays admitted, in the lobby: it may join
+    /// again through the waiting room.
+    ResumeRefusedReason(u16) {
+        /// The signature does not verify under the leaf's signature key in the current tree.
+        BAD_SIGNATURE = 1,
+        /// The group has no member at that leaf, and no recently removed one there either.
+        UNKNOWN_LEAF = 2,
+        /// The leaf's member was removed (or its removal is proposed): the proof verifies under
+        /// a key the group no longer holds at that leaf, or a Remove of the leaf is pending.
+        REMOVED = 3,
+        /// The room has no group.
+        NO_GROUP = 4,
+        /// The relay's commit log no longer reaches back to the member's epoch.
+        TOO_FAR_BEHIND = 5,
+        /// Not allowed now: a second `Resume` on the connection, after publishing a KeyPackage
+        /// or becoming a member, or an epoch the member cannot be at.
+        BAD_STATE = 6,
     }
 }
 

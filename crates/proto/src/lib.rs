@@ -12,19 +12,25 @@ mod error;
 pub mod frame;
 pub mod media;
 mod messages;
+mod resume;
 pub mod tls;
 
-pub use codes::{CommitRejectReason, ErrorCode, MessageType, ProtocolVersion, RefusedReason, Role};
+pub use codes::{
+    CommitRejectReason, ErrorCode, MessageType, ProtocolVersion, RefusedReason,
+    ResumeRefusedReason, Role,
+};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use media::{MAX_VIDEO_FILTER_IDS, MediaSignalDecodeError, MediaSignalPayload, VideoFilter};
 pub use messages::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejected, ControlMessage, CreateGroup,
     ErrorMessage, GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted,
-    MAX_JOIN_PROOF_LEN, MediaSignal, PeerBroadcast, PeerMessage, Ping, Pong, ProposalBroadcast,
-    Propose, PublishKeyPackage, Refused, RelayProposal, RelaySender, RemoveParticipant, RoomState,
-    WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
+    MAX_JOIN_PROOF_LEN, MAX_RESUME_SIGNATURE_LEN, MediaSignal, PeerBroadcast, PeerMessage, Ping,
+    Pong, ProposalBroadcast, Propose, PublishKeyPackage, RESUME_CHALLENGE_LEN, Refused,
+    RelayProposal, RelaySender, RemoveParticipant, Resume, ResumeAccepted, ResumeRefused,
+    RoomState, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
 };
+pub use resume::{RESUME_LABEL, resume_sign_content};
 pub use tls::{ALPN, cert_fingerprint};
 pub use tls_codec::VLBytes;
 

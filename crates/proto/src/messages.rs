@@ -6,7 +6,7 @@ use tls_codec::{Deserialize, Serialize, Size, TlsDeserialize, TlsSerialize, TlsS
 
 use crate::{
     CommitRejectReason, DecodeError, EncodeError, ErrorCode, MessageType, ProtocolVersion,
-    RefusedReason, Role, frame::encode_frame,
+    RefusedReason, ResumeRefusedReason, Role, frame::encode_frame,
 };
 
 /// Client → relay, first message: which room, the capability token, a display name.
@@ -45,6 +45,44 @@ pub struct HelloAck {
     /// The relay's MLS external-sender identities, one per signature scheme it supports; a
     /// group creator lists the one of its ciphersuite's scheme.
     pub external_senders: Vec<RelaySender>,
+    /// A fresh value, never repeated, that a member signs to resume its membership on this
+    /// connection ([`Resume`]).
+    pub challenge: [u8; RESUME_CHALLENGE_LEN],
+}
+
+/// The length of [`HelloAck::challenge`], in bytes.
+pub const RESUME_CHALLENGE_LEN: usize = 32;
+
+/// The longest [`Resume::signature`], in bytes (an MLS signature of any ciphersuite fits).
+pub const MAX_RESUME_SIGNATURE_LEN: usize = 255;
+
+/// Client → relay, in the lobby instead of publishing a KeyPackage: resume membership at
+/// `leaf`, proven by the leaf's MLS signature key over the connection's challenge
+/// ([`crate::resume_sign_content`]).
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct Resume {
+    /// The member's leaf index in the group.
+    pub leaf: u32,
+    /// The last epoch the member merged.
+    pub epoch: u64,
+    /// `SignWithLabel(leaf signature key, "blindcall resume v1", content)` (at most
+    /// [`MAX_RESUME_SIGNATURE_LEN`] bytes).
+    pub signature: VLBytes,
+}
+
+/// Relay → client: the resume is accepted. Every commit the member missed, the epoch's pending
+/// proposals and the waiting room came before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct ResumeAccepted {
+    /// The group's current epoch (the member's after merging the commits sent before).
+    pub epoch: u64,
+}
+
+/// Relay → client: the resume is refused; the connection stays admitted, in the lobby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct ResumeRefused {
+    /// Why.
+    pub reason: ResumeRefusedReason,
 }
 
 /// One MLS external-sender identity of the relay.
@@ -332,6 +370,12 @@ pub enum Body {
     PeerBroadcast(PeerBroadcast),
     /// [`MessageType::PEER_MESSAGE`]
     PeerMessage(PeerMessage),
+    /// [`MessageType::RESUME`]
+    Resume(Resume),
+    /// [`MessageType::RESUME_ACCEPTED`]
+    ResumeAccepted(ResumeAccepted),
+    /// [`MessageType::RESUME_REFUSED`]
+    ResumeRefused(ResumeRefused),
 }
 
 impl Body {
@@ -368,6 +412,9 @@ impl Body {
             Self::ProposalBroadcast(_) => MessageType::PROPOSAL_BROADCAST,
             Self::PeerBroadcast(_) => MessageType::PEER_BROADCAST,
             Self::PeerMessage(_) => MessageType::PEER_MESSAGE,
+            Self::Resume(_) => MessageType::RESUME,
+            Self::ResumeAccepted(_) => MessageType::RESUME_ACCEPTED,
+            Self::ResumeRefused(_) => MessageType::RESUME_REFUSED,
         }
     }
 
@@ -401,6 +448,9 @@ impl Body {
             Self::ProposalBroadcast(m) => m.tls_serialize(out)?,
             Self::PeerBroadcast(m) => m.tls_serialize(out)?,
             Self::PeerMessage(m) => m.tls_serialize(out)?,
+            Self::Resume(m) => m.tls_serialize(out)?,
+            Self::ResumeAccepted(m) => m.tls_serialize(out)?,
+            Self::ResumeRefused(m) => m.tls_serialize(out)?,
         };
         Ok(())
     }
@@ -462,6 +512,17 @@ impl Body {
             }
             MessageType::PEER_BROADCAST => Self::PeerBroadcast(PeerBroadcast::tls_deserialize(r)?),
             MessageType::PEER_MESSAGE => Self::PeerMessage(PeerMessage::tls_deserialize(r)?),
+            MessageType::RESUME => {
+                let m = Resume::tls_deserialize(r)?;
+                if m.signature.as_slice().len() > MAX_RESUME_SIGNATURE_LEN {
+                    return Err(DecodeError::InvalidValue);
+                }
+                Self::Resume(m)
+            }
+            MessageType::RESUME_ACCEPTED => {
+                Self::ResumeAccepted(ResumeAccepted::tls_deserialize(r)?)
+            }
+            MessageType::RESUME_REFUSED => Self::ResumeRefused(ResumeRefused::tls_deserialize(r)?),
             MessageType(other) => return Err(DecodeError::UnknownMessageType(other)),
         })
     }
@@ -495,6 +556,9 @@ impl Body {
             Self::ProposalBroadcast(m) => m.tls_serialized_len(),
             Self::PeerBroadcast(m) => m.tls_serialized_len(),
             Self::PeerMessage(m) => m.tls_serialized_len(),
+            Self::Resume(m) => m.tls_serialized_len(),
+            Self::ResumeAccepted(m) => m.tls_serialized_len(),
+            Self::ResumeRefused(m) => m.tls_serialized_len(),
         }
     }
 }

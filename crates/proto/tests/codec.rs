@@ -47,23 +47,41 @@ fn body() -> impl Strategy<Value = Body> {
             any::<u64>(),
             any::<u8>(),
             room_state(),
-            proptest::collection::vec((any::<u16>(), bytes(), bytes()), 0..3)
+            proptest::collection::vec((any::<u16>(), bytes(), bytes()), 0..3),
+            any::<[u8; RESUME_CHALLENGE_LEN]>()
         )
-            .prop_map(|(conn_id, r, room, senders)| Body::HelloAck(HelloAck {
-                conn_id,
-                role: Role(r),
-                room,
-                external_senders: senders
-                    .into_iter()
-                    .map(
-                        |(signature_scheme, signature_key, credential)| RelaySender {
-                            signature_scheme,
-                            signature_key,
-                            credential,
-                        }
-                    )
-                    .collect(),
+            .prop_map(
+                |(conn_id, r, room, senders, challenge)| Body::HelloAck(HelloAck {
+                    conn_id,
+                    role: Role(r),
+                    room,
+                    external_senders: senders
+                        .into_iter()
+                        .map(
+                            |(signature_scheme, signature_key, credential)| RelaySender {
+                                signature_scheme,
+                                signature_key,
+                                credential,
+                            }
+                        )
+                        .collect(),
+                    challenge,
+                })
+            ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_RESUME_SIGNATURE_LEN)
+        )
+            .prop_map(|(leaf, epoch, sig)| Body::Resume(Resume {
+                leaf,
+                epoch,
+                signature: VLBytes::new(sig),
             })),
+        any::<u64>().prop_map(|epoch| Body::ResumeAccepted(ResumeAccepted { epoch })),
+        any::<u16>().prop_map(|r| Body::ResumeRefused(ResumeRefused {
+            reason: ResumeRefusedReason(r)
+        })),
         any::<u16>().prop_map(|r| Body::Refused(Refused {
             reason: RefusedReason(r)
         })),
@@ -231,9 +249,9 @@ fn wire_enums_name_known_values_and_keep_unknown_ones() {
     assert_eq!(format!("{:?}", RefusedReason(999)), "RefusedReason(0x3e7)");
     assert!(!Role(3).is_known());
     assert!(Role::HOST.is_known());
-    // Types 1..=31 except the retired 9 (the whole-room waiting update).
+    // Types 1..=34 except the retired 9 (the whole-room waiting update).
     let known: Vec<u16> = MessageType::KNOWN.iter().map(|t| t.0).collect();
-    let want: Vec<u16> = (1..=31).filter(|t| *t != 9).collect();
+    let want: Vec<u16> = (1..=34).filter(|t| *t != 9).collect();
     assert_eq!(known, want);
     assert!(!MessageType(9).is_known());
     assert_eq!(
@@ -244,9 +262,17 @@ fn wire_enums_name_known_values_and_keep_unknown_ones() {
         RefusedReason::REMOVED_FROM_GROUP,
         RefusedReason::TOO_MANY_CONNECTIONS,
         RefusedReason::WAITING_ROOM_FULL,
+        RefusedReason::RESUMED_ELSEWHERE,
     ] {
         assert!(code.is_known());
     }
+    assert_eq!(RefusedReason::RESUMED_ELSEWHERE.0, 17);
+    let resume: Vec<u16> = ResumeRefusedReason::KNOWN.iter().map(|r| r.0).collect();
+    assert_eq!(resume, (1..=6).collect::<Vec<u16>>());
+    assert_eq!(
+        format!("{}", ResumeRefusedReason::TOO_FAR_BEHIND),
+        "TOO_FAR_BEHIND"
+    );
     assert_eq!(CommitRejectReason::EXTERNAL_COMMIT.0, 15);
     assert_eq!(CommitRejectReason::POLICY.0, 16);
     assert_eq!(ErrorCode::KEY_PACKAGE_TOO_LARGE.0, 15);
@@ -303,4 +329,46 @@ fn the_message_type_is_read_without_decoding_the_body() {
     );
     assert_eq!(ControlMessage::peek_type(&enc[..3]), None);
     assert_eq!(ControlMessage::peek_type(&[0, 2, 0, 30]), None);
+}
+
+// covers: CP-DEC-2, CP-RES-1
+#[test]
+fn a_resume_signature_over_255_bytes_is_an_invalid_value() {
+    for (len, ok) in [
+        (0, true),
+        (MAX_RESUME_SIGNATURE_LEN, true),
+        (MAX_RESUME_SIGNATURE_LEN + 1, false),
+    ] {
+        let enc = ControlMessage::new(Body::Resume(Resume {
+            leaf: 1,
+            epoch: 2,
+            signature: VLBytes::new(vec![7; len]),
+        }))
+        .encode()
+        .unwrap();
+        let got = ControlMessage::decode(&enc);
+        if ok {
+            assert!(got.is_ok(), "{len}: {got:?}");
+        } else {
+            assert_eq!(got, Err(DecodeError::InvalidValue), "{len}");
+        }
+    }
+    // The challenge is exactly 32 bytes, without a length prefix.
+    let ack = HelloAck {
+        conn_id: 1,
+        role: Role::GUEST,
+        room: RoomState {
+            epoch: None,
+            locked: 0,
+            members: 0,
+            waiting: 0,
+        },
+        external_senders: Vec::new(),
+        challenge: [9; RESUME_CHALLENGE_LEN],
+    };
+    let enc = ControlMessage::new(Body::HelloAck(ack)).encode().unwrap();
+    assert_eq!(
+        &enc[enc.len() - 33..],
+        &[[0u8].as_slice(), &[9; 32]].concat()[..]
+    );
 }

@@ -17,7 +17,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::ds::{DsConfig, RelayIdentities, RelayIdentity};
+use crate::ds::{ChallengeSeed, DsConfig, RelayIdentities, RelayIdentity};
 use crate::server::tls::{self, DevCert, TlsError};
 use crate::server::{ServerConfig, ShellLimits};
 use crate::token::{TokenError, TokenSecret};
@@ -57,6 +57,8 @@ idle_timeout_secs = 60           # silence (no byte, not even Ping) before the r
 hello_timeout_secs = 10          # TLS connection to Hello
 handshake_timeout_secs = 10      # TCP accept to finished TLS handshake
 waiting_room_timeout_secs = 300  # joiner not added by then is refused
+resume_grace_secs = 20           # a lost member's leaf is kept this long for a resume; 0 = none
+commit_history = 64              # sequenced commits kept per room (resumes replay from them)
 max_connections = 10000          # further TCP connections are closed at once
 max_connections_per_address = 256  # per source address (IPv6: per /64), TLS handshakes included
 max_connections_per_token = 128  # per capability token in its room (Refused TOO_MANY_CONNECTIONS)
@@ -144,6 +146,9 @@ pub enum ConfigError {
     /// Generating the relay's MLS external-sender key failed.
     #[error("cannot generate the relay's MLS signature key")]
     RelayIdentity,
+    /// The operating system's random generator failed (for the resume-challenge seed).
+    #[error("cannot draw random bytes from the operating system")]
+    Random,
 }
 
 /// `relay.toml` as written by the operator.
@@ -327,6 +332,12 @@ pub struct Limits {
     /// Seconds a joiner may wait to be added.
     #[serde(deserialize_with = "de_secs")]
     pub waiting_room_timeout_secs: f64,
+    /// Seconds a member whose connection was lost keeps its leaf for a resume before the relay
+    /// proposes its removal; 0 proposes it at once.
+    #[serde(deserialize_with = "de_secs")]
+    pub resume_grace_secs: f64,
+    /// Sequenced commits kept per room (a resuming member gets those it missed from them).
+    pub commit_history: usize,
     /// Simultaneous connections; further ones are closed at once.
     pub max_connections: usize,
     /// Simultaneous connections from one source address (IPv6: one /64).
@@ -367,6 +378,8 @@ impl Default for Limits {
             hello_timeout_secs: 10.0,
             handshake_timeout_secs: 10.0,
             waiting_room_timeout_secs: 300.0,
+            resume_grace_secs: crate::ds::DEFAULT_RESUME_GRACE.as_secs_f64(),
+            commit_history: crate::ds::DEFAULT_COMMIT_HISTORY,
             max_connections: 10_000,
             max_connections_per_address: 256,
             max_connections_per_token: 128,
@@ -417,6 +430,9 @@ fn secs(field: &'static str, v: f64, allow_zero: bool) -> Result<Duration, Confi
     })
 }
 
+/// The most sequenced commits a room may keep.
+const MAX_COMMIT_HISTORY: usize = 1024;
+
 /// Bytes a relay message needs around one KeyPackage or peer payload (headers, ids, name).
 const FRAME_SLACK: usize = 2048;
 
@@ -466,6 +482,12 @@ impl Limits {
             });
         }
         let idle = secs("idle_timeout_secs", self.idle_timeout_secs, true)?;
+        if !(1..=MAX_COMMIT_HISTORY).contains(&self.commit_history) {
+            return Err(ConfigError::Limit {
+                field: "commit_history",
+                problem: "must be between 1 and 1024",
+            });
+        }
         let ds = ValidatedLimits {
             max_frame_len: self.max_frame_len,
             rate_burst: nonzero("rate_burst", self.rate_burst)?,
@@ -478,6 +500,8 @@ impl Limits {
                 self.waiting_room_timeout_secs,
                 false,
             )?,
+            resume_grace: secs("resume_grace_secs", self.resume_grace_secs, true)?,
+            commit_history: self.commit_history,
             max_frame_len_before_hello: self.max_frame_len_before_hello,
             max_key_package_len: self.max_key_package_len,
             max_connections_per_token: nonzero(
@@ -523,6 +547,10 @@ pub struct ValidatedLimits {
     pub hello_timeout: Duration,
     /// See [`Limits::waiting_room_timeout_secs`].
     pub waiting_room_timeout: Duration,
+    /// See [`Limits::resume_grace_secs`].
+    pub resume_grace: Duration,
+    /// See [`Limits::commit_history`].
+    pub commit_history: usize,
     /// See [`Limits::max_frame_len_before_hello`].
     pub max_frame_len_before_hello: u32,
     /// See [`Limits::max_key_package_len`].
@@ -551,6 +579,8 @@ impl ValidatedLimits {
         ds.idle_timeout = self.idle_timeout;
         ds.hello_timeout = self.hello_timeout;
         ds.waiting_room_timeout = self.waiting_room_timeout;
+        ds.resume_grace = self.resume_grace;
+        ds.commit_history = self.commit_history;
         ds.max_frame_len_before_hello = self.max_frame_len_before_hello;
         ds.max_key_package_len = self.max_key_package_len;
         ds.max_connections_per_token = self.max_connections_per_token;
@@ -627,7 +657,11 @@ impl RelayConfig {
             _ => return Err(ConfigError::ConflictingTls),
         };
         let tls = tls::server_config(certs, key)?;
-        let mut ds = DsConfig::new(secret, generate_relay_identities()?);
+        let mut ds = DsConfig::new(
+            secret,
+            generate_relay_identities()?,
+            random_challenge_seed()?,
+        );
         ds_limits.apply(&mut ds);
         Ok(Resolved {
             server: ServerConfig {
@@ -644,6 +678,16 @@ impl RelayConfig {
             media,
         })
     }
+}
+
+/// A fresh seed for the DS's resume challenges, from the operating system's generator.
+pub fn random_challenge_seed() -> Result<ChallengeSeed, ConfigError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(seed.as_mut())
+        .map_err(|_| ConfigError::Random)?;
+    Ok(ChallengeSeed::new(*seed))
 }
 
 /// Fresh MLS external-sender identities for the relay: Ed25519 (ciphersuite 1) and ECDSA P-256
@@ -696,6 +740,7 @@ mod tests {
         let d = crate::ds::DsConfig::new(
             crate::token::TokenSecret::from_hex(SECRET_HEX).unwrap(),
             generate_relay_identities().unwrap(),
+            random_challenge_seed().unwrap(),
         );
         let ds = &r.server.ds;
         assert_eq!(
@@ -725,6 +770,10 @@ mod tests {
                 d.peer_rate_per_second,
                 d.max_peer_payload
             )
+        );
+        assert_eq!(
+            (ds.resume_grace, ds.commit_history),
+            (d.resume_grace, d.commit_history)
         );
         assert_eq!(
             r.server.limits.max_connections_per_address,
@@ -767,7 +816,7 @@ mod tests {
         ));
     }
 
-    // covers: OPS-CFG-1, OPS-CFG-2
+    // covers: OPS-CFG-1, OPS-CFG-2, OPS-CFG-3
     #[test]
     fn every_misconfiguration_is_a_named_error() {
         let base = "listen = \"127.0.0.1:0\"\n";
@@ -849,6 +898,9 @@ mod tests {
             ("hello_timeout_secs = 0.0", "hello_timeout_secs"),
             ("max_frame_len = 100", "max_frame_len"),
             ("writer_queue = 0", "writer_queue"),
+            ("resume_grace_secs = -1", "resume_grace_secs"),
+            ("commit_history = 0", "commit_history"),
+            ("commit_history = 1025", "commit_history"),
         ] {
             let r = resolve(&format!("{dev}{hex}[limits]\n{limit}\n"));
             assert!(
@@ -862,6 +914,17 @@ mod tests {
             .resolve(&no_env)
             .unwrap();
         assert_eq!(r.server.ds.idle_timeout, None);
+        // resume_grace_secs = 0 proposes a lost member's removal at once; both keys are read.
+        let r = parse(&format!(
+            "{dev}{hex}[limits]\nresume_grace_secs = 0\ncommit_history = 100\n"
+        ))
+        .unwrap()
+        .resolve(&no_env)
+        .unwrap();
+        assert_eq!(
+            (r.server.ds.resume_grace, r.server.ds.commit_history),
+            (Duration::ZERO, 100)
+        );
         // The inline secret never shows in Debug output.
         let cfg = parse(&format!("{dev}{hex}")).unwrap();
         assert!(!format!("{cfg:?}").contains(SECRET_HEX));

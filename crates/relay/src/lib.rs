@@ -21,8 +21,8 @@ pub mod token;
 
 pub use config::{ConfigError, RelayConfig};
 pub use ds::{
-    CloseReason, ConnId, Ds, DsConfig, DsCounters, DsFault, Event, Input, MediaSignalError,
-    Occupancy, Output, RelayIdentities, RelayIdentity, RoomId,
+    ChallengeSeed, CloseReason, ConnId, Ds, DsConfig, DsCounters, DsFault, Event, Input,
+    MediaSignalError, Occupancy, Output, RelayIdentities, RelayIdentity, RoomId,
 };
 pub use forward::{ForwarderConfig, ForwarderHandle, start_with_media};
 pub use server::{

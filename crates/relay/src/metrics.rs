@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason};
+use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason, ResumeRefusedReason};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -252,6 +252,31 @@ pub fn render(
         peer_dropped,
     );
     r.register(
+        "resumes_accepted",
+        "Members that resumed their leaf on a new connection",
+        counter(c.resumes_accepted),
+    );
+    r.register(
+        "resumes_refused",
+        "Resumes refused, by reason",
+        family("reason", ResumeRefusedReason::KNOWN, &c.resumes_refused),
+    );
+    r.register(
+        "commits_replayed",
+        "Sequenced commits sent again to resuming members",
+        counter(c.commits_replayed),
+    );
+    r.register(
+        "resume_graces_started",
+        "Lost members whose leaf the relay kept for a resume",
+        counter(c.graces_started),
+    );
+    r.register(
+        "resume_graces_expired",
+        "Lost members not back within the grace (their removal was then proposed)",
+        counter(c.graces_expired),
+    );
+    r.register(
         "control_bytes_in",
         "Control-channel bytes read (after TLS)",
         shell.bytes_in.clone(),
@@ -446,7 +471,7 @@ async fn write_response(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason};
+    use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason, ResumeRefusedReason};
 
     use super::*;
 
@@ -465,6 +490,11 @@ mod tests {
         snap.counters.refused.insert(RefusedReason::EXPIRED, 2);
         snap.counters.refused.insert(RefusedReason(999), 1);
         snap.counters.errors.insert(ErrorCode::FRAME_TOO_LARGE, 3);
+        snap.counters
+            .resumes_refused
+            .insert(ResumeRefusedReason::TOO_FAR_BEHIND, 5);
+        snap.counters.resumes_accepted = 6;
+        snap.counters.graces_expired = 8;
         snap.occupancy.rooms = 4;
         let shell = ShellMetrics::new();
         shell.bytes_in.inc_by(10);
@@ -484,11 +514,19 @@ mod tests {
             "blindcall_relay_control_bytes_in_total 10",
             "blindcall_relay_commit_sequencing_seconds_count 1",
             "blindcall_relay_media_packets_in_total 7",
+            "blindcall_relay_resumes_accepted_total 6",
+            "blindcall_relay_resumes_refused_total{reason=\"TOO_FAR_BEHIND\"} 5",
+            "blindcall_relay_resumes_refused_total{reason=\"BAD_SIGNATURE\"} 0",
+            "blindcall_relay_resume_graces_started_total 0",
+            "blindcall_relay_resume_graces_expired_total 8",
+            "blindcall_relay_commits_replayed_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}");
         }
-        let known =
-            RefusedReason::KNOWN.len() + ErrorCode::KNOWN.len() + CommitRejectReason::KNOWN.len();
+        let known = RefusedReason::KNOWN.len()
+            + ErrorCode::KNOWN.len()
+            + CommitRejectReason::KNOWN.len()
+            + ResumeRefusedReason::KNOWN.len();
         let labelled = text
             .lines()
             .filter(|l| l.contains("{reason=") || l.contains("{code="))

@@ -129,6 +129,15 @@ fn locked_room_refuses_new_guests_but_not_hosts() {
     let room = b"room-a";
     let host = room_with_host(&mut net, room, 1);
     let guest = Client::connect(&mut net, room, Role::GUEST, 2, "g");
+    // This guest publishes its KeyPackage before the lock.
+    net.send(
+        guest.conn,
+        Body::PublishKeyPackage(PublishKeyPackage {
+            key_package: VLBytes::new(guest.key_package()),
+            join_proof: None,
+        }),
+    );
+    assert!(matches!(net.last(guest.conn), Body::KeyPackageAccepted(_)));
     // A guest may not lock.
     net.send(guest.conn, Body::LockRoom);
     assert!(matches!(net.last(guest.conn), Body::Error(e) if e.code == ErrorCode::NOT_HOST));
@@ -138,18 +147,32 @@ fn locked_room_refuses_new_guests_but_not_hosts() {
     };
     assert_eq!(s.locked, 1);
     assert!(matches!(net.last(guest.conn), Body::RoomStateUpdate(s) if s.locked == 1));
-    let (_, reason) = refused(&mut net, &mint(room, Role::GUEST, T0 + 60, 3), room);
-    assert_eq!(reason, RefusedReason::ROOM_LOCKED);
-    assert_eq!(net.ds.counters().refused(RefusedReason::ROOM_LOCKED), 1);
-    // The admitted guest cannot enter the waiting room of a locked room.
+    // A new guest is admitted to the lobby (only to resume a membership, DS-RES-9) and told
+    // the room is locked; its KeyPackage, the first step towards the waiting room, is refused.
+    let (late, body) = net.hello(room, &mint(room, Role::GUEST, T0 + 60, 3), "late");
+    assert!(
+        matches!(&body, Body::HelloAck(a) if a.room.locked == 1),
+        "{body:?}"
+    );
     net.send(
-        guest.conn,
+        late,
         Body::PublishKeyPackage(PublishKeyPackage {
             key_package: VLBytes::new(guest.key_package()),
             join_proof: None,
         }),
     );
-    net.take(guest.conn);
+    assert_eq!(
+        net.take(late),
+        vec![Body::Refused(Refused {
+            reason: RefusedReason::ROOM_LOCKED
+        })]
+    );
+    assert_eq!(
+        net.closed.get(&late),
+        Some(&CloseReason::Refused(RefusedReason::ROOM_LOCKED))
+    );
+    assert_eq!(net.ds.counters().refused(RefusedReason::ROOM_LOCKED), 1);
+    // The guest admitted before the lock cannot enter the waiting room either.
     net.send(guest.conn, Body::JoinRequest);
     assert_eq!(
         net.last(guest.conn),
@@ -157,6 +180,7 @@ fn locked_room_refuses_new_guests_but_not_hosts() {
             reason: RefusedReason::ROOM_LOCKED
         })
     );
+    assert_eq!(net.ds.counters().refused(RefusedReason::ROOM_LOCKED), 2);
     // Hosts still get in.
     let (_, body) = net.hello(room, &mint(room, Role::HOST, T0 + 60, 4), "h2");
     assert!(matches!(body, Body::HelloAck(_)));

@@ -177,3 +177,44 @@ mod over_tls {
         relay.handle.shutdown();
     }
 }
+
+// covers: DS-RM-2
+#[test]
+fn a_joiner_placed_in_a_departed_members_leaf_is_not_proposed_for_removal() {
+    // A commit that removes a departed leaf and adds a joiner puts the joiner in the freed
+    // leaf (the leftmost blank one). The relay must stop proposing the departed leaf's
+    // removal then: its index now names the joiner.
+    let mut net = Net::new();
+    let (mut a, mut b, c) = three_members(&mut net);
+    let c_leaf = c.leaf();
+    net.goodbye(c.conn);
+    let mut d = waiting_guest(&mut net, ROOM, 4, "d");
+    // A holds the relay's Remove of C; its Add commit includes it.
+    let bodies = net.take(a.conn);
+    a.apply(&bodies);
+    b.pump(&mut net);
+    let kps: Vec<Vec<u8>> = waiting_kps(&bodies).into_iter().map(|(_, k)| k).collect();
+    let commit = a.add(&kps);
+    net.send(a.conn, Body::Commit(commit));
+    let got_a = net.take(a.conn);
+    assert!(matches!(got_a.first(), Some(Body::CommitAccepted(x)) if x.epoch == 2));
+    a.merge_pending();
+    let got_b = net.take(b.conn);
+    b.apply(&got_b);
+    let got_d = net.take(d.conn);
+    d.apply(&got_d);
+    assert_eq!(
+        d.leaf(),
+        c_leaf,
+        "the joiner took the departed member's leaf"
+    );
+    assert_eq!(d.epoch(), 2);
+    // Nobody is asked to remove the joiner.
+    for got in [&got_a, &got_b, &got_d] {
+        assert!(
+            !got.iter().any(|x| matches!(x, Body::RelayProposal(_))),
+            "a removal was proposed after the commit: {got:?}"
+        );
+    }
+    assert_eq!(net.ds.counters().remove_proposals, 1);
+}

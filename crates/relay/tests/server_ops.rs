@@ -31,19 +31,23 @@ async fn every_refusal_over_tls_is_typed_closed_and_exported_body() {
     expect_refused(&relay, room, &expired, RefusedReason::EXPIRED).await;
     let elsewhere = mint(b"room-other", Role::GUEST, now + 600, 1);
     expect_refused(&relay, room, &elsewhere, RefusedReason::WRONG_ROOM).await;
-    // A locked room refuses new guests.
+    // A locked room refuses new guests: admitted to the lobby (to resume, if they can), they
+    // are refused the moment they try to queue.
     let (mut host, ack) = relay.admitted(room, Role::HOST, 10, "host").await;
     assert_eq!(ack.role, Role::HOST);
     assert_eq!(host.tls_version(), Some(rustls::ProtocolVersion::TLSv1_3));
     host.send(Body::LockRoom).await;
     assert!(matches!(host.recv("lock state").await, Body::RoomStateUpdate(s) if s.locked == 1));
-    expect_refused(
-        &relay,
-        room,
-        &token(room, Role::GUEST, 11),
-        RefusedReason::ROOM_LOCKED,
-    )
+    let (mut late, ack) = relay.admitted(room, Role::GUEST, 11, "late").await;
+    assert_eq!(ack.room.locked, 1);
+    late.send(Body::PublishKeyPackage(PublishKeyPackage {
+        key_package: VLBytes::new(vec![0; 8]),
+        join_proof: None,
+    }))
     .await;
+    let (bodies, ending) = late.closed("refusal in a locked room").await;
+    assert_eq!(bodies, vec![refused(RefusedReason::ROOM_LOCKED)]);
+    assert_eq!(ending, Ending::Clean);
     host.send(Body::UnlockRoom).await;
     assert!(matches!(host.recv("unlock state").await, Body::RoomStateUpdate(s) if s.locked == 0));
     // A removed participant is expelled and stays out.
@@ -76,7 +80,7 @@ async fn every_refusal_over_tls_is_typed_closed_and_exported_body() {
         let name = format!("blindcall_relay_refused_total{{reason=\"{reason}\"}}");
         assert_eq!(metric(&m, &name), n, "{name}");
     }
-    assert_eq!(metric(&m, "blindcall_relay_admitted_total"), 2.0);
+    assert_eq!(metric(&m, "blindcall_relay_admitted_total"), 3.0);
     assert_eq!(metric(&m, "blindcall_relay_rooms"), 1.0);
     assert_eq!(metric(&m, "blindcall_relay_connections"), 1.0);
     assert!(metric(&m, "blindcall_relay_control_bytes_in_total") > 0.0);

@@ -31,6 +31,15 @@ fn event_name(e: &Event) -> &'static str {
         Event::RoomLocked { .. } => "locked",
         Event::Warning(_) => "warning",
         Event::CallEnded { .. } => "ended",
+        Event::JoinRefused { .. } => "join-refused",
+        Event::EpochConsistent { .. } => "epoch-consistent",
+        Event::GroupSplit { .. } => "split",
+        Event::EpochUnconfirmed { .. } => "epoch-unconfirmed",
+        Event::Impersonation { .. } => "impersonation",
+        Event::SenderUnauthenticated { .. } => "unauthenticated",
+        Event::StreamUnblocked { .. } => "stream-unblocked",
+        Event::OwnRemovalProposed { .. } => "own-removal-proposed",
+        Event::Diverged { .. } => "diverged",
         _ => "other",
     }
 }
@@ -71,22 +80,21 @@ impl World {
                 let ids: Vec<&str> = members.iter().map(|m| &*m.identity).collect();
                 self.checker.members_joined(&self.members, p, ids);
             }
-            Event::MembersJoined { epoch, identities } => {
+            Event::MembersJoined { epoch, members } => {
                 self.trace.num(*epoch);
-                let ids = identities.iter().map(|i| &**i);
+                let ids = members.iter().map(|m| &*m.identity);
                 self.checker.members_joined(&self.members, p, ids);
             }
-            Event::MembersLeft { epoch, identities } => {
+            Event::MembersLeft { epoch, members } => {
                 self.trace.num(*epoch);
                 self.checker
-                    .members_left(p, *epoch, identities.iter().map(|i| &**i));
+                    .members_left(p, *epoch, members.iter().map(|m| &*m.identity));
             }
             Event::EpochChanged { epoch, .. } => self.trace.num(*epoch),
             Event::JoinRequested {
-                request,
-                display_name,
+                request, joiner, ..
             } => {
-                let Some(joiner) = index_of(display_name).filter(|j| *j < self.members.len())
+                let Some(joiner) = index_of(&joiner.identity).filter(|j| *j < self.members.len())
                 else {
                     return;
                 };
@@ -117,6 +125,19 @@ impl World {
                 let key = format!("{w:?}");
                 self.trace.text(&key);
                 *self.stats.warnings.entry(key).or_insert(0) += 1;
+            }
+            e if crate::invariants::is_false_alarm(e) => {
+                let detail = format!("{} reported {e:?}", self.members[p].name);
+                self.checker
+                    .fail(crate::invariants::Invariant::FalseAlarm, detail);
+            }
+            Event::Impersonation { .. } => {
+                // Provisional (MA-DET-5): counted, not a violation.
+                let key = "impersonation NoSignature (provisional)";
+                *self.stats.warnings.entry(key.into()).or_insert(0) += 1;
+            }
+            Event::EpochUnconfirmed { .. } | Event::StreamUnblocked { .. } => {
+                *self.stats.warnings.entry(name.into()).or_insert(0) += 1;
             }
             Event::CallEnded { reason } => {
                 let what = format!("{reason:?}");
@@ -155,9 +176,17 @@ impl World {
         let Some(core) = self.members[p].core.as_mut() else {
             return;
         };
-        self.trace.text(&format!("{command:?}"));
+        // Not the command's Debug: a removal names the member's key, which is random.
+        let traced = match &command {
+            Command::Remove { leaf, .. } => format!("remove {leaf}"),
+            other => format!("{other:?}"),
+        };
+        self.trace.text(&traced);
         let removes = match &command {
-            Command::Remove(name) => Some(name.clone()),
+            Command::Remove { leaf, .. } => core
+                .call_group()
+                .and_then(|g| g.roster().get(*leaf))
+                .map(|m| m.identity.to_string()),
             _ => None,
         };
         let result = core.handle_command(now, command);
@@ -189,8 +218,31 @@ impl World {
             ActionKind::Join { p } if p < self.members.len() => self.start(p),
             ActionKind::Leave { p } if running(self, p) => self.command(p, Command::Leave),
             ActionKind::HostRemove { p } if running(self, 0) && p < self.members.len() => {
-                let name = self.members[p].name.clone();
-                self.command(0, Command::Remove(name));
+                // The host's application picks the member from its roster: its leaf and key.
+                let name = &self.members[p].name;
+                let target = self.members[0]
+                    .core
+                    .as_ref()
+                    .and_then(|c| c.call_group())
+                    .and_then(|g| {
+                        g.roster()
+                            .members()
+                            .iter()
+                            .find(|m| *m.identity == **name)
+                            .map(|m| (m.leaf, m.signature_key.clone()))
+                    });
+                match target {
+                    Some((leaf, identity_key)) => {
+                        self.command(0, Command::Remove { leaf, identity_key })
+                    }
+                    None => {
+                        *self
+                            .stats
+                            .warnings
+                            .entry("remove: not in the host's roster".into())
+                            .or_insert(0) += 1;
+                    }
+                }
             }
             ActionKind::Disconnect { p } if running(self, p) => self.disconnect(p),
             ActionKind::Partition { p, duration } if running(self, p) => {

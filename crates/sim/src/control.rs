@@ -30,7 +30,6 @@ impl World {
             MediaPlan::Off => MediaMode::Off,
         };
         o.proposal_fallback_step = s.proposal_fallback;
-        o.activation_delay = s.activation_delay;
         o.member_config.activation_delay = s.activation_delay;
         o.member_config.path_update_after_join = Some(plan.path_update);
         o.stats_interval = std::time::Duration::from_secs(1);
@@ -225,8 +224,9 @@ impl World {
         }
     }
 
-    /// The client's close reaches the relay.
-    pub(crate) fn close_to_relay(&mut self, p: usize, generation: u32) {
+    /// The client's close reaches the relay: a goodbye when the client closed on purpose, a
+    /// loss when the network cut the connection.
+    pub(crate) fn close_to_relay(&mut self, p: usize, generation: u32, goodbye: bool) {
         let Some(link) = self.members[p].link.as_mut() else {
             return;
         };
@@ -238,7 +238,12 @@ impl World {
         self.relay.legs.remove(&conn);
         self.last_control = self.now();
         let ts = self.clock.timestamp();
-        self.relay.ds.handle_input(ts, Input::Closed(conn));
+        let input = if goodbye {
+            Input::Goodbye(conn)
+        } else {
+            Input::Closed(conn)
+        };
+        self.relay.ds.handle_input(ts, input);
         self.drain_relay();
     }
 
@@ -277,7 +282,14 @@ impl World {
         if link.relay_open && !link.broken {
             let generation = link.generation;
             let at = link.schedule_close(Dir::Up, now, &mut m.rng);
-            self.push(at, Ev::CloseToRelay { p, generation });
+            self.push(
+                at,
+                Ev::CloseToRelay {
+                    p,
+                    generation,
+                    goodbye: true,
+                },
+            );
         }
     }
 
@@ -295,7 +307,14 @@ impl World {
         link.broken = true;
         let (generation, latency) = (link.generation, link.profile(now).latency);
         self.push(now.plus(latency), Ev::CloseToClient { p, generation });
-        self.push(now.plus(latency), Ev::CloseToRelay { p, generation });
+        self.push(
+            now.plus(latency),
+            Ev::CloseToRelay {
+                p,
+                generation,
+                goodbye: false,
+            },
+        );
     }
 
     /// Drains the relay's outputs: frames to links, closes, media signals to the forwarder,
@@ -466,7 +485,7 @@ impl World {
                     self.uplink(p, kind, packet);
                 }
                 Output::Transport(op) => self.transport_op(p, op),
-                Output::Stats(s) => self.members[p].last_stats = Some(s),
+                Output::Stats(s) => self.members[p].last_stats = Some(*s),
                 Output::Admitted => self.trace.num(0xad),
                 Output::JoinFailed(e) => {
                     let what = format!("JoinFailed({e:?})");

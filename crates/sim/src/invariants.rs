@@ -15,11 +15,15 @@
 //! | [`Invariant::Quiescence`] | the call quiesces: nothing is in flight once the scenario is over and the timeouts have passed; no timer fires forever at one instant | the run loop |
 //! | [`Invariant::NoPanic`] | no core panics | every step |
 //! | [`Invariant::RemovalCause`] | a member leaves the group only if a host removed it or its connection ended (before the commit was sequenced) | every removal the relay sequences and any member merges |
+//! | [`Invariant::FalseAlarm`] | with an honest relay and honest members nobody reports a split call, an impersonation, an unauthenticated sender, or the relay proposing its own removal | every event |
 //! | [`Invariant::UnexpectedEnd`] | a participant's call ends only for a reason the scenario can cause (it left, was removed, denied, disconnected, left waiting, locked out, or found no call) | every end |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use blindcall_client::{CallCore, EndReason, JoinError, MediaKind, ProtocolError, RefusedReason};
+use blindcall_client::{
+    CallCore, EndReason, Event, ImpersonationReason, JoinError, MediaKind, ProtocolError,
+    RefusedReason,
+};
 use blindcall_group::SecurityCode;
 use blindcall_media::{Descriptor, RtpPacket};
 use blindcall_proto::Body;
@@ -60,6 +64,8 @@ pub enum Invariant {
     UnexpectedEnd,
     /// A member was removed though no host removed it and its connection was up.
     RemovalCause,
+    /// An honest member raised an alarm meant for a misbehaving relay or member.
+    FalseAlarm,
 }
 
 impl Invariant {
@@ -80,6 +86,7 @@ impl Invariant {
             Self::NoPanic => "no-panic",
             Self::UnexpectedEnd => "unexpected-end",
             Self::RemovalCause => "removal-cause",
+            Self::FalseAlarm => "false-alarm",
         }
     }
 }
@@ -106,6 +113,20 @@ fn expected_refusal(r: RefusedReason) -> bool {
         RefusedReason::REMOVED_FROM_GROUP,
     ]
     .contains(&r)
+}
+
+/// Whether an event is an alarm no honest relay and honest members ever cause: a split call,
+/// an impersonation with evidence (a `NoSignature` flag is provisional, MA-DET-5: manifests
+/// can be late or, from a member whose connection is lost, never come), a member that does
+/// not sign, or the relay proposing a connected member's own removal.
+pub fn is_false_alarm(e: &Event) -> bool {
+    match e {
+        Event::Impersonation { reason, .. } => *reason != ImpersonationReason::NoSignature,
+        Event::GroupSplit { .. }
+        | Event::SenderUnauthenticated { .. }
+        | Event::OwnRemovalProposed { .. } => true,
+        _ => false,
+    }
 }
 
 /// Whether the scenario can end a call this way: the application left, a commit removed it,

@@ -114,6 +114,9 @@ fn soak(seeds: u64, start: u64, shrink_runs: usize, find: Option<&str>) -> ExitC
         for (k, n) in &st.rejected {
             add(format!("relay rejected {k}"), *n);
         }
+        for (k, n) in &st.relay {
+            add(format!("relay {k}"), *n);
+        }
         for (k, n) in &st.dropped {
             add(format!("dropped {k}"), *n);
         }

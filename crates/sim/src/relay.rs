@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use blindcall_proto::Role;
 use blindcall_relay::token::{self, TokenClaims, TokenSecret};
-use blindcall_relay::{ConnId, Ds, DsConfig, RelayIdentities, RelayIdentity};
+use blindcall_relay::{ChallengeSeed, ConnId, Ds, DsConfig, RelayIdentities, RelayIdentity};
 use openmls::prelude::{BasicCredential, SignatureScheme};
 use openmls_basic_credential::SignatureKeyPair;
 
@@ -69,8 +69,9 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay with a fresh identity and the simulation's timeouts.
-    pub fn new() -> Result<Self, SetupError> {
+    /// A relay with a fresh identity and the simulation's timeouts; its resume challenges
+    /// come from `seed`.
+    pub fn new(seed: u64) -> Result<Self, SetupError> {
         let signer =
             SignatureKeyPair::new(SignatureScheme::ED25519).map_err(|_| SetupError::RelayKey)?;
         let identities = RelayIdentities::new([RelayIdentity::new(
@@ -79,7 +80,9 @@ impl Relay {
         )]);
         let secret = TokenSecret::new([0x5a; 32].to_vec()).map_err(|_| SetupError::Token)?;
         let same = TokenSecret::new([0x5a; 32].to_vec()).map_err(|_| SetupError::Token)?;
-        let mut cfg = DsConfig::new(same, identities);
+        let mut challenge = [0x3c; 32];
+        challenge[..8].copy_from_slice(&seed.to_be_bytes());
+        let mut cfg = DsConfig::new(same, identities, ChallengeSeed::new(challenge));
         cfg.waiting_room_timeout = WAITING_ROOM_TIMEOUT;
         cfg.idle_timeout = Some(IDLE_TIMEOUT);
         Ok(Self {

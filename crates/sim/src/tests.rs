@@ -388,3 +388,34 @@ fn a_removal_nobody_caused_is_reported() {
     c.members_left(0, 4, ["p2"]);
     assert_eq!(broke(&c), Some(Invariant::RemovalCause));
 }
+
+// covers: SIM-INV-12
+#[test]
+fn alarms_only_a_misbehaving_party_causes_are_violations() {
+    use blindcall_client::{Event, ImpersonationReason};
+
+    use crate::invariants::is_false_alarm;
+
+    let impersonation = |reason| Event::Impersonation {
+        claimed: None,
+        participant: 3,
+        kind: MediaKind::Audio,
+        reason,
+        detected_after: Duration::from_secs(1),
+    };
+    assert!(is_false_alarm(&impersonation(
+        ImpersonationReason::HashMismatch
+    )));
+    assert!(is_false_alarm(&impersonation(
+        ImpersonationReason::ForeignKidOnStream
+    )));
+    assert!(!is_false_alarm(&impersonation(
+        ImpersonationReason::NoSignature
+    )));
+    assert!(is_false_alarm(&Event::OwnRemovalProposed { epoch: 4 }));
+    assert!(!is_false_alarm(&Event::EpochUnconfirmed {
+        epoch: 4,
+        members: Vec::new()
+    }));
+    assert!(!is_false_alarm(&Event::Waiting));
+}

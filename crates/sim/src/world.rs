@@ -60,8 +60,13 @@ pub(crate) enum Ev {
         generation: u32,
         bytes: Vec<u8>,
     },
-    /// The client's close reaches the relay.
-    CloseToRelay { p: usize, generation: u32 },
+    /// The client's close reaches the relay: a goodbye (TLS close_notify) or, when the
+    /// network cut the connection, a loss.
+    CloseToRelay {
+        p: usize,
+        generation: u32,
+        goodbye: bool,
+    },
     /// The relay's close reaches the client.
     CloseToClient { p: usize, generation: u32 },
     /// Participant `p`'s media connection comes up.
@@ -98,7 +103,7 @@ impl Ev {
     /// The participant and direction of a control-stream delivery.
     pub(crate) fn control_stream(&self) -> Option<(usize, u32, Dir)> {
         match self {
-            Self::ToRelay { p, generation, .. } | Self::CloseToRelay { p, generation } => {
+            Self::ToRelay { p, generation, .. } | Self::CloseToRelay { p, generation, .. } => {
                 Some((*p, *generation, Dir::Up))
             }
             Self::ToClient { p, generation, .. } | Self::CloseToClient { p, generation } => {
@@ -148,6 +153,8 @@ pub struct RunStats {
     pub rejected: BTreeMap<String, u64>,
     /// Frames receivers dropped, by cause (from each participant's last counters).
     pub dropped: BTreeMap<String, u64>,
+    /// The relay's counters of note: errors by code, peer messages, proposals, graces.
+    pub relay: BTreeMap<String, u64>,
 }
 
 impl RunStats {
@@ -207,7 +214,7 @@ impl World {
             clock: Clock::new(Instant::now()),
             queue: BTreeMap::new(),
             seq: 0,
-            relay: Relay::new()?,
+            relay: Relay::new(scenario.seed)?,
             members,
             conns: BTreeMap::new(),
             next_conn: 1,
@@ -387,6 +394,25 @@ impl World {
             .filter(|m| m.joined_epoch.is_some())
             .count();
         self.stats.virtual_time = self.now();
+        let c = self.relay.ds.counters();
+        let mut relay: BTreeMap<String, u64> = c
+            .errors
+            .iter()
+            .map(|(code, n)| (format!("error {code:?}"), *n))
+            .collect();
+        for (k, n) in [
+            ("peer messages", c.peer_messages),
+            ("peer messages rate-limited", c.peer_messages_rate_limited),
+            ("remove proposals", c.remove_proposals),
+            ("member proposals", c.member_proposals),
+            ("graces started", c.graces_started),
+            ("graces expired", c.graces_expired),
+            ("internal faults", c.internal_faults),
+            ("unknown connection inputs", c.unknown_connection_inputs),
+        ] {
+            relay.insert(k.to_owned(), n);
+        }
+        self.stats.relay = relay;
         for m in &self.members {
             let latest = m
                 .core
@@ -491,7 +517,11 @@ impl World {
                 generation,
                 bytes,
             } => self.deliver_to_client(p, generation, &bytes),
-            Ev::CloseToRelay { p, generation } => self.close_to_relay(p, generation),
+            Ev::CloseToRelay {
+                p,
+                generation,
+                goodbye,
+            } => self.close_to_relay(p, generation, goodbye),
             Ev::CloseToClient { p, generation } => self.close_to_client(p, generation),
             Ev::MediaUp { p, generation } => self.media_up(p, generation),
             Ev::AtForwarder {

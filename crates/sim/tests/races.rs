@@ -10,11 +10,11 @@ mod common;
 use blindcall_sim::scenario::{ActionKind, MediaPlan};
 use common::*;
 
-// covers: SDK-COMMIT-1, SDK-COMMIT-2, DS-SEQ-1, DS-SEQ-2, DS-SEQ-3
+// covers: SDK-COMMIT-1, SDK-COMMIT-2, SDK-LEAVE-1, DS-SEQ-1, DS-SEQ-2, DS-SEQ-3
 #[test]
 fn simultaneous_commits_of_one_epoch_converge() {
-    // p3 leaves; the relay proposes its removal; with no fallback delay p0, p1 and p2 all
-    // commit it at once and the relay must pick one.
+    // p3 leaves: it proposes its own removal; with no fallback delay p0, p1 and p2 all commit
+    // it at once and the relay must pick one.
     let mut settings = calm();
     settings.proposal_fallback = ms(0);
     let s = scenario(
@@ -44,6 +44,9 @@ fn simultaneous_commits_of_one_epoch_converge() {
         "exactly one winner; every other commit refused as late: {st:#?}"
     );
     assert_eq!(st.ends.get("Left"), Some(&1));
+    // The leaver's own proposal, and nothing from the relay.
+    assert_eq!(st.relay.get("member proposals"), Some(&1), "{st:#?}");
+    assert_eq!(st.relay.get("remove proposals"), Some(&0), "{st:#?}");
     assert!(
         !st.warnings.keys().any(|w| w.contains("CommitRejected")),
         "a commit was refused as invalid: {:?}",

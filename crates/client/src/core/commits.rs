@@ -6,27 +6,29 @@
 //! [`PendingCommit`] waits for the relay's answer: `CommitAccepted` confirms it, a refusal
 //! or another member's winning commit discards it and the intent is retried in the new epoch.
 //! Replies are matched to the pending commit by epoch; a stale reply changes nothing
-//! (SDK-COMMIT-3).
+//! (SDK-COMMIT-3). A winning commit for the member's own epoch that it cannot process means
+//! the others moved on without it: it stops committing and the call ends (SDK-DIV-1).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use blindcall_group::PendingCommit;
+use blindcall_group::{Actor, ApiMisuse, PendingCommit, ProposalKind};
 use blindcall_proto::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected,
-    RelayProposal, VLBytes,
+    ProposalBroadcast, RelayProposal, VLBytes,
 };
 
 use super::CallCore;
 use super::join::Phase;
 use super::timer::{Timer, after};
 use crate::error::{CallError, CallWarning, GroupFailure};
+use crate::event::{EndReason, Event};
 use crate::observer::{CommitPurpose, CommitSent};
 
 /// Work that needs an own commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Intent {
-    /// Add the joiner of this waiting-room entry.
+    /// Add the joiner of this announced join request.
     Approve(u64),
     /// Remove the member at this leaf.
     Remove(u32),
@@ -49,8 +51,8 @@ pub(super) struct Commits {
     intents: VecDeque<Intent>,
     /// The epoch in which the relay's removal proposals are queued.
     proposal_epoch: Option<u64>,
-    /// Leaves the relay proposed to remove in that epoch.
-    proposed_removals: BTreeSet<u32>,
+    /// Leaves proposed to be removed in that epoch (by the relay, or leaving themselves).
+    pub(super) proposed_removals: BTreeSet<u32>,
 }
 
 impl Commits {
@@ -87,20 +89,32 @@ fn refused_warning(e: &blindcall_group::Error) -> CallWarning {
     CallWarning::HandshakeRefused(GroupFailure::from(e))
 }
 
+/// Why the sequenced winner of the member's own epoch could not be processed, unless the
+/// refusal is benign (an own commit still outstanding: the winner is merged once it is
+/// discarded).
+fn divergence(e: &blindcall_group::Error) -> Option<GroupFailure> {
+    match e {
+        blindcall_group::Error::ApiMisuse(ApiMisuse::PendingCommitOutstanding { .. }) => None,
+        e => {
+            tracing::debug!(error = %e, "the relay's winning commit was refused");
+            Some(GroupFailure::from(e))
+        }
+    }
+}
+
 impl CallCore {
-    /// `Command::Remove`: queue the removal of the member named `identity`.
-    pub(super) fn remove(&mut self, identity: &str) -> Result<(), CallError> {
+    /// `Command::Remove`: queue the removal of the member at `leaf`, if it still holds
+    /// `identity_key` (names are not unique; a leaf may have been reused).
+    pub(super) fn remove(&mut self, leaf: u32, identity_key: &[u8]) -> Result<(), CallError> {
         let Some(g) = self.group() else {
             return Err(CallError::NotMember);
         };
-        let found = g
-            .roster()
-            .members()
-            .iter()
-            .find(|m| *m.identity == *identity);
-        let Some(leaf) = found.map(|m| m.leaf) else {
-            return Err(CallError::UnknownMember(identity.to_owned()));
-        };
+        if g.roster()
+            .get(leaf)
+            .is_none_or(|m| m.signature_key != identity_key)
+        {
+            return Err(CallError::UnknownMember(leaf));
+        }
         self.commits.intents.push_back(Intent::Remove(leaf));
         Ok(())
     }
@@ -142,7 +156,10 @@ impl CallCore {
                 && g.epoch() == r.epoch
                 && let Err(e) = g.handle_message(now, w.as_slice())
             {
-                warnings.push(refused_warning(&e));
+                match divergence(&e) {
+                    Some(reason) => return self.diverged(now, r.epoch, reason, warnings),
+                    None => warnings.push(refused_warning(&e)),
+                }
             }
             self.commits.retry(intent);
         } else {
@@ -176,9 +193,48 @@ impl CallCore {
         if b.epoch == g.epoch()
             && let Err(e) = g.handle_message(now, b.commit.as_slice())
         {
-            warnings.push(refused_warning(&e));
+            match divergence(&e) {
+                Some(reason) => return self.diverged(now, b.epoch, reason, warnings),
+                None => warnings.push(refused_warning(&e)),
+            }
         }
         for w in warnings {
+            self.warn(w);
+        }
+    }
+
+    /// The relay's winning commit for `epoch`, this member's epoch, was refused: the other
+    /// members are in the next epoch without it. Committing again would only build a branch
+    /// of its own (or loop against the same winner), so it stops here and says why.
+    fn diverged(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        reason: GroupFailure,
+        warnings: Vec<CallWarning>,
+    ) {
+        for w in warnings {
+            self.warn(w);
+        }
+        self.commits.intents.clear();
+        self.emit(Event::Diverged {
+            epoch,
+            reason: reason.clone(),
+        });
+        self.end(now, EndReason::Diverged { epoch, reason });
+    }
+
+    /// A member's own proposal (its leave) as the relay passed it on: queued for the current
+    /// epoch, then committed like the relay's removal proposals (SDK-PEER-2).
+    pub(super) fn on_proposal_broadcast(&mut self, now: Instant, p: &ProposalBroadcast) {
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        if p.epoch != g.epoch() {
+            return;
+        }
+        if let Err(e) = g.handle_message(now, p.proposal.as_slice()) {
+            let w = refused_warning(&e);
             self.warn(w);
         }
     }
@@ -190,9 +246,13 @@ impl CallCore {
         if p.epoch != g.epoch() {
             return;
         }
+        let own = p.removed_leaf == g.own_leaf();
         match g.handle_message(now, p.proposal.as_slice()) {
             Ok(()) => {
                 self.commits.proposed_removals.insert(p.removed_leaf);
+                if own {
+                    self.emit(Event::OwnRemovalProposed { epoch: p.epoch });
+                }
             }
             Err(e) => {
                 let w = refused_warning(&e);
@@ -202,20 +262,27 @@ impl CallCore {
     }
 
     /// The group queued a proposal: the lowest remaining leaf commits it at once, the member
-    /// of rank `r` after `r × proposal_fallback_step` if nobody did (SDK-COMMIT-2).
-    pub(super) fn proposal_queued(&mut self, now: Instant) {
+    /// of rank `r` after `r × proposal_fallback_step` if nobody did (SDK-COMMIT-2). A member
+    /// whose removal is proposed commits nothing (MLS forbids removing the committer).
+    pub(super) fn proposal_queued(&mut self, now: Instant, proposer: &Actor, kind: ProposalKind) {
         let Phase::Member(g) = &self.phase else {
             return;
         };
+        if let (Actor::Member { leaf, .. }, ProposalKind::Remove) = (proposer, kind) {
+            // A member's own proposal is its leave (the relay passes on nothing else).
+            self.commits.proposed_removals.insert(*leaf);
+        }
         let epoch = g.epoch();
         let own = g.own_leaf();
-        let rank = g
+        let Some(rank) = g
             .roster()
             .members()
             .iter()
             .filter(|m| !self.commits.proposed_removals.contains(&m.leaf))
             .position(|m| m.leaf == own)
-            .unwrap_or(0);
+        else {
+            return;
+        };
         self.commits.proposal_epoch = Some(epoch);
         let wait = u32::try_from(rank)
             .ok()
@@ -253,12 +320,12 @@ impl CallCore {
                 return;
             }
             let (result, purpose) = match intent {
-                Intent::Approve(conn) => {
-                    let Some(entry) = self.waiting.entry(conn) else {
+                Intent::Approve(request) => {
+                    let Some(r) = self.waiting.request(request) else {
                         continue;
                     };
                     (
-                        g.add_members(&[entry.key_package.as_slice()]),
+                        g.add_members(&[r.key_package.as_slice()]),
                         CommitPurpose::Add,
                     )
                 }

@@ -4,14 +4,16 @@
 //! # Epoch transitions
 //!
 //! A commit (own, once the relay accepted it; or anyone's, as the relay broadcast it) is
-//! merged at once, which installs the new epoch's receive keys. Own senders switch to the new
-//! epoch `activation_delay` later (SDK-EPOCH-1: the relay sends the commit to every member in
-//! the same instant, so the delay only has to cover the fan-out). Frames sealed under an
+//! merged at once, which installs the new epoch's receive keys. The group's own send barrier
+//! switches own senders to the new epoch `MemberConfig::activation_delay` later, or at once
+//! after a commit that removed anyone (SDK-EPOCH-1: the relay sends the commit to every member
+//! in the same instant, so the delay only has to cover the fan-out). Frames sealed under an
 //! epoch whose commit is not merged yet are held by the media pipeline and opened after the
-//! merge (SDK-EPOCH-2). Every switch of the send epoch, however it came about, asks for one
-//! keyframe and makes the next typed video frame a keyframe (SDK-MEDIA-3).
+//! merge (SDK-EPOCH-2). Every switch of the send epoch the group reports
+//! (`SendEpochActivated`) asks for one keyframe and makes the next typed video frame a
+//! keyframe (SDK-MEDIA-3). The group's epoch confirmations and media authentication report
+//! through here too (splits, impersonation).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use blindcall_group::Event as GroupEvent;
@@ -19,7 +21,7 @@ use blindcall_group::Event as GroupEvent;
 use super::CallCore;
 use super::commits::Intent;
 use super::join::Phase;
-use super::timer::{Timer, after};
+use super::timer::Timer;
 use crate::event::{EndReason, Event, KeyframeCause};
 use crate::observer::EpochEntered;
 
@@ -59,21 +61,29 @@ impl CallCore {
                     }
                     self.commits.entered_epoch();
                     self.timers.stop(Timer::ProposalFallback);
-                    if epoch > g.send_epoch() {
-                        self.schedule_activation(now);
-                    }
                     self.retry_held(now);
                     self.emit(Event::EpochChanged { epoch, code });
                 }
-                GroupEvent::MembersJoined { epoch, members } => self.emit(Event::MembersJoined {
-                    epoch,
-                    identities: members.iter().map(|m| Arc::clone(&m.identity)).collect(),
-                }),
-                GroupEvent::MembersLeft { epoch, members } => self.emit(Event::MembersLeft {
-                    epoch,
-                    identities: members.iter().map(|m| Arc::clone(&m.identity)).collect(),
-                }),
-                GroupEvent::ProposalQueued { .. } => self.proposal_queued(now),
+                GroupEvent::MembersJoined { epoch, members } => {
+                    let members = self.members_seen(&members);
+                    self.emit(Event::MembersJoined { epoch, members });
+                }
+                GroupEvent::MembersLeft { epoch, members } => {
+                    self.close_streams_of(&members);
+                    let members = members.iter().map(|m| self.member(m)).collect();
+                    self.emit(Event::MembersLeft { epoch, members });
+                }
+                GroupEvent::ProposalQueued {
+                    proposer,
+                    kind,
+                    removed,
+                } => {
+                    // Whoever is being removed does not commit its own removal.
+                    if let Some(leaf) = removed {
+                        self.commits.proposed_removals.insert(leaf);
+                    }
+                    self.proposal_queued(now, &proposer, kind)
+                }
                 GroupEvent::PathUpdateDue => self.commits.queue(Intent::PathUpdate),
                 GroupEvent::SendEpochActivated { epoch, .. } => {
                     self.epochs.keyframe_due = true;
@@ -86,23 +96,22 @@ impl CallCore {
                     self.end(now, EndReason::Removed);
                     return;
                 }
+                GroupEvent::EpochConsistent { epoch } => {
+                    self.emit(Event::EpochConsistent { epoch })
+                }
+                GroupEvent::GroupSplit { epoch, member } => {
+                    let member = self.sdk_member(&member);
+                    self.emit(Event::GroupSplit { epoch, member });
+                }
+                GroupEvent::EpochUnconfirmed { epoch, members } => {
+                    let members = members.iter().map(|m| self.sdk_member(m)).collect();
+                    self.emit(Event::EpochUnconfirmed { epoch, members });
+                }
+                e @ (GroupEvent::Impersonation { .. }
+                | GroupEvent::SenderUnauthenticated { .. }
+                | GroupEvent::StreamUnblocked { .. }) => self.on_auth_event(e),
                 _ => {}
             }
-        }
-    }
-
-    // moves into group: the send-activation delay is the group's to schedule; until then the
-    // core keeps this one timer and calls `activate_send_epoch` when it fires.
-    fn schedule_activation(&mut self, now: Instant) {
-        self.timers
-            .set(Timer::Activation, after(now, self.opts.activation_delay));
-    }
-
-    // moves into group (see `schedule_activation`). The group reports the switch as
-    // `SendEpochActivated`, which asks for the keyframe.
-    pub(super) fn activate_send_epoch(&mut self) {
-        if let Some(g) = self.group() {
-            g.activate_send_epoch();
         }
     }
 }

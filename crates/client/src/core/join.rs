@@ -4,7 +4,6 @@
 //! answered within `step_timeout`. Every phase owns what the next one is made from (the
 //! KeyPackage's private keys, or the freshly created group), so no step can be skipped.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use blindcall_group::{CallGroup, Client, MlsSuite, RelaySender};
@@ -17,7 +16,7 @@ use tls_codec::Deserialize as _;
 use super::timer::{Timer, after};
 use super::{CallCore, Output};
 use crate::error::{CallWarning, GroupFailure, JoinError, ProtocolError};
-use crate::event::{EndReason, Event, Member};
+use crate::event::{EndReason, Event};
 use crate::observer::MembershipChange;
 
 /// Where the participant stands.
@@ -95,7 +94,16 @@ impl CallCore {
         token: &str,
     ) -> Result<(), JoinError> {
         let room = crate::tls::room_from_token(token)?;
-        let client = Client::new(identity, self.opts.mls_suite)?;
+        if self.opts.invite.as_ref().is_some_and(|i| i.room != room) {
+            return Err(crate::error::OptionsError::InviteRoom.into());
+        }
+        let client = match &self.opts.identity_key {
+            Some(key) if key.suite() == self.opts.mls_suite => {
+                Client::with_identity(identity, key)?
+            }
+            Some(_) => return Err(crate::error::OptionsError::IdentitySuite.into()),
+            None => Client::new(identity, self.opts.mls_suite)?,
+        };
         self.send(Body::Hello(Hello {
             room_id: VLBytes::new(room),
             token: VLBytes::new(token.trim().as_bytes().to_vec()),
@@ -174,9 +182,15 @@ impl CallCore {
             self.create_group(now, *client, ack)
         } else {
             client.key_package().map_err(JoinError::from).map(|kp| {
+                // The invite's proof over exactly this KeyPackage: the relay cannot make one.
+                let join_proof = self
+                    .opts
+                    .invite
+                    .as_ref()
+                    .map(|i| VLBytes::new(i.proof(&kp).to_vec()));
                 self.send(Body::PublishKeyPackage(PublishKeyPackage {
                     key_package: VLBytes::new(kp),
-                    join_proof: None,
+                    join_proof,
                 }));
                 (Phase::Publishing(client), "KeyPackageAccepted")
             })
@@ -200,6 +214,9 @@ impl CallCore {
         let mut call_config = self.opts.call_config.clone();
         call_config.mls_suite = self.opts.mls_suite;
         call_config.relay = Some(relay_sender(ack, self.opts.mls_suite)?);
+        if let Some(invite) = &self.opts.invite {
+            call_config.invite = Some(invite.commitment());
+        }
         let group = CallGroup::create(client, &call_config, self.opts.member_config, now)?;
         self.send(Body::CreateGroup(CreateGroup {
             group_info: VLBytes::new(group.group_info()?),
@@ -251,16 +268,8 @@ impl CallCore {
             return;
         };
         let epoch = g.epoch();
-        let members = g
-            .roster()
-            .members()
-            .iter()
-            .map(|m| Member {
-                identity: Arc::clone(&m.identity),
-                leaf: m.leaf,
-                host: m.host,
-            })
-            .collect();
+        let roster: Vec<_> = g.roster().members().to_vec();
+        let members = self.members_seen(&roster);
         self.epochs.joined(epoch);
         self.observe_membership(MembershipChange::Joined, epoch, now);
         self.emit(Event::Joined { epoch, members });
@@ -302,5 +311,8 @@ pub(crate) fn body_name(b: &Body) -> &'static str {
         Body::MediaSignal(_) => "MediaSignal",
         Body::Ping(_) => "Ping",
         Body::Pong(_) => "Pong",
+        Body::Resume(_) => "Resume",
+        Body::ResumeAccepted(_) => "ResumeAccepted",
+        Body::ResumeRefused(_) => "ResumeRefused",
     }
 }

@@ -1,9 +1,11 @@
 //! The media side of the call: the transport's lifecycle (open once a member, then `Join` the
 //! forwarder and answer its offers, SDK-MEDIA-1), packets in and out of the media pipeline,
-//! publishing with the keyframe rule (SDK-MEDIA-3), and video selection (SDK-VIDEO-1).
+//! publishing with the keyframe rule (SDK-MEDIA-3), video selection (SDK-VIDEO-1), and what
+//! the group's sender authentication reports about incoming streams (SDK-AUTH-*).
 
 use std::time::Instant;
 
+use blindcall_group::{Event as GroupEvent, RosterMember};
 use blindcall_media::MediaKind;
 use blindcall_proto::{Body, MediaSignal, MediaSignalPayload, VLBytes, VideoFilter};
 use blindcall_transport::ConnectionState;
@@ -12,7 +14,7 @@ use super::join::Phase;
 use super::{CallCore, MediaInput, Output, TransportOp};
 use crate::error::{CallError, CallWarning, TransportWarning};
 use crate::event::{Event, KeyframeCause};
-use crate::media::MediaPipeline;
+use crate::media::{HoldLimits, MediaPipeline, kind_of};
 use crate::observer::MembershipChange;
 use crate::options::{MediaMode, VideoSelection};
 
@@ -36,6 +38,9 @@ pub(super) struct Media {
     /// Whose video the application wants, and the filter last sent to the relay for it.
     video: VideoSelection,
     video_sent: Option<VideoFilter>,
+    /// The relay's id of this participant's connection (from its `HelloAck`), which its
+    /// media streams carry.
+    pub(super) relay_participant: Option<u64>,
 }
 
 impl Media {
@@ -45,6 +50,7 @@ impl Media {
             pipeline: None,
             video,
             video_sent: None,
+            relay_participant: None,
         }
     }
 
@@ -70,8 +76,12 @@ impl CallCore {
         }
     }
 
-    /// A new member opens its media transport (unless media is off).
+    /// A new member names its relay participant in its signed manifests (SDK-AUTH-2) and
+    /// opens its media transport (unless media is off).
     pub(super) fn start_media(&mut self) {
+        if let (Phase::Member(g), Some(id)) = (&mut self.phase, self.media.relay_participant) {
+            g.set_media_participant(self.now, id);
+        }
         let Some(publish) = self.publishes() else {
             return;
         };
@@ -86,8 +96,12 @@ impl CallCore {
             MediaInput::Opened if self.media.state == State::Opening => {
                 let publish = self.publishes().unwrap_or(false);
                 self.media.state = State::Open { connected: false };
-                self.media.pipeline =
-                    Some(MediaPipeline::new(0x5eed, self.opts.hold_future_frames));
+                let hold = HoldLimits {
+                    time: self.opts.hold_future_frames,
+                    frames: self.opts.hold_max_frames,
+                    bytes: self.opts.hold_max_bytes,
+                };
+                self.media.pipeline = Some(MediaPipeline::new(0x5eed, hold));
                 self.send(signal(&MediaSignalPayload::Join { publish }));
                 let selection = self.media.video.clone();
                 self.select_video(selection);
@@ -108,6 +122,11 @@ impl CallCore {
                         observer: self.observer.as_deref(),
                     };
                     p.on_packet(now, g, self.epochs.join_epoch, from, kind, packet, sink);
+                }
+            }
+            MediaInput::TrackEnded { from, kind } => {
+                if let Some(p) = &mut self.media.pipeline {
+                    p.end_track(from, kind);
                 }
             }
             MediaInput::TrackStarted {
@@ -221,6 +240,73 @@ impl CallCore {
             self.epochs.keyframe_due = false;
         }
         Ok(())
+    }
+
+    /// Members left: the streams pinned to them are closed (SDK-AUTH-4).
+    pub(super) fn close_streams_of(&mut self, members: &[RosterMember]) {
+        let leaves: Vec<u32> = members.iter().map(|m| m.leaf).collect();
+        if let (Phase::Member(g), Some(p)) = (&mut self.phase, &mut self.media.pipeline) {
+            p.close_streams_pinned_to(g, &leaves);
+        }
+    }
+
+    /// What the group's sender authentication found on an incoming stream, as an SDK event
+    /// naming the stream by the relay's participant id and media kind (SDK-AUTH-3).
+    pub(super) fn on_auth_event(&mut self, event: GroupEvent) {
+        let Phase::Member(g) = &self.phase else {
+            return;
+        };
+        let kind_of_stream = |id: u64, kid: Option<blindcall_sframe::Kid>| {
+            self.media
+                .pipeline
+                .as_ref()
+                .and_then(|p| p.kind_of_stream(id))
+                .or_else(|| {
+                    let parts = g.params().layout.decode(kid?).ok()?;
+                    kind_of(parts.context)
+                })
+                .unwrap_or(MediaKind::Audio)
+        };
+        let event = match event {
+            GroupEvent::Impersonation {
+                claimed,
+                kid,
+                stream,
+                reason,
+                detected_after,
+                ..
+            } => {
+                tracing::debug!(
+                    ?reason,
+                    participant = stream.participant,
+                    claimed = ?claimed.as_ref().map(|m| m.leaf),
+                    "impersonation detected"
+                );
+                Event::Impersonation {
+                    claimed: claimed.as_ref().map(|m| self.sdk_member(m)),
+                    participant: stream.participant,
+                    kind: kind_of_stream(stream.id, Some(kid)),
+                    reason,
+                    detected_after,
+                }
+            }
+            GroupEvent::SenderUnauthenticated {
+                member,
+                leaf,
+                epoch,
+            } => Event::SenderUnauthenticated {
+                epoch,
+                leaf,
+                member: member.as_ref().map(|m| self.sdk_member(m)),
+            },
+            GroupEvent::StreamUnblocked { leaf, stream } => Event::StreamUnblocked {
+                member: g.roster().get(leaf).map(|m| self.sdk_member(m)),
+                participant: stream.participant,
+                kind: kind_of_stream(stream.id, None),
+            },
+            _ => return,
+        };
+        self.emit(event);
     }
 
     /// After an epoch change: frames held for it are opened now.

@@ -27,8 +27,9 @@
 //!
 //! One module per concept: `join` (Hello → HelloAck → create the group, or publish a
 //! KeyPackage and wait → Welcome), `commits` (own commits, one at a time, and the intents
-//! behind them), `waiting` (the waiting room), `epoch` (the group's events: epochs, send
-//! activation, keyframes), `media` (transport lifecycle, media signaling, video selection),
+//! behind them; divergence), `waiting` (the waiting room), `epoch` (the group's events: epochs,
+//! send activation, keyframes, splits), `media` (transport lifecycle, media signaling, video
+//! selection, sender authentication), `peer` (messages between members through the relay),
 //! `stats`, and `timer`. New control messages, group events and outputs each add one match
 //! arm: [`CallCore::handle_control`] routes messages, `epoch` routes group events.
 
@@ -36,6 +37,8 @@ mod commits;
 mod epoch;
 mod join;
 mod media;
+mod peer;
+mod roster;
 mod stats;
 mod timer;
 mod waiting;
@@ -57,6 +60,7 @@ use crate::event::{CallStats, EndReason, Event};
 use crate::media::IncomingFrame;
 use crate::observer::{CallObserver, MembershipChange, MembershipChanged};
 use crate::options::{JoinOptions, VideoSelection};
+use crate::trust::TrustStore;
 
 use commits::Commits;
 use epoch::Epochs;
@@ -74,8 +78,21 @@ pub enum Command {
     Approve(u64),
     /// Deny waiting-room request `.0` (the relay refuses the joiner).
     Deny(u64),
-    /// Remove the member with this identity (commits its Remove).
-    Remove(String),
+    /// Remove the member at `leaf` holding `identity_key` (commits its Remove).
+    Remove {
+        /// Its leaf.
+        leaf: u32,
+        /// Its identity key (names are not unique; leaves are reused).
+        identity_key: Vec<u8>,
+    },
+    /// Record in the trust store that the member at `leaf` holding `identity_key` was
+    /// verified (its pairwise code compared out of band).
+    Verify {
+        /// Its leaf.
+        leaf: u32,
+        /// Its identity key.
+        identity_key: Vec<u8>,
+    },
     /// Publish one encoded frame; `keyframe` says whether a video frame is one, when known.
     Publish {
         /// Audio or video.
@@ -140,6 +157,14 @@ pub enum MediaInput {
     Connection(ConnectionState),
     /// The transport stopped reporting events.
     EventsEnded,
+    /// A remote stream ended (its participant left, or the relay stopped forwarding it): its
+    /// receive state is forgotten.
+    TrackEnded {
+        /// Whose.
+        from: ParticipantId,
+        /// Audio or video.
+        kind: MediaKind,
+    },
 }
 
 /// A media transport operation for the shell; results come back as [`MediaInput`]s.
@@ -182,7 +207,7 @@ pub enum Output {
     /// Run this transport operation.
     Transport(TransportOp),
     /// The latest counters (every stats interval, and once more at the end).
-    Stats(CallStats),
+    Stats(Box<CallStats>),
     /// The relay admitted this participant (it is a member or in the waiting room): joining
     /// succeeded.
     Admitted,
@@ -191,6 +216,8 @@ pub enum Output {
     /// The call is over ([`Event::CallEnded`] came before): close the transport and the
     /// control channel once what was queued before is written; nothing follows.
     End,
+    /// The trust store changed in memory: save it ([`CallCore::trust_store`]).
+    TrustChanged,
 }
 
 /// Where the media pipeline puts what it produces: outputs, and the observer's view.
@@ -214,6 +241,9 @@ pub struct CallCore {
     room_locked: Option<bool>,
     timers: TimerTable,
     out: VecDeque<Output>,
+    /// What this device knows of names and identity keys (kept in memory; the shell saves).
+    trust: TrustStore,
+    peer: peer::PeerStats,
 }
 
 impl std::fmt::Debug for CallCore {
@@ -250,10 +280,24 @@ impl CallCore {
             room_locked: None,
             timers: TimerTable::default(),
             out: VecDeque::new(),
+            trust: TrustStore::in_memory(),
+            peer: peer::PeerStats::default(),
             opts,
         };
         core.start_join(now, identity, token)?;
         Ok(core)
+    }
+
+    /// Uses `store` as this device's trust store (opened by the shell; saved by it on
+    /// [`Output::TrustChanged`]).
+    pub fn with_trust_store(mut self, store: TrustStore) -> Self {
+        self.trust = store;
+        self
+    }
+
+    /// The trust store (for the shell to save after [`Output::TrustChanged`]).
+    pub fn trust_store(&self) -> &TrustStore {
+        &self.trust
     }
 
     /// This participant's identity.
@@ -285,6 +329,10 @@ impl CallCore {
     /// A message from the relay.
     pub fn handle_control(&mut self, now: Instant, body: Body) {
         let now = self.clock(now);
+        if let Body::HelloAck(ack) = &body {
+            // The relay's id of this connection: own streams are named by it (SDK-AUTH-2).
+            self.media.relay_participant = Some(ack.conn_id);
+        }
         match &self.phase {
             Phase::Ended => return,
             Phase::Waiting(_) | Phase::Member(_) => self.on_control(now, body),
@@ -321,7 +369,8 @@ impl CallCore {
         let result = match command {
             Command::Approve(request) => self.approve(request),
             Command::Deny(request) => self.deny(request),
-            Command::Remove(identity) => self.remove(&identity),
+            Command::Remove { leaf, identity_key } => self.remove(leaf, &identity_key),
+            Command::Verify { leaf, identity_key } => self.verify(leaf, &identity_key),
             Command::Publish {
                 kind,
                 frame,
@@ -340,7 +389,7 @@ impl CallCore {
                 Ok(())
             }
             Command::Leave => {
-                self.end(now, EndReason::Left);
+                self.leave(now);
                 Ok(())
             }
         };
@@ -388,9 +437,6 @@ impl CallCore {
             && g.poll_timeout().is_some_and(|t| t <= now)
         {
             g.handle_timeout(now);
-        }
-        if self.timers.expire(Timer::Activation, now) {
-            self.activate_send_epoch();
         }
         if self.timers.expire(Timer::ProposalFallback, now) {
             self.proposal_fallback_due();
@@ -465,10 +511,12 @@ impl CallCore {
         }
     }
 
-    /// After every input: the group's events, then the next own commit if none is pending.
+    /// After every input: the group's events, then the next own commit if none is pending,
+    /// then the group's messages for the other members.
     fn settle(&mut self, now: Instant) {
         self.drain_group_events(now);
         self.next_intent(now);
+        self.send_peer_messages();
     }
 
     /// A message while waiting or a member: one arm per message type.
@@ -479,6 +527,8 @@ impl CallCore {
             Body::CommitRejected(r) => self.on_commit_rejected(now, &r),
             Body::CommitBroadcast(b) => self.on_commit_broadcast(now, &b),
             Body::RelayProposal(p) => self.on_relay_proposal(now, &p),
+            Body::ProposalBroadcast(p) => self.on_proposal_broadcast(now, &p),
+            Body::PeerMessage(m) => self.on_peer_message(now, &m),
             Body::WaitingEntryAdded(e) => self.on_waiting_added(e),
             Body::WaitingEntryRemoved(r) => self.on_waiting_removed(r.conn_id),
             Body::MediaSignal(s) => self.on_media_signal(s.payload.as_slice()),
@@ -515,6 +565,7 @@ impl CallCore {
 
     /// [`CallCore::end`] from any phase, also one already taken apart.
     fn finish(&mut self, now: Instant, reason: EndReason) {
+        self.flush_manifests(now);
         if let Phase::Member(g) = &self.phase {
             let epoch = g.epoch();
             let change = if reason == EndReason::Removed {
@@ -529,7 +580,7 @@ impl CallCore {
         self.phase = Phase::Ended;
         self.media.close();
         self.timers = TimerTable::default();
-        self.out.push_back(Output::Stats(stats));
+        self.out.push_back(Output::Stats(Box::new(stats)));
         self.emit(Event::CallEnded { reason });
         self.out.push_back(Output::End);
     }

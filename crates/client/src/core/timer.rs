@@ -1,4 +1,5 @@
-//! The core's own deadlines (the group's and the media pipeline's come from them directly).
+//! The core's own deadlines (the group's, including the send barrier, and the media
+//! pipeline's come from them directly).
 
 use std::time::{Duration, Instant};
 
@@ -7,15 +8,13 @@ use std::time::{Duration, Instant};
 pub(super) enum Timer {
     /// The current join step must be answered by then.
     JoinStep = 0,
-    /// Own senders switch to the current epoch (moves into group with the activation delay).
-    Activation = 1,
     /// Commit the relay's removal proposal if no other member did.
-    ProposalFallback = 2,
+    ProposalFallback = 1,
     /// Publish counters and decrypt health.
-    Stats = 3,
+    Stats = 2,
 }
 
-const COUNT: usize = 4;
+const COUNT: usize = 3;
 
 /// When each timer fires, if armed.
 #[derive(Debug, Clone, Copy, Default)]

@@ -15,7 +15,8 @@ fn two_members_and_a_waiting_guest() -> Room {
     let b = room.guest("bob", options());
     let now = room.now;
     let req = room.peers[b].conn;
-    room.peers[a].command(now, Command::Approve(req)).unwrap();
+    let r = room.request_for(a, req);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.run();
     room.tick();
     assert_eq!(room.peers[b].epoch(), Some(2));
@@ -80,13 +81,15 @@ fn a_path_update_that_loses_its_epoch_is_made_again_once_and_stale_replies_chang
     let now = room.now;
     let bob = room.peers[b].conn;
     let carol = room.peers[c].conn;
-    room.peers[a].command(now, Command::Approve(bob)).unwrap();
+    let r = room.request_for(a, bob);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.relay_all(a);
     room.peers[a].deliver(now);
     room.peers[b].deliver(now);
     assert_eq!(room.peers[b].epoch(), Some(1));
     // Alice approves carol; bob's path update is due: both commit from epoch 1.
-    room.peers[a].command(now, Command::Approve(carol)).unwrap();
+    let r = room.request_for(a, carol);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.peers[b].tick(now);
     assert_eq!(commits_in(&room.peers[a].outbox), [1]);
     assert_eq!(commits_in(&room.peers[b].outbox), [1]);
@@ -137,11 +140,13 @@ fn a_refusal_naming_the_winner_is_merged_and_the_late_broadcast_of_it_ignored() 
     let c = room.guest("carol", options());
     let now = room.now;
     let (bob, carol) = (room.peers[b].conn, room.peers[c].conn);
-    room.peers[a].command(now, Command::Approve(bob)).unwrap();
+    let r = room.request_for(a, bob);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.relay_all(a);
     room.peers[a].deliver(now);
     room.peers[b].deliver(now);
-    room.peers[a].command(now, Command::Approve(carol)).unwrap();
+    let r = room.request_for(a, carol);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.peers[b].tick(now);
     room.relay_all(a);
     room.relay_all(b);
@@ -181,7 +186,8 @@ fn work_whose_commit_lost_is_redone_in_the_new_epoch_and_obsolete_work_is_droppe
         let g = room.guest(name, o);
         let now = room.now;
         let req = room.peers[g].conn;
-        room.peers[a].command(now, Command::Approve(req)).unwrap();
+        let r = room.request_for(a, req);
+        room.peers[a].command(now, Command::Approve(r)).unwrap();
         room.run();
         room.tick();
     }
@@ -190,7 +196,8 @@ fn work_whose_commit_lost_is_redone_in_the_new_epoch_and_obsolete_work_is_droppe
     // Alice adds dave while carol departs and the relay proposes her removal.
     let now = room.now;
     let dave = room.peers[d].conn;
-    room.peers[a].command(now, Command::Approve(dave)).unwrap();
+    let r = room.request_for(a, dave);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.peers[2].command(now, Command::Leave).unwrap();
     room.propose_remove(2);
     room.peers[0].deliver(now);
@@ -224,8 +231,20 @@ fn work_whose_commit_lost_is_redone_in_the_new_epoch_and_obsolete_work_is_droppe
 fn a_member_removed_by_a_commit_ends_as_removed() {
     let mut room = two_members_and_a_waiting_guest();
     let now = room.now;
+    let bob = room.peers[0]
+        .core
+        .members()
+        .into_iter()
+        .find(|m| &*m.identity == "bob")
+        .unwrap();
     room.peers[0]
-        .command(now, Command::Remove("bob".into()))
+        .command(
+            now,
+            Command::Remove {
+                leaf: bob.leaf,
+                identity_key: bob.identity_key.to_vec(),
+            },
+        )
         .unwrap();
     room.run();
     assert!(room.peers[1].ended && room.peers[1].core.is_ended());
@@ -253,7 +272,8 @@ fn the_relays_removal_proposal_is_committed_by_the_lowest_leaf_and_by_rank_after
         let g = room.guest(name, options());
         let now = room.now;
         let req = room.peers[g].conn;
-        room.peers[a].command(now, Command::Approve(req)).unwrap();
+        let r = room.request_for(a, req);
+        room.peers[a].command(now, Command::Approve(r)).unwrap();
         room.run();
         room.tick();
     }
@@ -290,17 +310,125 @@ fn the_relays_removal_proposal_is_committed_by_the_lowest_leaf_and_by_rank_after
 fn removing_an_unknown_member_or_acting_outside_the_group_is_refused() {
     let mut room = two_members_and_a_waiting_guest();
     let now = room.now;
+    let bob = room.peers[0]
+        .core
+        .members()
+        .into_iter()
+        .find(|m| &*m.identity == "bob")
+        .unwrap();
+    // A leaf nobody holds, and bob's leaf with another key: both refused.
     assert_eq!(
-        room.peers[0].command(now, Command::Remove("mallory".into())),
-        Err(CallError::UnknownMember("mallory".into()))
+        room.peers[0].command(
+            now,
+            Command::Remove {
+                leaf: 77,
+                identity_key: bob.identity_key.to_vec()
+            }
+        ),
+        Err(CallError::UnknownMember(77))
+    );
+    assert_eq!(
+        room.peers[0].command(
+            now,
+            Command::Remove {
+                leaf: bob.leaf,
+                identity_key: vec![0; 32]
+            }
+        ),
+        Err(CallError::UnknownMember(bob.leaf))
     );
     // Carol waits: she is not a member and can neither approve nor remove.
     assert_eq!(
-        room.peers[2].command(now, Command::Remove("bob".into())),
+        room.peers[2].command(
+            now,
+            Command::Remove {
+                leaf: bob.leaf,
+                identity_key: bob.identity_key.to_vec()
+            }
+        ),
         Err(CallError::NotMember)
     );
     assert_eq!(
         room.peers[2].command(now, Command::Approve(1)),
         Err(CallError::NotMember)
     );
+}
+
+/// The events and commits of peer `i` after the relay answered its pending commit with
+/// `answer`; checks the call ended once as diverged in `epoch`.
+fn ends_diverged(room: &mut Room, i: usize, answer: Body, epoch: u64) {
+    let now = room.now;
+    room.peers[i].inbox.push_back(answer.clone());
+    room.peers[i].deliver(now);
+    let events = room.peers[i].take_events();
+    let reason = blindcall_client::GroupFailure::InvalidMessage;
+    let diverged: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Diverged { .. }))
+        .collect();
+    assert_eq!(
+        diverged,
+        [&Event::Diverged {
+            epoch,
+            reason: reason.clone()
+        }],
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last(),
+        Some(&Event::CallEnded {
+            reason: EndReason::Diverged { epoch, reason }
+        })
+    );
+    assert!(room.peers[i].ended && room.peers[i].core.is_ended());
+    assert!(
+        commits_in(&room.peers[i].outbox).is_empty(),
+        "no commit after the divergence"
+    );
+    // The same answer again changes nothing: the call ended once.
+    room.peers[i].inbox.push_back(answer);
+    room.peers[i].deliver(now);
+    room.advance(Duration::from_secs(5));
+    let now = room.now;
+    room.peers[i].tick(now);
+    assert!(room.peers[i].take_events().is_empty());
+    assert!(commits_in(&room.peers[i].outbox).is_empty());
+}
+
+// covers: SDK-DIV-1
+#[test]
+fn a_sequenced_winner_the_member_cannot_process_ends_the_call_once_without_retrying() {
+    let mut room = two_members_and_a_waiting_guest();
+    let now = room.now;
+    // Alice approves carol; the relay refuses her commit naming a "winner" she cannot read.
+    let carol = room.peers[2].conn;
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
+    assert_eq!(commits_in(&room.peers[0].outbox), [2]);
+    room.peers[0].outbox.clear();
+    let refusal = Body::CommitRejected(blindcall_proto::CommitRejected {
+        epoch: 2,
+        reason: blindcall_proto::CommitRejectReason::EPOCH_TAKEN,
+        winner: Some(blindcall_proto::VLBytes::new(b"not an MLS commit".to_vec())),
+    });
+    ends_diverged(&mut room, 0, refusal, 2);
+
+    // Bob gets, as the winner of his epoch, a valid commit of another call's group.
+    let mut other = two_members_and_a_waiting_guest();
+    let now = other.now;
+    let req = other.request_for(0, other.peers[2].conn);
+    other.peers[0].command(now, Command::Approve(req)).unwrap();
+    let foreign = match other.peers[0]
+        .outbox
+        .iter()
+        .find(|b| matches!(b, Body::Commit(_)))
+    {
+        Some(Body::Commit(c)) => c.commit.clone(),
+        _ => unreachable!(),
+    };
+    let broadcast = Body::CommitBroadcast(blindcall_proto::CommitBroadcast {
+        epoch: 2,
+        commit: foreign,
+    });
+    ends_diverged(&mut room, 1, broadcast, 2);
 }

@@ -1,7 +1,9 @@
 //! A room without sockets: bare [`CallCore`]s, a scripted relay that sequences commits the way
 //! the delivery service does (first commit of an epoch wins, the committer gets
 //! `CommitAccepted`, everyone else `CommitBroadcast`, the joiner its `Welcome`, a late commit
-//! `CommitRejected` with the winner), per-peer inboxes the test may reorder or hold back, a
+//! `CommitRejected` with the winner) and passes members' messages on (`PeerBroadcast` →
+//! `PeerMessage`, a member's own `Propose` → `ProposalBroadcast`, no relay proposal for a
+//! leaf whose leave is queued), per-peer inboxes the test may reorder or hold back, a
 //! stand-in media transport, and a manual clock.
 
 use std::collections::VecDeque;
@@ -16,13 +18,13 @@ use blindcall_client::{
 use blindcall_media::RtpPacket;
 use blindcall_proto::{
     Body, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected, GroupCreated,
-    HelloAck, KeyPackageAccepted, RelayProposal, RelaySender, RemoveParticipant, Role, RoomState,
-    VLBytes, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
+    HelloAck, KeyPackageAccepted, PeerMessage, ProposalBroadcast, RelayProposal, RelaySender,
+    RemoveParticipant, Role, RoomState, VLBytes, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
 };
 use blindcall_transport::{ConnectionState, ParticipantId};
 use openmls::prelude::{
     BasicCredential, Credential, ExternalProposal, GroupEpoch, GroupId, KeyPackage, LeafNodeIndex,
-    MlsMessageBodyIn, MlsMessageIn, ProtocolVersion, SenderExtensionIndex, SignatureScheme,
+    MlsMessageBodyIn, MlsMessageIn, ProtocolVersion, Sender, SenderExtensionIndex, SignatureScheme,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{OpenMlsRustCrypto, RustCrypto};
@@ -93,8 +95,16 @@ pub struct Peer {
     pub admitted: bool,
     pub join_failed: Option<JoinError>,
     pub ended: bool,
+    /// Became a member (what it sent before its call ended still reaches the relay).
+    pub joined: bool,
     pub key_package: Option<Vec<u8>>,
+    /// The invite proof it published with its KeyPackage.
+    pub join_proof: Option<Vec<u8>>,
     pub recorder: Arc<Recorder>,
+    /// Join requests it was asked about: (request id, the joiner's name), never drained.
+    pub requests: Vec<(u64, String)>,
+    /// How often it asked its shell to save the trust store.
+    pub trust_saves: usize,
 }
 
 impl Peer {
@@ -103,7 +113,17 @@ impl Peer {
         while let Some(o) = self.core.poll_output(now) {
             match o {
                 Output::Control(b) => self.outbox.push_back(b),
-                Output::Event(e) => self.events.push(e),
+                Output::Event(e) => {
+                    if let Event::JoinRequested {
+                        request, joiner, ..
+                    } = &e
+                    {
+                        self.requests.push((*request, joiner.identity.to_string()));
+                    }
+                    self.joined |= matches!(e, Event::Joined { .. });
+                    self.events.push(e);
+                }
+                Output::TrustChanged => self.trust_saves += 1,
                 Output::Frame(f) => self.frames.push(f),
                 Output::Transmit { kind, packet } => self.packets.push((kind, packet)),
                 Output::Transport(op) => {
@@ -117,7 +137,7 @@ impl Peer {
                         self.core.handle_media(now, a);
                     }
                 }
-                Output::Stats(s) => self.stats = Some(s),
+                Output::Stats(s) => self.stats = Some(*s),
                 Output::Admitted => self.admitted = true,
                 Output::JoinFailed(e) => self.join_failed = Some(e),
                 Output::End => self.ended = true,
@@ -208,6 +228,8 @@ pub struct Room {
     next_conn: u64,
     /// Every message the relay read, with the sender's name.
     pub relayed: Vec<(String, Body)>,
+    /// Leaves whose own leave is queued, with the epoch.
+    leaves_queued: Vec<(u64, u32)>,
 }
 
 impl Default for Room {
@@ -235,7 +257,14 @@ impl Room {
             announced: Vec::new(),
             next_conn: 1,
             relayed: Vec::new(),
+            leaves_queued: Vec::new(),
         }
+    }
+
+    /// The winning commit the relay sequenced in `epoch`.
+    pub fn winner(&self, epoch: u64) -> Option<&[u8]> {
+        let e = usize::try_from(epoch).ok()?;
+        self.winners.get(e).map(Vec::as_slice)
     }
 
     /// Moves the clock.
@@ -267,8 +296,12 @@ impl Room {
             admitted: false,
             join_failed: None,
             ended: false,
+            joined: false,
             key_package: None,
+            join_proof: None,
             recorder,
+            requests: Vec::new(),
+            trust_saves: 0,
         };
         p.pump(self.now);
         self.peers.push(p);
@@ -333,7 +366,7 @@ impl Room {
                     conn_id: p.conn,
                     display_name: VLBytes::new(p.name.as_bytes().to_vec()),
                     key_package: VLBytes::new(p.key_package.clone()?),
-                    join_proof: None,
+                    join_proof: p.join_proof.clone().map(VLBytes::new),
                 })
             })
             .collect();
@@ -388,6 +421,7 @@ impl Room {
                         waiting: 0,
                     },
                     external_senders: vec![self.external_sender()],
+                    challenge: [0; 32],
                 };
                 self.peers[i].inbox.push_back(Body::HelloAck(ack));
             }
@@ -403,6 +437,7 @@ impl Room {
             }
             Body::PublishKeyPackage(p) => {
                 self.peers[i].key_package = Some(p.key_package.as_slice().to_vec());
+                self.peers[i].join_proof = p.join_proof.as_ref().map(|j| j.as_slice().to_vec());
                 self.peers[i]
                     .inbox
                     .push_back(Body::KeyPackageAccepted(KeyPackageAccepted {
@@ -458,6 +493,24 @@ impl Room {
                         reason: CommitRejectReason::EPOCH_TAKEN,
                         winner,
                     }));
+            }
+            Body::PeerBroadcast(b) if self.peers[i].joined => {
+                let m = Body::PeerMessage(PeerMessage {
+                    from_conn: conn,
+                    from_leaf: 0,
+                    payload: b.payload.clone(),
+                });
+                self.send_to_members(Some(i), &m);
+            }
+            Body::Propose(p) if p.epoch == self.epoch && self.peers[i].joined => {
+                if let Some(leaf) = proposer_leaf(p.proposal.as_slice()) {
+                    self.leaves_queued.push((p.epoch, leaf));
+                }
+                let b = Body::ProposalBroadcast(ProposalBroadcast {
+                    epoch: p.epoch,
+                    proposal: p.proposal.clone(),
+                });
+                self.send_to_members(Some(i), &b);
             }
             Body::RemoveParticipant(RemoveParticipant { conn_id }) => {
                 if let Some(k) = self.index_of_conn(*conn_id) {
@@ -521,6 +574,37 @@ impl Room {
     }
 
     /// A participant that reaches the waiting room.
+    /// The command by which `by` removes the member named `name` (by its leaf and key).
+    pub fn remove_command(&self, by: usize, name: &str) -> blindcall_client::Command {
+        let m = self.peers[by]
+            .core
+            .members()
+            .into_iter()
+            .find(|m| &*m.identity == name)
+            .unwrap_or_else(|| panic!("{} sees no member {name}", self.peers[by].name));
+        blindcall_client::Command::Remove {
+            leaf: m.leaf,
+            identity_key: m.identity_key.to_vec(),
+        }
+    }
+
+    /// The id under which `host` was asked about the joiner on relay connection `conn`.
+    pub fn request_for(&self, host: usize, conn: u64) -> u64 {
+        let name = &self
+            .peers
+            .iter()
+            .find(|p| p.conn == conn)
+            .expect("a peer on that connection")
+            .name;
+        self.peers[host]
+            .requests
+            .iter()
+            .rev()
+            .find(|(_, n)| n == name)
+            .map(|(r, _)| *r)
+            .unwrap_or_else(|| panic!("{} was not asked about {name}", self.peers[host].name))
+    }
+
     pub fn guest(&mut self, name: &str, options: JoinOptions) -> usize {
         let i = self.add_peer(name, options);
         self.run();
@@ -528,8 +612,18 @@ impl Room {
         i
     }
 
-    /// The relay's signed proposal to remove `leaf`, sent to every member.
+    /// The relay's signed proposal to remove `leaf`, sent to every member (none while the
+    /// leaf's own leave is queued for the epoch, as the relay does).
     pub fn propose_remove(&mut self, leaf: u32) {
+        if self.leaves_queued.contains(&(self.epoch, leaf)) {
+            return;
+        }
+        let body = self.relay_proposal(leaf);
+        self.send_to_members(None, &body);
+    }
+
+    /// The relay's signed proposal to remove `leaf` in the current epoch.
+    pub fn relay_proposal(&self, leaf: u32) -> Body {
         let group_id = self.group_id.clone().expect("a group exists");
         let out = ExternalProposal::new_remove::<OpenMlsRustCrypto>(
             LeafNodeIndex::new(leaf),
@@ -539,12 +633,11 @@ impl Room {
             SenderExtensionIndex::new(0),
         )
         .unwrap();
-        let body = Body::RelayProposal(RelayProposal {
+        Body::RelayProposal(RelayProposal {
             epoch: self.epoch,
             removed_leaf: leaf,
             proposal: VLBytes::new(out.to_bytes().unwrap()),
-        });
-        self.send_to_members(None, &body);
+        })
     }
 
     /// Connects peer `i`'s media (the stand-in transport reports the connection up).
@@ -568,6 +661,18 @@ impl Room {
                 },
             );
         }
+    }
+}
+
+/// The leaf that signed a member's proposal.
+fn proposer_leaf(proposal: &[u8]) -> Option<u32> {
+    let m = MlsMessageIn::tls_deserialize_exact(proposal).ok()?;
+    let MlsMessageBodyIn::PublicMessage(pm) = m.extract() else {
+        return None;
+    };
+    match pm.sender() {
+        Sender::Member(leaf) => Some(leaf.u32()),
+        _ => None,
     }
 }
 

@@ -38,8 +38,7 @@ fn the_host_creates_the_group_and_a_guest_waits_then_joins_by_welcome() {
     // The host is asked; an unknown request is refused; the approval commits the Add.
     let events = room.peers[a].take_events();
     let Some(Event::JoinRequested {
-        request,
-        display_name,
+        request, joiner, ..
     }) = events
         .iter()
         .find(|e| matches!(e, Event::JoinRequested { .. }))
@@ -47,7 +46,7 @@ fn the_host_creates_the_group_and_a_guest_waits_then_joins_by_welcome() {
     else {
         panic!("no join request: {events:?}");
     };
-    assert_eq!(display_name, "bob");
+    assert_eq!(&*joiner.identity, "bob");
     let now = room.now;
     assert_eq!(
         room.peers[a].command(now, Command::Approve(request + 7)),
@@ -85,7 +84,8 @@ fn a_denied_joiner_ends_with_denied_and_only_hosts_are_asked() {
     let b = room.guest("bob", options());
     let req = room.peers[b].conn;
     let now = room.now;
-    room.peers[a].command(now, Command::Approve(req)).unwrap();
+    let r = room.request_for(a, req);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.run();
     room.tick();
     // Bob is a member, not a host: a new joiner is not announced to him.
@@ -100,7 +100,7 @@ fn a_denied_joiner_ends_with_denied_and_only_hosts_are_asked() {
         Event::JoinRequested { .. }
     )));
     let now = room.now;
-    let carol = room.peers[c].conn;
+    let carol = room.request_for(a, room.peers[c].conn);
     room.peers[a].command(now, Command::Deny(carol)).unwrap();
     assert_eq!(
         room.peers[a].command(now, Command::Deny(carol)),

@@ -2,7 +2,11 @@
 //! clock and a scripted relay (no sockets, no tasks, no sleeps).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admission;
+mod auth;
 mod commits;
 mod harness;
 mod join;
 mod media;
+mod peer;
+mod raw;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use blindcall_client::{
-    CallError, CallWarning, Command, DropCause, Event, KeyframeCause, MediaInput, MediaKind,
-    TransportOp, VideoSelection,
+    CallError, CallWarning, Command, DropCause, Event, JoinOptions, KeyframeCause, MediaInput,
+    MediaKind, TransportOp, VideoSelection,
 };
 use blindcall_proto::{Body, MediaSignal, MediaSignalPayload, VLBytes, VideoFilter};
 
@@ -13,13 +13,19 @@ use crate::harness::{Room, has, media_options};
 
 /// alice hosts, bob joined and updated his path: both at epoch 2, media connected, both
 /// sending under epoch 2.
-fn call_with_media() -> Room {
+pub fn call_with_media() -> Room {
+    call_with_media_as(media_options())
+}
+
+/// [`call_with_media`] with bob's options.
+pub fn call_with_media_as(bob: JoinOptions) -> Room {
     let mut room = Room::new();
     let a = room.host("alice", media_options());
-    let b = room.guest("bob", media_options());
+    let b = room.guest("bob", bob);
     let now = room.now;
     let req = room.peers[b].conn;
-    room.peers[a].command(now, Command::Approve(req)).unwrap();
+    let r = room.request_for(a, req);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
     room.run();
     room.tick();
     room.connect_media(a);
@@ -122,7 +128,7 @@ fn a_member_opens_media_joins_the_forwarder_and_answers_only_offers() {
 #[test]
 fn own_media_switches_keys_after_the_activation_delay_with_one_keyframe_request() {
     let mut room = call_with_media();
-    let delay = media_options().activation_delay;
+    let delay = media_options().member_config.activation_delay;
     // The first typed video frame after joining had to be a keyframe.
     let now = room.now;
     assert_eq!(
@@ -136,7 +142,8 @@ fn own_media_switches_keys_after_the_activation_delay_with_one_keyframe_request(
     // A new epoch: carol joins (her own path update is not run here).
     let c = room.guest("carol", media_options());
     let carol = room.peers[c].conn;
-    room.peers[0].command(now, Command::Approve(carol)).unwrap();
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
     room.run();
     room.peers[0].take_events();
     let s = room.peers[0].core.stats();
@@ -206,12 +213,13 @@ fn own_media_switches_keys_after_the_activation_delay_with_one_keyframe_request(
 fn frames_of_a_future_epoch_are_held_then_opened_or_dropped_when_it_never_comes() {
     let mut room = call_with_media();
     let hold = media_options().hold_future_frames;
-    let delay = media_options().activation_delay;
+    let delay = media_options().member_config.activation_delay;
     // Alice moves on (she adds carol); bob does not see the commit yet.
     let c = room.guest("carol", media_options());
     let now = room.now;
     let carol = room.peers[c].conn;
-    room.peers[0].command(now, Command::Approve(carol)).unwrap();
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
     room.relay_all(0);
     room.peers[0].deliver(now);
     room.advance(delay);
@@ -245,7 +253,8 @@ fn frames_of_a_future_epoch_are_held_then_opened_or_dropped_when_it_never_comes(
     let d = room.guest("dave", media_options());
     let now = room.now;
     let dave = room.peers[d].conn;
-    room.peers[0].command(now, Command::Approve(dave)).unwrap();
+    let r = room.request_for(0, dave);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
     room.relay_all(0);
     room.peers[0].deliver(now);
     room.peers[1].inbox.clear();
@@ -388,4 +397,138 @@ fn video_selection_maps_identities_to_authenticated_streams() {
             from: blindcall_transport::ParticipantId(alice)
         })
     );
+}
+
+// covers: SDK-EPOCH-4, SDK-MEDIA-3
+#[test]
+fn a_removal_switches_own_media_to_the_new_keys_at_once_with_one_keyframe_request() {
+    let mut room = call_with_media();
+    let c = room.guest("carol", media_options());
+    let now = room.now;
+    let carol = room.peers[c].conn;
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
+    room.run();
+    room.connect_media(c);
+    // Carol's path update, then past the barrier.
+    for _ in 0..2 {
+        room.advance(Duration::from_secs(1));
+        room.tick();
+    }
+    let epoch = room.peers[0].epoch().unwrap();
+    for p in &mut room.peers {
+        assert_eq!(p.core.stats().send_epoch, Some(epoch), "{}", p.name);
+        p.take_events();
+    }
+    // Alice removes carol: no time passes, yet alice and bob seal under the new epoch.
+    let now = room.now;
+    let remove_carol = room.remove_command(0, "carol");
+    room.peers[0].command(now, remove_carol).unwrap();
+    room.run();
+    assert!(room.peers[c].ended);
+    for i in [0, 1] {
+        let s = room.peers[i].core.stats();
+        assert_eq!(
+            (s.epoch, s.send_epoch),
+            (Some(epoch + 1), Some(epoch + 1)),
+            "{}",
+            room.peers[i].name
+        );
+        let events = room.peers[i].take_events();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::SendEpochActivated { .. }))
+                .collect::<Vec<_>>(),
+            [&Event::SendEpochActivated { epoch: epoch + 1 }]
+        );
+        assert_eq!(
+            keyframe_requests(&events),
+            [KeyframeCause::SendEpochSwitched { epoch: epoch + 1 }],
+            "one keyframe request per switch"
+        );
+    }
+    room.peers[1]
+        .publish(now, MediaKind::Audio, b"after the removal", None)
+        .unwrap();
+    room.forward_media(1, 0);
+    let f = room.peers[0].frames.last().unwrap();
+    assert_eq!((f.epoch, f.data()), (epoch + 1, &b"after the removal"[..]));
+}
+
+// covers: SDK-HOLD-1, SDK-EPOCH-2
+#[test]
+fn frames_held_for_a_commit_are_bounded_and_the_oldest_make_room() {
+    let mut bob = media_options();
+    bob.hold_max_frames = 2;
+    let mut room = call_with_media_as(bob);
+    let delay = media_options().member_config.activation_delay;
+    // Alice moves to epoch 3 (she adds carol); bob does not see the commit yet.
+    let c = room.guest("carol", media_options());
+    let now = room.now;
+    let carol = room.peers[c].conn;
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
+    room.relay_all(0);
+    room.peers[0].deliver(now);
+    room.advance(delay);
+    let now = room.now;
+    room.peers[0].tick(now);
+    for i in 0..5u8 {
+        room.peers[0]
+            .publish(now, MediaKind::Audio, &[b'0' + i; 40], None)
+            .unwrap();
+    }
+    room.forward_media(0, 1);
+    let s = room.peers[1].core.stats();
+    assert_eq!(s.held_frames, 2);
+    assert_eq!(s.dropped.get(&DropCause::HeldOverflow), Some(&3), "{s:?}");
+    // The commit arrives: the two newest open.
+    room.peers[1].deliver(now);
+    let got: Vec<u8> = room.peers[1].frames.iter().map(|f| f.data()[0]).collect();
+    assert_eq!(got, [b'3', b'4']);
+    assert_eq!(room.peers[1].core.stats().held_frames, 0);
+}
+
+// covers: SDK-AUTH-4, SDK-EPOCH-2
+#[test]
+fn frames_held_for_a_stream_that_ends_are_dropped_and_counted() {
+    let mut room = call_with_media();
+    let delay = media_options().member_config.activation_delay;
+    let c = room.guest("carol", media_options());
+    let now = room.now;
+    let carol = room.peers[c].conn;
+    let r = room.request_for(0, carol);
+    room.peers[0].command(now, Command::Approve(r)).unwrap();
+    room.relay_all(0);
+    room.peers[0].deliver(now);
+    room.advance(delay);
+    let now = room.now;
+    room.peers[0].tick(now);
+    for frame in [&b"one"[..], b"two"] {
+        room.peers[0]
+            .publish(now, MediaKind::Audio, frame, None)
+            .unwrap();
+    }
+    room.forward_media(0, 1);
+    assert_eq!(room.peers[1].core.stats().held_frames, 2);
+    let alice = blindcall_transport::ParticipantId(room.peers[0].conn);
+    room.peers[1].media(
+        now,
+        MediaInput::TrackEnded {
+            from: alice,
+            kind: MediaKind::Audio,
+        },
+    );
+    let s = room.peers[1].core.stats();
+    assert_eq!(s.held_frames, 0);
+    assert_eq!(
+        s.dropped.get(&DropCause::FutureEpochExpired),
+        Some(&2),
+        "{s:?}"
+    );
+    // The commit arrives: nothing of the ended stream opens.
+    room.peers[1].deliver(now);
+    assert_eq!(room.peers[1].epoch(), Some(3));
+    assert!(room.peers[1].frames.is_empty());
 }

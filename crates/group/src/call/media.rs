@@ -113,6 +113,17 @@ impl CallGroup {
         self.media_signer.set_participant(now, participant);
     }
 
+    /// Finishes the manifest being built now and queues every finished one for
+    /// [`CallGroup::poll_peer_message`] (before leaving: the last frames sent get vouched
+    /// for instead of being flagged at the receivers when the bound passes).
+    pub fn finish_manifests(&mut self, now: Instant) {
+        let now = self.clock(now);
+        if self.active {
+            self.media_signer.flush(now);
+            self.flush_manifests(now);
+        }
+    }
+
     /// Opens an SFrame frame in place without sender authentication (tools, tests and
     /// known-answer checks); calls use [`CallGroup::open_on`].
     pub fn open<'a>(

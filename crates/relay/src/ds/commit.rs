@@ -121,10 +121,15 @@ impl Ds {
             room.waiting
                 .retain(|w| !applied.joined.iter().any(|(j, _)| j == w));
             room.banned_tokens.extend(banned);
-            // A leaf this commit removed is gone even when one of its Adds reuses the index.
+            // A removed leaf is done with, even when the same commit put a joiner in it (the
+            // leftmost free leaf): its index names someone else now.
+            for r in &applied.removed {
+                room.departed.remove(&r.leaf);
+                room.grace.remove(&r.leaf);
+            }
             if let Some(g) = room.group.as_ref() {
-                room.departed
-                    .retain(|l| g.has_leaf(*l) && !applied.removed.iter().any(|r| r.leaf == *l));
+                room.departed.retain(|l| g.has_leaf(*l));
+                room.grace.retain(|l, _| g.has_leaf(*l));
             }
         }
 

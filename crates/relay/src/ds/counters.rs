@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason};
+use blindcall_proto::{CommitRejectReason, ErrorCode, RefusedReason, ResumeRefusedReason};
 
 /// Monotonic counters of a [`Ds`](super::Ds).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +45,16 @@ pub struct DsCounters {
     pub peer_messages_rate_limited: u64,
     /// `PeerBroadcast` messages dropped because the payload exceeded the size limit.
     pub peer_messages_too_large: u64,
+    /// Resumes accepted (a member took its leaf back on a new connection).
+    pub resumes_accepted: u64,
+    /// Resumes refused, by reason.
+    pub resumes_refused: BTreeMap<ResumeRefusedReason, u64>,
+    /// Sequenced commits sent again to resuming members.
+    pub commits_replayed: u64,
+    /// Lost members whose leaf the relay kept for the resume grace.
+    pub graces_started: u64,
+    /// Graces that ran out (the relay then proposed the leaf's removal).
+    pub graces_expired: u64,
 }
 
 impl DsCounters {
@@ -56,6 +66,11 @@ impl DsCounters {
     /// Error messages with `code`.
     pub fn errors(&self, code: ErrorCode) -> u64 {
         self.errors.get(&code).copied().unwrap_or(0)
+    }
+
+    /// Resumes refused with `reason`.
+    pub fn resumes_refused(&self, reason: ResumeRefusedReason) -> u64 {
+        self.resumes_refused.get(&reason).copied().unwrap_or(0)
     }
 
     /// Commits refused with `reason`.

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-use blindcall_proto::{CommitRejectReason, DEFAULT_MAX_FRAME_LEN, ErrorCode, RefusedReason, Role};
+use blindcall_proto::{
+    CommitRejectReason, DEFAULT_MAX_FRAME_LEN, ErrorCode, RefusedReason, ResumeRefusedReason, Role,
+};
 
-use super::{DsFault, RelayIdentities, RoomId};
+use super::{ChallengeSeed, DsFault, RelayIdentities, RoomId};
+use crate::time::Timestamp;
 use crate::token::TokenSecret;
 
 /// Default frame limit before a connection is admitted: 4 KiB.
@@ -13,6 +16,11 @@ pub const DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO: u32 = 4 * 1024;
 pub const DEFAULT_MAX_KEY_PACKAGE_LEN: usize = 16 * 1024;
 /// Default `PeerBroadcast` payload limit: 16 KiB.
 pub const DEFAULT_MAX_PEER_PAYLOAD: usize = 16 * 1024;
+/// Default resume grace: how long a lost member's leaf is kept before its removal is proposed.
+pub const DEFAULT_RESUME_GRACE: Duration = Duration::from_secs(20);
+/// Default length of each room's commit log (sequenced commits kept for resumes and late
+/// committers).
+pub const DEFAULT_COMMIT_HISTORY: usize = 64;
 
 /// The shell's id for a connection (unique while the connection lives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,14 +33,21 @@ pub struct DsConfig {
     pub token_secret: TokenSecret,
     /// The relay's MLS external-sender identities (one per signature scheme).
     pub relay_identities: RelayIdentities,
+    /// The secret seed of the resume challenges sent in `HelloAck` (from the OS in the relay,
+    /// fixed in tests).
+    pub challenge_seed: ChallengeSeed,
     /// Largest frame accepted or sent (length prefix excluded).
     pub max_frame_len: u32,
     /// A connection must send Hello within this time.
     pub hello_timeout: Duration,
     /// A joiner not added within this time is refused.
     pub waiting_room_timeout: Duration,
-    /// How many past winners the DS keeps to answer late commits.
+    /// How many sequenced commits each room keeps: a resuming member gets those it missed if
+    /// they are all still kept; a late committer gets the epoch's winner.
     pub commit_history: usize,
+    /// How long a member whose connection was lost keeps its leaf, so it can resume, before
+    /// the relay proposes its removal; zero proposes it at once.
+    pub resume_grace: Duration,
     /// Longest display name, in bytes.
     pub max_display_name_len: usize,
     /// A connection is closed after this many error messages.
@@ -64,18 +79,25 @@ pub struct DsConfig {
 }
 
 impl DsConfig {
-    /// Defaults: 1 MiB frames (4 KiB before Hello), 10 s Hello, 5 min waiting room, 16
-    /// winners, 128-byte names, 16 errors, 64 messages burst and 20 per second, no idle
-    /// timeout, 16 KiB KeyPackages, 128 connections per token, waiting room of 128 (100 per
-    /// token), peer messages of 16 KiB at 10 per second with a burst of 40.
-    pub fn new(token_secret: TokenSecret, relay_identities: RelayIdentities) -> Self {
+    /// Defaults: 1 MiB frames (4 KiB before Hello), 10 s Hello, 5 min waiting room, 64
+    /// commits kept, 20 s resume grace, 128-byte names, 16 errors, 64 messages burst and 20
+    /// per second, no idle timeout, 16 KiB KeyPackages, 128 connections per token, waiting
+    /// room of 128 (100 per token), peer messages of 16 KiB at 10 per second with a burst of
+    /// 40.
+    pub fn new(
+        token_secret: TokenSecret,
+        relay_identities: RelayIdentities,
+        challenge_seed: ChallengeSeed,
+    ) -> Self {
         Self {
             token_secret,
             relay_identities,
+            challenge_seed,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             hello_timeout: Duration::from_secs(10),
             waiting_room_timeout: Duration::from_secs(300),
-            commit_history: 16,
+            commit_history: DEFAULT_COMMIT_HISTORY,
+            resume_grace: DEFAULT_RESUME_GRACE,
             max_display_name_len: 128,
             max_errors_per_connection: 16,
             rate_burst: 64,
@@ -100,8 +122,12 @@ pub enum Input<'a> {
     Opened(ConnId),
     /// Stream bytes arrived (any chunking).
     Received(ConnId, &'a [u8]),
-    /// The transport connection ended.
+    /// The transport connection ended without a goodbye (reset, end of stream without TLS
+    /// close_notify, read or write failure): a member's leaf is kept for the resume grace.
     Closed(ConnId),
+    /// The peer ended the connection deliberately (TLS close_notify): a member has left, and
+    /// its removal is proposed at once.
+    Goodbye(ConnId),
 }
 
 /// Why the DS closes a connection.
@@ -245,6 +271,48 @@ pub enum Event {
         conn: ConnId,
         /// Its leaf.
         leaf: u32,
+    },
+    /// A member's connection was lost: its leaf is kept until `until` for a resume.
+    GraceStarted {
+        /// Room.
+        room: RoomId,
+        /// The lost connection.
+        conn: ConnId,
+        /// Its leaf.
+        leaf: u32,
+        /// When the relay proposes the leaf's removal unless the member resumed.
+        until: Timestamp,
+    },
+    /// A lost member did not resume within the grace; its removal is proposed.
+    GraceExpired {
+        /// Room.
+        room: RoomId,
+        /// Leaf.
+        leaf: u32,
+    },
+    /// A member resumed its leaf on a new connection.
+    MemberResumed {
+        /// Room.
+        room: RoomId,
+        /// The new connection.
+        conn: ConnId,
+        /// The leaf.
+        leaf: u32,
+        /// The epoch the member was at.
+        from_epoch: u64,
+        /// Commits sent to it to catch up.
+        replayed: u64,
+    },
+    /// A resume was refused; the connection stays in the lobby.
+    ResumeRefused {
+        /// Room.
+        room: RoomId,
+        /// Connection.
+        conn: ConnId,
+        /// The leaf it claimed.
+        leaf: u32,
+        /// Reason.
+        reason: ResumeRefusedReason,
     },
     /// The relay proposed a leaf's removal as external sender.
     RemoveProposed {

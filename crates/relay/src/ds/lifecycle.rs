@@ -89,6 +89,7 @@ impl Ds {
             self.event(Event::RoomClosed { room });
         }
         self.timers.clear();
+        self.grace_timers.clear();
         self.token_conns.clear();
     }
 

@@ -6,7 +6,7 @@
 //! can be merged by [`GroupState::apply`]: the DS never stores or sequences raw commit bytes.
 //! The call's own rules come from `blindcall-policy`, the crate every member applies too.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use blindcall_policy::{CALL_PARAMS_EXTENSION_TYPE, CallParams, Roster, display_identity};
 use openmls::prelude::{
@@ -15,6 +15,7 @@ use openmls::prelude::{
     ProtocolVersion, PublicGroup, RatchetTreeIn, Sender, SenderExtensionIndex, SignatureScheme,
 };
 use openmls_rust_crypto::{MemoryStorage, OpenMlsRustCrypto, RustCrypto};
+use openmls_traits::crypto::OpenMlsCrypto as _;
 use tls_codec::{Deserialize as _, Serialize as _};
 
 use super::RelayIdentities;
@@ -75,6 +76,29 @@ pub(crate) fn validate_key_package(
     })
 }
 
+/// A proposal queued for the current epoch, as sent to the members (a resuming member gets
+/// them again).
+#[derive(Debug, Clone)]
+pub(crate) enum PendingProposal {
+    /// The relay's Remove of `leaf` (a departure), sent as `RelayProposal`.
+    Relay { leaf: u32, bytes: Vec<u8> },
+    /// A member's own proposal (a leave), sent as `ProposalBroadcast`.
+    Member { bytes: Vec<u8> },
+}
+
+/// What a resume proof shows about its signer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProofCheck {
+    /// Signed by the key the leaf holds in the current tree.
+    Current,
+    /// Signed by a key recently removed from that leaf.
+    Removed,
+    /// No member at the leaf, and no removed key of it verifies.
+    Unknown,
+    /// A member is at the leaf, and neither its key nor a removed one verifies.
+    BadSignature,
+}
+
 /// A room's group as the DS tracks it.
 pub(crate) struct GroupState {
     pub(super) storage: MemoryStorage,
@@ -83,8 +107,16 @@ pub(crate) struct GroupState {
     /// The call parameters of the group context (they cannot change: the policy refuses
     /// GroupContextExtensions proposals).
     pub(super) params: CallParams,
+    /// The last `history_len` sequenced commits, consecutive epochs, oldest first.
     history: VecDeque<SequencedCommit>,
     history_len: usize,
+    /// Proposals queued for the current epoch, in the order they were sent.
+    pending: Vec<PendingProposal>,
+    /// (leaf, signature key) of the last `history_len` members removed, oldest first: a
+    /// removed member's resume is told it was removed rather than that its proof is bad.
+    removed_keys: VecDeque<(u32, Vec<u8>)>,
+    /// The epoch from which each leaf's current member is in the group.
+    member_since: BTreeMap<u32, u64>,
     sender_index: SenderExtensionIndex,
     /// The scheme of the relay identity listed in the group's `external_senders`.
     relay_scheme: SignatureScheme,
@@ -150,6 +182,7 @@ impl GroupState {
             .and_then(|senders| senders.iter().position(|s| *s == ours))
             .ok_or(GroupInfoError::MissingExternalSender)?;
         let index = u32::try_from(index).map_err(|_| GroupInfoError::MissingExternalSender)?;
+        let epoch = group.group_context().epoch().as_u64();
         Ok((
             Self {
                 storage,
@@ -158,6 +191,9 @@ impl GroupState {
                 params,
                 history: VecDeque::new(),
                 history_len,
+                pending: Vec::new(),
+                removed_keys: VecDeque::new(),
+                member_since: BTreeMap::from([(creator, epoch)]),
                 sender_index: SenderExtensionIndex::new(index),
                 relay_scheme: scheme,
             },
@@ -171,6 +207,11 @@ impl GroupState {
 
     pub fn ciphersuite(&self) -> openmls::prelude::Ciphersuite {
         self.group.ciphersuite()
+    }
+
+    /// The MLS group id.
+    pub fn group_id(&self) -> &[u8] {
+        self.group.group_id().as_slice()
     }
 
     /// Whether `leaf` is occupied in the current tree.
@@ -218,11 +259,27 @@ impl GroupState {
         if v.sequenced.epoch != self.epoch() {
             return Err(DsFault::StaleValidation);
         }
+        let removed_keys: Vec<(u32, Vec<u8>)> = v
+            .removed
+            .iter()
+            .filter_map(|r| {
+                let leaf = self.group.leaf(LeafNodeIndex::new(r.leaf))?;
+                Some((r.leaf, leaf.signature_key().as_slice().to_vec()))
+            })
+            .collect();
         self.group
             .merge_commit(&self.storage, v.staged)
             .map_err(|_| DsFault::Storage)?;
         self.group_info = v.group_info;
-        let joined = v
+        self.pending.clear();
+        for (leaf, key) in removed_keys {
+            self.member_since.remove(&leaf);
+            self.removed_keys.push_back((leaf, key));
+        }
+        while self.removed_keys.len() > self.history_len {
+            self.removed_keys.pop_front();
+        }
+        let joined: Vec<(super::ConnId, u32)> = v
             .joiners
             .into_iter()
             .filter_map(|j| {
@@ -232,13 +289,17 @@ impl GroupState {
                     .map(|m| (j.conn, m.index.u32()))
             })
             .collect();
+        let new_epoch = self.epoch();
+        for (_, leaf) in &joined {
+            self.member_since.insert(*leaf, new_epoch);
+        }
         self.history.push_back(v.sequenced.clone());
         while self.history.len() > self.history_len {
             self.history.pop_front();
         }
         Ok(AppliedCommit {
             sequenced: v.sequenced,
-            new_epoch: self.epoch(),
+            new_epoch,
             joined,
             removed: v.removed,
             welcome: v.welcome,
@@ -279,6 +340,10 @@ impl GroupState {
         self.group
             .add_proposal(&self.storage, *queued)
             .map_err(|_| DsFault::Storage)?;
+        self.pending.push(PendingProposal::Relay {
+            leaf,
+            bytes: bytes.clone(),
+        });
         Ok(bytes)
     }
 
@@ -334,6 +399,78 @@ impl GroupState {
         }
         self.group
             .add_proposal(&self.storage, *queued)
-            .map_err(|_| DsFault::Storage.into())
+            .map_err(|_| ProposalFailure::from(DsFault::Storage))?;
+        self.pending.push(PendingProposal::Member {
+            bytes: bytes.to_vec(),
+        });
+        Ok(())
+    }
+
+    // ----- resume -----
+
+    /// Check a resume proof: `signature` over `content` by the key at `leaf`, or by a key
+    /// recently removed from it.
+    pub fn check_resume_proof(
+        &self,
+        crypto: &RustCrypto,
+        leaf: u32,
+        content: &[u8],
+        signature: &[u8],
+    ) -> ProofCheck {
+        let scheme = self.group.ciphersuite().signature_algorithm();
+        let verifies = |key: &[u8]| {
+            crypto
+                .verify_signature(scheme, content, key, signature)
+                .is_ok()
+        };
+        let occupant = self.group.leaf(LeafNodeIndex::new(leaf));
+        if occupant.is_some_and(|n| verifies(n.signature_key().as_slice())) {
+            return ProofCheck::Current;
+        }
+        if self
+            .removed_keys
+            .iter()
+            .any(|(l, key)| *l == leaf && verifies(key))
+        {
+            return ProofCheck::Removed;
+        }
+        if occupant.is_some() {
+            ProofCheck::BadSignature
+        } else {
+            ProofCheck::Unknown
+        }
+    }
+
+    /// The epoch from which `leaf`'s current member is in the group.
+    pub fn member_since(&self, leaf: u32) -> Option<u64> {
+        self.member_since.get(&leaf).copied()
+    }
+
+    /// The sequenced commits of epochs `from ..= current - 1`, in order; `None` when the log
+    /// no longer reaches back to `from` (or `from` is ahead of the group).
+    pub fn commits_since(&self, from: u64) -> Option<Vec<&SequencedCommit>> {
+        let current = self.epoch();
+        if from > current {
+            return None;
+        }
+        if from == current {
+            return Some(Vec::new());
+        }
+        let start = self.history.iter().position(|c| c.epoch == from)?;
+        let commits: Vec<&SequencedCommit> = self.history.iter().skip(start).collect();
+        // The log holds consecutive epochs ending at current - 1.
+        let consecutive = commits
+            .iter()
+            .zip(from..)
+            .all(|(c, epoch)| c.epoch == epoch)
+            && commits
+                .last()
+                .is_some_and(|c| c.epoch.saturating_add(1) == current);
+        consecutive.then_some(commits)
+    }
+
+    /// The proposals queued for the current epoch, in the order they were sent.
+    pub fn pending(&self) -> &[PendingProposal] {
+        &self.pending
     }
 }

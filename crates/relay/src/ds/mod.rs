@@ -1,11 +1,12 @@
 //! The delivery-service core: admission, waiting room, commit sequencing, Welcome routing,
-//! removal proposals, members' own proposals and peer messages — as a sans-IO state machine.
+//! removal proposals, members' own proposals and peer messages, resumes — as a sans-IO state
+//! machine.
 //!
 //! # Driving it
 //!
 //! The shell owns one [`Ds`] and, for every event:
-//! 1. calls [`Ds::handle_input`] (connection opened, bytes received, connection closed) or,
-//!    when the deadline from [`Ds::poll_timeout`] passes, [`Ds::handle_timeout`];
+//! 1. calls [`Ds::handle_input`] (connection opened, bytes received, connection lost, goodbye)
+//!    or, when the deadline from [`Ds::poll_timeout`] passes, [`Ds::handle_timeout`];
 //! 2. drains [`Ds::poll_output`] until `None`, writing each [`Output::Send`] to its connection,
 //!    closing on [`Output::Close`] (after writing what was queued before it) and logging or
 //!    counting [`Output::Event`]s;
@@ -16,6 +17,7 @@
 //! frames. Nothing here blocks, spawns or reads a clock; a bad message from one connection gets
 //! a typed answer and never affects another connection's room.
 
+mod challenge;
 mod commit;
 mod counters;
 mod error;
@@ -24,6 +26,7 @@ mod io;
 mod lifecycle;
 mod members;
 mod mls;
+mod resume;
 mod state;
 mod validate;
 mod waiting;
@@ -37,16 +40,19 @@ use blindcall_proto::{
 };
 use openmls_rust_crypto::RustCrypto;
 
+pub use challenge::ChallengeSeed;
 pub use counters::DsCounters;
 pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError, ProposalError};
 pub use identity::{RelayIdentities, RelayIdentity};
 pub use io::{
-    CloseReason, ConnId, DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO, DEFAULT_MAX_KEY_PACKAGE_LEN,
-    DEFAULT_MAX_PEER_PAYLOAD, DsConfig, Event, Input, Output,
+    CloseReason, ConnId, DEFAULT_COMMIT_HISTORY, DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO,
+    DEFAULT_MAX_KEY_PACKAGE_LEN, DEFAULT_MAX_PEER_PAYLOAD, DEFAULT_RESUME_GRACE, DsConfig, Event,
+    Input, Output,
 };
 pub use lifecycle::Occupancy;
 pub use state::RoomId;
 
+use challenge::Challenges;
 use mls::GroupState;
 use state::{Admission, Conn, Phase, Room, Seat, TokenBucket};
 
@@ -61,6 +67,10 @@ pub struct Ds {
     rooms: HashMap<RoomId, Room>,
     /// (deadline, connection); checked lazily against the connection's state when due.
     timers: BTreeSet<(Timestamp, ConnId)>,
+    /// (end of grace, room, leaf); checked lazily against the room's grace when due.
+    grace_timers: BTreeSet<(Timestamp, RoomId, u32)>,
+    /// The resume challenge of each admitted connection.
+    challenges: Challenges,
     /// Admitted connections per (room, token id), for the per-token connection limit.
     token_conns: HashMap<(RoomId, [u8; 16]), usize>,
     out: VecDeque<Output>,
@@ -68,6 +78,15 @@ pub struct Ds {
     now: Timestamp,
     /// Set by [`Ds::handle_shutdown`]: every later connection is refused.
     shutting_down: bool,
+}
+
+/// How a member's connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Lost (no goodbye, or idle): the leaf is kept for the resume grace.
+    Lost,
+    /// Left (goodbye), or closed by the relay: the leaf's removal is proposed at once.
+    Left,
 }
 
 impl std::fmt::Debug for Ds {
@@ -89,6 +108,8 @@ impl Ds {
             conns: HashMap::new(),
             rooms: HashMap::new(),
             timers: BTreeSet::new(),
+            grace_timers: BTreeSet::new(),
+            challenges: Challenges::default(),
             token_conns: HashMap::new(),
             out: VecDeque::new(),
             counters: DsCounters::default(),
@@ -131,7 +152,8 @@ impl Ds {
         match input {
             Input::Opened(id) => self.on_opened(id),
             Input::Received(id, bytes) => self.on_received(id, bytes),
-            Input::Closed(id) => self.forget(id),
+            Input::Closed(id) => self.forget(id, Ending::Lost),
+            Input::Goodbye(id) => self.forget(id, Ending::Left),
         }
     }
 
@@ -171,6 +193,13 @@ impl Ds {
                 Phase::AwaitingHello => {}
             }
         }
+        while let Some((at, room, leaf)) = self.grace_timers.first().cloned() {
+            if at > self.now {
+                break;
+            }
+            self.grace_timers.remove(&(at, room.clone(), leaf));
+            self.expire_grace(&room, leaf, at);
+        }
     }
 
     /// The next thing to do, if any.
@@ -181,7 +210,12 @@ impl Ds {
 
     /// The earliest deadline, if any.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.first().map(|(t, _)| *t)
+        let conn = self.timers.first().map(|(t, _)| *t);
+        let grace = self.grace_timers.first().map(|(t, _, _)| *t);
+        match (conn, grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn advance(&mut self, now: Timestamp) {
@@ -313,13 +347,15 @@ impl Ds {
             Body::MediaSignal(m) => self.on_media_signal(id, m),
             Body::Propose(m) => self.on_propose(id, m),
             Body::PeerBroadcast(m) => self.on_peer_broadcast(id, m),
+            Body::Resume(m) => self.on_resume(id, m),
             Body::Ping(p) => self.send(id, Body::Pong(Pong { nonce: p.nonce })),
             _ => self.error(id, ErrorCode::UNEXPECTED_MESSAGE),
         }
     }
 
-    /// Drop all state of a connection (peer closed, or after a `Close` output).
-    fn forget(&mut self, id: ConnId) {
+    /// Drop all state of a connection (peer closed, or after a `Close` output). A member's
+    /// leaf gets the resume grace when its connection was lost, not when it left.
+    fn forget(&mut self, id: ConnId, ending: Ending) {
         let Some(conn) = self.conns.remove(&id) else {
             self.counters.unknown_connection_inputs += 1;
             return;
@@ -346,25 +382,37 @@ impl Ds {
                 self.send_waiting_removed(&room_id, id, &[]);
             }
             Seat::Member { leaf } => {
-                room.departed.insert(leaf);
                 self.event(Event::MemberLeft {
                     room: room_id.clone(),
                     conn: id,
                     leaf,
                 });
-                self.propose_remove(&room_id, leaf, id);
+                self.depart(&room_id, leaf, id, ending);
             }
         }
-        if self.rooms.get(&room_id).is_some_and(|r| r.conns.is_empty()) {
-            self.rooms.remove(&room_id);
-            self.event(Event::RoomClosed { room: room_id });
+        self.drop_room_if_idle(&room_id);
+    }
+
+    /// Drop a room once nothing can happen in it: no connection, no leaf in its grace.
+    fn drop_room_if_idle(&mut self, room_id: &RoomId) {
+        if self.rooms.get(room_id).is_some_and(Room::is_idle) {
+            self.rooms.remove(room_id);
+            self.event(Event::RoomClosed {
+                room: room_id.clone(),
+            });
         }
     }
 
     fn close(&mut self, id: ConnId, reason: CloseReason) {
         if self.conns.contains_key(&id) {
             self.out.push_back(Output::Close { conn: id, reason });
-            self.forget(id);
+            // An idle connection is probably lost (it may resume); every other close is the
+            // relay's decision about a peer that broke the rules or was removed.
+            let ending = match reason {
+                CloseReason::Refused(RefusedReason::IDLE_TIMEOUT) => Ending::Lost,
+                _ => Ending::Left,
+            };
+            self.forget(id, ending);
         }
     }
 
@@ -475,15 +523,15 @@ impl Ds {
             }
         };
         let room_key = RoomId(claims.room_id.clone());
-        if let Some(room) = self.rooms.get(&room_key) {
-            if room.banned_tokens.contains(&claims.token_id) {
-                self.refuse(id, RefusedReason::REMOVED_BY_HOST);
-                return;
-            }
-            if room.locked && claims.role != Role::HOST {
-                self.refuse(id, RefusedReason::ROOM_LOCKED);
-                return;
-            }
+        // A locked room still admits guests, to the lobby only: they may resume a membership
+        // but not queue (ADM-LOCK-1).
+        if self
+            .rooms
+            .get(&room_key)
+            .is_some_and(|r| r.banned_tokens.contains(&claims.token_id))
+        {
+            self.refuse(id, RefusedReason::REMOVED_BY_HOST);
+            return;
         }
         let token_key = (room_key.clone(), claims.token_id);
         let held = self.token_conns.get(&token_key).copied().unwrap_or(0);
@@ -495,6 +543,7 @@ impl Ds {
         let room = self.rooms.entry(room_key.clone()).or_default();
         room.conns.insert(id);
         let max_frame_len = self.cfg.max_frame_len;
+        let challenge = self.challenges.next(&self.cfg.challenge_seed);
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.decoder.set_max_len(max_frame_len);
             conn.phase = Phase::Admitted(Box::new(Admission {
@@ -504,6 +553,8 @@ impl Ds {
                 display_name: name.to_vec(),
                 key_package: None,
                 seat: Seat::Lobby,
+                challenge,
+                resume_tried: false,
             }));
         }
         self.counters.admitted += 1;
@@ -525,6 +576,7 @@ impl Ds {
             role: claims.role,
             room: state,
             external_senders,
+            challenge,
         };
         self.send(id, Body::HelloAck(ack));
         self.event(Event::Admitted {

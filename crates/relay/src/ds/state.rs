@@ -1,8 +1,8 @@
 //! Per-connection and per-room state.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use blindcall_proto::{FrameDecoder, Role, RoomState};
+use blindcall_proto::{FrameDecoder, RESUME_CHALLENGE_LEN, Role, RoomState};
 
 use super::ConnId;
 use super::mls::{GroupState, StoredKeyPackage};
@@ -30,6 +30,10 @@ pub(crate) struct Admission {
     pub display_name: Vec<u8>,
     pub key_package: Option<StoredKeyPackage>,
     pub seat: Seat,
+    /// The challenge sent in this connection's HelloAck (signed by a resuming member).
+    pub challenge: [u8; RESUME_CHALLENGE_LEN],
+    /// Whether the connection sent a Resume (one per connection: its challenge is spent).
+    pub resume_tried: bool,
 }
 
 pub(crate) enum Phase {
@@ -105,13 +109,30 @@ pub(crate) struct Room {
     pub conns: BTreeSet<ConnId>,
     /// Waiting joiners, oldest first.
     pub waiting: Vec<ConnId>,
-    /// Leaves whose connection left and that are still in the tree.
+    /// Leaves whose member is gone and whose removal the relay proposes (each epoch, until a
+    /// commit removes them).
     pub departed: BTreeSet<u32>,
+    /// Leaves whose connection was lost, kept for a resume until the grace ends.
+    pub grace: BTreeMap<u32, Grace>,
     /// Token ids a host removed (by `RemoveParticipant` or by a commit removing their member).
     pub banned_tokens: HashSet<[u8; 16]>,
 }
 
+/// A lost member's leaf, kept for a resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Grace {
+    /// When the relay proposes the leaf's removal.
+    pub until: Timestamp,
+    /// The connection that was lost.
+    pub conn: ConnId,
+}
+
 impl Room {
+    /// No connection and no leaf in its grace: nothing can happen in the room any more.
+    pub fn is_idle(&self) -> bool {
+        self.conns.is_empty() && self.grace.is_empty()
+    }
+
     pub fn state(&self, members: usize) -> RoomState {
         RoomState {
             epoch: self.group.as_ref().map(|g| g.epoch()),

@@ -20,6 +20,11 @@ impl Ds {
             return;
         }
         let room_id = adm.room.clone();
+        // A guest admitted to a locked room may only resume a membership, never queue.
+        if adm.role != Role::HOST && self.rooms.get(&room_id).is_some_and(|r| r.locked) {
+            self.refuse(id, RefusedReason::ROOM_LOCKED);
+            return;
+        }
         let cs = self
             .rooms
             .get(&room_id)

@@ -43,13 +43,19 @@ pub(super) async fn serve(stream: Stream, ctx: Ctx) {
 
 async fn read_loop(mut rd: ReadHalf<Stream>, ctx: &Ctx) {
     let mut buf = vec![0u8; ctx.limits.read_chunk];
+    // The end of stream is clean only after the peer's TLS close_notify (rustls reports an
+    // end of stream without it as `UnexpectedEof`): a deliberate goodbye.
+    let mut goodbye = false;
     loop {
         let r = tokio::select! {
             _ = ctx.cancel.cancelled() => break,
             r = rd.read(&mut buf) => r,
         };
         let n = match r {
-            Ok(0) => break,
+            Ok(0) => {
+                goodbye = true;
+                break;
+            }
             Ok(n) => n,
             Err(e) => {
                 debug!(conn = ctx.id.0, error = %e, "read failed");
@@ -73,7 +79,13 @@ async fn read_loop(mut rd: ReadHalf<Stream>, ctx: &Ctx) {
         }
     }
     // The driver ignores this when it already closed the connection.
-    let _ = ctx.to_driver.send(Cmd::Closed { id: ctx.id }).await;
+    let _ = ctx
+        .to_driver
+        .send(Cmd::Closed {
+            id: ctx.id,
+            goodbye,
+        })
+        .await;
 }
 
 async fn write_loop(mut wr: WriteHalf<Stream>, mut rx: mpsc::Receiver<Vec<u8>>, ctx: &Ctx) {

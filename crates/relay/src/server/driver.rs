@@ -30,8 +30,9 @@ pub(crate) enum Cmd {
         bytes: Vec<u8>,
         at: Instant,
     },
-    /// The connection's reader ended (EOF, error, or cancelled).
-    Closed { id: ConnId },
+    /// The connection's reader ended: after the peer's TLS close_notify (`goodbye`), or by
+    /// an error, an end of stream without close_notify, or cancellation.
+    Closed { id: ConnId, goodbye: bool },
     /// The metrics endpoint asks for the DS's counters.
     Snapshot(oneshot::Sender<DsSnapshot>),
 }
@@ -214,12 +215,17 @@ impl Driver {
                 self.ds.handle_input(now(), Input::Received(id, &bytes));
                 Some(at)
             }
-            Cmd::Closed { id } => {
+            Cmd::Closed { id, goodbye } => {
                 if let Some(tap) = &mut self.tap {
                     tap.forget(id);
                 }
                 if self.conns.remove(&id).is_some() {
-                    self.ds.handle_input(now(), Input::Closed(id));
+                    let input = if goodbye {
+                        Input::Goodbye(id)
+                    } else {
+                        Input::Closed(id)
+                    };
+                    self.ds.handle_input(now(), input);
                     self.tell_forwarder(ForwarderEvent::Closed { conn: id });
                 }
                 None

@@ -11,7 +11,7 @@ use blindcall_policy::{
 };
 use blindcall_proto::{
     Body, Commit, ControlMessage, CreateGroup, FrameDecoder, GroupCreated, Hello, HelloAck,
-    PublishKeyPackage, Role, VLBytes, WelcomeMessage,
+    PublishKeyPackage, Resume, Role, VLBytes, WelcomeMessage,
 };
 use blindcall_relay::token::{self, TokenClaims, TokenSecret};
 use blindcall_relay::*;
@@ -37,13 +37,17 @@ pub fn relay_identities() -> RelayIdentities {
     ])
 }
 
+/// The DS configuration of the tests: fixed challenge seed, no resume grace (a lost member's
+/// removal is proposed at once, as the departure tests expect; resume tests set a grace).
 pub fn config() -> DsConfig {
     let mut c = DsConfig::new(
         TokenSecret::new(SECRET.to_vec()).unwrap(),
         relay_identities(),
+        ChallengeSeed::new([0x5e; 32]),
     );
     c.hello_timeout = Duration::from_secs(10);
     c.waiting_room_timeout = Duration::from_secs(60);
+    c.resume_grace = Duration::ZERO;
     c
 }
 
@@ -115,8 +119,15 @@ impl Net {
         self.raw(id, &frame);
     }
 
+    /// The connection is lost (no goodbye): a member's leaf gets the resume grace.
     pub fn close(&mut self, id: ConnId) {
         self.ds.handle_input(self.now, Input::Closed(id));
+        self.drain();
+    }
+
+    /// The peer says goodbye (TLS close_notify): a member has left.
+    pub fn goodbye(&mut self, id: ConnId) {
+        self.ds.handle_input(self.now, Input::Goodbye(id));
         self.drain();
     }
 
@@ -200,6 +211,7 @@ pub fn call_params(hosts: Vec<Vec<u8>>) -> CallParams {
         remove_rule: RemoveRule::HostsOnly,
         hosts,
         media_signatures: MediaSignatures::Optional,
+        invite: None,
     }
 }
 
@@ -460,6 +472,57 @@ impl Client {
                 _ => {}
             }
         }
+    }
+}
+
+impl Client {
+    /// This member's leaf index.
+    pub fn leaf(&self) -> u32 {
+        self.group.as_ref().unwrap().own_leaf_index().u32()
+    }
+
+    /// Open a new connection with a fresh token (id `token_id`) and say Hello: the client's
+    /// connection and HelloAck (with its challenge) are now the new ones.
+    pub fn reconnect(&mut self, net: &mut Net, room: &[u8], role: Role, token_id: u8) {
+        let token = mint(room, role, T0 + 3600, token_id);
+        let (conn, body) = net.hello(room, &token, &self.name);
+        let Body::HelloAck(ack) = body else {
+            panic!("{} not admitted again: {body:?}", self.name)
+        };
+        self.conn = conn;
+        self.ack = Some(ack);
+    }
+
+    /// A resume proof for any content: the leaf key's `SignWithLabel` over it.
+    pub fn sign_resume(
+        &self,
+        challenge: &[u8; 32],
+        group_id: &[u8],
+        room: &[u8],
+        leaf: u32,
+        epoch: u64,
+    ) -> Resume {
+        use openmls_traits::signatures::Signer as _;
+        let content =
+            blindcall_proto::resume_sign_content(challenge, group_id, room, leaf, epoch).unwrap();
+        Resume {
+            leaf,
+            epoch,
+            signature: VLBytes::new(self.signer.sign(&content).unwrap()),
+        }
+    }
+
+    /// The resume proof for this connection's challenge, own leaf and current epoch.
+    pub fn resume(&self, room: &[u8]) -> Resume {
+        let challenge = self.ack.as_ref().unwrap().challenge;
+        let group = self.group.as_ref().unwrap();
+        self.sign_resume(
+            &challenge,
+            group.group_id().as_slice(),
+            room,
+            self.leaf(),
+            self.epoch(),
+        )
     }
 }
 

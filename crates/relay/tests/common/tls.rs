@@ -49,7 +49,8 @@ pub struct TestRelay {
     pub metrics: SocketAddr,
 }
 
-/// Start a relay; `tweak` adjusts the resolved configuration before start.
+/// Start a relay; `tweak` adjusts the resolved configuration before start. The resume grace
+/// is zero (a dropped member's removal is proposed at once) unless `tweak` sets one.
 pub async fn start_relay(tweak: impl FnOnce(&mut ServerConfig)) -> TestRelay {
     let mut cfg = RelayConfig::with_listen("127.0.0.1:0".parse().unwrap());
     cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -61,6 +62,7 @@ pub async fn start_relay(tweak: impl FnOnce(&mut ServerConfig)) -> TestRelay {
     let resolved = cfg.resolve(&|_| None).unwrap();
     let cert = resolved.dev_cert.as_ref().unwrap().der().clone();
     let mut server = resolved.server;
+    server.ds.resume_grace = Duration::ZERO;
     tweak(&mut server);
     let handle = start(server).await.unwrap();
     let addr = handle.local_addr();

@@ -1,0 +1,241 @@
+//! Continuity: a member whose connection was lost keeps its leaf for the resume grace, and takes
+//! it back on a new connection by signing that connection's challenge with the leaf's signature
+//! key. The relay then sends it what it missed — the commits sequenced since its epoch, the
+//! epoch's pending proposals, the waiting room — and `ResumeAccepted`. A resume never adds a
+//! leaf or changes the tree: it only moves the leaf's seat to another connection.
+
+use blindcall_proto::{
+    Body, CommitBroadcast, ProposalBroadcast, RefusedReason, RelayProposal, Resume, ResumeAccepted,
+    ResumeRefused, ResumeRefusedReason, VLBytes, resume_sign_content,
+};
+
+use super::mls::{PendingProposal, ProofCheck};
+use super::state::{Conn, Grace, Seat};
+use super::{ConnId, Ds, DsCounters, DsFault, Ending, Event, RoomId};
+use crate::time::Timestamp;
+
+impl Ds {
+    /// A member's connection ended: keep its leaf for the grace (lost connection), or propose
+    /// its removal now (it left, by goodbye or by its own Remove proposal, or the relay closed
+    /// it).
+    pub(super) fn depart(&mut self, room_id: &RoomId, leaf: u32, conn: ConnId, ending: Ending) {
+        let grace = self.cfg.resume_grace;
+        // A member whose own leave is queued has left, whatever happened to its connection.
+        let leaving = self
+            .rooms
+            .get(room_id)
+            .and_then(|r| r.group.as_ref())
+            .is_some_and(|g| !matches!(g.remove_queued(leaf), Ok(false)));
+        if ending == Ending::Lost && !grace.is_zero() && !leaving {
+            let until = self.now.saturating_add(grace);
+            if let Some(room) = self.rooms.get_mut(room_id) {
+                room.grace.insert(leaf, Grace { until, conn });
+            }
+            self.grace_timers.insert((until, room_id.clone(), leaf));
+            self.counters.graces_started += 1;
+            self.event(Event::GraceStarted {
+                room: room_id.clone(),
+                conn,
+                leaf,
+                until,
+            });
+        } else {
+            if let Some(room) = self.rooms.get_mut(room_id) {
+                room.departed.insert(leaf);
+            }
+            self.propose_remove(room_id, leaf, conn);
+        }
+    }
+
+    /// The grace of `leaf` that was due at `at` ran out: propose the leaf's removal.
+    pub(super) fn expire_grace(&mut self, room_id: &RoomId, leaf: u32, at: Timestamp) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        // A resume or a commit removing the leaf ended this grace already.
+        let Some(grace) = room.grace.get(&leaf).copied().filter(|g| g.until == at) else {
+            return;
+        };
+        room.grace.remove(&leaf);
+        room.departed.insert(leaf);
+        self.counters.graces_expired += 1;
+        self.event(Event::GraceExpired {
+            room: room_id.clone(),
+            leaf,
+        });
+        self.propose_remove(room_id, leaf, grace.conn);
+        self.drop_room_if_idle(room_id);
+    }
+
+    pub(super) fn on_resume(&mut self, id: ConnId, m: Resume) {
+        let Some(adm) = self.admission(id) else {
+            return;
+        };
+        let room_id = adm.room.clone();
+        let challenge = adm.challenge;
+        // One Resume per connection (its challenge is then spent), from the lobby only.
+        let fresh = adm.seat == Seat::Lobby && adm.key_package.is_none() && !adm.resume_tried;
+        if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
+            a.resume_tried = true;
+        }
+        if !fresh {
+            self.refuse_resume(id, &room_id, m.leaf, ResumeRefusedReason::BAD_STATE);
+            return;
+        }
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let Some(group) = room.group.as_ref() else {
+            self.refuse_resume(id, &room_id, m.leaf, ResumeRefusedReason::NO_GROUP);
+            return;
+        };
+        let content =
+            match resume_sign_content(&challenge, group.group_id(), &room_id.0, m.leaf, m.epoch) {
+                Ok(c) => c,
+                Err(_) => {
+                    self.fault(id, DsFault::Serialize);
+                    return;
+                }
+            };
+        let refusal = match group.check_resume_proof(
+            &self.crypto,
+            m.leaf,
+            &content,
+            m.signature.as_slice(),
+        ) {
+            ProofCheck::Current => None,
+            ProofCheck::Removed => Some(ResumeRefusedReason::REMOVED),
+            ProofCheck::Unknown => Some(ResumeRefusedReason::UNKNOWN_LEAF),
+            ProofCheck::BadSignature => Some(ResumeRefusedReason::BAD_SIGNATURE),
+        };
+        if let Some(reason) = refusal {
+            self.refuse_resume(id, &room_id, m.leaf, reason);
+            return;
+        }
+        // The prover holds the leaf's signature key.
+        let leaf = m.leaf;
+        let removal_pending = match group.remove_queued(leaf) {
+            Ok(queued) => queued || room.departed.contains(&leaf),
+            Err(f) => {
+                self.fault(id, f);
+                return;
+            }
+        };
+        if removal_pending {
+            self.refuse_resume(id, &room_id, leaf, ResumeRefusedReason::REMOVED);
+            return;
+        }
+        let current = group.epoch();
+        if m.epoch > current || m.epoch < group.member_since(leaf).unwrap_or(0) {
+            self.refuse_resume(id, &room_id, leaf, ResumeRefusedReason::BAD_STATE);
+            return;
+        }
+        let Some(missed) = group.commits_since(m.epoch) else {
+            // It cannot catch up, and it proved it holds the leaf: let the leaf go now, so
+            // the member can be added again (no identity key may be in the group twice).
+            self.refuse_resume(id, &room_id, leaf, ResumeRefusedReason::TOO_FAR_BEHIND);
+            self.release_leaf(&room_id, leaf, id);
+            return;
+        };
+        let missed: Result<Vec<(u64, Vec<u8>)>, DsFault> = missed
+            .into_iter()
+            .map(|c| Ok((c.epoch, c.to_bytes()?)))
+            .collect();
+        let missed = match missed {
+            Ok(m) => m,
+            Err(f) => {
+                self.fault(id, f);
+                return;
+            }
+        };
+        let pending = group.pending().to_vec();
+
+        // Take the seat: a connection still seated on the leaf is stale (half-open).
+        self.unseat(&room_id, leaf);
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.grace.remove(&leaf);
+        }
+        if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
+            a.seat = Seat::Member { leaf };
+        }
+        let replayed = u64::try_from(missed.len()).unwrap_or(u64::MAX);
+        for (epoch, bytes) in missed {
+            self.send(
+                id,
+                Body::CommitBroadcast(CommitBroadcast {
+                    epoch,
+                    commit: VLBytes::new(bytes),
+                }),
+            );
+        }
+        for p in pending {
+            let body = match p {
+                PendingProposal::Relay { leaf, bytes } => Body::RelayProposal(RelayProposal {
+                    epoch: current,
+                    removed_leaf: leaf,
+                    proposal: VLBytes::new(bytes),
+                }),
+                PendingProposal::Member { bytes } => Body::ProposalBroadcast(ProposalBroadcast {
+                    epoch: current,
+                    proposal: VLBytes::new(bytes),
+                }),
+            };
+            self.send(id, body);
+        }
+        self.send_waiting_all(&room_id, id);
+        self.send(id, Body::ResumeAccepted(ResumeAccepted { epoch: current }));
+        self.counters.resumes_accepted += 1;
+        self.counters.commits_replayed = self.counters.commits_replayed.saturating_add(replayed);
+        self.event(Event::MemberResumed {
+            room: room_id,
+            conn: id,
+            leaf,
+            from_epoch: m.epoch,
+            replayed,
+        });
+    }
+
+    fn refuse_resume(
+        &mut self,
+        id: ConnId,
+        room_id: &RoomId,
+        leaf: u32,
+        reason: ResumeRefusedReason,
+    ) {
+        DsCounters::bump(&mut self.counters.resumes_refused, reason);
+        self.send(id, Body::ResumeRefused(ResumeRefused { reason }));
+        self.event(Event::ResumeRefused {
+            room: room_id.clone(),
+            conn: id,
+            leaf,
+            reason,
+        });
+    }
+
+    /// Close every connection seated on `leaf` (`RESUMED_ELSEWHERE`) without a departure.
+    fn unseat(&mut self, room_id: &RoomId, leaf: u32) {
+        let stale: Vec<ConnId> = self
+            .members(room_id)
+            .into_iter()
+            .filter(|(_, l)| *l == leaf)
+            .map(|(c, _)| c)
+            .collect();
+        for conn in stale {
+            if let Some(a) = self.conns.get_mut(&conn).and_then(Conn::admission_mut) {
+                // Out of the seat first: closing it must not start a grace or a removal.
+                a.seat = Seat::Lobby;
+            }
+            self.refuse(conn, RefusedReason::RESUMED_ELSEWHERE);
+        }
+    }
+
+    /// The leaf's member gave it up (it cannot resume): no seat, no grace, removal proposed.
+    fn release_leaf(&mut self, room_id: &RoomId, leaf: u32, on_behalf: ConnId) {
+        self.unseat(room_id, leaf);
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.grace.remove(&leaf);
+            room.departed.insert(leaf);
+        }
+        self.propose_remove(room_id, leaf, on_behalf);
+    }
+}
