@@ -33,6 +33,9 @@ impl World {
         o.member_config.activation_delay = s.activation_delay;
         o.member_config.path_update_after_join = Some(plan.path_update);
         o.stats_interval = std::time::Duration::from_secs(1);
+        if plan.invited {
+            o.invite = self.invite.clone();
+        }
         if s.any_member_adds {
             o.call_config.add_rule = blindcall_group::AddRule::AnyMember;
         }

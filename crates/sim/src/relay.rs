@@ -31,6 +31,8 @@ pub enum SetupError {
     RelayKey,
     /// A capability token could not be minted.
     Token,
+    /// The call's invite could not be made.
+    Invite,
 }
 
 impl std::fmt::Display for SetupError {
@@ -38,6 +40,7 @@ impl std::fmt::Display for SetupError {
         match self {
             Self::RelayKey => f.write_str("the relay's signature key could not be generated"),
             Self::Token => f.write_str("a capability token could not be minted"),
+            Self::Invite => f.write_str("the call's invite could not be made"),
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct Participant {
     pub latency: Duration,
     /// Latency jitter of its links (the control stream stays in order).
     pub jitter: Duration,
+    /// It holds the call's invite (when the call has one); without it its request carries
+    /// no proof and the members' clients turn it away by themselves.
+    pub invited: bool,
 }
 
 /// Something that happens to the call at a scenario time.
@@ -124,6 +127,8 @@ pub struct Settings {
     /// The call's add rule lets every member add (not only hosts): every member's application
     /// answers join requests, so several members commit Adds of one joiner at once.
     pub any_member_adds: bool,
+    /// The call has an invite: joiners must prove it.
+    pub invite: bool,
 }
 
 /// A whole scenario.
@@ -176,6 +181,7 @@ impl Scenario {
             media_jitter: ms(r.range(0, 40)),
             split_writes: [0, 300][r.index(2)],
             any_member_adds: r.chance(250),
+            invite: r.chance(400),
         };
         let max = limits.max_participants.max(2) as u64;
         let n = usize::try_from(r.range(2, max)).unwrap_or(2);
@@ -198,6 +204,7 @@ impl Scenario {
                 path_update: ms([0, 0, 20, 150, 1_000][r.index(5)]),
                 latency: ms(r.range(2, 60)),
                 jitter: ms(r.range(0, 15)),
+                invited: p == 0 || !r.chance(150),
             });
         }
         let window = u64::try_from(limits.join_window.as_millis())

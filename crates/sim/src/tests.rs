@@ -25,6 +25,7 @@ fn plan() -> Participant {
         path_update: Duration::ZERO,
         latency: Duration::from_millis(10),
         jitter: Duration::ZERO,
+        invited: true,
     }
 }
 
@@ -251,6 +252,7 @@ fn two_member_world(until_ms: u64) -> World {
             media_jitter: Duration::ZERO,
             split_writes: 0,
             any_member_adds: false,
+            invite: false,
         },
         participants: vec![plan(), plan()],
         actions: vec![

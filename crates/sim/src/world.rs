@@ -197,6 +197,8 @@ pub struct World {
     pub(crate) stats: RunStats,
     /// When control bytes last moved.
     pub(crate) last_control: SimTime,
+    /// The call's invite, shared out of band with the invited participants.
+    pub(crate) invite: Option<blindcall_client::Invite>,
     steps: u64,
 }
 
@@ -232,6 +234,14 @@ impl World {
                 ..RunStats::default()
             },
             last_control: SimTime::ZERO,
+            invite: if s.invite {
+                Some(
+                    blindcall_client::Invite::new(crate::relay::ROOM.to_vec(), None, None)
+                        .map_err(|_| SetupError::Invite)?,
+                )
+            } else {
+                None
+            },
             steps: 0,
             scenario,
         })

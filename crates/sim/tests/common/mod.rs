@@ -22,6 +22,7 @@ pub fn guest() -> Participant {
         path_update: Duration::ZERO,
         latency: ms(10),
         jitter: Duration::ZERO,
+        invited: true,
     }
 }
 
@@ -35,6 +36,7 @@ pub fn calm() -> Settings {
         media_jitter: Duration::ZERO,
         split_writes: 0,
         any_member_adds: false,
+        invite: false,
     }
 }
 
