@@ -67,8 +67,12 @@ pub enum ActionKind {
         /// Participant.
         p: usize,
     },
-    /// The network cuts participant `p`'s connections: both ends see them close, and the
-    /// relay proposes its removal.
+    /// The network cuts participant `p`'s connections: both ends see them close (the relay as
+    /// a lost connection), the relay keeps its leaf for the resume grace and then proposes its
+    /// removal. Resume hook: once the client core resumes a lost membership, the world will
+    /// reconnect the participant as its next connection (`Member::generations`; every link
+    /// and in-flight delivery carries its generation, so the old connection's bytes never
+    /// reach the new one) and feed the core that connection instead of ending the call.
     Disconnect {
         /// Participant.
         p: usize,
