@@ -12,7 +12,7 @@
 //! - [`world`]: the relay, the participants and the queue; a step moves the clock to the
 //!   earliest thing due and does it (see the module documentation).
 //! - [`invariants`]: what is checked after every step and at quiescence.
-//! - [`shrink`]: a failing scenario loses actions while it keeps failing.
+//! - [`mod@shrink`]: a failing scenario loses actions while it keeps failing.
 //!
 //! Not simulated yet: a client resuming a lost membership (the relay's side, its grace and
 //! the removal after it, is exercised by every disconnect; see [`ActionKind::Disconnect`] for
