@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control;
 use crate::core::{CallCore, Command};
-use crate::driver::{AppChannels, Driver, Request};
+use crate::driver::{AppChannels, Dialer, Driver, Request};
 use crate::error::{CallError, JoinError, ProtocolError};
 use crate::event::{CallStats, Event, Member};
 use crate::media::IncomingFrame;
@@ -66,6 +66,7 @@ impl Call {
     ) -> Result<(Call, Events), JoinError> {
         let tls_cfg = tls::client_config(&options.trust)?;
         let server_name = options.server_name.clone();
+        let bind = options.bind;
         let step_timeout = options.step_timeout;
         let network = options.media_network;
         let receives = options.media != MediaMode::Off;
@@ -88,7 +89,21 @@ impl Call {
         };
         // The token and identity are checked here, before any network activity.
         let core = CallCore::new(Instant::now(), identity, token, options)?.with_trust_store(trust);
-        let control = control::connect(relay_addr, tls_cfg, &server_name, step_timeout).await?;
+        let control = control::connect(
+            relay_addr,
+            Arc::clone(&tls_cfg),
+            &server_name,
+            step_timeout,
+            bind,
+        )
+        .await?;
+        let dialer = Dialer {
+            addr: relay_addr,
+            tls: tls_cfg,
+            server_name: server_name.clone(),
+            timeout: step_timeout,
+            bind,
+        };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (stats_tx, stats_rx) = watch::channel(CallStats::default());
@@ -104,7 +119,7 @@ impl Call {
             frames: frames_tx,
             stats: stats_tx,
         };
-        tokio::spawn(Driver::new(core, control, cmd_rx, app, admitted_tx, network).run());
+        tokio::spawn(Driver::new(core, control, dialer, cmd_rx, app, admitted_tx, network).run());
         match admitted_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),

@@ -29,6 +29,33 @@ pub(crate) enum ControlIn {
 pub(crate) struct Control {
     pub(crate) tx: mpsc::UnboundedSender<Body>,
     pub(crate) rx: mpsc::UnboundedReceiver<ControlIn>,
+    /// The reader and writer tasks.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A detached channel keeps its own sender, so reading it waits instead of ending.
+    _idle: Option<mpsc::UnboundedSender<ControlIn>>,
+}
+
+impl Control {
+    /// A channel connected to nothing (before the first connection, or after a drop).
+    pub(crate) fn detached() -> Self {
+        let (tx, _) = mpsc::unbounded_channel();
+        let (idle, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx,
+            tasks: Vec::new(),
+            _idle: Some(idle),
+        }
+    }
+
+    /// Drops the connection at once, without a TLS goodbye (the relay then keeps the
+    /// membership for its grace period).
+    pub(crate) fn abort(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        *self = Self::detached();
+    }
 }
 
 /// Connects over TCP, runs the TLS handshake and starts the reader and writer.
@@ -37,10 +64,25 @@ pub(crate) async fn connect(
     tls: Arc<rustls::ClientConfig>,
     server_name: &str,
     timeout: Duration,
+    bind: Option<std::net::IpAddr>,
 ) -> Result<Control, JoinError> {
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|_| OptionsError::ServerName(server_name.to_owned()))?;
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let tcp_connect = async {
+        match bind {
+            None => TcpStream::connect(addr).await,
+            Some(ip) => {
+                let socket = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await
+            }
+        }
+    };
+    let tcp = tokio::time::timeout(timeout, tcp_connect)
         .await
         .map_err(|_| JoinError::Timeout {
             what: "TCP connect",
@@ -56,7 +98,7 @@ pub(crate) async fn connect(
     let (mut read, mut write) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Body>();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -89,7 +131,7 @@ pub(crate) async fn connect(
             }
         }
     });
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         while let Some(body) = out_rx.recv().await {
             let msg = ControlMessage::new(body);
             let Ok(encoded) = msg.encode() else { continue };
@@ -105,5 +147,7 @@ pub(crate) async fn connect(
     Ok(Control {
         tx: out_tx,
         rx: in_rx,
+        tasks: vec![reader, writer],
+        _idle: None,
     })
 }

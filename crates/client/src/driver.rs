@@ -51,9 +51,21 @@ struct MediaShell {
     signals: mpsc::UnboundedSender<Signal>,
 }
 
+/// How to open a new control connection (to reconnect).
+pub(crate) struct Dialer {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) tls: std::sync::Arc<rustls::ClientConfig>,
+    pub(crate) server_name: String,
+    pub(crate) timeout: Duration,
+    pub(crate) bind: Option<std::net::IpAddr>,
+}
+
 pub(crate) struct Driver {
     core: CallCore,
     control: Control,
+    dialer: Dialer,
+    /// A connection being opened (reconnecting).
+    dialing: Option<oneshot::Receiver<Result<Control, JoinError>>>,
     requests: mpsc::UnboundedReceiver<Request>,
     app: AppChannels,
     admitted: Option<oneshot::Sender<Result<(), JoinError>>>,
@@ -140,6 +152,15 @@ async fn next_result(results: &mut Option<mpsc::UnboundedReceiver<MediaInput>>) 
     }
 }
 
+async fn next_dial(
+    dialing: &mut Option<oneshot::Receiver<Result<Control, JoinError>>>,
+) -> Option<Result<Control, JoinError>> {
+    match dialing {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(at: Option<std::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
@@ -152,9 +173,11 @@ fn now() -> std::time::Instant {
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         core: CallCore,
         control: Control,
+        dialer: Dialer,
         requests: mpsc::UnboundedReceiver<Request>,
         app: AppChannels,
         admitted: oneshot::Sender<Result<(), JoinError>>,
@@ -163,6 +186,8 @@ impl Driver {
         Self {
             core,
             control,
+            dialer,
+            dialing: None,
             requests,
             app,
             admitted: Some(admitted),
@@ -184,10 +209,26 @@ impl Driver {
                 m = self.control.rx.recv() => match m {
                     Some(ControlIn::Msg(body)) => self.core.handle_control(now(), body),
                     Some(ControlIn::Malformed) => {
+                        self.control.abort();
                         self.core.handle_control_end(now(), ControlEnd::Malformed)
                     }
                     Some(ControlIn::Closed) | None => {
+                        self.control.abort();
                         self.core.handle_control_end(now(), ControlEnd::Closed)
+                    }
+                },
+                dialed = next_dial(&mut self.dialing) => {
+                    self.dialing = None;
+                    match dialed {
+                        Some(Ok(control)) => {
+                            self.control = control;
+                            self.core.handle_control_connected(now());
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "reconnection attempt failed");
+                            self.core.handle_control_end(now(), ControlEnd::Closed);
+                        }
+                        None => self.core.handle_control_end(now(), ControlEnd::Closed),
                     }
                 },
                 r = self.requests.recv() => match r {
@@ -268,6 +309,26 @@ impl Driver {
                         ));
                     }
                 }
+                Output::Connect => {
+                    let (tx, rx) = oneshot::channel();
+                    let d = &self.dialer;
+                    let (addr, tls, name, timeout, bind) = (
+                        d.addr,
+                        d.tls.clone(),
+                        d.server_name.clone(),
+                        d.timeout,
+                        d.bind,
+                    );
+                    tokio::spawn(async move {
+                        let r = crate::control::connect(addr, tls, &name, timeout, bind).await;
+                        let _ = tx.send(r);
+                    });
+                    self.dialing = Some(rx);
+                }
+                Output::DropControl => {
+                    self.dialing = None;
+                    self.control.abort();
+                }
                 Output::End => {
                     self.close().await;
                     self.done = true;
@@ -292,6 +353,7 @@ impl Driver {
                     let _ = m.signals.send(Signal::Keyframe(from));
                 }
             }
+            TransportOp::Close => self.close_media(false).await,
         }
     }
 
@@ -328,6 +390,14 @@ impl Driver {
     /// The call is over: queued packets go out (bounded), then the transport and the control
     /// channel close.
     async fn close(&mut self) {
+        self.close_media(true).await;
+        // Closing the writer's queue sends TLS close_notify.
+        let (dead, _) = mpsc::unbounded_channel();
+        self.control.tx = dead;
+    }
+
+    /// Closes the media transport; with `flush`, queued packets go out first (bounded).
+    async fn close_media(&mut self, flush: bool) {
         if let Some(m) = self.media.take() {
             let MediaShell {
                 transport,
@@ -340,11 +410,12 @@ impl Driver {
             // The send task ends once it has written what was queued.
             drop(packets);
             drop(signals);
-            let _ = tokio::time::timeout(SEND_FLUSH, sender).await;
+            if flush {
+                let _ = tokio::time::timeout(SEND_FLUSH, sender).await;
+            } else {
+                sender.abort();
+            }
             let _ = transport.close().await;
         }
-        // Closing the writer's queue sends TLS close_notify.
-        let (dead, _) = mpsc::unbounded_channel();
-        self.control.tx = dead;
     }
 }

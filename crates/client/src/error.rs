@@ -171,6 +171,10 @@ pub enum CallError {
     /// The call has ended; the handle is inert.
     #[error("the call has ended")]
     Ended,
+    /// The connection to the relay is being re-established: the frame was dropped (not
+    /// sealed, not queued); publishing works again once [`crate::Event::Reconnected`].
+    #[error("reconnecting to the relay; the frame was dropped")]
+    Reconnecting,
     /// No waiting-room request with this id.
     #[error("no waiting-room request {0}")]
     UnknownRequest(u64),

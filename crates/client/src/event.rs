@@ -126,6 +126,10 @@ pub enum EndReason {
         /// Why the winning commit was refused.
         reason: GroupFailure,
     },
+    /// After a lost connection, the relay refused to let this member resume (e.g. it was
+    /// removed meanwhile, or was away longer than the relay keeps the commits it missed).
+    /// Joining again goes through the waiting room.
+    ResumeRefused(blindcall_proto::ResumeRefusedReason),
 }
 
 /// Why a keyframe is requested.
@@ -448,6 +452,24 @@ pub enum Event {
         /// Why the winning commit was refused.
         reason: GroupFailure,
     },
+    /// The connection to the relay was lost; attempt `attempt` to reconnect follows. The call
+    /// goes on meanwhile (published frames are dropped until [`Event::Reconnected`]).
+    Reconnecting {
+        /// 1 for the first attempt.
+        attempt: u32,
+    },
+    /// The membership was resumed on a new connection after `away`: media opens again (a
+    /// keyframe is requested), no host approval, no new leaf, no rekey.
+    Reconnected {
+        /// Time between losing the connection and resuming.
+        away: std::time::Duration,
+    },
+    /// The relay refused to let this member resume; the call ends next
+    /// ([`EndReason::ResumeRefused`]).
+    ResumeRefused {
+        /// Why.
+        reason: blindcall_proto::ResumeRefusedReason,
+    },
 }
 
 /// A snapshot of a call's counters, refreshed every stats interval.
@@ -492,4 +514,10 @@ pub struct CallStats {
     pub peer_messages_refused: BTreeMap<PeerRefusal, u64>,
     /// Frames of the next epoch currently held for its commit.
     pub held_frames: usize,
+    /// Times the membership was resumed after a lost connection.
+    pub reconnects: u64,
+    /// Total time away (lost connection to resumed).
+    pub time_away: std::time::Duration,
+    /// Frames the application published while away (dropped, never sealed).
+    pub frames_dropped_away: u64,
 }

@@ -56,7 +56,9 @@ pub mod options;
 pub mod tls;
 pub mod trust;
 
-pub use crate::core::{CallCore, Command, ControlEnd, MediaInput, Output, TransportOp};
+pub use crate::core::{
+    CallCore, Command, ControlEnd, MediaInput, Output, ReconnectPolicy, TransportOp,
+};
 pub use blindcall_group::MlsSuite;
 pub use blindcall_media::MediaKind;
 pub use blindcall_proto::{RefusedReason, Role};

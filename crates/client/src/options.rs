@@ -109,6 +109,10 @@ pub struct JoinOptions {
     /// The trust store file (name → identity keys seen, verified or not); `None`: kept in
     /// memory for this call only.
     pub trust_store: Option<PathBuf>,
+    /// Reconnecting and resuming when the connection to the relay is lost.
+    pub reconnect: crate::core::ReconnectPolicy,
+    /// The local address of the control connection (default: the system's choice).
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl JoinOptions {
@@ -136,6 +140,8 @@ impl JoinOptions {
             identity_key: None,
             invite: None,
             trust_store: None,
+            reconnect: crate::core::ReconnectPolicy::default(),
+            bind: None,
         }
     }
 }

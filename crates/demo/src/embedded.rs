@@ -43,6 +43,9 @@ pub struct EmbeddedOptions {
     /// Keep a copy of every RTP payload the forwarder receives (after SRTP removal) and of
     /// every control frame the relay reads or writes (after TLS removal).
     pub tap: bool,
+    /// How long a member whose connection was lost keeps its leaf for a resume (`None`: the
+    /// relay's default, 20 s).
+    pub resume_grace: Option<std::time::Duration>,
 }
 
 /// A running in-process relay.
@@ -80,6 +83,9 @@ impl EmbeddedRelay {
         let mut cfg = RelayConfig::with_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.tls.dev_self_signed = true;
+        if let Some(g) = opts.resume_grace {
+            cfg.limits.resume_grace_secs = g.as_secs_f64();
+        }
         cfg.token_secret = SecretSection {
             hex: Some(secret_hex.clone()),
             ..SecretSection::default()

@@ -7,11 +7,13 @@
 //!   its keyframe requests;
 //! - [`recorder`]: what every participant sent, opened and saw, fed by the SDK's observer hook;
 //! - [`scenario`]: the scripted call (join through the waiting room, leave, removal, late join);
-//! - [`report`]: the checks over what was recorded; [`live`]: the live table.
+//! - [`report`]: the checks over what was recorded; [`live`]: the live table;
+//! - [`netsim`]: a control path that can be cut or black-holed (reconnection tests).
 #![forbid(unsafe_code)]
 
 pub mod embedded;
 pub mod live;
+pub mod netsim;
 pub mod recorder;
 pub mod report;
 pub mod scenario;

@@ -510,6 +510,7 @@ pub async fn run_detailed(
     cfg.step_timeout = cfg.step_timeout.min(Duration::from_secs(3_600));
     let relay = EmbeddedRelay::start(EmbeddedOptions {
         tap: cfg.script == Script::Full,
+        ..EmbeddedOptions::default()
     })
     .await?;
     let invite = Invite::new(

@@ -353,9 +353,12 @@ fn sample(text: &str, name: &str) -> u64 {
 #[test]
 fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
     runtime().block_on(async {
-        let relay = EmbeddedRelay::start(EmbeddedOptions { tap: true })
-            .await
-            .unwrap();
+        let relay = EmbeddedRelay::start(EmbeddedOptions {
+            tap: true,
+            ..EmbeddedOptions::default()
+        })
+        .await
+        .unwrap();
         let app = |relay: &EmbeddedRelay| {
             let mut o = JoinOptions::new(relay.trust());
             o.media = MediaMode::App;

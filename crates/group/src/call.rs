@@ -956,7 +956,9 @@ impl CallGroup {
 mod bench;
 mod media;
 mod peer;
+mod resume;
 pub use media::Sealed;
 pub use peer::{PEER_CONFIRMATION, PEER_MANIFEST};
+pub use resume::{RESUME_CHALLENGE_LEN, RESUME_LABEL, ResumeProof, resume_sign_content};
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,7 @@ pub mod kid;
 pub mod media_auth;
 pub mod policy;
 
-pub use call::{CallGroup, PEER_CONFIRMATION, PEER_MANIFEST};
+pub use call::{CallGroup, PEER_CONFIRMATION, PEER_MANIFEST, ResumeProof};
 pub use code::SecurityCode;
 pub use commit::{CommitKind, PendingCommit};
 pub use config::{CallConfig, CallParams, MemberConfig, MlsSuite, RelaySender};

@@ -224,13 +224,32 @@ fn command(conn: u64, payload: MediaSignalPayload) -> ForwarderCommand {
     }
 }
 
-async fn pump(mut events: mpsc::UnboundedReceiver<SfuEvent>, cmds: mpsc::Sender<ForwarderCommand>) {
+/// Which connection signals for each participant now (a resumed member's participant keeps
+/// its id on a new connection, DS-RES-12).
+type Routes = Arc<Mutex<HashMap<ParticipantId, ConnId>>>;
+
+fn route(routes: &Routes, participant: ParticipantId) -> Option<ConnId> {
+    routes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&participant)
+        .copied()
+}
+
+async fn pump(
+    mut events: mpsc::UnboundedReceiver<SfuEvent>,
+    cmds: mpsc::Sender<ForwarderCommand>,
+    routes: Routes,
+) {
     while let Some(e) = events.recv().await {
         let sent = match e {
-            SfuEvent::Offer { to, offer } => {
-                cmds.send(command(to.0, MediaSignalPayload::Offer(offer.sdp)))
-                    .await
-            }
+            SfuEvent::Offer { to, offer } => match route(&routes, to) {
+                Some(conn) => {
+                    cmds.send(command(conn.0, MediaSignalPayload::Offer(offer.sdp)))
+                        .await
+                }
+                None => Ok(()),
+            },
             SfuEvent::OfferFailed { participant, error } => {
                 tracing::warn!(%participant, %error, "forwarder re-offer failed");
                 Ok(())
@@ -243,12 +262,14 @@ async fn pump(mut events: mpsc::UnboundedReceiver<SfuEvent>, cmds: mpsc::Sender<
     }
 }
 
-/// The forwarder task's state: rooms' forwarders and which connection is in which room.
+/// The forwarder task's state: rooms' forwarders and which connection is in which room, under
+/// which participant id.
 struct Forwarder {
     config: ForwarderConfig,
     cmds: mpsc::Sender<ForwarderCommand>,
     handle: ForwarderHandle,
-    conn_room: HashMap<ConnId, RoomId>,
+    conn_room: HashMap<ConnId, (RoomId, ParticipantId)>,
+    routes: Routes,
     /// Connections with media per room.
     members: HashMap<RoomId, usize>,
 }
@@ -270,24 +291,50 @@ impl Forwarder {
                     tap: self.config.tap.clone(),
                     network: self.config.network,
                 });
-                tokio::spawn(pump(ev, self.cmds.clone()));
+                tokio::spawn(pump(ev, self.cmds.clone(), self.routes.clone()));
                 sfu
             })
             .clone()
     }
 
-    async fn join(&mut self, conn: ConnId, room: RoomId, publish: bool) {
+    fn participant(&self, conn: ConnId) -> Option<(Sfu, ParticipantId)> {
+        let (room, participant) = self.conn_room.get(&conn)?;
+        Some((self.sfu(room)?, *participant))
+    }
+
+    async fn join(
+        &mut self,
+        conn: ConnId,
+        participant: ParticipantId,
+        room: RoomId,
+        publish: bool,
+    ) {
         if self.conn_room.contains_key(&conn) {
             return;
         }
+        // A resumed member's new connection takes its participant over; media still held for
+        // the old one (its end not seen yet) goes first.
+        let stale: Vec<ConnId> = self
+            .conn_room
+            .iter()
+            .filter(|(_, (_, p))| *p == participant)
+            .map(|(c, _)| *c)
+            .collect();
+        for old in stale {
+            self.closed(old).await;
+        }
         let sfu = self.sfu_or_create(&room);
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(participant, conn);
         match sfu
-            .add_participant_with(ParticipantId(conn.0), ParticipantOptions { publish })
+            .add_participant_with(participant, ParticipantOptions { publish })
             .await
         {
             Ok(offer) => {
                 *self.members.entry(room.clone()).or_default() += 1;
-                self.conn_room.insert(conn, room);
+                self.conn_room.insert(conn, (room, participant));
                 self.handle.participants.send_replace(self.conn_room.len());
                 let _ = self
                     .cmds
@@ -296,20 +343,24 @@ impl Forwarder {
             }
             Err(e) => {
                 tracing::warn!(conn = conn.0, error = %e, "media join failed");
+                self.routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&participant);
                 self.close_if_empty(&room).await;
             }
         }
     }
 
     async fn answer(&mut self, conn: ConnId, sdp: String) {
-        let Some(sfu) = self.conn_room.get(&conn).and_then(|r| self.sfu(r)) else {
+        let Some((sfu, participant)) = self.participant(conn) else {
             return;
         };
         let answer = SessionDescription {
             kind: SdpKind::Answer,
             sdp,
         };
-        match sfu.handle_answer(ParticipantId(conn.0), answer).await {
+        match sfu.handle_answer(participant, answer).await {
             Ok(Some(next)) => {
                 let _ = self
                     .cmds
@@ -322,7 +373,7 @@ impl Forwarder {
     }
 
     async fn video(&mut self, conn: ConnId, filter: VideoFilter) {
-        let Some(sfu) = self.conn_room.get(&conn).and_then(|r| self.sfu(r)) else {
+        let Some((sfu, participant)) = self.participant(conn) else {
             return;
         };
         let subscription = match filter {
@@ -331,10 +382,7 @@ impl Forwarder {
                 VideoSubscription::Only(ids.into_iter().map(ParticipantId).collect())
             }
         };
-        if let Err(e) = sfu
-            .set_video_subscription(ParticipantId(conn.0), subscription)
-            .await
-        {
+        if let Err(e) = sfu.set_video_subscription(participant, subscription).await {
             tracing::debug!(conn = conn.0, error = %e, "video subscription refused");
         }
     }
@@ -342,11 +390,17 @@ impl Forwarder {
     /// A connection ended (a departure, or a member removed by a commit: the driver reports
     /// it in the step that sequenced the commit). Its legs to and from everyone go first.
     async fn closed(&mut self, conn: ConnId) {
-        let Some(room) = self.conn_room.remove(&conn) else {
+        let Some((room, participant)) = self.conn_room.remove(&conn) else {
             return;
         };
+        {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            if routes.get(&participant) == Some(&conn) {
+                routes.remove(&participant);
+            }
+        }
         if let Some(sfu) = self.sfu(&room) {
-            let _ = sfu.remove_participant(ParticipantId(conn.0)).await;
+            let _ = sfu.remove_participant(participant).await;
         }
         self.handle.participants.send_replace(self.conn_room.len());
         if let Some(n) = self.members.get_mut(&room) {
@@ -381,6 +435,7 @@ async fn run(
         cmds,
         handle,
         conn_room: HashMap::new(),
+        routes: Routes::default(),
         members: HashMap::new(),
     };
     while let Some(e) = events.recv().await {
@@ -388,10 +443,14 @@ async fn run(
             ForwarderEvent::Signal {
                 conn,
                 room,
+                participant,
                 payload,
                 ..
             } => match MediaSignalPayload::decode(&payload) {
-                Ok(MediaSignalPayload::Join { publish }) => f.join(conn, room, publish).await,
+                Ok(MediaSignalPayload::Join { publish }) => {
+                    f.join(conn, ParticipantId(participant.0), room, publish)
+                        .await;
+                }
                 Ok(MediaSignalPayload::Answer(sdp)) => f.answer(conn, sdp).await,
                 Ok(MediaSignalPayload::Video(filter)) => f.video(conn, filter).await,
                 Ok(MediaSignalPayload::Offer(_)) => {

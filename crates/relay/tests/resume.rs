@@ -73,12 +73,13 @@ fn refused_with(reason: ResumeRefusedReason) -> Vec<Body> {
     vec![Body::ResumeRefused(ResumeRefused { reason })]
 }
 
-// covers: DS-RES-2, DS-RES-4, DS-RES-5, CP-RES-1, CP-RES-3
+// covers: DS-RES-2, DS-RES-4, DS-RES-5, DS-RES-12, CP-RES-1, CP-RES-3
 #[test]
 fn a_lost_member_resumes_its_leaf_and_catches_up_in_order() {
     let mut net = net();
     let (mut a, mut b, mut c) = three_members(&mut net);
     let (b_leaf, c_leaf) = (b.leaf(), c.leaf());
+    let b_first = b.conn;
     // B's connection is lost: no removal is proposed, its leaf is kept for the grace.
     net.close(b.conn);
     assert!(proposed(&net.take(a.conn)).is_empty());
@@ -127,7 +128,7 @@ fn a_lost_member_resumes_its_leaf_and_catches_up_in_order() {
     assert_eq!(net.ds.counters().commits_replayed, 2);
     assert!(net.events.iter().any(|e| matches!(
         e,
-        Event::MemberResumed { leaf, from_epoch: 1, replayed: 2, conn, .. } if *leaf == b_leaf && *conn == b.conn
+        Event::MemberResumed { leaf, from_epoch: 1, replayed: 2, conn, participant, .. } if *leaf == b_leaf && *conn == b.conn && *participant == b_first
     )));
 
     // B is a member again on its new connection: it hears A's next commit (which removes C
@@ -396,7 +397,7 @@ fn a_proof_is_bound_to_its_connection_room_and_group() {
     assert_eq!(a.authenticator(), b.authenticator());
 }
 
-// covers: DS-RES-7, DS-RES-10
+// covers: DS-RES-7, DS-RES-10, DS-RES-12
 #[test]
 fn a_half_open_connection_is_closed_when_its_member_resumes_elsewhere() {
     let mut net = net();
@@ -450,6 +451,12 @@ fn a_half_open_connection_is_closed_when_its_member_resumes_elsewhere() {
         net.media.as_slice(),
         [(conn, _, leaf, _)] if *conn == b.conn && *leaf == b_leaf
     ));
+    // Its streams keep the participant id of the connection it unseated.
+    assert_eq!(net.participants.get(&b.conn), Some(&old));
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        Event::MemberResumed { conn, participant, .. } if *conn == b.conn && *participant == old
+    )));
     // Input for the old connection is counted and ignored.
     let before = net.ds.counters().unknown_connection_inputs;
     net.raw(old, &[0, 0, 0, 1, 0]);
@@ -696,7 +703,7 @@ mod over_tls {
         .await;
     }
 
-    // covers: DS-RES-2, DS-RES-4, DS-RES-7, DS-RES-8, OPS-MET-1, OPS-MEDIA-1
+    // covers: DS-RES-2, DS-RES-4, DS-RES-7, DS-RES-8, DS-RES-12, OPS-MET-1, OPS-MEDIA-1
     // covers: OPS-CONN-3, CP-RES-4
     #[test]
     fn members_whose_connections_drop_resume_over_tls() {
@@ -759,14 +766,20 @@ mod over_tls {
         let signal = within("B's media join at the forwarder", async {
             loop {
                 match ev_rx.recv().await {
-                    Some(ForwarderEvent::Signal { conn, leaf, .. }) => return (conn, leaf),
+                    Some(ForwarderEvent::Signal {
+                        conn,
+                        leaf,
+                        participant,
+                        ..
+                    }) => return (conn, leaf, participant),
                     Some(_) => {}
                     None => panic!("forwarder events ended"),
                 }
             }
         })
         .await;
-        assert_eq!(signal, (b.conn, b.leaf()));
+        // ... under the participant id of the connection it joined on (DS-RES-12).
+        assert_eq!(signal, (b.conn, b.leaf(), b_old));
 
         // C's old connection is half-open (still up at the relay). A proof for C's new
         // connection replayed on yet another one is refused; on its own connection it is

@@ -395,6 +395,7 @@ async fn media_signals_reach_the_forwarder_and_come_back_body() {
             conn: g.conn,
             room: RoomId(b"room-media".to_vec()),
             leaf: 1,
+            participant: g.conn,
             payload: b"sdp offer".to_vec()
         }
     );

@@ -183,6 +183,17 @@ impl CallCore {
             .pending
             .take_if(|p| p.commit.from_epoch() == b.epoch)
         {
+            if p.commit.commit() == b.commit.as_slice() {
+                // The own commit won, its reply was lost with a connection; the relay replays
+                // it on resuming: merge it as confirmed.
+                if let Err(e) = p.commit.confirm(g, now) {
+                    warnings.push(group_warning(&e));
+                }
+                for w in warnings {
+                    self.warn(w);
+                }
+                return;
+            }
             // Another member's commit won this epoch.
             let intent = p.intent;
             if let Err(e) = p.commit.discard(g) {
@@ -371,5 +382,21 @@ impl CallCore {
             welcome: commit.welcome().map(|w| VLBytes::new(w.to_vec())),
             group_info: commit.group_info().map(|w| VLBytes::new(w.to_vec())),
         }));
+    }
+
+    /// After resuming: an own commit still pending was never sequenced (the relay's log does
+    /// not hold it): drop it and make it again in the current epoch.
+    pub(super) fn redo_pending_commit(&mut self) {
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        if let Some(p) = self.commits.pending.take() {
+            let intent = p.intent;
+            if let Err(e) = p.commit.discard(g) {
+                let w = group_warning(&e);
+                self.warn(w);
+            }
+            self.commits.retry(intent);
+        }
     }
 }

@@ -59,6 +59,10 @@ pub(super) struct Join {
     /// Messages that may precede admission (room state, waiting room, pongs), handled once
     /// admitted.
     backlog: Vec<Body>,
+    /// The `Hello` (said again on every new connection when resuming).
+    pub(super) hello: Option<Hello>,
+    /// The room of the token.
+    pub(super) room: Vec<u8>,
 }
 
 impl Join {
@@ -104,11 +108,15 @@ impl CallCore {
             Some(_) => return Err(crate::error::OptionsError::IdentitySuite.into()),
             None => Client::new(identity, self.opts.mls_suite)?,
         };
-        self.send(Body::Hello(Hello {
-            room_id: VLBytes::new(room),
+        self.link_stats.seed(client.signature_key());
+        let hello = Hello {
+            room_id: VLBytes::new(room.clone()),
             token: VLBytes::new(token.trim().as_bytes().to_vec()),
             display_name: VLBytes::new(identity.as_bytes().to_vec()),
-        }));
+        };
+        self.join.hello = Some(hello.clone());
+        self.join.room = room;
+        self.send(Body::Hello(hello));
         self.phase = Phase::Hello(Box::new(client));
         self.next_step(now, "HelloAck");
         Ok(())
@@ -274,6 +282,7 @@ impl CallCore {
         self.observe_membership(MembershipChange::Joined, epoch, now);
         self.emit(Event::Joined { epoch, members });
         self.drain_group_events(now);
+        self.start_keepalive(now);
         self.start_media();
     }
 }

@@ -59,6 +59,15 @@ impl Media {
         self.state = State::Off;
         self.pipeline = None;
     }
+
+    /// The connection was lost: no transport until the membership is resumed. The pipeline
+    /// stays (its streams' receive state goes on across the reconnection).
+    pub(super) fn suspend(&mut self) {
+        if self.state != State::Failed {
+            self.state = State::Off;
+        }
+        self.video_sent = None;
+    }
 }
 
 fn signal(payload: &MediaSignalPayload) -> Body {
@@ -101,7 +110,11 @@ impl CallCore {
                     frames: self.opts.hold_max_frames,
                     bytes: self.opts.hold_max_bytes,
                 };
-                self.media.pipeline = Some(MediaPipeline::new(0x5eed, hold));
+                // After a reconnection the pipeline goes on: its streams' replay state and
+                // its packetizers' sequence numbers continue.
+                if self.media.pipeline.is_none() {
+                    self.media.pipeline = Some(MediaPipeline::new(0x5eed, hold));
+                }
                 self.send(signal(&MediaSignalPayload::Join { publish }));
                 let selection = self.media.video.clone();
                 self.select_video(selection);
@@ -152,7 +165,13 @@ impl CallCore {
                 self.emit(Event::MediaConnected);
             }
             MediaInput::Connection(ConnectionState::Failed) => {
-                self.warn(CallWarning::Transport(TransportWarning::ConnectionFailed))
+                self.warn(CallWarning::Transport(TransportWarning::ConnectionFailed));
+                // The media path is gone; the relay's forwarder knows media by connection, so
+                // the member comes back on a new one (the relay keeps its leaf meanwhile).
+                if self.link_up() && matches!(self.phase, Phase::Member(_)) {
+                    self.out.push_back(Output::DropControl);
+                    self.link_lost(now);
+                }
             }
             MediaInput::Connection(ConnectionState::Closed) => {
                 self.warn(CallWarning::Transport(TransportWarning::ConnectionClosed))
@@ -214,6 +233,11 @@ impl CallCore {
         frame: &[u8],
         keyframe: Option<bool>,
     ) -> Result<(), CallError> {
+        if !self.link_up() && matches!(self.phase, Phase::Member(_)) {
+            // Away: dropped before sealing (no counter used), never queued.
+            self.drop_away();
+            return Err(CallError::Reconnecting);
+        }
         let Phase::Member(g) = &mut self.phase else {
             return Err(CallError::NotMember);
         };

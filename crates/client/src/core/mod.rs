@@ -36,6 +36,7 @@
 mod commits;
 mod epoch;
 mod join;
+mod link;
 mod media;
 mod peer;
 mod roster;
@@ -65,6 +66,7 @@ use crate::trust::TrustStore;
 use commits::Commits;
 use epoch::Epochs;
 use join::{Join, Phase};
+pub use link::ReconnectPolicy;
 use media::Media;
 pub(crate) use timer::after;
 use timer::{Timer, TimerTable};
@@ -185,6 +187,9 @@ pub enum TransportOp {
         /// Whose video.
         from: ParticipantId,
     },
+    /// Close the media transport (the connection to the relay was lost; a new one is opened
+    /// with [`TransportOp::Open`] once the membership is resumed); no answer.
+    Close,
 }
 
 /// What the core asks of its shell, in order.
@@ -218,6 +223,13 @@ pub enum Output {
     End,
     /// The trust store changed in memory: save it ([`CallCore::trust_store`]).
     TrustChanged,
+    /// Open a new control connection to the relay (reconnecting); answer with
+    /// [`CallCore::handle_control_connected`] or, if it fails,
+    /// [`CallCore::handle_control_end`].
+    Connect,
+    /// Drop the current control connection at once, without a TLS goodbye (so the relay keeps
+    /// the membership for its grace period); what follows comes with [`Output::Connect`].
+    DropControl,
 }
 
 /// Where the media pipeline puts what it produces: outputs, and the observer's view.
@@ -243,6 +255,13 @@ pub struct CallCore {
     out: VecDeque<Output>,
     /// What this device knows of names and identity keys (kept in memory; the shell saves).
     trust: TrustStore,
+    /// The link to the relay while a member (reconnecting and resuming).
+    link: link::Link,
+    link_stats: link::LinkStats,
+    /// When the relay was last heard from.
+    last_heard: Instant,
+    /// Pings sent.
+    pings: u64,
     peer: peer::PeerStats,
 }
 
@@ -281,6 +300,10 @@ impl CallCore {
             timers: TimerTable::default(),
             out: VecDeque::new(),
             trust: TrustStore::in_memory(),
+            link: link::Link::Up,
+            link_stats: link::LinkStats::default(),
+            last_heard: now,
+            pings: 0,
             peer: peer::PeerStats::default(),
             opts,
         };
@@ -329,9 +352,13 @@ impl CallCore {
     /// A message from the relay.
     pub fn handle_control(&mut self, now: Instant, body: Body) {
         let now = self.clock(now);
+        self.heard(now);
         if let Body::HelloAck(ack) = &body {
-            // The relay's id of this connection: own streams are named by it (SDK-AUTH-2).
-            self.media.relay_participant = Some(ack.conn_id);
+            // The relay's id of the connection joined on: own streams are named by it
+            // (SDK-AUTH-2), also after a resume, which keeps it (DS-RES-12).
+            if !matches!(self.phase, Phase::Member(_)) {
+                self.media.relay_participant = Some(ack.conn_id);
+            }
         }
         match &self.phase {
             Phase::Ended => return,
@@ -341,9 +368,22 @@ impl CallCore {
         self.settle(now);
     }
 
+    /// A new control connection is up (after [`Output::Connect`]).
+    pub fn handle_control_connected(&mut self, now: Instant) {
+        let now = self.clock(now);
+        if self.is_ended() {
+            return;
+        }
+        self.link_connected(now);
+        self.settle(now);
+    }
+
     /// The control channel ended.
     pub fn handle_control_end(&mut self, now: Instant, end: ControlEnd) {
         let now = self.clock(now);
+        if end == ControlEnd::Closed && self.link_lost(now) {
+            return;
+        }
         let error = match end {
             ControlEnd::Malformed => ProtocolError::Malformed,
             ControlEnd::Closed => ProtocolError::Closed,
@@ -429,9 +469,23 @@ impl CallCore {
             return;
         }
         if self.timers.expire(Timer::JoinStep, now) {
+            if matches!(self.phase, Phase::Member(_)) {
+                // A reconnection attempt took too long: drop it and try again.
+                self.out.push_back(Output::DropControl);
+                if !self.link_lost(now) {
+                    self.end(now, EndReason::ConnectionLost);
+                }
+                return;
+            }
             let what = self.join.step();
             self.fail_join(JoinError::Timeout { what });
             return;
+        }
+        if self.timers.expire(Timer::Reconnect, now) {
+            self.reconnect_due(now);
+        }
+        if self.timers.expire(Timer::Ping, now) {
+            self.ping_due(now);
         }
         if let Phase::Member(g) = &mut self.phase
             && g.poll_timeout().is_some_and(|t| t <= now)
@@ -515,7 +569,9 @@ impl CallCore {
     /// then the group's messages for the other members.
     fn settle(&mut self, now: Instant) {
         self.drain_group_events(now);
-        self.next_intent(now);
+        if self.link_up() {
+            self.next_intent(now);
+        }
         self.send_peer_messages();
     }
 
@@ -523,6 +579,9 @@ impl CallCore {
     fn on_control(&mut self, now: Instant, body: Body) {
         match body {
             Body::Welcome(w) => self.on_welcome(now, &w),
+            Body::HelloAck(ack) => self.on_resume_hello_ack(now, &ack),
+            Body::ResumeAccepted(a) => self.on_resume_accepted(now, &a),
+            Body::ResumeRefused(r) => self.fail_resume(now, r.reason),
             Body::CommitAccepted(a) => self.on_commit_accepted(now, &a),
             Body::CommitRejected(r) => self.on_commit_rejected(now, &r),
             Body::CommitBroadcast(b) => self.on_commit_broadcast(now, &b),

@@ -29,7 +29,12 @@ impl CallCore {
         let Phase::Member(g) = &mut self.phase else {
             return;
         };
+        let up = matches!(self.link, super::link::Link::Up);
         while let Some(payload) = g.poll_peer_message() {
+            if !up {
+                // Away: nobody would get it (a confirmation is sent again once resumed).
+                continue;
+            }
             self.peer.sent += 1;
             self.out
                 .push_back(super::Output::Control(Body::PeerBroadcast(PeerBroadcast {

@@ -26,6 +26,9 @@ impl CallCore {
             s.signature_wait = LatencySummary::of(v.signature_wait());
             s.manifests_sent = g.manifest_counters().manifests;
         }
+        s.reconnects = self.link_stats.reconnects;
+        s.time_away = self.link_stats.away;
+        s.frames_dropped_away = self.link_stats.frames_dropped_away;
         s.peer_messages_sent = self.peer.sent;
         s.peer_messages_received = self.peer.received;
         s.peer_messages_refused = self.peer.refused.clone();

@@ -12,9 +12,13 @@ pub(super) enum Timer {
     ProposalFallback = 1,
     /// Publish counters and decrypt health.
     Stats = 2,
+    /// Try to connect to the relay again.
+    Reconnect = 3,
+    /// Ping the relay; notice a silent connection.
+    Ping = 4,
 }
 
-const COUNT: usize = 3;
+const COUNT: usize = 5;
 
 /// When each timer fires, if armed.
 #[derive(Debug, Clone, Copy, Default)]

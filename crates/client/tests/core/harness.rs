@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 
 use blindcall_client::observer::{CallObserver, FrameOpened, FrameSent};
 use blindcall_client::{
-    CallCore, CallStats, Command, Event, IncomingFrame, JoinError, JoinOptions, MediaInput,
-    MediaKind, MediaMode, Output, TransportOp, TrustAnchor,
+    CallCore, CallStats, Command, ControlEnd, Event, IncomingFrame, JoinError, JoinOptions,
+    MediaInput, MediaKind, MediaMode, Output, TransportOp, TrustAnchor,
 };
 use blindcall_media::RtpPacket;
 use blindcall_proto::{
     Body, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected, GroupCreated,
     HelloAck, KeyPackageAccepted, PeerMessage, ProposalBroadcast, RelayProposal, RelaySender,
-    RemoveParticipant, Role, RoomState, VLBytes, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
+    RemoveParticipant, ResumeAccepted, ResumeRefused, ResumeRefusedReason, Role, RoomState,
+    VLBytes, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
 };
 use blindcall_transport::{ConnectionState, ParticipantId};
 use openmls::prelude::{
@@ -41,6 +42,9 @@ pub fn token() -> String {
 pub fn options() -> JoinOptions {
     let mut o = JoinOptions::new(TrustAnchor::Fingerprint("00".repeat(32)));
     o.media = MediaMode::Off;
+    // The scripted tests move the clock in jumps; keepalive and reconnection are tested
+    // on their own (link.rs), where time moves in steps.
+    o.reconnect.enabled = false;
     o
 }
 
@@ -105,6 +109,16 @@ pub struct Peer {
     pub requests: Vec<(u64, String)>,
     /// How often it asked its shell to save the trust store.
     pub trust_saves: usize,
+    /// The relay participant id of its media: its first connection's id (kept by resumes).
+    pub participant: u64,
+    /// Whether its control connection is up (the relay reads what it sends only then).
+    pub connected: bool,
+    /// Lost its connection and has not resumed: the relay sends it nothing.
+    pub away: bool,
+    /// How often it asked for a new control connection ([`Output::Connect`]).
+    pub connects: usize,
+    /// How often it dropped its control connection itself ([`Output::DropControl`]).
+    pub drops: usize,
 }
 
 impl Peer {
@@ -141,6 +155,8 @@ impl Peer {
                 Output::Admitted => self.admitted = true,
                 Output::JoinFailed(e) => self.join_failed = Some(e),
                 Output::End => self.ended = true,
+                Output::Connect => self.connects += 1,
+                Output::DropControl => self.drops += 1,
                 other => panic!("unexpected output {other:?}"),
             }
         }
@@ -230,6 +246,8 @@ pub struct Room {
     pub relayed: Vec<(String, Body)>,
     /// Leaves whose own leave is queued, with the epoch.
     leaves_queued: Vec<(u64, u32)>,
+    /// Refuse every `Resume` with this reason.
+    pub resume_refusal: Option<ResumeRefusedReason>,
 }
 
 impl Default for Room {
@@ -258,6 +276,7 @@ impl Room {
             next_conn: 1,
             relayed: Vec::new(),
             leaves_queued: Vec::new(),
+            resume_refusal: None,
         }
     }
 
@@ -302,6 +321,11 @@ impl Room {
             recorder,
             requests: Vec::new(),
             trust_saves: 0,
+            participant: conn,
+            connected: true,
+            away: false,
+            connects: 0,
+            drops: 0,
         };
         p.pump(self.now);
         self.peers.push(p);
@@ -322,7 +346,11 @@ impl Room {
 
     fn is_member(&self, i: usize) -> bool {
         let p = &self.peers[i];
-        p.admitted && !p.ended && !self.waiting.contains(&p.conn) && p.core.stats().epoch.is_some()
+        p.admitted
+            && !p.ended
+            && !p.away
+            && !self.waiting.contains(&p.conn)
+            && p.core.stats().epoch.is_some()
     }
 
     fn external_sender(&self) -> RelaySender {
@@ -407,6 +435,11 @@ impl Room {
     /// The relay reads one message of peer `i` and answers it.
     pub fn relay_one(&mut self, i: usize) -> Option<Body> {
         let body = self.peers[i].outbox.pop_front()?;
+        assert!(
+            self.peers[i].connected,
+            "{} sent {body:?} with no control connection",
+            self.peers[i].name
+        );
         let conn = self.peers[i].conn;
         match &body {
             Body::Hello(_) => {
@@ -421,7 +454,7 @@ impl Room {
                         waiting: 0,
                     },
                     external_senders: vec![self.external_sender()],
-                    challenge: [0; 32],
+                    challenge: challenge_of(conn),
                 };
                 self.peers[i].inbox.push_back(Body::HelloAck(ack));
             }
@@ -443,6 +476,11 @@ impl Room {
                     .push_back(Body::KeyPackageAccepted(KeyPackageAccepted {
                         key_package_ref: VLBytes::new(Vec::new()),
                     }));
+            }
+            Body::Ping(p) => {
+                self.peers[i]
+                    .inbox
+                    .push_back(Body::Pong(blindcall_proto::Pong { nonce: p.nonce }));
             }
             Body::JoinRequest => {
                 self.peers[i]
@@ -511,6 +549,28 @@ impl Room {
                     proposal: p.proposal.clone(),
                 });
                 self.send_to_members(Some(i), &b);
+            }
+            Body::Resume(r) => {
+                if let Some(reason) = self.resume_refusal {
+                    self.peers[i]
+                        .inbox
+                        .push_back(Body::ResumeRefused(ResumeRefused { reason }));
+                } else {
+                    // What it missed, then the verdict (as the relay does, DS-RES-5).
+                    for e in r.epoch..self.epoch {
+                        let commit = self.winners[usize::try_from(e).unwrap()].clone();
+                        self.peers[i]
+                            .inbox
+                            .push_back(Body::CommitBroadcast(CommitBroadcast {
+                                epoch: e,
+                                commit: VLBytes::new(commit),
+                            }));
+                    }
+                    self.peers[i]
+                        .inbox
+                        .push_back(Body::ResumeAccepted(ResumeAccepted { epoch: self.epoch }));
+                    self.peers[i].away = false;
+                }
             }
             Body::RemoveParticipant(RemoveParticipant { conn_id }) => {
                 if let Some(k) = self.index_of_conn(*conn_id) {
@@ -640,6 +700,39 @@ impl Room {
         })
     }
 
+    /// Peer `i`'s control connection breaks: what was in flight either way is lost.
+    pub fn cut(&mut self, i: usize) {
+        let now = self.now;
+        let p = &mut self.peers[i];
+        p.outbox.clear();
+        p.inbox.clear();
+        p.connected = false;
+        p.away = true;
+        p.core.handle_control_end(now, ControlEnd::Closed);
+        p.pump(now);
+    }
+
+    /// Peer `i`'s shell opened the control connection it asked for (a new relay connection).
+    pub fn connect(&mut self, i: usize) {
+        let now = self.now;
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let p = &mut self.peers[i];
+        assert!(p.connects > 0, "{} never asked to connect", p.name);
+        p.conn = conn;
+        p.connected = true;
+        p.core.handle_control_connected(now);
+        p.pump(now);
+    }
+
+    /// Peer `i`'s shell could not open the control connection it asked for.
+    pub fn connect_fails(&mut self, i: usize) {
+        let now = self.now;
+        let p = &mut self.peers[i];
+        p.core.handle_control_end(now, ControlEnd::Closed);
+        p.pump(now);
+    }
+
     /// Connects peer `i`'s media (the stand-in transport reports the connection up).
     pub fn connect_media(&mut self, i: usize) {
         let now = self.now;
@@ -649,7 +742,7 @@ impl Room {
     /// Hands every packet peer `from` sent to peer `to`.
     pub fn forward_media(&mut self, from: usize, to: usize) {
         let now = self.now;
-        let sender = ParticipantId(self.peers[from].conn);
+        let sender = ParticipantId(self.peers[from].participant);
         let packets = std::mem::take(&mut self.peers[from].packets);
         for (kind, packet) in packets {
             self.peers[to].media(
@@ -674,6 +767,13 @@ fn proposer_leaf(proposal: &[u8]) -> Option<u32> {
         Sender::Member(leaf) => Some(leaf.u32()),
         _ => None,
     }
+}
+
+/// The challenge the scripted relay puts in connection `conn`'s `HelloAck`.
+pub fn challenge_of(conn: u64) -> [u8; 32] {
+    let mut c = [0u8; 32];
+    c[..8].copy_from_slice(&conn.to_be_bytes());
+    c
 }
 
 /// Whether `events` has an event matching `pred`.

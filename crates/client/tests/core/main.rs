@@ -7,6 +7,7 @@ mod auth;
 mod commits;
 mod harness;
 mod join;
+mod link;
 mod media;
 mod peer;
 mod raw;

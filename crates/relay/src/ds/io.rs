@@ -164,6 +164,9 @@ pub enum Output {
         room: RoomId,
         /// The member's leaf in the room's MLS group.
         leaf: u32,
+        /// The forwarder's id for the member's streams: the connection it joined on, the same
+        /// across resumes (DS-RES-12).
+        participant: ConnId,
         /// The opaque signaling payload.
         payload: Vec<u8>,
     },
@@ -298,6 +301,8 @@ pub enum Event {
         conn: ConnId,
         /// The leaf.
         leaf: u32,
+        /// Its media participant id (unchanged by the resume).
+        participant: ConnId,
         /// The epoch the member was at.
         from_epoch: u64,
         /// Commits sent to it to catch up.

@@ -118,11 +118,13 @@ impl Ds {
             return;
         };
         let room = adm.room.clone();
+        let participant = adm.participant;
         self.counters.media_signals_in += 1;
         self.out.push_back(Output::MediaSignal {
             conn: id,
             room,
             leaf,
+            participant,
             payload: m.payload.as_slice().to_vec(),
         });
     }

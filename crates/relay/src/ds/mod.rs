@@ -387,7 +387,7 @@ impl Ds {
                     conn: id,
                     leaf,
                 });
-                self.depart(&room_id, leaf, id, ending);
+                self.depart(&room_id, leaf, id, adm.participant, ending);
             }
         }
         self.drop_room_if_idle(&room_id);
@@ -555,6 +555,7 @@ impl Ds {
                 seat: Seat::Lobby,
                 challenge,
                 resume_tried: false,
+                participant: id,
             }));
         }
         self.counters.admitted += 1;

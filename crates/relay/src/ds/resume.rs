@@ -18,7 +18,14 @@ impl Ds {
     /// A member's connection ended: keep its leaf for the grace (lost connection), or propose
     /// its removal now (it left, by goodbye or by its own Remove proposal, or the relay closed
     /// it).
-    pub(super) fn depart(&mut self, room_id: &RoomId, leaf: u32, conn: ConnId, ending: Ending) {
+    pub(super) fn depart(
+        &mut self,
+        room_id: &RoomId,
+        leaf: u32,
+        conn: ConnId,
+        participant: ConnId,
+        ending: Ending,
+    ) {
         let grace = self.cfg.resume_grace;
         // A member whose own leave is queued has left, whatever happened to its connection.
         let leaving = self
@@ -29,7 +36,14 @@ impl Ds {
         if ending == Ending::Lost && !grace.is_zero() && !leaving {
             let until = self.now.saturating_add(grace);
             if let Some(room) = self.rooms.get_mut(room_id) {
-                room.grace.insert(leaf, Grace { until, conn });
+                room.grace.insert(
+                    leaf,
+                    Grace {
+                        until,
+                        conn,
+                        participant,
+                    },
+                );
             }
             self.grace_timers.insert((until, room_id.clone(), leaf));
             self.counters.graces_started += 1;
@@ -151,12 +165,18 @@ impl Ds {
         let pending = group.pending().to_vec();
 
         // Take the seat: a connection still seated on the leaf is stale (half-open).
-        self.unseat(&room_id, leaf);
-        if let Some(room) = self.rooms.get_mut(&room_id) {
-            room.grace.remove(&leaf);
-        }
+        // The media streams keep their participant id (DS-RES-12): receivers' stream state
+        // and the manifests already signed go on naming it.
+        let stale = self.unseat(&room_id, leaf);
+        let graced = self
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|room| room.grace.remove(&leaf))
+            .map(|g| g.participant);
+        let participant = graced.or(stale).unwrap_or(id);
         if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
             a.seat = Seat::Member { leaf };
+            a.participant = participant;
         }
         let replayed = u64::try_from(missed.len()).unwrap_or(u64::MAX);
         for (epoch, bytes) in missed {
@@ -190,6 +210,7 @@ impl Ds {
             room: room_id,
             conn: id,
             leaf,
+            participant,
             from_epoch: m.epoch,
             replayed,
         });
@@ -213,7 +234,9 @@ impl Ds {
     }
 
     /// Close every connection seated on `leaf` (`RESUMED_ELSEWHERE`) without a departure.
-    fn unseat(&mut self, room_id: &RoomId, leaf: u32) {
+    /// Returns the media participant id of the connection that held the seat.
+    fn unseat(&mut self, room_id: &RoomId, leaf: u32) -> Option<ConnId> {
+        let mut participant = None;
         let stale: Vec<ConnId> = self
             .members(room_id)
             .into_iter()
@@ -224,9 +247,11 @@ impl Ds {
             if let Some(a) = self.conns.get_mut(&conn).and_then(Conn::admission_mut) {
                 // Out of the seat first: closing it must not start a grace or a removal.
                 a.seat = Seat::Lobby;
+                participant = Some(a.participant);
             }
             self.refuse(conn, RefusedReason::RESUMED_ELSEWHERE);
         }
+        participant
     }
 
     /// The leaf's member gave it up (it cannot resume): no seat, no grace, removal proposed.

@@ -34,6 +34,9 @@ pub(crate) struct Admission {
     pub challenge: [u8; RESUME_CHALLENGE_LEN],
     /// Whether the connection sent a Resume (one per connection: its challenge is spent).
     pub resume_tried: bool,
+    /// The media forwarder's id for this member's streams: the id of the connection it joined
+    /// on, kept by every resume (DS-RES-12).
+    pub participant: ConnId,
 }
 
 pub(crate) enum Phase {
@@ -125,6 +128,8 @@ pub(crate) struct Grace {
     pub until: Timestamp,
     /// The connection that was lost.
     pub conn: ConnId,
+    /// The leaf's media participant id, taken over by the connection that resumes it.
+    pub participant: ConnId,
 }
 
 impl Room {

@@ -274,11 +274,13 @@ impl Driver {
                     conn,
                     room,
                     leaf,
+                    participant,
                     payload,
                 } => self.tell_forwarder(ForwarderEvent::Signal {
                     conn,
                     room,
                     leaf,
+                    participant,
                     payload,
                 }),
                 Output::Event(e) => self.on_event(&e, received_at),

@@ -94,6 +94,9 @@ pub enum ForwarderEvent {
         room: RoomId,
         /// Its leaf in the room's group.
         leaf: u32,
+        /// The id its media streams carry: the connection it joined on, the same across
+        /// resumes (DS-RES-12).
+        participant: ConnId,
         /// The opaque payload.
         payload: Vec<u8>,
     },

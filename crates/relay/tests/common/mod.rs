@@ -79,6 +79,8 @@ pub struct Net {
     pub events: Vec<Event>,
     /// Media signals the DS passed to the (absent) forwarder: (conn, room, leaf, payload).
     pub media: Vec<(ConnId, RoomId, u32, Vec<u8>)>,
+    /// The media participant id the DS named with each connection's last media signal.
+    pub participants: HashMap<ConnId, ConnId>,
     next: u64,
 }
 
@@ -96,6 +98,7 @@ impl Net {
             closed: HashMap::new(),
             events: Vec::new(),
             media: Vec::new(),
+            participants: HashMap::new(),
             next: 1,
         }
     }
@@ -161,8 +164,12 @@ impl Net {
                     conn,
                     room,
                     leaf,
+                    participant,
                     payload,
-                } => self.media.push((conn, room, leaf, payload)),
+                } => {
+                    self.participants.insert(conn, participant);
+                    self.media.push((conn, room, leaf, payload));
+                }
                 Output::Event(e) => self.events.push(e),
             }
         }

@@ -1,0 +1,268 @@
+//! Staying in the call when the network fails: the control connection (or the media path)
+//! breaks, the member reconnects by itself with bounded exponential backoff and jitter, and
+//! resumes its membership on the new connection by proving to the relay that it holds its
+//! leaf (spec/client.md SDK-RES-*). No host approval, no new leaf, no rekey for coming back.
+//!
+//! While away, nothing is sealed (published frames are dropped and counted, so no counter of
+//! any key is ever used twice), no commit is made, and the group's state stays as it was.
+//! Back on a new connection: `Hello` → `HelloAck` (with a fresh challenge) → `Resume` → the
+//! commits the member missed, in order → `ResumeAccepted`; then media is opened again.
+
+use std::time::{Duration, Instant};
+
+use blindcall_group::call::RESUME_CHALLENGE_LEN;
+use blindcall_proto::{Body, HelloAck, Ping, Resume, ResumeAccepted, ResumeRefusedReason, VLBytes};
+
+use super::join::Phase;
+use super::timer::{Timer, after};
+use super::{CallCore, Output, TransportOp};
+use crate::event::{EndReason, Event};
+
+/// How a member reconnects (see [`crate::JoinOptions::reconnect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Whether to reconnect at all (otherwise a broken connection ends the call).
+    pub enabled: bool,
+    /// Delay before the second attempt (the first is immediate); each later one doubles it.
+    pub initial_delay: Duration,
+    /// Largest delay between attempts.
+    pub max_delay: Duration,
+    /// Stop trying (the call ends with `ConnectionLost`) once away this long. A member back
+    /// after the relay's grace period (20 s by default) is refused (`REMOVED`) instead.
+    pub give_up_after: Duration,
+    /// Bound on one attempt (connect, TLS, Hello, resume): a network that still drops
+    /// packets makes an attempt hang, not fail; the next one starts after it.
+    pub attempt_timeout: Duration,
+    /// A member sends `Ping` this often, so a connection that went silent is noticed.
+    pub ping_interval: Duration,
+    /// Nothing received from the relay for this long (pongs included): the connection is
+    /// taken as lost (a dead network often breaks no TCP connection for minutes).
+    pub silence_timeout: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(1),
+            silence_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The state of the link to the relay, while a member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Link {
+    /// Connected and resumed (or never lost).
+    #[default]
+    Up,
+    /// Waiting to try again (`Timer::Reconnect`).
+    Down { since: Instant, attempt: u32 },
+    /// The shell is opening a new control connection.
+    Connecting { since: Instant, attempt: u32 },
+    /// Connected again; `Hello` and then `Resume` sent, waiting for the relay's answer.
+    Resuming { since: Instant, attempt: u32 },
+}
+
+/// What reconnecting did, for the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct LinkStats {
+    pub(super) reconnects: u64,
+    pub(super) away: Duration,
+    pub(super) frames_dropped_away: u64,
+    /// Deterministic jitter state (seeded from the identity key: no clock, no OS randomness).
+    jitter: u64,
+}
+
+impl LinkStats {
+    pub(super) fn seed(&mut self, bytes: &[u8]) {
+        self.jitter = bytes.iter().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        }) | 1;
+    }
+
+    /// A pseudo-random fraction in [0, 1) (xorshift64*).
+    fn next_fraction(&mut self) -> f64 {
+        let mut x = self.jitter;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.jitter = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl CallCore {
+    /// Whether the member is connected and resumed (commits, peer messages and media go out).
+    pub(super) fn link_up(&self) -> bool {
+        matches!(self.link, Link::Up)
+    }
+
+    /// The control connection (or the media path) broke while a member: reconnect instead of
+    /// ending, if allowed. Returns false when the call should end instead.
+    pub(super) fn link_lost(&mut self, now: Instant) -> bool {
+        if !self.opts.reconnect.enabled || !matches!(self.phase, Phase::Member(_)) {
+            return false;
+        }
+        let (since, attempt) = match self.link {
+            Link::Up => (now, 0),
+            Link::Down { since, attempt }
+            | Link::Connecting { since, attempt }
+            | Link::Resuming { since, attempt } => (since, attempt),
+        };
+        if now.saturating_duration_since(since) >= self.opts.reconnect.give_up_after {
+            return false;
+        }
+        if matches!(self.link, Link::Up) {
+            // Media goes with the connection: the relay's forwarder knew it by that
+            // connection. A new transport is opened once resumed.
+            self.media.suspend();
+            self.out.push_back(Output::Transport(TransportOp::Close));
+        }
+        self.timers.stop(Timer::JoinStep);
+        let delay = if attempt == 0 {
+            Duration::ZERO
+        } else {
+            let base = self
+                .opts
+                .reconnect
+                .initial_delay
+                .saturating_mul(1u32 << (attempt - 1).min(16))
+                .min(self.opts.reconnect.max_delay);
+            // Full jitter over the upper half: many members cut off together do not come
+            // back in lockstep.
+            base.mul_f64(0.5 + 0.5 * self.link_stats.next_fraction())
+        };
+        self.link = Link::Down {
+            since,
+            attempt: attempt + 1,
+        };
+        self.timers.set(Timer::Reconnect, after(now, delay));
+        self.emit(Event::Reconnecting {
+            attempt: attempt + 1,
+        });
+        true
+    }
+
+    /// `Timer::Reconnect`: ask the shell for a new control connection.
+    pub(super) fn reconnect_due(&mut self, now: Instant) {
+        if let Link::Down { since, attempt } = self.link {
+            self.link = Link::Connecting { since, attempt };
+            self.out.push_back(Output::Connect);
+            // The shell answers with `handle_control_connected` or `handle_control_end`; the
+            // whole attempt is bounded.
+            self.timers.set(
+                Timer::JoinStep,
+                after(now, self.opts.reconnect.attempt_timeout),
+            );
+        }
+    }
+
+    /// The shell connected a new control channel: say Hello again.
+    pub(super) fn link_connected(&mut self, now: Instant) {
+        let Link::Connecting { since, attempt } = self.link else {
+            return;
+        };
+        self.link = Link::Resuming { since, attempt };
+        if let Some(hello) = self.join.hello.clone() {
+            self.send(Body::Hello(hello));
+        }
+        self.last_heard = now;
+        self.timers.set(
+            Timer::JoinStep,
+            after(now, self.opts.reconnect.attempt_timeout),
+        );
+    }
+
+    /// Just became a member: start pinging the relay.
+    pub(super) fn start_keepalive(&mut self, now: Instant) {
+        if self.opts.reconnect.enabled {
+            self.last_heard = now;
+            self.timers
+                .set(Timer::Ping, after(now, self.opts.reconnect.ping_interval));
+        }
+    }
+
+    /// Something arrived on the control connection.
+    pub(super) fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// `Timer::Ping`: while connected, ping the relay; a connection silent for too long is
+    /// taken as lost.
+    pub(super) fn ping_due(&mut self, now: Instant) {
+        if !self.opts.reconnect.enabled || !matches!(self.phase, Phase::Member(_)) {
+            return;
+        }
+        if self.link_up() {
+            if now.saturating_duration_since(self.last_heard) >= self.opts.reconnect.silence_timeout
+            {
+                self.out.push_back(Output::DropControl);
+                if !self.link_lost(now) {
+                    self.end(now, EndReason::ConnectionLost);
+                    return;
+                }
+            } else {
+                self.pings = self.pings.wrapping_add(1);
+                self.send(Body::Ping(Ping { nonce: self.pings }));
+            }
+        }
+        self.timers
+            .set(Timer::Ping, after(now, self.opts.reconnect.ping_interval));
+    }
+
+    /// While resuming: the relay's `HelloAck` carries the challenge to sign.
+    pub(super) fn on_resume_hello_ack(&mut self, now: Instant, ack: &HelloAck) {
+        let Phase::Member(g) = &self.phase else {
+            return;
+        };
+        let challenge: &[u8; RESUME_CHALLENGE_LEN] = &ack.challenge;
+        let room = self.join.room.clone();
+        match g.resume_proof(challenge, &room) {
+            Ok(proof) => self.send(Body::Resume(Resume {
+                leaf: proof.leaf,
+                epoch: proof.epoch,
+                signature: VLBytes::new(proof.signature),
+            })),
+            Err(e) => {
+                tracing::debug!(error = %e, "no resume proof");
+                self.fail_resume(now, ResumeRefusedReason::BAD_STATE);
+            }
+        }
+    }
+
+    /// The relay sent every missed commit and seated this member on the new connection.
+    pub(super) fn on_resume_accepted(&mut self, now: Instant, _a: &ResumeAccepted) {
+        let Link::Resuming { since, .. } = self.link else {
+            return;
+        };
+        self.link = Link::Up;
+        self.timers.stop(Timer::JoinStep);
+        let away = now.saturating_duration_since(since);
+        self.link_stats.reconnects += 1;
+        self.link_stats.away += away;
+        // An own commit the relay never sequenced is made again in the current epoch.
+        self.redo_pending_commit();
+        if let Phase::Member(g) = &mut self.phase {
+            g.reconfirm();
+        }
+        self.emit(Event::Reconnected { away });
+        self.start_media();
+    }
+
+    /// The relay refused the resume: the membership cannot be taken up again on this relay;
+    /// the call ends (the application may join again through the waiting room).
+    pub(super) fn fail_resume(&mut self, now: Instant, reason: ResumeRefusedReason) {
+        self.emit(Event::ResumeRefused { reason });
+        self.end(now, EndReason::ResumeRefused(reason));
+    }
+
+    /// A frame published while away: dropped before sealing, counted.
+    pub(super) fn drop_away(&mut self) {
+        self.link_stats.frames_dropped_away += 1;
+    }
+}
