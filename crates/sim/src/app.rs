@@ -40,6 +40,9 @@ fn event_name(e: &Event) -> &'static str {
         Event::StreamUnblocked { .. } => "stream-unblocked",
         Event::OwnRemovalProposed { .. } => "own-removal-proposed",
         Event::Diverged { .. } => "diverged",
+        Event::Reconnecting { .. } => "reconnecting",
+        Event::Reconnected { .. } => "reconnected",
+        Event::ResumeRefused { .. } => "resume-refused",
         _ => "other",
     }
 }
@@ -139,10 +142,30 @@ impl World {
             Event::EpochUnconfirmed { .. } | Event::StreamUnblocked { .. } => {
                 *self.stats.warnings.entry(name.into()).or_insert(0) += 1;
             }
+            Event::Reconnecting { .. } => {
+                let m = &mut self.members[p];
+                if !m.resume.away {
+                    m.resume.away = true;
+                    m.resume.leaf = m
+                        .core
+                        .as_ref()
+                        .and_then(|c| c.call_group())
+                        .map(|g| g.own_leaf());
+                }
+            }
+            Event::Reconnected { .. } => {
+                self.members[p].resume.away = false;
+                self.checker.back(&self.members, p);
+            }
+            Event::ResumeRefused { reason } => {
+                self.checker.resume_refused(&self.members, p, *reason);
+            }
             Event::CallEnded { reason } => {
                 let what = format!("{reason:?}");
                 self.count_end(p, &what);
-                let expected = crate::invariants::end_expected(reason);
+                // A refused resume was checked when it came (SIM-INV-14).
+                let expected = crate::invariants::end_expected(reason)
+                    || matches!(reason, blindcall_client::EndReason::ResumeRefused(_));
                 self.checker.call_ended(&self.members, p, &what, expected);
             }
             _ => {}
@@ -191,7 +214,7 @@ impl World {
         };
         let result = core.handle_command(now, command);
         if let (Ok(()), Some(name)) = (&result, removes) {
-            self.checker.may_leave(&name);
+            self.checker.host_removes(&name);
         }
         if let Err(e) = result {
             let key = format!("command {e:?}");
@@ -244,9 +267,11 @@ impl World {
                     }
                 }
             }
-            ActionKind::Disconnect { p } if running(self, p) => self.disconnect(p),
+            ActionKind::Disconnect { p, outage } if running(self, p) => self.disconnect(p, outage),
             ActionKind::Partition { p, duration } if running(self, p) => {
-                let Some(link) = self.members[p].link.as_mut() else {
+                let m = &mut self.members[p];
+                m.offline_until = m.offline_until.max(now.plus(duration));
+                let Some(link) = m.link.as_mut() else {
                     return;
                 };
                 let generation = link.generation;

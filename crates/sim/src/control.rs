@@ -39,6 +39,8 @@ impl World {
         if s.any_member_adds {
             o.call_config.add_rule = blindcall_group::AddRule::AnyMember;
         }
+        o.reconnect.enabled = s.reconnect;
+        o.identity_key = Some(self.members[p].identity_key.clone());
         o.observer = Some(self.members[p].recorder.clone());
         o
     }
@@ -64,14 +66,47 @@ impl World {
                 return;
             }
         };
+        self.members[p].core = Some(core);
+        self.open_connection(p);
+    }
+
+    /// Participant `p`'s shell opens its next control connection (the first, or a new one
+    /// its call asked for with `Output::Connect`). While `p`'s network is down the attempt
+    /// fails after a round trip or hangs (the call's attempt timeout ends it).
+    fn open_connection(&mut self, p: usize) {
         let now = self.now();
         let m = &mut self.members[p];
-        m.core = Some(core);
         m.generations += 1;
         let generation = m.generations;
+        m.connecting = Some(generation);
+        let latency = m
+            .link
+            .as_ref()
+            .map_or(m.plan.latency, |l| l.profile(now).latency);
+        self.trace.num(u64::from(generation));
+        if now < m.offline_until {
+            if m.rng.chance(500) {
+                self.push(now.plus(latency * 2), Ev::ConnectFailed { p, generation });
+            }
+            return;
+        }
         // TCP and TLS handshakes: about one and a half round trips.
-        let at = now.plus(m.plan.latency * 3);
-        self.push(at, Ev::Connect { p, generation });
+        self.push(now.plus(latency * 3), Ev::Connect { p, generation });
+    }
+
+    /// A connection attempt of participant `p` failed.
+    pub(crate) fn connect_failed(&mut self, p: usize, generation: u32) {
+        let m = &mut self.members[p];
+        if m.connecting != Some(generation) {
+            return;
+        }
+        m.connecting = None;
+        self.trace.num(0xcf);
+        let now = self.clock.instant();
+        if let Some(core) = self.members[p].core.as_mut() {
+            core.handle_control_end(now, ControlEnd::Closed);
+        }
+        self.drain_member(p);
     }
 
     pub(crate) fn count_end(&mut self, p: usize, reason: &str) {
@@ -82,14 +117,23 @@ impl World {
 
     /// The connection is up: the relay sees it open and the client's queued messages go out.
     pub(crate) fn connect(&mut self, p: usize, generation: u32) {
-        if !self.members[p].is_running() {
+        let now = self.now();
+        let m = &self.members[p];
+        if !m.is_running() || m.connecting != Some(generation) {
+            return;
+        }
+        if now < m.offline_until {
+            // The network went down during the handshake.
+            self.connect_failed(p, generation);
             return;
         }
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.insert(conn, p);
-        let plan = self.members[p].plan;
-        self.members[p].link = Some(Link::new(
+        let m = &mut self.members[p];
+        m.connecting = None;
+        let plan = m.plan;
+        let mut link = Link::new(
             conn,
             generation,
             Profile {
@@ -97,16 +141,35 @@ impl World {
                 jitter: plan.jitter,
                 bytes_per_second: None,
             },
-        ));
+        );
+        let reconnect = match m.link.take() {
+            Some(old) => {
+                link.inherit(&old);
+                if old.relay_open {
+                    m.old_links.push(old);
+                }
+                true
+            }
+            None => false,
+        };
+        m.link = Some(link);
+        // A new stream: nothing of the old one's last, cut frame carries over.
+        m.decoder = blindcall_proto::FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
         self.trace.num(conn.0);
         let ts = self.clock.timestamp();
         self.relay.ds.handle_input(ts, Input::Opened(conn));
         self.drain_relay();
+        if reconnect {
+            let at = self.clock.instant();
+            if let Some(core) = self.members[p].core.as_mut() {
+                core.handle_control_connected(at);
+            }
+        }
         self.drain_member(p);
     }
 
     /// Writes one whole frame on participant `p`'s connection, cut into segments.
-    fn write(&mut self, p: usize, dir: Dir, frame: Vec<u8>) {
+    fn write(&mut self, p: usize, dir: Dir, frame: Vec<u8>, keepalive: bool) {
         let now = self.now();
         let split = self.scenario.settings.split_writes;
         let m = &mut self.members[p];
@@ -138,11 +201,13 @@ impl World {
                     p,
                     generation,
                     bytes,
+                    keepalive,
                 },
                 Dir::Down => Ev::ToClient {
                     p,
                     generation,
                     bytes,
+                    keepalive,
                 },
             };
             deliveries.push((at, ev));
@@ -161,18 +226,29 @@ impl World {
             return;
         }
         self.trace.num(u64::from(body.message_type().0));
+        if matches!(body, Body::PublishKeyPackage(_)) {
+            let m = &self.members[p];
+            self.checker.key_package_published(&m.name, m.joined_epoch);
+        }
+        let keepalive = matches!(body, Body::Ping(_));
         let frame = ControlMessage::new(body)
             .encode()
             .ok()
             .and_then(|m| encode_frame(&m, DEFAULT_MAX_FRAME_LEN).ok());
         match frame {
-            Some(f) => self.write(p, Dir::Up, f),
+            Some(f) => self.write(p, Dir::Up, f, keepalive),
             None => *self.stats.warnings.entry("encode".into()).or_insert(0) += 1,
         }
     }
 
     /// Stream bytes reach the relay.
-    pub(crate) fn deliver_to_relay(&mut self, p: usize, generation: u32, bytes: &[u8]) {
+    pub(crate) fn deliver_to_relay(
+        &mut self,
+        p: usize,
+        generation: u32,
+        bytes: &[u8],
+        keepalive: bool,
+    ) {
         let Some(link) = self.members[p].link.as_ref() else {
             return;
         };
@@ -180,7 +256,9 @@ impl World {
             return;
         }
         let conn = link.conn;
-        self.last_control = self.now();
+        if !keepalive {
+            self.last_control = self.now();
+        }
         self.trace.num(bytes.len() as u64);
         let ts = self.clock.timestamp();
         self.relay.ds.handle_input(ts, Input::Received(conn, bytes));
@@ -188,14 +266,22 @@ impl World {
     }
 
     /// Stream bytes reach the client: its reader decodes frames and hands the core messages.
-    pub(crate) fn deliver_to_client(&mut self, p: usize, generation: u32, mut bytes: &[u8]) {
+    pub(crate) fn deliver_to_client(
+        &mut self,
+        p: usize,
+        generation: u32,
+        mut bytes: &[u8],
+        keepalive: bool,
+    ) {
         let Some(link) = self.members[p].link.as_ref() else {
             return;
         };
         if link.generation != generation || !link.client_open || link.broken {
             return;
         }
-        self.last_control = self.now();
+        if !keepalive {
+            self.last_control = self.now();
+        }
         loop {
             let now = self.clock.instant();
             let m = &mut self.members[p];
@@ -230,14 +316,16 @@ impl World {
     /// The client's close reaches the relay: a goodbye when the client closed on purpose, a
     /// loss when the network cut the connection.
     pub(crate) fn close_to_relay(&mut self, p: usize, generation: u32, goodbye: bool) {
-        let Some(link) = self.members[p].link.as_mut() else {
+        let m = &mut self.members[p];
+        let Some(link) = m.link_of(generation) else {
             return;
         };
-        if link.generation != generation || !link.relay_open {
+        if !link.relay_open {
             return;
         }
         link.relay_open = false;
         let conn = link.conn;
+        m.old_links.retain(|l| l.relay_open);
         self.relay.legs.remove(&conn);
         self.last_control = self.now();
         let ts = self.clock.timestamp();
@@ -274,6 +362,7 @@ impl World {
         self.checker.may_leave(&name);
         let m = &mut self.members[p];
         m.media = Default::default();
+        m.connecting = None;
         let Some(link) = m.link.as_mut() else {
             return;
         };
@@ -296,12 +385,14 @@ impl World {
         }
     }
 
-    /// The network cuts participant `p`'s connection: both ends learn it after a while.
-    pub(crate) fn disconnect(&mut self, p: usize) {
+    /// The network cuts participant `p`'s connection: both ends learn it after a while, and
+    /// no new connection can be made for `outage`.
+    pub(crate) fn disconnect(&mut self, p: usize, outage: std::time::Duration) {
         let now = self.now();
         let name = self.members[p].name.clone();
-        self.checker.may_leave(&name);
-        let Some(link) = self.members[p].link.as_mut() else {
+        let m = &mut self.members[p];
+        m.offline_until = m.offline_until.max(now.plus(outage));
+        let Some(link) = m.link.as_mut() else {
             return;
         };
         if link.broken || !link.is_up() {
@@ -309,6 +400,7 @@ impl World {
         }
         link.broken = true;
         let (generation, latency) = (link.generation, link.profile(now).latency);
+        self.checker.connection_lost(&name);
         self.push(now.plus(latency), Ev::CloseToClient { p, generation });
         self.push(
             now.plus(latency),
@@ -318,6 +410,47 @@ impl World {
                 goodbye: false,
             },
         );
+    }
+
+    /// Participant `p`'s client drops its connection without a goodbye (`Output::DropControl`):
+    /// a pending attempt is abandoned; an open connection is reset, and the relay sees it as
+    /// lost after the bytes before the reset, unless a partition swallows the reset (then the
+    /// relay learns only from the resume, or never).
+    fn drop_control(&mut self, p: usize) {
+        let now = self.now();
+        let name = self.members[p].name.clone();
+        let m = &mut self.members[p];
+        if m.connecting.take().is_some() {
+            self.trace.num(0xdc);
+            return;
+        }
+        let Some(link) = m.link.as_mut() else {
+            return;
+        };
+        if !link.client_open || link.broken {
+            return;
+        }
+        self.trace.num(0xdd);
+        link.client_open = false;
+        link.broken = true;
+        self.relay.legs.remove(&link.conn);
+        self.checker.connection_lost(&name);
+        if !link.relay_open {
+            return;
+        }
+        let lost = link.partitioned(now) && m.rng.chance(500);
+        if !lost {
+            let generation = link.generation;
+            let at = link.schedule_close(Dir::Up, now, &mut m.rng);
+            self.push(
+                at,
+                Ev::CloseToRelay {
+                    p,
+                    generation,
+                    goodbye: false,
+                },
+            );
+        }
     }
 
     /// Drains the relay's outputs: frames to links, closes, media signals to the forwarder,
@@ -340,13 +473,17 @@ impl World {
                     if let Some(b) = &body {
                         self.trace.num(u64::from(b.message_type().0));
                         self.checker.relay_sent(conn, b);
+                        if let Body::ResumeAccepted(a) = b {
+                            self.checker.resume_accepted(p, a.epoch);
+                        }
                     }
+                    let keepalive = matches!(body, Some(Body::Pong(_)));
                     let open = self.members[p]
                         .link
                         .as_ref()
                         .is_some_and(|l| l.conn == conn && l.relay_open && !l.broken);
                     if open {
-                        self.write(p, Dir::Down, bytes);
+                        self.write(p, Dir::Down, bytes, keepalive);
                     }
                 }
                 RelayOutput::Close { conn, reason } => {
@@ -356,25 +493,46 @@ impl World {
                         continue;
                     };
                     let name = self.members[p].name.clone();
-                    self.checker.may_leave(&name);
                     let now = self.now();
                     let m = &mut self.members[p];
-                    let Some(link) = m.link.as_mut().filter(|l| l.conn == conn) else {
+                    let current = m.link.as_ref().is_some_and(|l| l.conn == conn);
+                    let Some(link) = m.link_by_conn(conn) else {
                         continue;
                     };
                     link.relay_open = false;
+                    m.old_links.retain(|l| l.relay_open);
+                    if !current {
+                        // A stale connection (the member resumed elsewhere, or its reset
+                        // never arrived).
+                        continue;
+                    }
+                    self.checker.relay_closed(&name);
+                    let Some(link) = self.members[p].link.as_mut() else {
+                        continue;
+                    };
                     if link.client_open && !link.broken {
                         let generation = link.generation;
+                        let m = &mut self.members[p];
+                        let Some(link) = m.link.as_mut() else {
+                            continue;
+                        };
                         let at = link.schedule_close(Dir::Down, now, &mut m.rng);
                         self.push(at, Ev::CloseToClient { p, generation });
                     }
                 }
-                RelayOutput::MediaSignal { conn, payload, .. } => {
-                    self.forwarder_signal(conn, &payload)
-                }
+                RelayOutput::MediaSignal {
+                    conn,
+                    participant,
+                    payload,
+                    ..
+                } => self.forwarder_signal(conn, participant, &payload),
                 RelayOutput::Event(e) => {
                     tracing::debug!(t = %self.now(), event = ?e, "relay");
                     self.trace.text(&format!("{e:?}"));
+                    if let blindcall_relay::Event::GraceStarted { until, .. } = &e {
+                        let until = self.clock.from_timestamp(*until);
+                        self.grace_until = self.grace_until.max(until);
+                    }
                     if let blindcall_relay::Event::CommitRejected { reason, .. } = &e {
                         *self
                             .stats
@@ -392,7 +550,7 @@ impl World {
 
     /// The forwarder's side of media signaling (the real forwarder does the same through its
     /// WebRTC peer): a `Join` gets an offer, an answer brings the connection up.
-    fn forwarder_signal(&mut self, conn: ConnId, payload: &[u8]) {
+    fn forwarder_signal(&mut self, conn: ConnId, participant: ConnId, payload: &[u8]) {
         let Some(&p) = self.conns.get(&conn) else {
             return;
         };
@@ -406,6 +564,7 @@ impl World {
                     Leg {
                         p,
                         generation,
+                        participant,
                         publish,
                         answered: false,
                         connected: false,
@@ -493,11 +652,19 @@ impl World {
                 Output::JoinFailed(e) => {
                     let what = format!("JoinFailed({e:?})");
                     self.count_end(p, &what);
-                    let expected = crate::invariants::join_failure_expected(&e);
+                    // A step that timed out while the network was down (a partition
+                    // outlasting the join step's timeout) is expected too.
+                    let step = self.options(p).step_timeout;
+                    let was_down = self.now() < self.members[p].offline_until.plus(step);
+                    let timed_out = matches!(e, blindcall_client::JoinError::Timeout { .. });
+                    let expected =
+                        crate::invariants::join_failure_expected(&e) || (timed_out && was_down);
                     self.checker.call_ended(&self.members, p, &what, expected);
                     self.client_closes(p);
                 }
                 Output::End => self.client_closes(p),
+                Output::Connect => self.open_connection(p),
+                Output::DropControl => self.drop_control(p),
                 _ => {}
             }
         }
@@ -519,6 +686,14 @@ impl World {
                 }
             }
             TransportOp::RequestKeyframe { from } => self.route_keyframe_request(p, from.0),
+            TransportOp::Close => {
+                let m = &mut self.members[p];
+                m.media = Default::default();
+                m.started.clear();
+                if let Some(conn) = m.link.as_ref().map(|l| l.conn) {
+                    self.relay.legs.remove(&conn);
+                }
+            }
             _ => {}
         }
     }

@@ -16,6 +16,8 @@
 //! | [`Invariant::NoPanic`] | no core panics | every step |
 //! | [`Invariant::RemovalCause`] | a member leaves the group only if a host removed it or its connection ended (before the commit was sequenced) | every removal the relay sequences and any member merges |
 //! | [`Invariant::FalseAlarm`] | with an honest relay and honest members nobody reports a split call, an impersonation, an unauthenticated sender, or the relay proposing its own removal | every event |
+//! | [`Invariant::Resume`] | a member whose connection was lost and whose resume the relay accepted is back on its own leaf and media participant id, at the epoch the relay named, with that epoch's code; it sealed nothing while away, published no KeyPackage, was not seated as a new member, and is not removed afterwards for the loss | every reconnection; every removal |
+//! | [`Invariant::ResumeRefusal`] | a resume is refused only as `REMOVED` (or `NO_GROUP`: the call is over), and only after the relay let the member go (its grace ran out, or the relay closed its connection) or a host removed it | every refusal |
 //! | [`Invariant::UnexpectedEnd`] | a participant's call ends only for a reason the scenario can cause (it left, was removed, denied, disconnected, left waiting, locked out, or found no call) | every end |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -66,6 +68,10 @@ pub enum Invariant {
     RemovalCause,
     /// An honest member raised an alarm meant for a misbehaving relay or member.
     FalseAlarm,
+    /// A member that came back is not the member it was, or came back the wrong way.
+    Resume,
+    /// A resume was refused though the relay had kept the member's leaf.
+    ResumeRefusal,
 }
 
 impl Invariant {
@@ -87,6 +93,8 @@ impl Invariant {
             Self::UnexpectedEnd => "unexpected-end",
             Self::RemovalCause => "removal-cause",
             Self::FalseAlarm => "false-alarm",
+            Self::Resume => "resume",
+            Self::ResumeRefusal => "resume-refusal",
         }
     }
 }
@@ -188,8 +196,26 @@ pub struct Checker {
     seen_left: BTreeMap<usize, BTreeSet<String>>,
     /// Identities a host's application approved.
     approved: BTreeSet<String>,
-    /// Identities that may leave the group: a host removed them or their connection ended.
+    /// Identities that may leave the group for good: a host asked to remove them, their call
+    /// ended, the relay closed their connection or let their grace run out.
     may_leave: BTreeSet<String>,
+    /// Identities whose connection was lost and who have not resumed since: they may leave
+    /// the group too, unless they resume.
+    lost: BTreeSet<String>,
+    /// Identities whose resume the relay may refuse: it let them go (their grace ran out, it
+    /// closed their connection) or a host asked to remove them.
+    let_go: BTreeSet<String>,
+    /// Leaves in the relay's resume grace, and whose they are.
+    graces: BTreeMap<u32, usize>,
+    /// Per participant: the epoch the relay's latest `ResumeAccepted` named.
+    accepted_epoch: BTreeMap<usize, u64>,
+    /// Per participant: the leaf the relay last resumed it on.
+    resumed_leaf: BTreeMap<usize, u32>,
+    /// Identities the relay seated as new members.
+    seated: BTreeSet<String>,
+    /// Per participant: its media participant id at the relay (the connection it was seated
+    /// on; a resume keeps it).
+    media_ids: BTreeMap<usize, ConnId>,
     /// The identity that created the call.
     creator: Option<String>,
     /// The relay's sequenced epochs: new epoch → committer.
@@ -295,6 +321,13 @@ impl Checker {
                 counter,
                 tag,
             } => {
+                if members[p].resume.away {
+                    let detail = format!(
+                        "{} sealed a frame (epoch {epoch}, ctr {counter}) while reconnecting",
+                        members[p].name
+                    );
+                    self.fail(Invariant::Resume, detail);
+                }
                 if let Some(tag) = tag {
                     self.sent.insert(
                         *tag,
@@ -420,10 +453,110 @@ impl Checker {
         }
     }
 
-    /// `identity` may leave the group from now on (a host asked to remove it, or its
-    /// connection ended).
+    /// `identity` may leave the group from now on (its call ended).
     pub fn may_leave(&mut self, identity: &str) {
         self.may_leave.insert(identity.to_owned());
+    }
+
+    /// A host's application asked to remove `identity`.
+    pub fn host_removes(&mut self, identity: &str) {
+        self.may_leave.insert(identity.to_owned());
+        self.let_go.insert(identity.to_owned());
+    }
+
+    /// The relay closed `identity`'s connection: it proposes its removal, and refuses its
+    /// resume.
+    pub fn relay_closed(&mut self, identity: &str) {
+        self.host_removes(identity);
+    }
+
+    /// `identity`'s connection was lost (the network cut it, or its client dropped it): it
+    /// may leave the group unless it resumes.
+    pub fn connection_lost(&mut self, identity: &str) {
+        self.lost.insert(identity.to_owned());
+    }
+
+    /// Whether `identity` may leave the group now.
+    fn can_leave(&self, identity: &str) -> bool {
+        self.may_leave.contains(identity) || self.lost.contains(identity)
+    }
+
+    // ----- resumes -----
+
+    /// `identity` sends a KeyPackage; `joined` is the epoch it joined in, if it did.
+    pub fn key_package_published(&mut self, identity: &str, joined: Option<u64>) {
+        if let Some(epoch) = joined {
+            let detail = format!(
+                "{identity} published a KeyPackage after it joined in epoch {epoch} (a member \
+                 coming back resumes its leaf)"
+            );
+            self.fail(Invariant::Resume, detail);
+        }
+    }
+
+    /// The relay accepted participant `p`'s resume at `epoch`.
+    pub fn resume_accepted(&mut self, p: usize, epoch: u64) {
+        self.accepted_epoch.insert(p, epoch);
+    }
+
+    /// Participant `p`'s call is back (`Event::Reconnected`): same leaf, the epoch the relay
+    /// named, that epoch's code.
+    pub fn back(&mut self, members: &[Member], p: usize) {
+        let m = &members[p];
+        let Some(g) = m.core.as_ref().and_then(CallCore::call_group) else {
+            self.fail(
+                Invariant::Resume,
+                format!("{} is back but holds no group", m.name),
+            );
+            return;
+        };
+        let (leaf, relay_leaf) = (g.own_leaf(), self.resumed_leaf.get(&p).copied());
+        if m.resume.leaf != Some(leaf) || relay_leaf != Some(leaf) {
+            let detail = format!(
+                "{} is back on leaf {leaf}; it had leaf {:?}, the relay resumed leaf {relay_leaf:?}",
+                m.name, m.resume.leaf
+            );
+            self.fail(Invariant::Resume, detail);
+        }
+        let epoch = g.epoch();
+        let accepted = self.accepted_epoch.get(&p).copied();
+        if accepted != Some(epoch) {
+            let detail = format!(
+                "{} is back at epoch {epoch}, the relay's ResumeAccepted named {accepted:?}",
+                m.name
+            );
+            self.fail(Invariant::Resume, detail);
+        }
+        let code = g.security_code();
+        if let Some((c, who)) = self.epoch_codes.get(&epoch)
+            && *c != code
+        {
+            let detail = format!(
+                "{} is back at epoch {epoch} with code {code}, {} entered it with {c}",
+                m.name, members[*who].name
+            );
+            self.fail(Invariant::EpochAgreement, detail);
+        }
+    }
+
+    /// The relay refused participant `p`'s resume.
+    pub fn resume_refused(
+        &mut self,
+        members: &[Member],
+        p: usize,
+        reason: blindcall_proto::ResumeRefusedReason,
+    ) {
+        use blindcall_proto::ResumeRefusedReason as R;
+        let name = &members[p].name;
+        // REMOVED, or NO_GROUP when the rest of the call ended meanwhile and the room with it.
+        if ![R::REMOVED, R::NO_GROUP].contains(&reason) || !self.let_go.contains(name) {
+            let detail = format!(
+                "{name}'s resume was refused ({reason:?}), but the relay kept its leaf \
+                 (let go: {})",
+                self.let_go.contains(name)
+            );
+            self.fail(Invariant::ResumeRefusal, detail);
+        }
     }
 
     /// Member `p` merged a commit that removed `identities` in `epoch`.
@@ -434,7 +567,7 @@ impl Checker {
         identities: impl IntoIterator<Item = &'a str>,
     ) {
         for id in identities {
-            if !self.may_leave.contains(id) {
+            if !self.can_leave(id) {
                 let detail = format!(
                     "p{p} merged {id}'s removal in epoch {epoch}, but no host removed {id} and \
                      its connection is up"
@@ -526,7 +659,7 @@ impl Checker {
             RelayEvent::MemberRemoved { conn, leaf, .. } => {
                 // Sequenced while the member was connected: a host must have asked for it.
                 let name = participant(*conn).map(|p| members[p].name.clone());
-                let caused = name.as_ref().is_some_and(|n| self.may_leave.contains(n));
+                let caused = name.as_ref().is_some_and(|n| self.can_leave(n));
                 if !caused {
                     let detail = format!(
                         "the relay sequenced the removal of {} (leaf {leaf}, {conn:?}), which is \
@@ -542,6 +675,52 @@ impl Checker {
                 if !allowed {
                     let detail = format!("the relay seated {conn:?} ({name:?}) no host approved");
                     self.fail(Invariant::AddPolicy, detail);
+                }
+                if let Some(p) = participant(*conn) {
+                    self.media_ids.insert(p, *conn);
+                }
+                if let Some(n) = name
+                    && !self.seated.insert(n.clone())
+                {
+                    let detail = format!("the relay seated {n} as a new member a second time");
+                    self.fail(Invariant::Resume, detail);
+                }
+            }
+            RelayEvent::GraceStarted { conn, leaf, .. } => {
+                if let Some(p) = participant(*conn) {
+                    self.graces.insert(*leaf, p);
+                }
+            }
+            RelayEvent::GraceExpired { leaf, .. } => {
+                if let Some(p) = self.graces.remove(leaf) {
+                    let name = members[p].name.clone();
+                    self.host_removes(&name);
+                }
+            }
+            RelayEvent::MemberResumed {
+                conn,
+                leaf,
+                participant: media_id,
+                ..
+            } => {
+                self.graces.remove(leaf);
+                if let Some(p) = participant(*conn) {
+                    self.resumed_leaf.insert(p, *leaf);
+                    // Same media participant as before (the creator's first resume names
+                    // the connection it created the call on).
+                    let known = *self.media_ids.entry(p).or_insert(*media_id);
+                    if known != *media_id || participant(*media_id) != Some(p) {
+                        let detail = format!(
+                            "{} resumed as media participant {media_id:?}, it was {known:?}",
+                            members[p].name
+                        );
+                        self.fail(Invariant::Resume, detail);
+                    }
+                    // Back on its leaf: from now on only a host or a new loss removes it.
+                    let name = &members[p].name;
+                    if !self.let_go.contains(name) {
+                        self.lost.remove(name);
+                    }
                 }
             }
             _ => {}

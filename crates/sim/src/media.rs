@@ -57,7 +57,10 @@ impl World {
     pub(crate) fn publish(&mut self, p: usize, kind: MediaKind) {
         let now = self.now();
         let m = &mut self.members[p];
-        if !m.is_running() || !m.media.connected || now >= self.publish_until {
+        // While its call reconnects the application goes on producing frames (the call
+        // refuses them: nothing is sealed while away).
+        let flowing = m.media.connected || m.resume.away;
+        if !m.is_running() || !flowing || now >= self.publish_until {
             m.app.publishing = false;
             return;
         }
@@ -145,14 +148,15 @@ impl World {
         else {
             return;
         };
-        if !self
+        let Some(participant) = self
             .relay
             .legs
             .get(&conn)
-            .is_some_and(|l| l.connected && l.publish)
-        {
+            .filter(|l| l.connected && l.publish)
+            .map(|l| l.participant)
+        else {
             return;
-        }
+        };
         self.stats.packets_forwarded += 1;
         let now = self.now();
         let targets: Vec<(usize, u32)> = self
@@ -177,7 +181,7 @@ impl World {
                     Ev::AtClient {
                         to,
                         generation: to_generation,
-                        from: conn.0,
+                        from: participant.0,
                         kind,
                         packet: packet.clone(),
                     },
@@ -227,14 +231,12 @@ impl World {
 
     /// Participant `p` asks for a keyframe of relay participant `from`'s video.
     pub(crate) fn route_keyframe_request(&mut self, p: usize, from: u64) {
-        let Some(&to) = self.conns.get(&ConnId(from)) else {
-            return;
-        };
-        let Some(generation) = self.members[to]
-            .link
-            .as_ref()
-            .filter(|l| l.conn == ConnId(from))
-            .map(|l| l.generation)
+        let Some((to, generation)) = self
+            .relay
+            .legs
+            .values()
+            .find(|l| l.participant == ConnId(from))
+            .map(|l| (l.p, l.generation))
         else {
             return;
         };

@@ -11,10 +11,14 @@ use blindcall_client::observer::{
     MembershipChanged,
 };
 use blindcall_client::{CallCore, MediaKind};
-use blindcall_group::SecurityCode;
+use blindcall_group::{IdentityKey, MlsSuite, SecurityCode};
 use blindcall_proto::FrameDecoder;
 
+use openmls::prelude::SignatureScheme;
+use openmls_basic_credential::SignatureKeyPair;
+
 use crate::net::Link;
+use crate::relay::SetupError;
 use crate::rng::Rng;
 use crate::scenario::Participant as Plan;
 
@@ -124,6 +128,35 @@ pub fn parse_frame(plaintext: &[u8]) -> (Option<FrameTag>, bool) {
     (Some(tag), intact)
 }
 
+/// Participant `index`'s identity key in the run of `seed`: an Ed25519 key whose private half
+/// comes from the seed, so that everything the call derives from its identity key (the
+/// backoff jitter of its reconnections) is the same in every run of the seed.
+pub fn identity_key(seed: u64, index: usize) -> Result<IdentityKey, SetupError> {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use ring::signature::KeyPair as _;
+    let mut rng = Rng::derive(seed, 0x1d00 + index as u64);
+    let mut private = zeroize::Zeroizing::new(vec![0u8; 32]);
+    for chunk in private.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+    }
+    let public = ring::signature::Ed25519KeyPair::from_seed_unchecked(&private)
+        .map_err(|_| SetupError::IdentityKey)?
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let pair = SignatureKeyPair::from_raw(SignatureScheme::ED25519, private.to_vec(), public);
+    let suite = MlsSuite::default();
+    if suite.ciphersuite().signature_algorithm() != SignatureScheme::ED25519 {
+        return Err(SetupError::IdentityKey);
+    }
+    // `IdentityKey::to_bytes`' encoding: "BCIK", version 1, the suite, the key pair.
+    let mut bytes = zeroize::Zeroizing::new(b"BCIK\x01".to_vec());
+    bytes.extend_from_slice(&suite.id().to_be_bytes());
+    pair.tls_serialize(&mut *bytes)
+        .map_err(|_| SetupError::IdentityKey)?;
+    IdentityKey::from_bytes(&bytes).map_err(|_| SetupError::IdentityKey)
+}
+
 /// Records what one participant's call does (the observer runs synchronously inside the
 /// core's calls; the simulation drains it after each).
 #[derive(Debug, Default)]
@@ -207,6 +240,21 @@ pub struct App {
     pub publishing: bool,
 }
 
+/// A participant's reconnections, as the simulation follows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResumeTrack {
+    /// Its call said it is reconnecting (`Event::Reconnecting`) and has not said it is back.
+    pub away: bool,
+    /// Its leaf when it lost the connection.
+    pub leaf: Option<u32>,
+    /// The epoch the relay's `ResumeAccepted` named on its latest connection.
+    pub accepted_epoch: Option<u64>,
+    /// The leaf the relay resumed it on (`MemberResumed`).
+    pub resumed_leaf: Option<u32>,
+    /// Resumes the relay accepted.
+    pub resumed: u32,
+}
+
 /// One participant of the simulation.
 pub struct Member {
     /// Its index in the scenario.
@@ -215,10 +263,22 @@ pub struct Member {
     pub name: String,
     /// Its plan.
     pub plan: Plan,
+    /// Its identity key (from the run's seed).
+    pub identity_key: Arc<IdentityKey>,
     /// Its core, from the moment it starts joining.
     pub core: Option<CallCore>,
-    /// Its current control connection.
+    /// Its latest control connection (open, or broken while it reconnects).
     pub link: Option<Link>,
+    /// Earlier connections the relay may still hold (it learns of their end later, or
+    /// never: a lost TCP reset).
+    pub old_links: Vec<Link>,
+    /// The connection being established (its generation), if any.
+    pub connecting: Option<u32>,
+    /// Its network is down until then: no new connection can be made (an outage after a
+    /// disconnect, or a partition).
+    pub offline_until: crate::clock::SimTime,
+    /// What the simulation tracks of its reconnections.
+    pub resume: ResumeTrack,
     /// Reads the relay's byte stream (as the client's reader task does).
     pub decoder: FrameDecoder,
     /// What its call did.
@@ -241,13 +301,18 @@ pub struct Member {
 
 impl Member {
     /// A participant that has not started yet.
-    pub fn new(index: usize, plan: Plan, rng: Rng) -> Self {
+    pub fn new(index: usize, plan: Plan, rng: Rng, identity_key: IdentityKey) -> Self {
         Self {
             index,
             name: format!("p{index}"),
             plan,
+            identity_key: Arc::new(identity_key),
             core: None,
             link: None,
+            old_links: Vec::new(),
+            connecting: None,
+            offline_until: crate::clock::SimTime::ZERO,
+            resume: ResumeTrack::default(),
             decoder: FrameDecoder::new(blindcall_proto::DEFAULT_MAX_FRAME_LEN),
             recorder: Arc::new(Recorder::default()),
             media: MediaSide::default(),
@@ -270,6 +335,25 @@ impl Member {
         self.is_running()
             && self.core.as_ref().and_then(|c| c.call_group()).is_some()
             && self.link.as_ref().is_some_and(Link::is_up)
+    }
+
+    /// Its connection number `generation`, the latest or an earlier one.
+    pub fn link_of(&mut self, generation: u32) -> Option<&mut Link> {
+        match self.link.as_mut() {
+            Some(l) if l.generation == generation => Some(l),
+            _ => self
+                .old_links
+                .iter_mut()
+                .find(|l| l.generation == generation),
+        }
+    }
+
+    /// Its connection that the relay knows as `conn`, the latest or an earlier one.
+    pub fn link_by_conn(&mut self, conn: blindcall_relay::ConnId) -> Option<&mut Link> {
+        match self.link.as_mut() {
+            Some(l) if l.conn == conn => Some(l),
+            _ => self.old_links.iter_mut().find(|l| l.conn == conn),
+        }
     }
 
     /// Its core's next deadline.

@@ -77,6 +77,13 @@ impl Link {
         }
     }
 
+    /// Takes over what the network does to `old` (the participant's previous connection): a
+    /// slow spell or a partition still under way.
+    pub fn inherit(&mut self, old: &Link) {
+        self.slow = old.slow;
+        self.partitioned_until = self.partitioned_until.max(old.partitioned_until);
+    }
+
     /// Whether bytes can still flow both ways.
     pub fn is_up(&self) -> bool {
         self.relay_open && self.client_open && !self.broken

@@ -33,6 +33,8 @@ pub enum SetupError {
     Token,
     /// The call's invite could not be made.
     Invite,
+    /// A participant's identity key could not be made.
+    IdentityKey,
 }
 
 impl std::fmt::Display for SetupError {
@@ -41,6 +43,7 @@ impl std::fmt::Display for SetupError {
             Self::RelayKey => f.write_str("the relay's signature key could not be generated"),
             Self::Token => f.write_str("a capability token could not be minted"),
             Self::Invite => f.write_str("the call's invite could not be made"),
+            Self::IdentityKey => f.write_str("a participant's identity key could not be made"),
         }
     }
 }
@@ -54,6 +57,8 @@ pub struct Leg {
     pub p: usize,
     /// Its connection number.
     pub generation: u32,
+    /// The forwarder's id of its streams (the connection it joined on; kept across resumes).
+    pub participant: ConnId,
     /// It publishes.
     pub publish: bool,
     /// It answered the forwarder's offer.

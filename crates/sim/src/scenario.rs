@@ -67,18 +67,20 @@ pub enum ActionKind {
         /// Participant.
         p: usize,
     },
-    /// The network cuts participant `p`'s connections: both ends see them close (the relay as
-    /// a lost connection), the relay keeps its leaf for the resume grace and then proposes its
-    /// removal. Resume hook: once the client core resumes a lost membership, the world will
-    /// reconnect the participant as its next connection (`Member::generations`; every link
-    /// and in-flight delivery carries its generation, so the old connection's bytes never
-    /// reach the new one) and feed the core that connection instead of ending the call.
+    /// The network cuts participant `p`'s connection: both ends see it close (the relay as a
+    /// lost connection, whose member keeps its leaf for the resume grace), and `p`'s network
+    /// stays down for `outage` (its connection attempts fail or hang meanwhile). Its client
+    /// then reconnects and resumes its leaf; after an outage longer than the relay's grace the
+    /// relay has proposed its removal and refuses the resume.
     Disconnect {
         /// Participant.
         p: usize,
+        /// How long `p`'s network stays down.
+        outage: Duration,
     },
-    /// Participant `p`'s connections carry nothing for a while (control bytes wait, media
-    /// is lost).
+    /// Participant `p`'s network carries nothing for a while (control bytes wait, media is
+    /// lost, new connections cannot be made). Longer than the clients' silence timeout, the
+    /// client drops the connection and reconnects once the network is back.
     Partition {
         /// Participant.
         p: usize,
@@ -112,6 +114,19 @@ pub struct Action {
     pub kind: ActionKind,
 }
 
+impl Action {
+    /// When the action is over.
+    pub fn end(&self) -> Duration {
+        match self.kind {
+            ActionKind::Disconnect { outage, .. } => self.at + outage,
+            ActionKind::Partition { duration, .. } | ActionKind::Slow { duration, .. } => {
+                self.at + duration
+            }
+            _ => self.at,
+        }
+    }
+}
+
 /// Knobs of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -133,6 +148,9 @@ pub struct Settings {
     pub any_member_adds: bool,
     /// The call has an invite: joiners must prove it.
     pub invite: bool,
+    /// Clients reconnect and resume (`ReconnectPolicy::enabled`); otherwise a lost
+    /// connection ends the member's call.
+    pub reconnect: bool,
 }
 
 /// A whole scenario.
@@ -186,6 +204,7 @@ impl Scenario {
             split_writes: [0, 300][r.index(2)],
             any_member_adds: r.chance(250),
             invite: r.chance(400),
+            reconnect: !r.chance(150),
         };
         let max = limits.max_participants.max(2) as u64;
         let n = usize::try_from(r.range(2, max)).unwrap_or(2);
@@ -262,10 +281,15 @@ impl Scenario {
             let kind = match r.range(0, 99) {
                 0..=19 => ActionKind::Leave { p },
                 20..=39 => ActionKind::HostRemove { p: guest },
-                40..=57 => ActionKind::Disconnect { p },
+                40..=57 => ActionKind::Disconnect {
+                    p,
+                    // Mostly back within the relay's resume grace (20 s); sometimes not.
+                    outage: ms([0, 0, 500, 2_000, 6_000, 26_000][r.index(6)]),
+                },
                 58..=71 => ActionKind::Partition {
                     p,
-                    duration: ms([200, 1_000, 4_000][r.index(3)]),
+                    // Longer than 3 s: the client's silence timeout drops the connection.
+                    duration: ms([200, 1_000, 4_000, 8_000, 200, 1_000, 4_000, 30_000][r.index(8)]),
                 },
                 72..=91 => ActionKind::Slow {
                     p,
@@ -308,9 +332,18 @@ impl Scenario {
         }
     }
 
-    /// When the last action happens.
-    pub fn last_action(&self) -> Duration {
+    /// When the last action starts.
+    pub fn last_start(&self) -> Duration {
         self.actions.last().map_or(Duration::ZERO, |a| a.at)
+    }
+
+    /// When the last action is over (a partition, slow link or outage lasts a while).
+    pub fn last_action(&self) -> Duration {
+        self.actions
+            .iter()
+            .map(Action::end)
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 }
 

@@ -31,7 +31,10 @@ fn plan() -> Participant {
 
 fn members(n: usize) -> Vec<Member> {
     (0..n)
-        .map(|i| Member::new(i, plan(), Rng::new(i as u64)))
+        .map(|i| {
+            let key = crate::member::identity_key(7, i).unwrap();
+            Member::new(i, plan(), Rng::new(i as u64), key)
+        })
         .collect()
 }
 
@@ -253,6 +256,7 @@ fn two_member_world(until_ms: u64) -> World {
             split_writes: 0,
             any_member_adds: false,
             invite: false,
+            reconnect: true,
         },
         participants: vec![plan(), plan()],
         actions: vec![

@@ -29,8 +29,10 @@ use crate::rng::Rng;
 use crate::scenario::Scenario;
 use crate::trace::Trace;
 
-/// Media stops this long after the last action.
+/// Media stops this long after the last action is over.
 const MEDIA_AFTER_LAST_ACTION: Duration = Duration::from_secs(3);
+/// ... but goes on at most this long into the last action (a long outage or partition).
+const MEDIA_THROUGH_LAST_ACTION: Duration = Duration::from_secs(10);
 /// The call gets at least this long after media stops to settle (longer than the relay's
 /// waiting-room timeout and the clients' join-step timeout).
 const SETTLE: Duration = Duration::from_secs(25);
@@ -48,17 +50,22 @@ pub(crate) enum Ev {
     Action(usize),
     /// Participant `p`'s connection is established.
     Connect { p: usize, generation: u32 },
-    /// Stream bytes reach the relay.
+    /// Participant `p`'s connection attempt failed (its network is down).
+    ConnectFailed { p: usize, generation: u32 },
+    /// Stream bytes reach the relay (`keepalive`: a `Ping`, which does not keep the call
+    /// from quiescing).
     ToRelay {
         p: usize,
         generation: u32,
         bytes: Vec<u8>,
+        keepalive: bool,
     },
-    /// Stream bytes reach the client.
+    /// Stream bytes reach the client (`keepalive`: a `Pong`).
     ToClient {
         p: usize,
         generation: u32,
         bytes: Vec<u8>,
+        keepalive: bool,
     },
     /// The client's close reaches the relay: a goodbye (TLS close_notify) or, when the
     /// network cut the connection, a loss.
@@ -100,6 +107,20 @@ pub(crate) enum Ev {
 }
 
 impl Ev {
+    /// Whether this is keepalive traffic (pings and pongs never stop).
+    fn is_keepalive(&self) -> bool {
+        matches!(
+            self,
+            Self::ToRelay {
+                keepalive: true,
+                ..
+            } | Self::ToClient {
+                keepalive: true,
+                ..
+            }
+        )
+    }
+
     /// The participant and direction of a control-stream delivery.
     pub(crate) fn control_stream(&self) -> Option<(usize, u32, Dir)> {
         match self {
@@ -197,6 +218,8 @@ pub struct World {
     pub(crate) stats: RunStats,
     /// When control bytes last moved.
     pub(crate) last_control: SimTime,
+    /// When the latest resume grace the relay started runs out.
+    pub(crate) grace_until: SimTime,
     /// The call's invite, shared out of band with the invited participants.
     pub(crate) invite: Option<blindcall_client::Invite>,
     steps: u64,
@@ -209,8 +232,16 @@ impl World {
             .participants
             .iter()
             .enumerate()
-            .map(|(i, plan)| Member::new(i, *plan, Rng::derive(scenario.seed, 1 + i as u64)))
-            .collect();
+            .map(|(i, plan)| {
+                let key = crate::member::identity_key(scenario.seed, i)?;
+                Ok(Member::new(
+                    i,
+                    *plan,
+                    Rng::derive(scenario.seed, 1 + i as u64),
+                    key,
+                ))
+            })
+            .collect::<Result<_, SetupError>>()?;
         let s = scenario.settings;
         Ok(Self {
             clock: Clock::new(Instant::now()),
@@ -234,6 +265,7 @@ impl World {
                 ..RunStats::default()
             },
             last_control: SimTime::ZERO,
+            grace_until: SimTime::ZERO,
             invite: if s.invite {
                 Some(
                     blindcall_client::Invite::new(crate::relay::ROOM.to_vec(), None, None)
@@ -312,11 +344,14 @@ impl World {
             self.queue
                 .insert((SimTime::ZERO.plus(a.at), self.seq), Ev::Action(i));
         }
-        let media_end = SimTime::ZERO
-            .plus(self.scenario.last_action())
+        // Media goes on through what the last action does (so members come back into a call
+        // that publishes), for a bounded time.
+        let last_end = SimTime::ZERO.plus(self.scenario.last_action());
+        let media_end = last_end
+            .min(SimTime::ZERO.plus(self.scenario.last_start() + MEDIA_THROUGH_LAST_ACTION))
             .plus(MEDIA_AFTER_LAST_ACTION);
         self.publish_until = media_end;
-        media_end.plus(SETTLE)
+        media_end.max(last_end).plus(SETTLE)
     }
 
     /// Steps until the call has settled (or an invariant broke).
@@ -328,11 +363,10 @@ impl World {
             if self.checker.violation().is_some() {
                 return;
             }
-            let quiet = self.queue.is_empty() && self.now() >= self.last_control.plus(QUIET);
             let Some((t, due)) = self.next_due() else {
                 return;
             };
-            if t >= settle_end && quiet {
+            if t >= settle_end && self.quiet() {
                 return;
             }
             if t > bound {
@@ -361,6 +395,20 @@ impl World {
             }
             self.step_at(t, due);
         }
+    }
+
+    /// Nothing but keepalive traffic in flight, no other control traffic for a while, no
+    /// resume grace running at the relay, and the relay holds no connection its participant
+    /// gave up on (a reset lost in a partition: the relay's idle timeout ends it).
+    fn quiet(&self) -> bool {
+        let stale = self.members.iter().any(|m| {
+            !m.old_links.is_empty()
+                || (!m.is_running() && m.link.as_ref().is_some_and(|l| l.relay_open))
+        });
+        !stale
+            && self.now() >= self.grace_until
+            && self.now() >= self.last_control.plus(QUIET)
+            && self.queue.values().all(Ev::is_keepalive)
     }
 
     /// Steps while something is due at or before `until` (for tests that stop midway).
@@ -417,10 +465,15 @@ impl World {
             ("member proposals", c.member_proposals),
             ("graces started", c.graces_started),
             ("graces expired", c.graces_expired),
+            ("resumes accepted", c.resumes_accepted),
+            ("commits replayed", c.commits_replayed),
             ("internal faults", c.internal_faults),
             ("unknown connection inputs", c.unknown_connection_inputs),
         ] {
             relay.insert(k.to_owned(), n);
+        }
+        for (reason, n) in &c.resumes_refused {
+            relay.insert(format!("resumes refused {reason:?}"), *n);
         }
         self.stats.relay = relay;
         for m in &self.members {
@@ -517,16 +570,19 @@ impl World {
         match ev {
             Ev::Action(i) => self.action(i),
             Ev::Connect { p, generation } => self.connect(p, generation),
+            Ev::ConnectFailed { p, generation } => self.connect_failed(p, generation),
             Ev::ToRelay {
                 p,
                 generation,
                 bytes,
-            } => self.deliver_to_relay(p, generation, &bytes),
+                keepalive,
+            } => self.deliver_to_relay(p, generation, &bytes, keepalive),
             Ev::ToClient {
                 p,
                 generation,
                 bytes,
-            } => self.deliver_to_client(p, generation, &bytes),
+                keepalive,
+            } => self.deliver_to_client(p, generation, &bytes, keepalive),
             Ev::CloseToRelay {
                 p,
                 generation,

@@ -38,9 +38,9 @@ fn a_partitioned_member_catches_up_in_order_when_it_heals() {
     assert_eq!(st.ends.len(), 1, "p2 is still in the call: {st:#?}");
 }
 
-// covers: SIM-NET-1
+// covers: SIM-NET-1, SIM-INV-13
 #[test]
-fn a_disconnect_closes_both_ends_and_the_relay_has_the_member_removed() {
+fn a_member_cut_off_briefly_resumes_its_leaf_without_a_commit() {
     let s = scenario(
         calm(),
         vec![guest(); 3],
@@ -48,14 +48,85 @@ fn a_disconnect_closes_both_ends_and_the_relay_has_the_member_removed() {
             join(0, 0),
             join(300, 1),
             join(1_500, 2),
-            at(4_000, ActionKind::Disconnect { p: 1 }),
+            at(
+                4_000,
+                ActionKind::Disconnect {
+                    p: 1,
+                    outage: ms(2_000),
+                },
+            ),
         ],
     );
     let o = run_clean(s);
     let st = &o.stats;
-    assert_eq!(st.ends.get("ConnectionLost"), Some(&1), "{st:#?}");
+    assert!(st.ends.is_empty(), "nobody's call ended: {st:#?}");
+    // Two joins (an Add and a path update each) and nothing for the loss.
+    assert_eq!(st.final_epoch, Some(4), "{st:#?}");
+    assert_eq!(st.relay.get("graces started"), Some(&1), "{st:#?}");
+    assert_eq!(st.relay.get("resumes accepted"), Some(&1), "{st:#?}");
+    assert_eq!(st.relay.get("remove proposals"), Some(&0), "{st:#?}");
+    // Frames published while away were refused, not sealed.
+    assert!(
+        st.warnings.contains_key("publish Reconnecting"),
+        "{:?}",
+        st.warnings
+    );
+}
+
+// covers: SIM-NET-1, SIM-INV-14
+#[test]
+fn a_member_away_longer_than_the_grace_is_removed_and_refused() {
+    let s = scenario(
+        calm(),
+        vec![guest(); 3],
+        vec![
+            join(0, 0),
+            join(300, 1),
+            join(1_500, 2),
+            at(
+                4_000,
+                ActionKind::Disconnect {
+                    p: 1,
+                    outage: ms(26_000),
+                },
+            ),
+        ],
+    );
+    let o = run_clean(s);
+    let st = &o.stats;
+    assert_eq!(st.ends.get("ResumeRefused(REMOVED)"), Some(&1), "{st:#?}");
+    assert_eq!(st.ends.len(), 1, "{st:#?}");
     // The relay's proposal to remove p1 is committed (quiescence checks the rosters).
     assert_eq!(st.final_epoch, Some(5), "{st:#?}");
+    assert_eq!(st.relay.get("graces expired"), Some(&1), "{st:#?}");
+}
+
+// covers: SIM-NET-1, SIM-INV-13
+#[test]
+fn a_partition_longer_than_the_silence_timeout_makes_the_member_reconnect() {
+    let s = scenario(
+        calm(),
+        vec![guest(); 3],
+        vec![
+            join(0, 0),
+            join(300, 1),
+            join(1_500, 2),
+            at(
+                4_000,
+                ActionKind::Partition {
+                    p: 2,
+                    duration: ms(8_000),
+                },
+            ),
+            at(5_000, ActionKind::HostRemove { p: 1 }),
+        ],
+    );
+    let o = run_clean(s);
+    let st = &o.stats;
+    assert_eq!(st.ends.get("Removed"), Some(&1), "{st:#?}");
+    assert_eq!(st.ends.len(), 1, "p2 is back in the call: {st:#?}");
+    assert_eq!(st.final_epoch, Some(5), "{st:#?}");
+    assert_eq!(st.relay.get("resumes accepted"), Some(&1), "{st:#?}");
 }
 
 // covers: SIM-NET-1

@@ -41,6 +41,10 @@ fn soak(seeds: Range<u64>) -> BTreeMap<&'static str, u64> {
         add("commits", st.commits as u64);
         add("raced epochs", st.raced_epochs() as u64);
         add("frames opened", st.frames_opened as u64);
+        add(
+            "resumed",
+            st.relay.get("resumes accepted").copied().unwrap_or(0),
+        );
         for (reason, n) in &st.ends {
             let kind = match reason.as_str() {
                 "Removed" => "removed",
@@ -65,6 +69,7 @@ fn exercised(seen: &BTreeMap<&str, u64>) {
         "removed",
         "left",
         "disconnected",
+        "resumed",
         "denied",
         "timed out waiting",
     ] {
@@ -81,7 +86,7 @@ fn first_half_of_the_ci_seeds_keeps_every_invariant() {
     exercised(&soak(0..HALF));
 }
 
-// covers: SIM-CI-1, SIM-INV-5, SIM-INV-6, SIM-INV-7, SIM-INV-8, SIM-INV-9
+// covers: SIM-CI-1, SIM-INV-5, SIM-INV-6, SIM-INV-7, SIM-INV-8, SIM-INV-9, SIM-INV-13, SIM-INV-14
 #[test]
 fn second_half_of_the_ci_seeds_keeps_every_invariant() {
     exercised(&soak(HALF..2 * HALF));

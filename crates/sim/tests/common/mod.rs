@@ -37,6 +37,7 @@ pub fn calm() -> Settings {
         split_writes: 0,
         any_member_adds: false,
         invite: false,
+        reconnect: true,
     }
 }
 
