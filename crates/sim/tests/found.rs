@@ -12,27 +12,33 @@ use common::*;
 /// nothing on the control channel for two minutes. The relay's default idle timeout
 /// (`relay.toml`: 60 s, ADM-TIME-3) refuses a connection that sends no byte for that long, and
 /// CP-PING-1 says a client on a quiet connection pings well within it; `CallCore` never sends
-/// `Ping` (members that publish media send manifests as peer messages, which keeps them
-/// alive), so both are refused with `IDLE_TIMEOUT` about 60 s after their last control
-/// message. Today the run reports `p0's call ended with Refused(IDLE_TIMEOUT)`
-/// (unexpected-end).
+/// `Ping` unless it reconnects (members that publish media send manifests as peer messages,
+/// which keeps them alive), so both were refused with `IDLE_TIMEOUT` about 60 s after their
+/// last control message: `p0's call ended with Refused(IDLE_TIMEOUT)` (unexpected-end).
+/// Fixed in the client: a member pings whether or not it reconnects (SDK-RES-7).
+// covers: SIM-INV-10, SDK-RES-7
 #[test]
-#[ignore = "open bug: CallCore never sends Ping, so a quiet call is cut by the relay's idle timeout"]
 fn a_call_quiet_for_longer_than_the_relays_idle_timeout_keeps_its_members() {
     let mut listener = guest();
     listener.media = MediaPlan::ReceiveOnly;
-    let s = scenario(
-        calm(),
-        vec![listener; 2],
-        vec![
-            join(0, 0),
-            join(300, 1),
-            // Something happens after two quiet minutes.
-            at(130_000, ActionKind::Lock { locked: false }),
-        ],
-    );
-    let o = World::new(s).unwrap().run();
-    assert_eq!(o.violation, None, "{:#?}", o.stats);
+    // With reconnecting on (its watchdog pings) and off (pings all the same).
+    for reconnect in [true, false] {
+        let mut settings = calm();
+        settings.reconnect = reconnect;
+        let s = scenario(
+            settings,
+            vec![listener; 2],
+            vec![
+                join(0, 0),
+                join(300, 1),
+                // Something happens after two quiet minutes.
+                at(130_000, ActionKind::Lock { locked: false }),
+            ],
+        );
+        let o = World::new(s).unwrap().run();
+        assert_eq!(o.violation, None, "reconnect {reconnect}: {:#?}", o.stats);
+        assert!(o.stats.ends.is_empty(), "{:#?}", o.stats);
+    }
 }
 
 /// The relay's departed-leaf bookkeeping outlives the leaf: p2 disconnects, the relay proposes
@@ -81,11 +87,13 @@ fn a_joiner_that_takes_a_departed_members_leaf_is_not_removed_with_it() {
 /// behind an own commit in flight, p4 leaves and the others commit its removal, the host's
 /// application removes p4 (which the host still sees, at leaf 2), the host's queued Add puts p3
 /// into p4's freed leaf 2, and then the queued removal runs — and removes p3, whom nobody asked
-/// to remove. Today the run breaks removal-cause at t=9.4 s: `the relay sequenced the removal
-/// of p3 (leaf 2, ..), which is connected and no host removed`. A host application that asks
-/// twice to remove one member while it approves a joiner does the same (seed 1399).
+/// to remove. The run broke removal-cause at t=9.4 s: `the relay sequenced the removal of p3
+/// (leaf 2, ..), which is connected and no host removed`. A host application that asks twice
+/// to remove one member while it approves a joiner did the same (seed 1399). Fixed in the
+/// client: the queued removal keeps the member's key and is dropped if another member holds
+/// the leaf by then (SDK-COMMIT-4).
+// covers: SIM-INV-11, SDK-COMMIT-4
 #[test]
-#[ignore = "open bug: CallCore's Intent::Remove keeps a leaf index, not the member, so a reused leaf removes the wrong member"]
 fn a_queued_removal_never_removes_the_member_who_took_the_leaf_since() {
     use blindcall_sim::scenario::{Admit, Participant};
     let person = |think, media, path_update, latency, jitter| Participant {

@@ -10,6 +10,7 @@
 //! the others moved on without it: it stops committing and the call ends (SDK-DIV-1).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blindcall_group::{Actor, ApiMisuse, PendingCommit, ProposalKind};
@@ -26,12 +27,18 @@ use crate::event::{EndReason, Event};
 use crate::observer::{CommitPurpose, CommitSent};
 
 /// Work that needs an own commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Intent {
     /// Add the joiner of this announced join request.
     Approve(u64),
-    /// Remove the member at this leaf.
-    Remove(u32),
+    /// Remove the member at `leaf`, if it still holds `signature_key` when the commit is made
+    /// (leaves are reused: the member asked for may have left and a joiner taken its leaf).
+    Remove {
+        /// Its leaf when the removal was asked for.
+        leaf: u32,
+        /// Its signature (identity) key.
+        signature_key: Arc<[u8]>,
+    },
     /// Commit the relay's queued removal proposals.
     Proposals,
     /// The path update after joining.
@@ -115,7 +122,10 @@ impl CallCore {
         {
             return Err(CallError::UnknownMember(leaf));
         }
-        self.commits.intents.push_back(Intent::Remove(leaf));
+        self.commits.queue(Intent::Remove {
+            leaf,
+            signature_key: identity_key.into(),
+        });
         Ok(())
     }
 
@@ -340,8 +350,15 @@ impl CallCore {
                         CommitPurpose::Add,
                     )
                 }
-                Intent::Remove(leaf) => {
-                    if g.roster().get(leaf).is_none() {
+                Intent::Remove {
+                    leaf,
+                    ref signature_key,
+                } => {
+                    // The member asked for must still be the one at the leaf (SDK-COMMIT-4).
+                    if g.roster()
+                        .get(leaf)
+                        .is_none_or(|m| *m.signature_key != **signature_key)
+                    {
                         continue;
                     }
                     (g.remove_members(&[leaf]), CommitPurpose::Remove)
@@ -382,6 +399,20 @@ impl CallCore {
             welcome: commit.welcome().map(|w| VLBytes::new(w.to_vec())),
             group_info: commit.group_info().map(|w| VLBytes::new(w.to_vec())),
         }));
+    }
+
+    /// Leaving: an own commit still pending is discarded, and no more are made.
+    pub(super) fn drop_pending_commit(&mut self) {
+        self.commits.intents.clear();
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        if let Some(p) = self.commits.pending.take()
+            && let Err(e) = p.commit.discard(g)
+        {
+            let w = group_warning(&e);
+            self.warn(w);
+        }
     }
 
     /// After resuming: an own commit still pending was never sequenced (the relay's log does

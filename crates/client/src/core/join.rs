@@ -63,6 +63,16 @@ pub(super) struct Join {
     pub(super) hello: Option<Hello>,
     /// The room of the token.
     pub(super) room: Vec<u8>,
+    /// The role the relay admitted this participant with (`HelloAck.role`).
+    pub(super) role: Option<Role>,
+}
+
+impl Join {
+    /// Whether the relay admitted this participant as a host (only a host's connection may
+    /// refuse joiners or lock the room at the relay).
+    pub(super) fn is_relay_host(&self) -> bool {
+        self.role == Some(Role::HOST)
+    }
 }
 
 impl Join {
@@ -185,6 +195,7 @@ impl CallCore {
 
     fn on_hello_ack(&mut self, now: Instant, client: Box<Client>, ack: &HelloAck) {
         self.emit(Event::Admitted { role: ack.role });
+        self.join.role = Some(ack.role);
         let creates = ack.role == Role::HOST && ack.room.epoch.is_none();
         let made = if creates {
             self.create_group(now, *client, ack)

@@ -421,12 +421,17 @@ impl CallCore {
                 Ok(())
             }
             Command::LockRoom(locked) => {
-                self.send(if locked {
-                    Body::LockRoom
+                // Only a host's connection may lock the room (SDK-COMMIT-5).
+                if self.join.is_relay_host() {
+                    self.send(if locked {
+                        Body::LockRoom
+                    } else {
+                        Body::UnlockRoom
+                    });
+                    Ok(())
                 } else {
-                    Body::UnlockRoom
-                });
-                Ok(())
+                    Err(CallError::NotHost)
+                }
             }
             Command::Leave => {
                 self.leave(now);

@@ -432,3 +432,117 @@ fn a_sequenced_winner_the_member_cannot_process_ends_the_call_once_without_retry
     });
     ends_diverged(&mut room, 1, broadcast, 2);
 }
+
+// covers: SDK-COMMIT-4
+#[test]
+fn a_queued_removal_is_dropped_when_another_member_took_the_leaf_since() {
+    let mut room = two_members_and_a_waiting_guest();
+    let (a, b, c) = (0, 1, 2);
+    let now = room.now;
+    let bob_leaf = room.peers[a]
+        .core
+        .members()
+        .into_iter()
+        .find(|m| &*m.identity == "bob")
+        .unwrap()
+        .leaf;
+    // Bob leaves: alice, the lowest leaf, commits his removal at once.
+    room.peers[b].command(now, Command::Leave).unwrap();
+    room.relay_all(b);
+    room.peers[a].deliver(now);
+    assert_eq!(commits_in(&room.peers[a].outbox), [2]);
+    // While that commit is out, alice's application approves carol and removes bob, whom
+    // it still sees at his leaf: both wait behind the pending commit.
+    let carol = room.peers[c].conn;
+    let r = room.request_for(a, carol);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
+    let remove_bob = room.remove_command(a, "bob");
+    room.peers[a].command(now, remove_bob).unwrap();
+    // Bob's removal is sequenced, carol's Add puts her into bob's freed leaf, and the
+    // queued removal, made against whoever holds that leaf now, must not remove her.
+    room.run();
+    room.tick();
+    room.run();
+    let carol_leaf = room.peers[a]
+        .core
+        .members()
+        .into_iter()
+        .find(|m| &*m.identity == "carol")
+        .map(|m| m.leaf);
+    assert_eq!(carol_leaf, Some(bob_leaf), "carol took bob's leaf");
+    assert!(
+        !room.peers[c].ended,
+        "carol was removed: {:?}",
+        room.peers[c].events
+    );
+    converged(&mut room, &["alice", "carol"]);
+    assert_eq!(room.peers[a].core.members().len(), 2);
+}
+
+// covers: SDK-LEAVE-1
+#[test]
+fn leaving_with_an_own_commit_pending_still_sends_the_leave_proposal() {
+    let mut room = two_members_and_a_waiting_guest();
+    let (a, c) = (0, 2);
+    let now = room.now;
+    // Carol is welcomed; her path update (her own commit) is out, not answered yet, when she
+    // leaves.
+    let carol = room.peers[c].conn;
+    let r = room.request_for(a, carol);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
+    room.run();
+    assert_eq!(room.peers[c].epoch(), Some(3));
+    let mut ticks = 0;
+    while commits_in(&room.peers[c].outbox).is_empty() && ticks < 100 {
+        room.advance(Duration::from_millis(100));
+        let now = room.now;
+        room.peers[c].tick(now);
+        ticks += 1;
+    }
+    assert_eq!(
+        commits_in(&room.peers[c].outbox),
+        [3],
+        "carol's commit is out"
+    );
+    let now = room.now;
+    assert_eq!(room.peers[c].command(now, Command::Leave), Ok(()));
+    let events = room.peers[c].take_events();
+    assert!(warnings(&events).is_empty(), "{events:?}");
+    assert!(
+        has(&events, |e| matches!(
+            e,
+            Event::CallEnded {
+                reason: EndReason::Left
+            }
+        )),
+        "{events:?}"
+    );
+    let sent: Vec<&Body> = room.peers[c].outbox.iter().collect();
+    assert!(
+        matches!(sent.last(), Some(Body::Propose(p)) if p.epoch == 3),
+        "{sent:?}"
+    );
+    // The relay sequences her path update, so her proposal (of epoch 3) is stale; her
+    // goodbye has the relay propose her removal, which alice commits.
+    room.run();
+    let carol_leaf = room.peers[a]
+        .core
+        .members()
+        .into_iter()
+        .find(|m| &*m.identity == "carol")
+        .unwrap()
+        .leaf;
+    room.propose_remove(carol_leaf);
+    room.run();
+    room.tick();
+    room.run();
+    assert!(
+        room.peers[a]
+            .core
+            .members()
+            .iter()
+            .all(|m| &*m.identity != "carol"),
+        "carol is still a member"
+    );
+    converged(&mut room, &["alice", "bob"]);
+}
