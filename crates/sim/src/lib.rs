@@ -14,10 +14,11 @@
 //! - [`invariants`]: what is checked after every step and at quiescence.
 //! - [`mod@shrink`]: a failing scenario loses actions while it keeps failing.
 //!
-//! Not simulated yet: a client resuming a lost membership (the relay's side, its grace and
-//! the removal after it, is exercised by every disconnect; see [`ActionKind::Disconnect`] for
-//! the hook), a relay restart, and adversarial relays or members (every party here is honest;
-//! the invariants would then be the attacks' tests).
+//! Members whose connection is cut (a [`ActionKind::Disconnect`] with an outage, or a
+//! partition longer than the clients' silence timeout) reconnect and resume their leaf, or are
+//! removed once the relay's grace ran out. Not simulated yet: a relay restart, and adversarial
+//! relays or members (every party here is honest; the invariants would then be the attacks'
+//! tests).
 //!
 //! Everything that decides what happens comes from the seed. MLS key material inside openmls
 //! comes from the OS; no decision depends on it, and the run's trace digest leaves it out, so
