@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blindcall_client::{
-    Call, Event, Identity, Invite, InviteCheck, JoinOptions, MediaMode, Member, MlsSuite, Trust,
-    TrustAnchor,
+    Call, Event, Identity, Invite, JoinOptions, MediaMode, Member, MlsSuite, TrustAnchor,
 };
 use blindcall_demo::synthetic::{SyntheticConfig, SyntheticMedia};
 use tokio::io::AsyncBufReadExt as _;
 
 use super::CliError;
+use super::events::{self, EventsFormat, describe};
 
 /// Environment variable holding the capability token when `--token` is not given.
 pub(crate) const TOKEN_ENV: &str = "BLINDCALL_TOKEN";
@@ -84,10 +84,57 @@ pub(crate) struct Args {
     /// Join without publishing media.
     #[arg(long)]
     receive_only: bool,
-    /// Local address for media (default 127.0.0.1; an interface address reaches a relay on
-    /// another machine).
-    #[arg(long, value_name = "IP")]
-    media_bind: Option<std::net::IpAddr>,
+    /// The local address of both the control connection and the media sockets (default:
+    /// the system's choice for control, 127.0.0.1 for media; an interface address reaches a
+    /// relay on another machine).
+    #[arg(long, value_name = "IP", alias = "media-bind")]
+    bind: Option<std::net::IpAddr>,
+    /// How events are printed: `human` (sentences and tables) or `jsonl` (one JSON object
+    /// per line with an `event` field, plus a `stats` line every second; other messages go
+    /// to stderr).
+    #[arg(long, value_enum, default_value = "human")]
+    events: EventsFormat,
+}
+
+/// Where the call's report goes: stdout in the chosen format; notes for people go to stderr
+/// when stdout carries JSON lines.
+struct Out {
+    format: EventsFormat,
+}
+
+impl Out {
+    fn note(&self, text: &str) {
+        match self.format {
+            EventsFormat::Human => println!("{text}"),
+            EventsFormat::Jsonl => eprintln!("{text}"),
+        }
+    }
+
+    fn event(&self, e: &Event) {
+        match self.format {
+            EventsFormat::Human => {
+                if let Some(text) = events::human(e) {
+                    println!("{text}");
+                }
+            }
+            EventsFormat::Jsonl => {
+                if let Some(v) = events::json(e) {
+                    println!("{v}");
+                }
+            }
+        }
+    }
+
+    fn stats(&self, s: &blindcall_client::CallStats) {
+        match self.format {
+            EventsFormat::Human => {
+                if let Some(t) = events::stats_table(s) {
+                    println!("{t}");
+                }
+            }
+            EventsFormat::Jsonl => println!("{}", events::stats_json(s)),
+        }
+    }
 }
 
 /// A name as it may be printed on a terminal (escapes, never interprets, control and
@@ -129,22 +176,6 @@ fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn describe(m: &Member) -> String {
-    let trust = match m.trust {
-        Trust::Changed => {
-            "CHANGED KEY: not the key this name had before; verify before trusting".to_string()
-        }
-        t => t.label().to_string(),
-    };
-    format!(
-        "{} (leaf {}, key {}, {trust}{})",
-        shown(&m.identity),
-        m.leaf,
-        m.fingerprint(),
-        if m.host { ", host" } else { "" }
-    )
-}
-
 /// Joins, prints events until the call ends, Ctrl-C, `leave` or `--duration`.
 pub(crate) fn run(args: Args) -> Result<(), CliError> {
     let token = token(&args, &|v| std::env::var(v).ok())?;
@@ -159,9 +190,13 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     let mut options = JoinOptions::new(trust);
     options.server_name = args.server_name.clone();
     options.auto_approve = args.auto_approve;
-    if let Some(ip) = args.media_bind {
+    if let Some(ip) = args.bind {
         options.media_network.bind = ip;
+        options.bind = Some(ip);
     }
+    let out = Out {
+        format: args.events,
+    };
     options.media = if args.receive_only {
         MediaMode::ReceiveOnly
     } else {
@@ -170,7 +205,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     if let Some(path) = &args.identity {
         let id = Identity::load_or_create(path, MlsSuite::default()).map_err(|e| e.to_string())?;
         if id.is_new() {
-            println!("created the identity key {}", path.display());
+            out.note(&format!("created the identity key {}", path.display()));
         }
         options.identity_key = Some(Arc::new(id.into_key()));
     }
@@ -205,7 +240,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         let (call, mut events) = Call::join(args.relay, &token, &args.name, options)
             .await
             .map_err(|e| format!("cannot join: {e}"))?;
-        println!("admitted as {}", shown(call.identity()));
+        out.note(&format!("admitted as {}", shown(call.identity())));
         drop(events.take_frames());
         let media = (!args.receive_only).then(|| {
             SyntheticMedia::spawn(
@@ -230,98 +265,76 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut stdin_open = true;
         let mut members: Vec<Member> = Vec::new();
-        let mut status = tokio::time::interval(Duration::from_secs(2));
+        // A table for people every 5 s; a `stats` line for programs every second.
+        let mut status = tokio::time::interval(match args.events {
+            EventsFormat::Human => Duration::from_secs(5),
+            EventsFormat::Jsonl => Duration::from_secs(1),
+        });
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut stop => {
                     let _ = call.leave().await;
-                    stop_done(&mut events).await;
+                    stop_done(&out, &mut events).await;
                     return Ok(());
                 }
                 line = stdin.next_line(), if stdin_open => match line {
                     Ok(Some(l)) => {
-                        if command(&call, &members, l.trim()).await {
-                            stop_done(&mut events).await;
+                        if command(&out, &call, &members, l.trim()).await {
+                            stop_done(&out, &mut events).await;
                             return Ok(());
                         }
                     }
                     _ => stdin_open = false,
                 },
-                _ = status.tick() => {
-                    let s = call.stats();
-                    if let Some(epoch) = s.epoch {
-                        println!(
-                            "epoch {epoch}, code {}, {} members; frames sent {}, opened {}, dropped {}",
-                            s.code.unwrap_or_default(), s.members, s.frames_sent, s.frames_opened,
-                            s.dropped.values().sum::<u64>()
-                        );
-                    }
-                }
-                e = events.next() => match e.inspect(|e| {
+                _ = status.tick() => out.stats(&call.stats()),
+                e = events.next() => {
+                    let Some(e) = e else { return Ok(()) };
                     if let Some(h) = &hook {
-                        h.on_event(e);
+                        h.on_event(&e);
                     }
-                }) {
-                    None => return Ok(()),
-                    Some(Event::Joined { epoch, members: m }) => {
-                        println!("joined at epoch {epoch}; members:");
-                        for x in &m {
-                            println!("  {}", describe(x));
-                        }
-                        members = m;
-                        if epoch == 0 && invite_made && let Some(i) = &own_invite {
-                            let link = i.to_link();
-                            println!("invite link (share it only over a channel you trust): {}", &*link);
-                            if let Some(path) = &args.invite_out {
-                                write_private(path, &link)?;
-                                println!("invite link written to {}", path.display());
+                    out.event(&e);
+                    match e {
+                        Event::Joined { epoch, members: m } => {
+                            members = m;
+                            if epoch == 0 && invite_made && let Some(i) = &own_invite {
+                                let link = i.to_link();
+                                out.note(&format!(
+                                    "invite link (share it only over a channel you trust): {}",
+                                    &*link
+                                ));
+                                if let Some(path) = &args.invite_out {
+                                    write_private(path, &link)?;
+                                    out.note(&format!("invite link written to {}", path.display()));
+                                }
                             }
                         }
-                    }
-                    Some(Event::MembersJoined { epoch, members: m }) => {
-                        for x in &m {
-                            println!("epoch {epoch}: joined {}", describe(x));
+                        Event::MembersJoined { members: m, .. } => members.extend(m),
+                        Event::MembersLeft { members: m, .. } => {
+                            members.retain(|y| !m.iter().any(|x| x.leaf == y.leaf));
                         }
-                        members.extend(m);
-                    }
-                    Some(Event::MembersLeft { epoch, members: m }) => {
-                        for x in &m {
-                            println!("epoch {epoch}: left {}", describe(x));
-                            members.retain(|y| y.leaf != x.leaf);
+                        Event::JoinRequested { request, .. } => {
+                            if args.deny_all {
+                                out.note(&format!("denying request {request}"));
+                                let _ = call.deny(request).await;
+                            } else if !args.auto_approve {
+                                out.note(&format!("  type 'approve {request}' or 'deny {request}'"));
+                            }
                         }
-                    }
-                    Some(Event::JoinRequested { request, joiner, invite }) => {
-                        let proof = match invite {
-                            InviteCheck::Valid => "proved the invite",
-                            _ => "no invite in this call",
-                        };
-                        println!("join request {request}: {} — {proof}", describe(&joiner));
-                        if args.deny_all {
-                            println!("denying request {request}");
-                            let _ = call.deny(request).await;
-                        } else if !args.auto_approve {
-                            println!("  type 'approve {request}' or 'deny {request}'");
+                        Event::CallEnded { .. } => {
+                            out.stats(&call.stats());
+                            return Ok(());
                         }
+                        _ => {}
                     }
-                    Some(Event::JoinRefused { request, identity, reason }) => {
-                        let who = identity.as_deref().map(shown).unwrap_or_else(|| "?".into());
-                        println!("join request {request} ({who}) refused: {reason:?}");
-                    }
-                    Some(Event::CallEnded { reason }) => {
-                        println!("call ended: {reason:?}");
-                        return Ok(());
-                    }
-                    Some(Event::DecryptHealth(_) | Event::KeyframeRequested { .. }) => {}
-                    Some(Event::EpochChanged { epoch, code }) => println!("epoch {epoch}: security code {code}"),
-                    Some(other) => println!("{other:?}"),
-                },
+                }
             }
         }
     })
 }
 
 /// One stdin command; `true` when the call was left.
-async fn command(call: &Call, members: &[Member], line: &str) -> bool {
+async fn command(out: &Out, call: &Call, members: &[Member], line: &str) -> bool {
     let mut words = line.split_whitespace();
     let (Some(verb), arg) = (words.next(), words.next()) else {
         return false;
@@ -360,16 +373,17 @@ async fn command(call: &Call, members: &[Member], line: &str) -> bool {
         ),
     };
     match result {
-        Ok(text) => println!("{text}"),
-        Err(e) => println!("{line}: {e}"),
+        Ok(text) => out.note(&text),
+        Err(e) => out.note(&format!("{line}: {e}")),
     }
     false
 }
 
-async fn stop_done(events: &mut blindcall_client::Events) {
+/// Reports what follows the request to leave, up to the end of the call.
+async fn stop_done(out: &Out, events: &mut blindcall_client::Events) {
     while let Some(e) = events.next().await {
-        if let Event::CallEnded { reason } = e {
-            println!("call ended: {reason:?}");
+        out.event(&e);
+        if matches!(e, Event::CallEnded { .. }) {
             return;
         }
     }

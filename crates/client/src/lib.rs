@@ -61,7 +61,7 @@ pub use crate::core::{
 };
 pub use blindcall_group::MlsSuite;
 pub use blindcall_media::MediaKind;
-pub use blindcall_proto::{RefusedReason, Role};
+pub use blindcall_proto::{RefusedReason, ResumeRefusedReason, Role};
 pub use blindcall_transport::MediaNetwork;
 pub use call::{Call, Events};
 pub use error::{

@@ -25,6 +25,9 @@ pub enum Fate {
     Removed,
     /// Joined late.
     Late,
+    /// Stayed, but its network dropped for a few seconds: it reconnected and resumed its
+    /// membership by itself.
+    Dropped,
 }
 
 /// Per-participant results.
@@ -73,6 +76,19 @@ pub struct ParticipantReport {
     pub warnings: Vec<String>,
     /// Sender authentication of the frames it received.
     pub auth: AuthReport,
+    /// Times it reconnected and resumed its membership.
+    pub reconnects: u64,
+    /// Time away from the call (connection lost → resumed), milliseconds.
+    pub time_away_ms: f64,
+    /// Frames it published while away: dropped before sealing, never sent.
+    pub not_sent_while_away: u64,
+    /// Frames sent to it, or by it, while it or their sender was away (network dropped →
+    /// media flowing again): lost with the network, not missing.
+    pub lost_while_away: u64,
+    /// Frames refused at this receiver as unsigned because it or their sender was away: the
+    /// manifests vouching for them were lost with the control connection (a provisional
+    /// block, lifted by the next manifest after the resume).
+    pub unverified_while_away: u64,
 }
 
 /// Sender authentication at one receiver: how the frames it received were vouched for.
@@ -289,6 +305,9 @@ pub struct Inputs<'a> {
     pub duration: Duration,
     /// Process CPU over the media part, when measured.
     pub cpu: Option<CpuReport>,
+    /// Per participant whose network dropped: from the drop to its media flowing again
+    /// both ways.
+    pub away: &'a BTreeMap<String, Vec<(Instant, Instant)>>,
 }
 
 /// Whether every receiver in `active` opened the last frame every other member of `active`
@@ -318,6 +337,26 @@ pub fn all_subscribed(log: &CallLogData, active: &BTreeSet<String>) -> bool {
                     && (log.last_opened(r, s, 1).is_some() || log.video_excluded(r, s)))
         })
     })
+}
+
+/// Whether `who` and every other member of `active` opened a frame of each other sealed
+/// at or after `since` (media flows both ways again).
+pub fn flowing_since(
+    log: &CallLogData,
+    who: &str,
+    active: &BTreeSet<String>,
+    since: Instant,
+) -> bool {
+    let mut heard: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for o in log.opened.iter().filter(|o| o.at >= since) {
+        if &*o.receiver == who || &*o.sender == who {
+            heard.insert((&o.receiver, &o.sender));
+        }
+    }
+    active
+        .iter()
+        .filter(|o| o.as_str() != who)
+        .all(|o| heard.contains(&(who, o.as_str())) && heard.contains(&(o.as_str(), who)))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -469,6 +508,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             })
             .unwrap_or(0);
         let mut lost = 0;
+        let mut lost_away = 0;
         let mut missing_frames = Vec::new();
         for ((sender, k), frames) in &sent {
             if *sender == name.as_str() {
@@ -491,12 +531,23 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             let first = got.and_then(|g| g.first().copied());
             let last = got.and_then(|g| g.last().copied());
             let excluded = *k == 1 && log.video_excluded(name, sender);
+            let away = |f: &SentFrame| {
+                [name.as_str(), *sender].iter().any(|who| {
+                    inp.away
+                        .get(*who)
+                        .is_some_and(|w| w.iter().any(|(a, b)| f.at >= *a && f.at <= *b))
+                })
+            };
             for f in frames.iter().filter(|f| in_membership(f)) {
                 if got.is_some_and(|g| g.contains(&f.seq)) {
                     continue;
                 }
                 if excluded {
                     unselected += 1;
+                    continue;
+                }
+                if away(f) {
+                    lost_away += 1;
                     continue;
                 }
                 match (first, last) {
@@ -528,6 +579,21 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             }
         }
         let stats = inp.stats.get(name).cloned().unwrap_or_default();
+        // Refused as unsigned on a stream of a sender that was away, or by a receiver that
+        // was: their manifests went down with the control connection.
+        let unverified_away: u64 = stats
+            .senders
+            .iter()
+            .filter(|h| {
+                inp.away.contains_key(name.as_str())
+                    || h.identity
+                        .as_deref()
+                        .is_some_and(|i| inp.away.contains_key(i))
+            })
+            .flat_map(|h| h.dropped.iter())
+            .filter(|(c, _)| c.to_string() == "Impersonated")
+            .map(|(_, n)| *n)
+            .sum();
         let mut dropped: BTreeMap<String, u64> = stats
             .dropped
             .iter()
@@ -572,6 +638,11 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             opened_outside_membership: outside,
             warnings: inp.warnings.get(name).cloned().unwrap_or_default(),
             auth: AuthReport::of(&stats),
+            reconnects: stats.reconnects,
+            time_away_ms: stats.time_away.as_secs_f64() * 1e3,
+            not_sent_while_away: stats.frames_dropped_away,
+            lost_while_away: lost_away,
+            unverified_while_away: unverified_away,
         });
     }
 
@@ -688,14 +759,31 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
     };
     let missing: u64 = participants.iter().map(|p| p.missing).sum();
     let lost: u64 = participants.iter().map(|p| p.lost_in_transport).sum();
+    let lost_away: u64 = participants.iter().map(|p| p.lost_while_away).sum();
     check(
         "every member opened every frame sent while it was a member",
         missing == 0,
         format!(
             "{missing} frames missing (after media was up, before departure; \
-             {lost} more lost in transport, incomplete at the receiver)"
+             {lost} more lost in transport, incomplete at the receiver; \
+             {lost_away} lost with a dropped network)"
         ),
     );
+    for (who, windows) in inp.away {
+        let p = participants.iter().find(|p| &p.name == who);
+        let reconnects = p.map_or(0, |p| p.reconnects);
+        check(
+            &format!("{who} came back by itself after its network dropped"),
+            reconnects == windows.len() as u64
+                && p.is_some_and(|p| p.fate == Fate::Dropped && p.opened > 0),
+            format!(
+                "{} drop(s), {reconnects} resume(s), {:.1} s away, {} frames not sent while away",
+                windows.len(),
+                p.map_or(0.0, |p| p.time_away_ms / 1e3),
+                p.map_or(0, |p| p.not_sent_while_away)
+            ),
+        );
+    }
     let outside: u64 = participants
         .iter()
         .map(|p| p.opened_outside_membership)
@@ -716,8 +804,10 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
                 .filter(|(c, _)| !expected.contains(&c.as_str()))
                 .map(|(_, n)| n)
                 .sum::<u64>()
+                .saturating_sub(p.unverified_while_away)
         })
         .sum();
+    let unverified_away: u64 = participants.iter().map(|p| p.unverified_while_away).sum();
     let after_removal: u64 = participants
         .iter()
         .filter_map(|p| p.dropped.get("SenderRemoved"))
@@ -727,7 +817,9 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
         integrity == 0,
         format!(
             "{integrity} frames dropped for key, tag, replay or integrity reasons \
-             ({after_removal} frames of removed members refused after their removal)"
+             ({after_removal} frames of removed members refused after their removal; \
+             {unverified_away} refused as unsigned while their sender or receiver was away, \
+             its manifests lost with its connection)"
         ),
     );
     let mismatched: Vec<u64> = epochs
@@ -860,6 +952,19 @@ pub fn render(r: &Report) -> String {
             p.unselected_video,
             epochs,
             dropped
+        );
+    }
+    for p in r.participants.iter().filter(|p| p.reconnects > 0) {
+        let _ = writeln!(
+            s,
+            "  {} reconnected {}× after its network dropped: {:.1} s away, {} of its frames not \
+             sent while away, {} frames lost to or from it, {} refused as unsigned at it",
+            p.name,
+            p.reconnects,
+            p.time_away_ms / 1e3,
+            p.not_sent_while_away,
+            p.lost_while_away,
+            p.unverified_while_away
         );
     }
     for p in r

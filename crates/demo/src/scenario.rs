@@ -1,7 +1,8 @@
 //! The scripted call of `blindcall demo` and the end-to-end tests: an embedded relay and N
 //! participants in one process, joining one by one through the waiting room, one leaving,
-//! one removed by the host, one joining late, all sending synthetic audio and video through the
-//! SDK's public API; then a [`Report`] from what everyone recorded.
+//! one removed by the host, one whose network drops for 5 s (it resumes by itself), one joining
+//! late, all sending synthetic audio and video through the SDK's public API; then a [`Report`]
+//! from what everyone recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,12 @@ use blindcall_client::{
 /// The demo call's room.
 const ROOM: &str = "demo-room";
 
+/// How long the dropped participant's network is gone.
+pub const NETWORK_DROP: Duration = Duration::from_secs(5);
+
 use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedRelay};
 use crate::live::LiveRow;
+use crate::netsim::{FaultyPath, PathState};
 use crate::recorder::CallLog;
 use crate::report::{self, Fate, Report};
 use crate::synthetic::{MediaHook, SyntheticConfig, SyntheticMedia};
@@ -131,6 +136,9 @@ pub enum ScenarioError {
         /// The bound.
         timeout: Duration,
     },
+    /// A simulated network path could not be set up.
+    #[error("network path: {0}")]
+    Network(String),
     /// A call request failed.
     #[error("{what}: {source}")]
     Call {
@@ -152,6 +160,10 @@ struct PState {
     members: BTreeMap<String, Member>,
     ended: Option<EndReason>,
     warnings: Vec<String>,
+    /// Lost its connection and has not resumed yet.
+    away: bool,
+    /// Times it resumed its membership.
+    reconnects: u32,
 }
 
 #[derive(Default)]
@@ -272,6 +284,11 @@ fn spawn_events(
                     }
                 }),
                 Event::Warning(w) => world.update(&name, |p| p.warnings.push(w.to_string())),
+                Event::Reconnecting { .. } => world.update(&name, |p| p.away = true),
+                Event::Reconnected { .. } => world.update(&name, |p| {
+                    p.away = false;
+                    p.reconnects += 1;
+                }),
                 Event::CallEnded { reason } => {
                     world.update(&name, |p| p.ended = Some(reason));
                     return;
@@ -295,6 +312,10 @@ struct Runner {
     log: CallLog,
     cfg: ScenarioConfig,
     live: Option<watch::Sender<Vec<LiveRow>>>,
+    /// The network paths of participants whose network drops, by name.
+    paths: BTreeMap<String, FaultyPath>,
+    /// Per participant whose network dropped: from the drop to its media flowing again.
+    away: BTreeMap<String, Vec<(std::time::Instant, std::time::Instant)>>,
 }
 
 impl Runner {
@@ -350,6 +371,7 @@ impl Runner {
                     Some(EndReason::Removed) => "removed",
                     Some(EndReason::Left) => "left",
                     Some(_) => "ended",
+                    None if p.is_some_and(|p| p.away) => "away",
                     None if p.is_some_and(|p| p.joined) => "member",
                     None => "waiting",
                 };
@@ -368,7 +390,18 @@ impl Runner {
         let role = if index == 0 { Role::HOST } else { Role::GUEST };
         let token = self.relay.mint(ROOM, role, Duration::from_secs(3600))?;
         let before = max_epoch(&self.world.ps.lock().unwrap_or_else(|e| e.into_inner()));
-        let (call, events) = Call::join(self.relay.addr(), &token, &name, self.options(index))
+        // A participant whose network will drop reaches the relay through a path that can fail.
+        let relay_addr = if fate == Fate::Dropped {
+            let path = FaultyPath::start(self.relay.addr())
+                .await
+                .map_err(|e| ScenarioError::Network(e.to_string()))?;
+            let addr = path.addr();
+            self.paths.insert(name.clone(), path);
+            addr
+        } else {
+            self.relay.addr()
+        };
+        let (call, events) = Call::join(relay_addr, &token, &name, self.options(index))
             .await
             .map_err(|source| ScenarioError::Join {
                 name: name.clone(),
@@ -463,6 +496,55 @@ impl Runner {
             .await
     }
 
+    /// `name`'s network goes dead for `outage` (its path to the relay black-holed: nothing
+    /// flows, nothing breaks), then comes back. Waits until it noticed, then until it resumed
+    /// and media flows both ways again between it and everyone.
+    async fn drop_network(&mut self, name: &str, outage: Duration) -> Result<(), ScenarioError> {
+        let Some(path) = self.paths.get(name).cloned() else {
+            return Ok(());
+        };
+        let t = self.cfg.step_timeout;
+        let resumed_before = self
+            .world
+            .ps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map_or(0, |p| p.reconnects);
+        let cut = Instant::now();
+        path.set(PathState::Blackhole);
+        let n = name.to_owned();
+        self.world
+            .wait(&format!("{name} to notice its network is gone"), t, |ps| {
+                ps.get(&n).is_some_and(|p| p.away)
+            })
+            .await?;
+        until(&*self, cut + outage).await;
+        path.set(PathState::Up);
+        let back = Instant::now();
+        self.world
+            .wait(&format!("{name} to resume its membership"), t, |ps| {
+                ps.get(&n)
+                    .is_some_and(|p| !p.away && p.reconnects > resumed_before)
+            })
+            .await?;
+        let active = self.roster();
+        let log = self.log.clone();
+        let since = back.into_std();
+        self.world
+            .wait(
+                &format!("media to flow again between {name} and everyone"),
+                t,
+                |_| report::flowing_since(&log.lock(), &n, &active, since),
+            )
+            .await?;
+        self.away
+            .entry(name.to_owned())
+            .or_default()
+            .push((cut.into_std(), std::time::Instant::now()));
+        Ok(())
+    }
+
     /// Waits until every active receiver opened the last frame of every active sender.
     async fn drained(&self) -> Result<(), ScenarioError> {
         let active: BTreeSet<String> = self.roster();
@@ -529,6 +611,8 @@ pub async fn run_detailed(
         log: CallLog::new(cfg.script == Script::Full),
         cfg: cfg.clone(),
         live,
+        paths: BTreeMap::new(),
+        away: BTreeMap::new(),
     };
     let ticker_world = Arc::clone(&r.world);
     let ticker = tokio::spawn(async move {
@@ -599,6 +683,7 @@ pub async fn run_detailed(
             control: &control,
             duration: started.elapsed(),
             cpu,
+            away: &r.away,
         })
     };
     Ok(Outcome {
@@ -665,10 +750,14 @@ async fn script(r: &mut Runner, started: Instant) -> Result<(), ScenarioError> {
         let fate = match i {
             1 => Fate::Left,
             2 => Fate::Removed,
+            3 => Fate::Dropped,
             _ => Fate::Member,
         };
         r.join(i, fate).await?;
         r.publish_live();
+    }
+    if n >= 5 {
+        r.drop_network(&name(3), NETWORK_DROP).await?;
     }
     until(&*r, t0 + d.mul_f64(0.35)).await;
     r.depart(&name(1), None).await?;
