@@ -227,7 +227,7 @@ fn four_participants_join_leave_remove_late_join() {
     assert!(report.passed, "{text}");
 }
 
-// covers: SDK-DEMO-1
+// covers: SDK-DEMO-1, SDK-RES-1, SDK-RES-2
 #[test]
 fn the_demo_command_reports_and_writes_json() {
     let _turn = one_call_at_a_time();
@@ -238,7 +238,7 @@ fn the_demo_command_reports_and_writes_json() {
         .args([
             "demo",
             "--participants",
-            "4",
+            "5",
             "--duration",
             "3",
             "--quiet",
@@ -257,6 +257,7 @@ fn the_demo_command_reports_and_writes_json() {
         "rekey latency",
         "relay saw no plaintext",
         "security codes match",
+        "came back by itself after its network dropped",
         "result: PASS",
     ] {
         assert!(
@@ -267,7 +268,23 @@ fn the_demo_command_reports_and_writes_json() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["passed"], serde_json::Value::Bool(true));
-    assert_eq!(report["participants"].as_array().unwrap().len(), 4);
+    let participants = report["participants"].as_array().unwrap();
+    assert_eq!(participants.len(), 5);
+    // The fifth participant brings the script's network drop: one participant whose path to
+    // the relay goes dark resumes by itself, and the report says how long it was away.
+    let dropped: Vec<&serde_json::Value> = participants
+        .iter()
+        .filter(|p| p["fate"] == "dropped")
+        .collect();
+    assert_eq!(dropped.len(), 1, "{participants:?}");
+    assert_eq!(
+        dropped[0]["reconnects"].as_u64(),
+        Some(1),
+        "{:?}",
+        dropped[0]
+    );
+    assert!(dropped[0]["time_away_ms"].as_f64().unwrap() > 0.0);
+    assert!(dropped[0]["opened"].as_u64().unwrap() > 0);
     assert!(report["relay"]["bytes_out"].as_u64().unwrap() > 0);
     assert_eq!(report["plaintext"]["leaks"].as_u64(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);

@@ -47,6 +47,9 @@ pub(crate) struct Args {
     /// before the demo gives up and names what it was waiting for.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     step_timeout: u64,
+    /// With --bench: participants do not sign their media (to measure what signing costs).
+    #[arg(long, requires = "bench")]
+    unsigned_media: bool,
 }
 
 async fn show(mut live: watch::Receiver<Vec<LiveRow>>, names: Vec<String>, quiet: bool) {
@@ -108,6 +111,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                 step_timeout: Duration::from_secs(args.step_timeout),
                 gallery: args.gallery,
                 speakers: args.speakers,
+                unsigned_media: args.unsigned_media,
             },
             Some(tx),
         )

@@ -113,6 +113,11 @@ pub struct JoinOptions {
     pub reconnect: crate::core::ReconnectPolicy,
     /// The local address of the control connection (default: the system's choice).
     pub bind: Option<std::net::IpAddr>,
+    /// Sign own media so receivers can tell this member's frames from another member's
+    /// (default `true`). Off: others show its frames as unauthenticated and calls that
+    /// require signed media refuse them; for interoperability tests and for measuring what
+    /// signing costs.
+    pub sign_media: bool,
 }
 
 impl JoinOptions {
@@ -142,6 +147,7 @@ impl JoinOptions {
             trust_store: None,
             reconnect: crate::core::ReconnectPolicy::default(),
             bind: None,
+            sign_media: true,
         }
     }
 }

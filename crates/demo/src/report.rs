@@ -308,6 +308,8 @@ pub struct Inputs<'a> {
     /// Per participant whose network dropped: from the drop to its media flowing again
     /// both ways.
     pub away: &'a BTreeMap<String, Vec<(Instant, Instant)>>,
+    /// Participants did not sign their media.
+    pub unsigned_media: bool,
 }
 
 /// Whether every receiver in `active` opened the last frame every other member of `active`
@@ -865,15 +867,27 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
     let impersonated: u64 = participants.iter().map(|p| p.auth.impersonated).sum();
     let contradicted: u64 = participants.iter().map(|p| p.auth.contradicted).sum();
     let verified: u64 = participants.iter().map(|p| p.auth.verified).sum();
-    check(
-        "signed manifests verified the media and contradicted no frame",
-        contradicted == 0 && verified > 0,
-        format!(
-            "{verified} frames verified; {contradicted} contradicted by their claimed sender's \
+    if inp.unsigned_media {
+        let unauthenticated: u64 = participants.iter().map(|p| p.auth.unauthenticated).sum();
+        check(
+            "unsigned media (--unsigned-media) played as unauthenticated, never flagged",
+            verified == 0 && impersonated == 0 && unauthenticated > 0,
+            format!(
+                "{unauthenticated} frames shown as unauthenticated, {verified} verified, \
+                 {impersonated} flagged"
+            ),
+        );
+    } else {
+        check(
+            "signed manifests verified the media and contradicted no frame",
+            contradicted == 0 && verified > 0,
+            format!(
+                "{verified} frames verified; {contradicted} contradicted by their claimed sender's \
              manifests; {} flagged only because the manifest came later than the bound",
-            impersonated - contradicted.min(impersonated)
-        ),
-    );
+                impersonated - contradicted.min(impersonated)
+            ),
+        );
+    }
     let opened_any = participants.iter().all(|p| p.opened > 0);
     check(
         "every participant opened media",

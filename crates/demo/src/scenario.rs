@@ -81,6 +81,9 @@ pub struct ScenarioConfig {
     /// Each participant watches the video of only this many others (the next ones in joining
     /// order, wrapping around), like a gallery of tiles; `None`: everyone's video.
     pub gallery: Option<usize>,
+    /// Participants do not sign their media (to measure what signed media costs; the demo
+    /// script's checks expect signed media).
+    pub unsigned_media: bool,
 }
 
 /// The scripts.
@@ -103,6 +106,7 @@ impl Default for ScenarioConfig {
             script: Script::Full,
             speakers: None,
             gallery: None,
+            unsigned_media: false,
         }
     }
 }
@@ -331,6 +335,7 @@ impl Runner {
         o.media = MediaMode::App;
         o.observer = Some(self.log.observer(&name));
         o.step_timeout = self.cfg.step_timeout;
+        o.sign_media = !self.cfg.unsigned_media;
         if let Some(k) = self.cfg.gallery {
             o.video = VideoSelection::Only(gallery(index, self.cfg.participants, k));
         }
@@ -684,6 +689,7 @@ pub async fn run_detailed(
             duration: started.elapsed(),
             cpu,
             away: &r.away,
+            unsigned_media: cfg.unsigned_media,
         })
     };
     Ok(Outcome {

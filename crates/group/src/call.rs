@@ -137,7 +137,7 @@ impl CallGroup {
             .ciphersuite(client.suite.ciphersuite())
             .use_ratchet_tree_extension(true)
             .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-            .capabilities(capabilities())
+            .capabilities(capabilities(client.signs_media))
             .with_group_context_extensions(extensions)
             .build();
         let group = MlsGroup::new(

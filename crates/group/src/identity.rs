@@ -18,14 +18,14 @@ pub use blindcall_policy::{
 use crate::config::{CALL_PARAMS_EXTENSION_TYPE, MlsSuite};
 use crate::error::{ApiMisuse, Error, MlsFailure};
 
-/// Leaf capabilities every blindcall client advertises (the call-parameters extension).
-pub(crate) fn capabilities() -> Capabilities {
-    Capabilities::builder()
-        .extensions(vec![
-            ExtensionType::Unknown(CALL_PARAMS_EXTENSION_TYPE),
-            ExtensionType::Unknown(SIGNS_MEDIA_CAPABILITY),
-        ])
-        .build()
+/// Leaf capabilities a blindcall client advertises: the call-parameters extension, and signed
+/// media unless it was turned off.
+pub(crate) fn capabilities(signs_media: bool) -> Capabilities {
+    let mut extensions = vec![ExtensionType::Unknown(CALL_PARAMS_EXTENSION_TYPE)];
+    if signs_media {
+        extensions.push(ExtensionType::Unknown(SIGNS_MEDIA_CAPABILITY));
+    }
+    Capabilities::builder().extensions(extensions).build()
 }
 
 /// A participant before (and while) it is in a call: its signature key, credential and MLS
@@ -36,6 +36,7 @@ pub struct Client {
     pub(crate) credential: CredentialWithKey,
     pub(crate) suite: MlsSuite,
     pub(crate) identity: Arc<str>,
+    pub(crate) signs_media: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -81,7 +82,22 @@ impl Client {
             credential,
             suite: key.suite(),
             identity: Arc::from(display_identity),
+            signs_media: true,
         })
+    }
+
+    /// This participant will not sign its media: others show its frames as unauthenticated
+    /// (like those of another MLS implementation), and calls that require signed media refuse
+    /// them. For interoperability tests and for measuring what signing costs; set it before
+    /// the first KeyPackage or call.
+    pub fn without_media_signatures(mut self) -> Self {
+        self.signs_media = false;
+        self
+    }
+
+    /// Whether this participant signs its media (the default).
+    pub fn signs_media(&self) -> bool {
+        self.signs_media
     }
 
     /// The display identity.
@@ -102,7 +118,7 @@ impl Client {
     /// A fresh KeyPackage as TLS-serialized `MLSMessage`; its private keys stay in this client.
     pub fn key_package(&self) -> Result<Vec<u8>, Error> {
         let bundle = KeyPackage::builder()
-            .leaf_node_capabilities(capabilities())
+            .leaf_node_capabilities(capabilities(self.signs_media))
             .build(
                 self.suite.ciphersuite(),
                 &self.provider,

@@ -118,6 +118,11 @@ impl CallCore {
             Some(_) => return Err(crate::error::OptionsError::IdentitySuite.into()),
             None => Client::new(identity, self.opts.mls_suite)?,
         };
+        let client = if self.opts.sign_media {
+            client
+        } else {
+            client.without_media_signatures()
+        };
         self.link_stats.seed(client.signature_key());
         let hello = Hello {
             room_id: VLBytes::new(room.clone()),

@@ -50,6 +50,7 @@ impl CallGroup {
             credential: self.client.credential.clone(),
             suite: self.client.suite,
             identity: Arc::clone(&self.client.identity),
+            signs_media: self.client.signs_media,
         };
         Ok(CallGroup {
             client,

@@ -65,7 +65,7 @@ impl CallGroup {
 
     /// Seals one frame of own stream `context` under the send epoch into `out` (resized to the
     /// SFrame frame; its allocation is reused across calls), and records it for the next
-    /// signed manifest.
+    /// signed manifest (unless this member does not sign).
     pub fn seal_into(
         &mut self,
         now: Instant,
@@ -84,7 +84,9 @@ impl CallGroup {
         out.resize(sender.sealed_len(plaintext.len()), 0);
         let len = sender.seal_into(metadata, plaintext, out)?;
         out.truncate(len);
-        self.media_signer.record(now, epoch, kid, ctr, out);
+        if self.client.signs_media {
+            self.media_signer.record(now, epoch, kid, ctr, out);
+        }
         Ok(Sealed {
             kid,
             ctr,

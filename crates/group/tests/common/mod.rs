@@ -175,6 +175,12 @@ impl Room {
             .iter()
             .map(|n| Client::new(n, self.call.mls_suite).unwrap())
             .collect();
+        self.add_clients(by, clients, names);
+    }
+
+    /// `by` adds the given clients, known here as `names`; they join from the Welcome.
+    #[allow(dead_code)]
+    pub fn add_clients(&mut self, by: &str, clients: Vec<Client>, names: &[&str]) {
         let kps: Vec<Vec<u8>> = clients.iter().map(|c| c.key_package().unwrap()).collect();
         let refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
         let pc = self.get_mut(by).add_members(&refs).unwrap();
