@@ -12,33 +12,14 @@ use blindcall_client::{
 };
 use blindcall_demo::embedded::{EmbeddedOptions, EmbeddedRelay};
 
+mod common;
+
+use common::{room_invite, runtime};
+
 const WAIT: Duration = Duration::from_secs(20);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn next_matching(
-    events: &mut Events,
-    what: &str,
-    mut pred: impl FnMut(&Event) -> bool,
-) -> Event {
-    let fut = async {
-        loop {
-            match events.next().await {
-                Some(e) if pred(&e) => return e,
-                Some(_) => {}
-                None => panic!("event stream ended while waiting for {what}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+async fn next_matching(events: &mut Events, what: &str, pred: impl FnMut(&Event) -> bool) -> Event {
+    common::next_event(events, WAIT, what, pred).await
 }
 
 /// The call's counters once they show `epoch` (stats refresh every interval).
@@ -49,14 +30,6 @@ async fn settled(call: &Call, epoch: u64) -> blindcall_client::CallStats {
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
         .unwrap()
-        .clone()
-}
-
-/// The room's invite (every participant of these tests holds it, as if shared out of band).
-fn room_invite() -> blindcall_client::Invite {
-    static INVITE: std::sync::OnceLock<blindcall_client::Invite> = std::sync::OnceLock::new();
-    INVITE
-        .get_or_init(|| blindcall_client::Invite::new(b"room".to_vec(), None, None).unwrap())
         .clone()
 }
 
