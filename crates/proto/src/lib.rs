@@ -12,7 +12,6 @@ mod error;
 pub mod frame;
 pub mod media;
 mod messages;
-mod resume;
 pub mod tls;
 
 pub use codes::{
@@ -30,7 +29,6 @@ pub use messages::{
     RelayProposal, RelaySender, RemoveParticipant, Resume, ResumeAccepted, ResumeRefused,
     RoomState, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
 };
-pub use resume::{RESUME_LABEL, resume_sign_content};
 pub use tls::{ALPN, cert_fingerprint};
 pub use tls_codec::VLBytes;
 

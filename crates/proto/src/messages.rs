@@ -58,7 +58,7 @@ pub const MAX_RESUME_SIGNATURE_LEN: usize = 255;
 
 /// Client → relay, in the lobby instead of publishing a KeyPackage: resume membership at
 /// `leaf`, proven by the leaf's MLS signature key over the connection's challenge
-/// ([`crate::resume_sign_content`]).
+/// (`blindcall_policy::resume_sign_content`).
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
 pub struct Resume {
     /// The member's leaf index in the group.

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use blindcall_policy::{RESUME_LABEL, resume_sign_content};
 use blindcall_proto::*;
 use blindcall_relay::ds::DEFAULT_COMMIT_HISTORY;
 use blindcall_relay::*;

@@ -5,9 +5,10 @@
 //! room — and `ResumeAccepted`. A resume never adds a leaf or changes the tree: it only moves
 //! the leaf's seat to another connection.
 
+use blindcall_policy::resume_sign_content;
 use blindcall_proto::{
     Body, CommitBroadcast, ProposalBroadcast, RefusedReason, RelayProposal, Resume, ResumeAccepted,
-    ResumeRefused, ResumeRefusedReason, VLBytes, resume_sign_content,
+    ResumeRefused, ResumeRefusedReason, VLBytes,
 };
 
 use super::mls::{PendingProposal, ProofCheck};
