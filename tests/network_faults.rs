@@ -398,15 +398,21 @@ fn a_blackholed_client_resumes_by_itself_and_one_that_never_returns_is_removed()
         r.until("bob", "bob to notice the silence", |v| {
             v["event"] == "reconnecting" && v["attempt"] == 1
         });
-        let noticed = cut.elapsed();
-        std::thread::sleep(Duration::from_secs(6).saturating_sub(noticed));
+        let noticed_at = Instant::now();
+        std::thread::sleep(Duration::from_secs(6).saturating_sub(cut.elapsed()));
         drop(bob_hole);
         let back = Instant::now();
+        // Bob was away at least from when we read that he noticed until the network came
+        // back (how soon he notices depends on the machine's load, so no fixed figure).
+        let away_at_least = back.duration_since(noticed_at);
         let (resumed_at, v) = r.until("bob", "bob to resume", |v| {
             v["event"] == "reconnected" || v["event"] == "ended"
         });
         assert_eq!(v["event"], "reconnected", "bob's call ended instead: {v}");
-        assert!(v["away_ms"].as_u64().unwrap() >= 3_000, "{v}");
+        assert!(
+            u128::from(v["away_ms"].as_u64().unwrap()) >= away_at_least.as_millis(),
+            "away for at least {away_at_least:?}: {v}"
+        );
         let (connected_at, _) = r.until("bob", "bob's media to connect again", |v| {
             v["event"] == "media_connected"
         });

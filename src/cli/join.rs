@@ -344,22 +344,25 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                     if let Some(h) = &hook {
                         h.on_event(&e);
                     }
+                    // The invite link is written before the event that announces the call
+                    // is printed: whoever reads `joined` may read the link file at once.
+                    if let Event::Joined { epoch: 0, .. } = &e
+                        && invite_made
+                        && let Some(i) = &own_invite
+                    {
+                        let link = i.to_link();
+                        out.note(&format!(
+                            "invite link (share it only over a channel you trust): {}",
+                            &*link
+                        ));
+                        if let Some(path) = &args.invite_out {
+                            write_private(path, &link)?;
+                            out.note(&format!("invite link written to {}", path.display()));
+                        }
+                    }
                     out.event(&e);
                     match e {
-                        Event::Joined { epoch, members: m } => {
-                            members = m;
-                            if epoch == 0 && invite_made && let Some(i) = &own_invite {
-                                let link = i.to_link();
-                                out.note(&format!(
-                                    "invite link (share it only over a channel you trust): {}",
-                                    &*link
-                                ));
-                                if let Some(path) = &args.invite_out {
-                                    write_private(path, &link)?;
-                                    out.note(&format!("invite link written to {}", path.display()));
-                                }
-                            }
-                        }
+                        Event::Joined { members: m, .. } => members = m,
                         Event::MembersJoined { members: m, .. } => members.extend(m),
                         Event::MembersLeft { members: m, .. } => {
                             members.retain(|y| !m.iter().any(|x| x.leaf == y.leaf));

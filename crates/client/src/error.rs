@@ -184,6 +184,10 @@ pub enum CallError {
     /// This participant is not (yet) a member of the call's group.
     #[error("not a member of the call")]
     NotMember,
+    /// Only a host may do this at the relay (deny or refuse a joiner, lock the room): the
+    /// relay admitted this participant with another role.
+    #[error("only a host may do this")]
+    NotHost,
     /// Publishing is not possible (media off or receive-only).
     #[error("media publishing is not enabled for this call")]
     MediaDisabled,

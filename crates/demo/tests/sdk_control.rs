@@ -1,44 +1,25 @@
 //! The SDK's control plane against the embedded relay (media off): waiting room approve and
-//! deny, commit races, and typed errors on a misbehaving relay; and application media through
-//! the relay's forwarder, seen from the relay's taps and metrics.
+//! deny, and typed errors on a misbehaving relay; and application media through the relay's
+//! forwarder, seen from the relay's taps and metrics. Commit races run on the deterministic
+//! simulation (`crates/sim/tests/races.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use blindcall_client::{
-    Call, CallError, CallWarning, EndReason, Event, Events, JoinError, JoinOptions, MediaMode,
-    MlsSuite, ProtocolError, RefusedReason, Role, TrustAnchor,
+    Call, CallError, EndReason, Event, Events, JoinError, JoinOptions, MediaMode, MlsSuite,
+    ProtocolError, RefusedReason, Role, TrustAnchor,
 };
 use blindcall_demo::embedded::{EmbeddedOptions, EmbeddedRelay};
-use blindcall_demo::recorder::CallLog;
+
+mod common;
+
+use common::{room_invite, runtime};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn next_matching(
-    events: &mut Events,
-    what: &str,
-    mut pred: impl FnMut(&Event) -> bool,
-) -> Event {
-    let fut = async {
-        loop {
-            match events.next().await {
-                Some(e) if pred(&e) => return e,
-                Some(_) => {}
-                None => panic!("event stream ended while waiting for {what}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+async fn next_matching(events: &mut Events, what: &str, pred: impl FnMut(&Event) -> bool) -> Event {
+    common::next_event(events, WAIT, what, pred).await
 }
 
 /// The call's counters once they show `epoch` (stats refresh every interval).
@@ -49,14 +30,6 @@ async fn settled(call: &Call, epoch: u64) -> blindcall_client::CallStats {
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
         .unwrap()
-        .clone()
-}
-
-/// The room's invite (every participant of these tests holds it, as if shared out of band).
-fn room_invite() -> blindcall_client::Invite {
-    static INVITE: std::sync::OnceLock<blindcall_client::Invite> = std::sync::OnceLock::new();
-    INVITE
-        .get_or_init(|| blindcall_client::Invite::new(b"room".to_vec(), None, None).unwrap())
         .clone()
 }
 
@@ -183,110 +156,6 @@ fn host_approves_one_joiner_and_denies_another() {
             matches!(err, JoinError::Refused(RefusedReason::ROOM_LOCKED)),
             "{err}"
         );
-        relay.shutdown().await;
-    });
-}
-
-// covers: SDK-COMMIT-1, SDK-COMMIT-2
-#[test]
-fn simultaneous_commits_of_one_epoch_converge() {
-    runtime().block_on(async {
-        let relay = EmbeddedRelay::start(EmbeddedOptions::default())
-            .await
-            .unwrap();
-        let log = CallLog::new(false);
-        let opts = |relay: &EmbeddedRelay, name: &str| {
-            let mut o = options(relay);
-            o.auto_approve = true;
-            o.invite = Some(room_invite());
-            // Everyone commits the relay's removal proposal at once: the relay must pick one.
-            o.proposal_fallback_step = Duration::ZERO;
-            o.observer = Some(log.observer(name));
-            o
-        };
-        let (_alice, mut ae) = join(&relay, "alice", Role::HOST, opts(&relay, "alice")).await;
-        let mut others: Vec<(&str, Call, Events)> = Vec::new();
-        let mut epoch = 0;
-        for name in ["bob", "carol", "dave"] {
-            let (c, mut e) = join(&relay, name, Role::GUEST, opts(&relay, name)).await;
-            next_matching(&mut e, &format!("{name} joined"), |e| {
-                matches!(e, Event::Joined { .. })
-            })
-            .await;
-            epoch += 2; // the Add, then the joiner's path update
-            let code = epoch_code(&mut e, name, epoch).await;
-            assert_eq!(epoch_code(&mut ae, "alice", epoch).await, code);
-            for (n, _, oe) in &mut others {
-                assert_eq!(epoch_code(oe, n, epoch).await, code);
-            }
-            others.push((name, c, e));
-        }
-        // dave leaves: he proposes his own removal; alice, bob and carol all commit it.
-        // covers: SDK-LEAVE-1
-        let (_, dave, _) = others.pop().unwrap();
-        dave.leave().await.unwrap();
-        epoch += 1;
-        let code = epoch_code(&mut ae, "alice", epoch).await;
-        for (n, _, e) in &mut others {
-            assert_eq!(
-                epoch_code(e, n, epoch).await,
-                code,
-                "{n} converged on another epoch"
-            );
-        }
-        let racing = log
-            .lock()
-            .commits
-            .iter()
-            .filter(|c| c.from_epoch == epoch - 1 && c.kind == "proposals")
-            .count();
-        assert!(racing >= 2, "only {racing} members committed the proposal");
-        // Nobody committed again afterwards: the losers dropped their commit and merged the winner.
-        let stats = settled(&_alice, epoch).await;
-        assert_eq!(stats.members, 3);
-        for (n, c, _) in &others {
-            let s = settled(c, epoch).await;
-            assert_eq!(s.code, stats.code, "{n}");
-        }
-        relay.shutdown().await;
-    });
-}
-
-// covers: SDK-COMMIT-3
-#[test]
-fn overlapping_joins_converge_on_one_group() {
-    // Joiners arrive back to back: their path updates race each other and the host's Adds,
-    // so members get refusals for commits they already dropped. Every member must still end
-    // in the same epoch with the same code (a stale reply once forked a member off).
-    runtime().block_on(async {
-        let relay = EmbeddedRelay::start(EmbeddedOptions::default())
-            .await
-            .unwrap();
-        let opts = |relay: &EmbeddedRelay| {
-            let mut o = options(relay);
-            o.auto_approve = true;
-            o.invite = Some(room_invite());
-            o
-        };
-        let (alice, ae) = join(&relay, "alice", Role::HOST, opts(&relay)).await;
-        let mut calls = vec![(alice, ae)];
-        for name in ["bob", "carol", "dave", "erin"] {
-            calls.push(join(&relay, name, Role::GUEST, opts(&relay)).await);
-        }
-        // Each joiner's Add and path update: 4 + 4 commits after epoch 0.
-        let handles: Vec<&Call> = calls.iter().map(|(c, _)| c).collect();
-        let stats = all_at(&handles, 5, 8).await;
-        for s in &stats {
-            assert_eq!(s.code, stats[0].code, "a member forked: {stats:?}");
-        }
-        for (_, events) in &mut calls {
-            while let Some(e) = events.try_next() {
-                assert!(
-                    !matches!(e, Event::Warning(CallWarning::CommitRejected { .. })),
-                    "a commit was refused as invalid: {e:?}"
-                );
-            }
-        }
         relay.shutdown().await;
     });
 }

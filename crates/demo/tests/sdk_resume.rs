@@ -13,22 +13,11 @@ use blindcall_demo::embedded::{EmbeddedOptions, EmbeddedRelay};
 use blindcall_demo::netsim::{FaultyPath, PathState};
 use tokio::sync::mpsc;
 
+mod common;
+
+use common::{room_invite, runtime};
+
 const WAIT: Duration = Duration::from_secs(60);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn room_invite() -> blindcall_client::Invite {
-    static INVITE: std::sync::OnceLock<blindcall_client::Invite> = std::sync::OnceLock::new();
-    INVITE
-        .get_or_init(|| blindcall_client::Invite::new(b"room".to_vec(), None, None).unwrap())
-        .clone()
-}
 
 fn options(relay: &EmbeddedRelay) -> JoinOptions {
     let mut o = JoinOptions::new(relay.trust());
@@ -48,19 +37,8 @@ async fn join(
     Call::join(via, &token, name, options(relay)).await.unwrap()
 }
 
-async fn until(events: &mut Events, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
-    let fut = async {
-        loop {
-            match events.next().await {
-                Some(e) if pred(&e) => return e,
-                Some(_) => {}
-                None => panic!("event stream ended while waiting for {what}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+async fn until(events: &mut Events, what: &str, pred: impl FnMut(&Event) -> bool) -> Event {
+    common::next_event(events, WAIT, what, pred).await
 }
 
 /// Publishes one audio frame every 20 ms until dropped (errors while away are expected).

@@ -14,23 +14,11 @@ use blindcall_demo::embedded::{EmbeddedOptions, EmbeddedRelay};
 use blindcall_demo::recorder::{CallLog, CallLogData};
 use blindcall_demo::synthetic::{MediaHook, SyntheticConfig, SyntheticMedia};
 
+mod common;
+
+use common::{room_invite, runtime};
+
 const WAIT: Duration = Duration::from_secs(30);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The room's invite (every participant of these tests holds it, as if shared out of band).
-fn room_invite() -> blindcall_client::Invite {
-    static INVITE: std::sync::OnceLock<blindcall_client::Invite> = std::sync::OnceLock::new();
-    INVITE
-        .get_or_init(|| blindcall_client::Invite::new(b"room".to_vec(), None, None).unwrap())
-        .clone()
-}
 
 /// Joins with synthetic media (the demo's sources, published through the SDK) and keeps
 /// the call's events flowing to them.

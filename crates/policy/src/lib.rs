@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod params;
+pub mod resume;
 pub mod roster;
 pub mod rules;
 
@@ -17,6 +18,7 @@ pub use params::{
     CALL_PARAMS_EXTENSION_TYPE, CALL_PARAMS_VERSION, CallParams, INVITE_COMMITMENT_LEN,
     MediaSignatures, ParamsError,
 };
+pub use resume::{RESUME_CHALLENGE_LEN, RESUME_LABEL, resume_sign_content};
 pub use roster::{
     MAX_IDENTITY_LEN, Roster, RosterMember, SIGNS_MEDIA_CAPABILITY, check_identity_chars,
     display_identity,

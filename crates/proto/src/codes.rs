@@ -129,6 +129,10 @@ wire_enum! {
         RESUME_ACCEPTED = 33,
         /// Relay → client: the resume is refused; the connection stays in the lobby.
         RESUME_REFUSED = 34,
+        /// Relay (cluster node) → client, instead of `HELLO_ACK` or to a member of a room the
+        /// node hands over: this room is served by the relay at the given address; connect
+        /// there (and resume, if a member). The node closes the connection after it.
+        REDIRECT = 35,
     }
 }
 
@@ -180,6 +184,9 @@ wire_enum! {
         /// Another connection resumed this connection's membership (its leaf); this one is
         /// stale (e.g. a half-open TCP connection after a network change).
         RESUMED_ELSEWHERE = 17,
+        /// A cluster node cannot tell which node serves the room because its room store is
+        /// unreachable (it fails closed); the client may try another relay or again later.
+        STORE_UNAVAILABLE = 18,
     }
 }
 

@@ -12,7 +12,6 @@ mod error;
 pub mod frame;
 pub mod media;
 mod messages;
-mod resume;
 pub mod tls;
 
 pub use codes::{
@@ -25,12 +24,11 @@ pub use media::{MAX_VIDEO_FILTER_IDS, MediaSignalDecodeError, MediaSignalPayload
 pub use messages::{
     Body, Commit, CommitAccepted, CommitBroadcast, CommitRejected, ControlMessage, CreateGroup,
     ErrorMessage, GroupCreated, GroupInfoResponse, Hello, HelloAck, KeyPackageAccepted,
-    MAX_JOIN_PROOF_LEN, MAX_RESUME_SIGNATURE_LEN, MediaSignal, PeerBroadcast, PeerMessage, Ping,
-    Pong, ProposalBroadcast, Propose, PublishKeyPackage, RESUME_CHALLENGE_LEN, Refused,
-    RelayProposal, RelaySender, RemoveParticipant, Resume, ResumeAccepted, ResumeRefused,
-    RoomState, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
+    MAX_JOIN_PROOF_LEN, MAX_REDIRECT_ADDR_LEN, MAX_RESUME_SIGNATURE_LEN, MediaSignal,
+    PeerBroadcast, PeerMessage, Ping, Pong, ProposalBroadcast, Propose, PublishKeyPackage,
+    RESUME_CHALLENGE_LEN, Redirect, Refused, RelayProposal, RelaySender, RemoveParticipant, Resume,
+    ResumeAccepted, ResumeRefused, RoomState, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
 };
-pub use resume::{RESUME_LABEL, resume_sign_content};
 pub use tls::{ALPN, cert_fingerprint};
 pub use tls_codec::VLBytes;
 

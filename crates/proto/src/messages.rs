@@ -58,7 +58,7 @@ pub const MAX_RESUME_SIGNATURE_LEN: usize = 255;
 
 /// Client → relay, in the lobby instead of publishing a KeyPackage: resume membership at
 /// `leaf`, proven by the leaf's MLS signature key over the connection's challenge
-/// ([`crate::resume_sign_content`]).
+/// (`blindcall_policy::resume_sign_content`).
 #[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
 pub struct Resume {
     /// The member's leaf index in the group.
@@ -83,6 +83,38 @@ pub struct ResumeAccepted {
 pub struct ResumeRefused {
     /// Why.
     pub reason: ResumeRefusedReason,
+}
+
+/// The longest relay address a [`Redirect`] may carry, in bytes.
+pub const MAX_REDIRECT_ADDR_LEN: usize = 255;
+
+/// Relay (cluster node) → client: the room is served by the relay at `relay`; the node closes
+/// the connection after this message. Sent instead of `HelloAck` to a client whose room has
+/// its home on another node, and to the members of a room this node hands to another (drain).
+#[derive(Debug, Clone, PartialEq, Eq, TlsSerialize, TlsDeserialize, TlsSize)]
+pub struct Redirect {
+    /// The serving relay's address for clients, `host:port` in UTF-8 (at most
+    /// [`MAX_REDIRECT_ADDR_LEN`] bytes); the client keeps its TLS server name and trust roots.
+    pub relay: VLBytes,
+}
+
+impl Redirect {
+    /// The address, when it is at most [`MAX_REDIRECT_ADDR_LEN`] bytes of UTF-8 of the form
+    /// `host:port` (a non-empty host without control characters or spaces, a port from 1).
+    pub fn address(&self) -> Option<&str> {
+        let b = self.relay.as_slice();
+        if b.len() > MAX_REDIRECT_ADDR_LEN {
+            return None;
+        }
+        let s = core::str::from_utf8(b).ok()?;
+        let (host, port) = s.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| !c.is_control() && !c.is_whitespace() && c != '/');
+        (port != 0 && host_ok).then_some(s)
+    }
 }
 
 /// One MLS external-sender identity of the relay.
@@ -376,6 +408,8 @@ pub enum Body {
     ResumeAccepted(ResumeAccepted),
     /// [`MessageType::RESUME_REFUSED`]
     ResumeRefused(ResumeRefused),
+    /// [`MessageType::REDIRECT`]
+    Redirect(Redirect),
 }
 
 impl Body {
@@ -415,6 +449,7 @@ impl Body {
             Self::Resume(_) => MessageType::RESUME,
             Self::ResumeAccepted(_) => MessageType::RESUME_ACCEPTED,
             Self::ResumeRefused(_) => MessageType::RESUME_REFUSED,
+            Self::Redirect(_) => MessageType::REDIRECT,
         }
     }
 
@@ -451,6 +486,7 @@ impl Body {
             Self::Resume(m) => m.tls_serialize(out)?,
             Self::ResumeAccepted(m) => m.tls_serialize(out)?,
             Self::ResumeRefused(m) => m.tls_serialize(out)?,
+            Self::Redirect(m) => m.tls_serialize(out)?,
         };
         Ok(())
     }
@@ -523,6 +559,13 @@ impl Body {
                 Self::ResumeAccepted(ResumeAccepted::tls_deserialize(r)?)
             }
             MessageType::RESUME_REFUSED => Self::ResumeRefused(ResumeRefused::tls_deserialize(r)?),
+            MessageType::REDIRECT => {
+                let m = Redirect::tls_deserialize(r)?;
+                if m.address().is_none() {
+                    return Err(DecodeError::InvalidValue);
+                }
+                Self::Redirect(m)
+            }
             MessageType(other) => return Err(DecodeError::UnknownMessageType(other)),
         })
     }
@@ -559,6 +602,7 @@ impl Body {
             Self::Resume(m) => m.tls_serialized_len(),
             Self::ResumeAccepted(m) => m.tls_serialized_len(),
             Self::ResumeRefused(m) => m.tls_serialized_len(),
+            Self::Redirect(m) => m.tls_serialized_len(),
         }
     }
 }

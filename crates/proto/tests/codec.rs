@@ -79,6 +79,9 @@ fn body() -> impl Strategy<Value = Body> {
                 signature: VLBytes::new(sig),
             })),
         any::<u64>().prop_map(|epoch| Body::ResumeAccepted(ResumeAccepted { epoch })),
+        ("[a-z0-9.-]{1,60}", 1u16..).prop_map(|(host, port)| Body::Redirect(Redirect {
+            relay: VLBytes::new(format!("{host}:{port}").into_bytes())
+        })),
         any::<u16>().prop_map(|r| Body::ResumeRefused(ResumeRefused {
             reason: ResumeRefusedReason(r)
         })),
@@ -249,9 +252,9 @@ fn wire_enums_name_known_values_and_keep_unknown_ones() {
     assert_eq!(format!("{:?}", RefusedReason(999)), "RefusedReason(0x3e7)");
     assert!(!Role(3).is_known());
     assert!(Role::HOST.is_known());
-    // Types 1..=34 except the retired 9 (the whole-room waiting update).
+    // Types 1..=35 except the retired 9 (the whole-room waiting update).
     let known: Vec<u16> = MessageType::KNOWN.iter().map(|t| t.0).collect();
-    let want: Vec<u16> = (1..=34).filter(|t| *t != 9).collect();
+    let want: Vec<u16> = (1..=35).filter(|t| *t != 9).collect();
     assert_eq!(known, want);
     assert!(!MessageType(9).is_known());
     assert_eq!(
@@ -263,10 +266,13 @@ fn wire_enums_name_known_values_and_keep_unknown_ones() {
         RefusedReason::TOO_MANY_CONNECTIONS,
         RefusedReason::WAITING_ROOM_FULL,
         RefusedReason::RESUMED_ELSEWHERE,
+        RefusedReason::STORE_UNAVAILABLE,
     ] {
         assert!(code.is_known());
     }
     assert_eq!(RefusedReason::RESUMED_ELSEWHERE.0, 17);
+    assert_eq!(RefusedReason::STORE_UNAVAILABLE.0, 18);
+    assert_eq!(MessageType::REDIRECT.0, 35);
     let resume: Vec<u16> = ResumeRefusedReason::KNOWN.iter().map(|r| r.0).collect();
     assert_eq!(resume, (1..=6).collect::<Vec<u16>>());
     assert_eq!(
@@ -345,6 +351,44 @@ fn the_message_type_is_read_without_decoding_the_body() {
     );
     assert_eq!(ControlMessage::peek_type(&enc[..3]), None);
     assert_eq!(ControlMessage::peek_type(&[0, 2, 0, 30]), None);
+}
+
+// covers: CP-DEC-2, CP-REDIR-1
+#[test]
+fn a_redirect_carries_a_host_and_port_of_at_most_255_bytes() {
+    let long_host = "h".repeat(MAX_REDIRECT_ADDR_LEN - 4);
+    for (addr, ok) in [
+        ("relay-b.example:7443".to_string(), true),
+        ("127.0.0.1:1".to_string(), true),
+        ("[::1]:7443".to_string(), true),
+        (format!("{long_host}:7443"), false),
+        (format!("{}:7443", &long_host[1..]), true),
+        ("relay-b.example".to_string(), false),
+        ("relay-b.example:0".to_string(), false),
+        ("relay-b.example:99999".to_string(), false),
+        (":7443".to_string(), false),
+        ("relay b:7443".to_string(), false),
+        ("relay\nb:7443".to_string(), false),
+        ("https://relay:7443".to_string(), false),
+    ] {
+        let enc = ControlMessage::new(Body::Redirect(Redirect {
+            relay: VLBytes::new(addr.clone().into_bytes()),
+        }))
+        .encode()
+        .unwrap();
+        let got = ControlMessage::decode(&enc);
+        if ok {
+            assert!(got.is_ok(), "{addr:?}: {got:?}");
+        } else {
+            assert_eq!(got, Err(DecodeError::InvalidValue), "{addr:?}");
+        }
+    }
+    let bad = ControlMessage::new(Body::Redirect(Redirect {
+        relay: VLBytes::new(vec![0xff, b':', b'1']),
+    }))
+    .encode()
+    .unwrap();
+    assert_eq!(ControlMessage::decode(&bad), Err(DecodeError::InvalidValue));
 }
 
 // covers: CP-DEC-2, CP-RES-1

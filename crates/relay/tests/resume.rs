@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use blindcall_policy::{RESUME_LABEL, resume_sign_content};
 use blindcall_proto::*;
 use blindcall_relay::ds::DEFAULT_COMMIT_HISTORY;
 use blindcall_relay::*;
@@ -575,6 +576,46 @@ fn a_member_whose_own_commit_was_sequenced_unseen_merges_it_on_resume() {
     b.merge_pending();
     assert_eq!(b.authenticator(), a.authenticator());
     assert_eq!(c.authenticator(), a.authenticator());
+}
+
+// covers: DS-RES-5
+#[test]
+fn a_missed_commit_comes_after_the_proposals_it_includes_by_reference() {
+    let mut net = net();
+    let (mut a, mut b, c) = three_members(&mut net);
+    let c_leaf = c.leaf();
+    // B's connection is lost at epoch 1. C leaves: the relay proposes C's removal in epoch 1
+    // (B never sees it), and A commits it by reference.
+    net.close(b.conn);
+    net.goodbye(c.conn);
+    let a_bodies = net.take(a.conn);
+    assert_eq!(proposed(&a_bodies), vec![c_leaf]);
+    a.apply(&a_bodies);
+    let commit = a.commit_pending();
+    net.send(a.conn, Body::Commit(commit));
+    let got = net.take(a.conn);
+    assert!(
+        matches!(got.first(), Some(Body::CommitAccepted(_))),
+        "{got:?}"
+    );
+    a.merge_pending();
+    assert_eq!(a.epoch(), 2);
+
+    // B resumes from epoch 1: epoch 1's proposal comes before epoch 1's commit (which only
+    // names it by reference), so B can process the commit and reach A's epoch.
+    b.reconnect(&mut net, ROOM, Role::GUEST, 12);
+    let got = resume_with(&mut net, &b, b.resume(ROOM));
+    assert!(
+        matches!(
+            &got[..],
+            [Body::RelayProposal(p), Body::CommitBroadcast(cb), Body::ResumeAccepted(r)]
+                if p.epoch == 1 && p.removed_leaf == c_leaf && cb.epoch == 1 && r.epoch == 2
+        ),
+        "{got:?}"
+    );
+    b.apply(&got);
+    assert_eq!(b.epoch(), 2);
+    assert_eq!(b.authenticator(), a.authenticator());
 }
 
 // covers: DS-RES-4, DS-RES-6, DS-RES-11, DS-SEQ-2

@@ -7,10 +7,11 @@
 //! or another member's winning commit discards it and the intent is retried in the new epoch.
 //! Replies are matched to the pending commit by epoch; a stale reply changes nothing
 //! (SDK-COMMIT-3). A refusal because the relay cluster's room store was unavailable keeps the
-//! commit pending and sends it again after a growing delay (SDK-COMMIT-4). A winning commit for the member's own epoch that it cannot process means
+//! commit pending and sends it again after a growing delay (SDK-COMMIT-6). A winning commit for the member's own epoch that it cannot process means
 //! the others moved on without it: it stops committing and the call ends (SDK-DIV-1).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blindcall_group::{Actor, ApiMisuse, PendingCommit, ProposalKind};
@@ -27,12 +28,18 @@ use crate::event::{EndReason, Event};
 use crate::observer::{CommitPurpose, CommitSent};
 
 /// Work that needs an own commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Intent {
     /// Add the joiner of this announced join request.
     Approve(u64),
-    /// Remove the member at this leaf.
-    Remove(u32),
+    /// Remove the member at `leaf`, if it still holds `signature_key` when the commit is made
+    /// (leaves are reused: the member asked for may have left and a joiner taken its leaf).
+    Remove {
+        /// Its leaf when the removal was asked for.
+        leaf: u32,
+        /// Its signature (identity) key.
+        signature_key: Arc<[u8]>,
+    },
     /// Commit the relay's queued removal proposals.
     Proposals,
     /// The path update after joining.
@@ -49,15 +56,15 @@ pub(super) const STORE_RETRY_MAX: Duration = Duration::from_secs(8);
 struct Pending {
     commit: PendingCommit,
     intent: Intent,
-    /// Refused `STORE_UNAVAILABLE` and waiting to be sent again (SDK-COMMIT-4).
+    /// Refused `STORE_UNAVAILABLE` and waiting to be sent again (SDK-COMMIT-6).
     resend: bool,
 }
 
 impl Intent {
-    fn purpose(self) -> CommitPurpose {
+    fn purpose(&self) -> CommitPurpose {
         match self {
             Self::Approve(_) => CommitPurpose::Add,
-            Self::Remove(_) => CommitPurpose::Remove,
+            Self::Remove { .. } => CommitPurpose::Remove,
             Self::Proposals => CommitPurpose::Proposals,
             Self::PathUpdate => CommitPurpose::PathUpdate,
         }
@@ -147,7 +154,10 @@ impl CallCore {
         {
             return Err(CallError::UnknownMember(leaf));
         }
-        self.commits.intents.push_back(Intent::Remove(leaf));
+        self.commits.queue(Intent::Remove {
+            leaf,
+            signature_key: identity_key.into(),
+        });
         Ok(())
     }
 
@@ -252,7 +262,7 @@ impl CallCore {
 
     /// The relay's room store could not sequence the pending commit of `epoch`; nothing
     /// changed. Keep the commit (the store may hold it after all: the relay then broadcasts
-    /// it, which confirms it) and send it again after a growing delay (SDK-COMMIT-4).
+    /// it, which confirms it) and send it again after a growing delay (SDK-COMMIT-6).
     fn store_unavailable(&mut self, now: Instant, epoch: u64) {
         let Some(p) = self
             .commits
@@ -422,8 +432,15 @@ impl CallCore {
                         CommitPurpose::Add,
                     )
                 }
-                Intent::Remove(leaf) => {
-                    if g.roster().get(leaf).is_none() {
+                Intent::Remove {
+                    leaf,
+                    ref signature_key,
+                } => {
+                    // The member asked for must still be the one at the leaf (SDK-COMMIT-4).
+                    if g.roster()
+                        .get(leaf)
+                        .is_none_or(|m| *m.signature_key != **signature_key)
+                    {
                         continue;
                     }
                     (g.remove_members(&[leaf]), CommitPurpose::Remove)
@@ -464,6 +481,20 @@ impl CallCore {
                 purpose,
                 at: now,
             });
+        }
+    }
+
+    /// Leaving: an own commit still pending is discarded, and no more are made.
+    pub(super) fn drop_pending_commit(&mut self) {
+        self.commits.intents.clear();
+        let Phase::Member(g) = &mut self.phase else {
+            return;
+        };
+        if let Some(p) = self.commits.pending.take()
+            && let Err(e) = p.commit.discard(g)
+        {
+            let w = group_warning(&e);
+            self.warn(w);
         }
     }
 

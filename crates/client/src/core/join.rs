@@ -66,6 +66,16 @@ pub(super) struct Join {
     /// A connection to another relay of the list was asked for ([`Output::Connect`]) before
     /// any relay answered the `Hello`.
     connecting: bool,
+    /// The role the relay admitted this participant with (`HelloAck.role`).
+    pub(super) role: Option<Role>,
+}
+
+impl Join {
+    /// Whether the relay admitted this participant as a host (only a host's connection may
+    /// refuse joiners or lock the room at the relay).
+    pub(super) fn is_relay_host(&self) -> bool {
+        self.role == Some(Role::HOST)
+    }
 }
 
 impl Join {
@@ -228,6 +238,7 @@ impl CallCore {
 
     fn on_hello_ack(&mut self, now: Instant, client: Box<Client>, ack: &HelloAck) {
         self.emit(Event::Admitted { role: ack.role });
+        self.join.role = Some(ack.role);
         let creates = ack.role == Role::HOST && ack.room.epoch.is_none();
         let made = if creates {
             self.create_group(now, *client, ack)
@@ -335,6 +346,7 @@ pub(crate) fn body_name(b: &Body) -> &'static str {
     match b {
         Body::Hello(_) => "Hello",
         Body::HelloAck(_) => "HelloAck",
+        Body::Redirect(_) => "Redirect",
         Body::Refused(_) => "Refused",
         Body::CreateGroup(_) => "CreateGroup",
         Body::GroupCreated(_) => "GroupCreated",

@@ -252,13 +252,12 @@ impl CallCore {
         );
     }
 
-    /// Just became a member: start pinging the relay.
+    /// Just became a member: start pinging the relay, with or without reconnecting, so a
+    /// quiet call is not cut by the relay's idle timeout (SDK-RES-7).
     pub(super) fn start_keepalive(&mut self, now: Instant) {
-        if self.opts.reconnect.enabled {
-            self.last_heard = now;
-            self.timers
-                .set(Timer::Ping, after(now, self.opts.reconnect.ping_interval));
-        }
+        self.last_heard = now;
+        self.timers
+            .set(Timer::Ping, after(now, self.opts.reconnect.ping_interval));
     }
 
     /// Something arrived on the control connection.
@@ -266,15 +265,16 @@ impl CallCore {
         self.last_heard = now;
     }
 
-    /// `Timer::Ping`: while connected, ping the relay; a connection silent for too long is
-    /// taken as lost.
+    /// `Timer::Ping`: while connected, ping the relay; when reconnecting is enabled, a
+    /// connection silent for too long is taken as lost.
     pub(super) fn ping_due(&mut self, now: Instant) {
-        if !self.opts.reconnect.enabled || !matches!(self.phase, Phase::Member(_)) {
+        if !matches!(self.phase, Phase::Member(_)) {
             return;
         }
         if self.link_up() {
-            if now.saturating_duration_since(self.last_heard) >= self.opts.reconnect.silence_timeout
-            {
+            let silent = now.saturating_duration_since(self.last_heard)
+                >= self.opts.reconnect.silence_timeout;
+            if self.opts.reconnect.enabled && silent {
                 self.out.push_back(Output::DropControl);
                 if !self.link_lost(now) {
                     self.end(now, EndReason::ConnectionLost);

@@ -354,6 +354,15 @@ impl CallCore {
         self.snapshot()
     }
 
+    /// The call's MLS group while this participant is a member (read-only: epoch, receive
+    /// epochs held, roster, security code), for simulators and diagnostics.
+    pub fn call_group(&self) -> Option<&CallGroup> {
+        match &self.phase {
+            Phase::Member(g) => Some(g),
+            _ => None,
+        }
+    }
+
     // ----- inputs -----
 
     /// A message from the relay.
@@ -429,12 +438,17 @@ impl CallCore {
                 Ok(())
             }
             Command::LockRoom(locked) => {
-                self.send(if locked {
-                    Body::LockRoom
+                // Only a host's connection may lock the room (SDK-COMMIT-5).
+                if self.join.is_relay_host() {
+                    self.send(if locked {
+                        Body::LockRoom
+                    } else {
+                        Body::UnlockRoom
+                    });
+                    Ok(())
                 } else {
-                    Body::UnlockRoom
-                });
-                Ok(())
+                    Err(CallError::NotHost)
+                }
             }
             Command::Leave => {
                 self.leave(now);

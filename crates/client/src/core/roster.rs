@@ -82,8 +82,11 @@ impl CallCore {
     }
 
     /// `Command::Leave`: a member proposes its own removal (another member commits it), then
-    /// the call ends; anyone else just ends.
+    /// the call ends; anyone else just ends. An own commit still pending is discarded first
+    /// (MLS makes no proposal while one is outstanding), so the proposal always goes out
+    /// (SDK-LEAVE-1).
     pub(super) fn leave(&mut self, now: Instant) {
+        self.drop_pending_commit();
         if let Phase::Member(g) = &mut self.phase {
             let epoch = g.epoch();
             match g.leave() {

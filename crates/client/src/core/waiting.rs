@@ -108,9 +108,13 @@ impl CallCore {
             self.waiting.by_conn.insert(entry.conn_id, request);
             match self.check_entry(&entry) {
                 Verdict::Refuse { identity, reason } => {
-                    self.send(Body::RemoveParticipant(RemoveParticipant {
-                        conn_id: entry.conn_id,
-                    }));
+                    // Only a host's connection may turn a joiner away at the relay; anyone
+                    // else just does not add it (SDK-COMMIT-5).
+                    if self.join.is_relay_host() {
+                        self.send(Body::RemoveParticipant(RemoveParticipant {
+                            conn_id: entry.conn_id,
+                        }));
+                    }
                     self.emit(Event::JoinRefused {
                         request,
                         identity,
@@ -207,8 +211,15 @@ impl CallCore {
         Ok(())
     }
 
-    /// `Command::Deny`.
+    /// `Command::Deny`: only a host's connection may refuse a joiner at the relay
+    /// (SDK-COMMIT-5).
     pub(super) fn deny(&mut self, request: u64) -> Result<(), CallError> {
+        if !self.waiting.requests.contains_key(&request) {
+            return Err(CallError::UnknownRequest(request));
+        }
+        if !self.join.is_relay_host() {
+            return Err(CallError::NotHost);
+        }
         let Some(r) = self.waiting.requests.remove(&request) else {
             return Err(CallError::UnknownRequest(request));
         };

@@ -286,3 +286,72 @@ fn a_known_name_with_another_key_is_shown_as_changed() {
         .identity_key;
     assert_eq!(room.peers[b].core.pairwise_code(&alice_key).unwrap(), code);
 }
+
+// covers: SDK-COMMIT-5
+#[test]
+fn a_member_who_is_not_a_host_never_asks_the_relay_to_refuse_a_joiner_or_lock_the_room() {
+    let inv = invite();
+    let mut room = Room::new();
+    // Every member may add, so bob (a guest at the relay) is asked about joiners too.
+    let mut host_opts = with_invite(&inv);
+    host_opts.call_config.add_rule = blindcall_group::AddRule::AnyMember;
+    let a = room.host("alice", host_opts);
+    let b = room.guest("bob", with_invite(&inv));
+    let now = room.now;
+    let bob = room.peers[b].conn;
+    let r = room.request_for(a, bob);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
+    room.run();
+    room.tick();
+    assert_eq!(room.peers[b].epoch(), Some(2));
+    room.peers[b].take_events();
+
+    // Carol waits; bob may approve her, but denying is the host's.
+    let c = room.guest("carol", with_invite(&inv));
+    let carol = room.peers[c].conn;
+    let r = room.request_for(b, carol);
+    assert_eq!(
+        room.peers[b].command(now, Command::Deny(r)),
+        Err(CallError::NotHost)
+    );
+    assert_eq!(
+        room.peers[b].command(now, Command::LockRoom(true)),
+        Err(CallError::NotHost)
+    );
+    // A ghost without a proof: bob turns it away by his own checks, and only reports it.
+    inject(
+        &mut room,
+        b,
+        9001,
+        "mallory",
+        ghost_key_package("mallory"),
+        None,
+    );
+    let events = room.peers[b].take_events();
+    assert_eq!(
+        refusals(&events),
+        [(Some("mallory".to_string()), JoinRefusal::MissingProof)],
+        "{events:?}"
+    );
+    assert!(turned_away(&mut room, b).is_empty());
+    room.run();
+    let asked_relay: Vec<&Body> = room
+        .relayed
+        .iter()
+        .filter(|(n, body)| {
+            n == "bob"
+                && matches!(
+                    body,
+                    Body::RemoveParticipant(_) | Body::LockRoom | Body::UnlockRoom
+                )
+        })
+        .map(|(_, body)| body)
+        .collect();
+    assert!(asked_relay.is_empty(), "{asked_relay:?}");
+    // Bob's request is still open: he may approve carol.
+    room.peers[b].command(now, Command::Approve(r)).unwrap();
+    room.run();
+    assert!(room.peers[c].joined, "carol was not added");
+    // The host may lock the room.
+    room.peers[a].command(now, Command::LockRoom(true)).unwrap();
+}

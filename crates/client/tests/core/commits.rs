@@ -443,14 +443,19 @@ fn store_unavailable(epoch: u64) -> Body {
 }
 
 fn sent_commit(room: &mut Room, i: usize) -> blindcall_proto::Commit {
-    let sent: Vec<Body> = room.peers[i].outbox.drain(..).collect();
+    // Keep-alive pings may go out meanwhile; only the commits matter here.
+    let sent: Vec<Body> = room.peers[i]
+        .outbox
+        .drain(..)
+        .filter(|b| matches!(b, Body::Commit(_)))
+        .collect();
     match sent.as_slice() {
         [Body::Commit(c)] => c.clone(),
         other => panic!("expected one commit, got {other:?}"),
     }
 }
 
-// covers: SDK-COMMIT-4
+// covers: SDK-COMMIT-6
 #[test]
 fn a_commit_refused_store_unavailable_is_kept_and_sent_again_after_a_growing_delay() {
     let mut room = two_members_and_a_waiting_guest();
@@ -476,14 +481,17 @@ fn a_commit_refused_store_unavailable_is_kept_and_sent_again_after_a_growing_del
         "{events:?}"
     );
     room.peers[0].tick(now);
-    assert!(room.peers[0].outbox.is_empty());
+    assert!(commits_in(&room.peers[0].outbox).is_empty());
     assert_eq!(room.peers[0].epoch(), Some(2));
 
     // After the first delay the same commit goes again.
     room.advance(Duration::from_millis(499));
     let now = room.now;
     room.peers[0].tick(now);
-    assert!(room.peers[0].outbox.is_empty(), "not before the delay");
+    assert!(
+        commits_in(&room.peers[0].outbox).is_empty(),
+        "not before the delay"
+    );
     room.advance(Duration::from_millis(1));
     let now = room.now;
     room.peers[0].tick(now);
@@ -496,7 +504,7 @@ fn a_commit_refused_store_unavailable_is_kept_and_sent_again_after_a_growing_del
     let now = room.now;
     room.peers[0].tick(now);
     assert!(
-        room.peers[0].outbox.is_empty(),
+        commits_in(&room.peers[0].outbox).is_empty(),
         "the second delay is longer"
     );
     room.advance(Duration::from_millis(500));
@@ -513,7 +521,7 @@ fn a_commit_refused_store_unavailable_is_kept_and_sent_again_after_a_growing_del
     converged(&mut room, &["alice", "bob", "carol"]);
 }
 
-// covers: SDK-COMMIT-4
+// covers: SDK-COMMIT-6
 #[test]
 fn a_commit_refused_store_unavailable_but_answered_meanwhile_is_not_sent_again() {
     let mut room = two_members_and_a_waiting_guest();
@@ -541,4 +549,118 @@ fn a_commit_refused_store_unavailable_but_answered_meanwhile_is_not_sent_again()
     room.run();
     room.tick();
     converged(&mut room, &["alice", "bob", "carol"]);
+}
+
+// covers: SDK-COMMIT-4
+#[test]
+fn a_queued_removal_is_dropped_when_another_member_took_the_leaf_since() {
+    let mut room = two_members_and_a_waiting_guest();
+    let (a, b, c) = (0, 1, 2);
+    let now = room.now;
+    let bob_leaf = room.peers[a]
+        .core
+        .members()
+        .into_iter()
+        .find(|m| &*m.identity == "bob")
+        .unwrap()
+        .leaf;
+    // Bob leaves: alice, the lowest leaf, commits his removal at once.
+    room.peers[b].command(now, Command::Leave).unwrap();
+    room.relay_all(b);
+    room.peers[a].deliver(now);
+    assert_eq!(commits_in(&room.peers[a].outbox), [2]);
+    // While that commit is out, alice's application approves carol and removes bob, whom
+    // it still sees at his leaf: both wait behind the pending commit.
+    let carol = room.peers[c].conn;
+    let r = room.request_for(a, carol);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
+    let remove_bob = room.remove_command(a, "bob");
+    room.peers[a].command(now, remove_bob).unwrap();
+    // Bob's removal is sequenced, carol's Add puts her into bob's freed leaf, and the
+    // queued removal, made against whoever holds that leaf now, must not remove her.
+    room.run();
+    room.tick();
+    room.run();
+    let carol_leaf = room.peers[a]
+        .core
+        .members()
+        .into_iter()
+        .find(|m| &*m.identity == "carol")
+        .map(|m| m.leaf);
+    assert_eq!(carol_leaf, Some(bob_leaf), "carol took bob's leaf");
+    assert!(
+        !room.peers[c].ended,
+        "carol was removed: {:?}",
+        room.peers[c].events
+    );
+    converged(&mut room, &["alice", "carol"]);
+    assert_eq!(room.peers[a].core.members().len(), 2);
+}
+
+// covers: SDK-LEAVE-1
+#[test]
+fn leaving_with_an_own_commit_pending_still_sends_the_leave_proposal() {
+    let mut room = two_members_and_a_waiting_guest();
+    let (a, c) = (0, 2);
+    let now = room.now;
+    // Carol is welcomed; her path update (her own commit) is out, not answered yet, when she
+    // leaves.
+    let carol = room.peers[c].conn;
+    let r = room.request_for(a, carol);
+    room.peers[a].command(now, Command::Approve(r)).unwrap();
+    room.run();
+    assert_eq!(room.peers[c].epoch(), Some(3));
+    let mut ticks = 0;
+    while commits_in(&room.peers[c].outbox).is_empty() && ticks < 100 {
+        room.advance(Duration::from_millis(100));
+        let now = room.now;
+        room.peers[c].tick(now);
+        ticks += 1;
+    }
+    assert_eq!(
+        commits_in(&room.peers[c].outbox),
+        [3],
+        "carol's commit is out"
+    );
+    let now = room.now;
+    assert_eq!(room.peers[c].command(now, Command::Leave), Ok(()));
+    let events = room.peers[c].take_events();
+    assert!(warnings(&events).is_empty(), "{events:?}");
+    assert!(
+        has(&events, |e| matches!(
+            e,
+            Event::CallEnded {
+                reason: EndReason::Left
+            }
+        )),
+        "{events:?}"
+    );
+    let sent: Vec<&Body> = room.peers[c].outbox.iter().collect();
+    assert!(
+        matches!(sent.last(), Some(Body::Propose(p)) if p.epoch == 3),
+        "{sent:?}"
+    );
+    // The relay sequences her path update, so her proposal (of epoch 3) is stale; her
+    // goodbye has the relay propose her removal, which alice commits.
+    room.run();
+    let carol_leaf = room.peers[a]
+        .core
+        .members()
+        .into_iter()
+        .find(|m| &*m.identity == "carol")
+        .unwrap()
+        .leaf;
+    room.propose_remove(carol_leaf);
+    room.run();
+    room.tick();
+    room.run();
+    assert!(
+        room.peers[a]
+            .core
+            .members()
+            .iter()
+            .all(|m| &*m.identity != "carol"),
+        "carol is still a member"
+    );
+    converged(&mut room, &["alice", "bob"]);
 }

@@ -42,8 +42,8 @@ pub fn token() -> String {
 pub fn options() -> JoinOptions {
     let mut o = JoinOptions::new(TrustAnchor::Fingerprint("00".repeat(32)));
     o.media = MediaMode::Off;
-    // The scripted tests move the clock in jumps; keepalive and reconnection are tested
-    // on their own (link.rs), where time moves in steps.
+    // The scripted tests move the clock in jumps; reconnection is tested on its own
+    // (link.rs), where time moves in steps.
     o.reconnect.enabled = false;
     o
 }

@@ -417,3 +417,37 @@ fn an_own_commit_sequenced_unseen_is_merged_from_the_replay() {
     assert_eq!(room.peers[a].code(), room.peers[b].code());
     assert_eq!(commits_by(&room, "bob"), 1);
 }
+
+// covers: SDK-RES-7, CP-PING-1
+#[test]
+fn a_member_that_does_not_reconnect_still_pings_a_quiet_connection() {
+    // Alice does not reconnect (the harness's default options); nothing happens in the call.
+    let mut room = call(options());
+    let a = 0;
+    let pings = |room: &Room| {
+        room.relayed
+            .iter()
+            .filter(|(w, x)| w == "alice" && matches!(x, Body::Ping(_)))
+            .count()
+    };
+    let before = pings(&room);
+    let start = room.now;
+    run_until(
+        &mut room,
+        Duration::from_secs(30),
+        "10 s of a quiet call",
+        |r| r.now - start >= Duration::from_secs(10),
+    );
+    let sent = pings(&room) - before;
+    assert!((9..=11).contains(&sent), "{sent} pings in 10 s");
+    // Without reconnecting there is no silence watchdog: a dead network drops nothing.
+    room.peers[a].connected = false;
+    for _ in 0..200 {
+        room.advance(STEP);
+        let now = room.now;
+        room.peers[a].tick(now);
+        room.peers[a].outbox.clear();
+    }
+    assert_eq!(room.peers[a].drops, 0);
+    assert!(!room.peers[a].ended);
+}

@@ -109,8 +109,10 @@ pub(crate) struct GroupState {
     /// The call parameters of the group context (they cannot change: the policy refuses
     /// GroupContextExtensions proposals).
     pub(super) params: CallParams,
-    /// The last `history_len` sequenced commits, consecutive epochs, oldest first.
-    history: VecDeque<SequencedCommit>,
+    /// The last `history_len` sequenced commits, consecutive epochs, oldest first, each with
+    /// the proposals sent in its epoch (a commit may include them by reference, so a member
+    /// that missed them gets them again before the commit when it resumes).
+    history: VecDeque<(SequencedCommit, Vec<PendingProposal>)>,
     history_len: usize,
     /// Proposals queued for the current epoch, in the order they were sent.
     pending: Vec<PendingProposal>,
@@ -243,7 +245,10 @@ impl GroupState {
 
     /// The winner of `epoch`, if still in the history.
     pub fn winner(&self, epoch: u64) -> Option<&SequencedCommit> {
-        self.history.iter().find(|c| c.epoch == epoch)
+        self.history
+            .iter()
+            .map(|(c, _)| c)
+            .find(|c| c.epoch == epoch)
     }
 
     /// Whether a Remove of `leaf` is queued for the current epoch (by the relay or by the
@@ -275,7 +280,7 @@ impl GroupState {
             .merge_commit(&self.storage, v.staged)
             .map_err(|_| DsFault::Storage)?;
         self.group_info = v.group_info;
-        self.pending.clear();
+        let proposals = std::mem::take(&mut self.pending);
         for (leaf, key) in removed_keys {
             self.member_since.remove(&leaf);
             self.removed_keys.push_back((leaf, key));
@@ -297,7 +302,7 @@ impl GroupState {
         for (_, leaf) in &joined {
             self.member_since.insert(*leaf, new_epoch);
         }
-        self.history.push_back(v.sequenced.clone());
+        self.history.push_back((v.sequenced.clone(), proposals));
         while self.history.len() > self.history_len {
             self.history.pop_front();
         }
@@ -450,9 +455,10 @@ impl GroupState {
         self.member_since.get(&leaf).copied()
     }
 
-    /// The sequenced commits of epochs `from ..= current - 1`, in order; `None` when the log
-    /// no longer reaches back to `from` (or `from` is ahead of the group).
-    pub fn commits_since(&self, from: u64) -> Option<Vec<&SequencedCommit>> {
+    /// The sequenced commits of epochs `from ..= current - 1`, in order, each with the
+    /// proposals sent in its epoch; `None` when the log no longer reaches back to `from` (or
+    /// `from` is ahead of the group).
+    pub fn commits_since(&self, from: u64) -> Option<Vec<(&SequencedCommit, &[PendingProposal])>> {
         let current = self.epoch();
         if from > current {
             return None;
@@ -460,16 +466,21 @@ impl GroupState {
         if from == current {
             return Some(Vec::new());
         }
-        let start = self.history.iter().position(|c| c.epoch == from)?;
-        let commits: Vec<&SequencedCommit> = self.history.iter().skip(start).collect();
+        let start = self.history.iter().position(|(c, _)| c.epoch == from)?;
+        let commits: Vec<(&SequencedCommit, &[PendingProposal])> = self
+            .history
+            .iter()
+            .skip(start)
+            .map(|(c, p)| (c, p.as_slice()))
+            .collect();
         // The log holds consecutive epochs ending at current - 1.
         let consecutive = commits
             .iter()
             .zip(from..)
-            .all(|(c, epoch)| c.epoch == epoch)
+            .all(|((c, _), epoch)| c.epoch == epoch)
             && commits
                 .last()
-                .is_some_and(|c| c.epoch.saturating_add(1) == current);
+                .is_some_and(|(c, _)| c.epoch.saturating_add(1) == current);
         consecutive.then_some(commits)
     }
 

@@ -1,18 +1,24 @@
 //! Continuity: a member whose connection was lost keeps its leaf for the resume grace, and takes
 //! it back on a new connection by signing that connection's challenge with the leaf's signature
-//! key. The relay then sends it what it missed — the commits sequenced since its epoch, the
-//! epoch's pending proposals, the waiting room — and `ResumeAccepted`. A resume never adds a
-//! leaf or changes the tree: it only moves the leaf's seat to another connection.
+//! key. The relay then sends it what it missed — the commits sequenced since its epoch, each
+//! after the proposals sent in its epoch, the current epoch's pending proposals, the waiting
+//! room — and `ResumeAccepted`. A resume never adds a leaf or changes the tree: it only moves
+//! the leaf's seat to another connection.
 
+use blindcall_policy::resume_sign_content;
 use blindcall_proto::{
     Body, CommitBroadcast, ProposalBroadcast, RefusedReason, RelayProposal, Resume, ResumeAccepted,
-    ResumeRefused, ResumeRefusedReason, VLBytes, resume_sign_content,
+    ResumeRefused, ResumeRefusedReason, VLBytes,
 };
 
 use super::mls::{PendingProposal, ProofCheck};
 use super::state::{Conn, Grace, Seat};
 use super::{ConnId, Ds, DsCounters, DsFault, Ending, Event, RoomId};
 use crate::time::Timestamp;
+
+/// A missed epoch as replayed on resume: its number, the proposals sent in it, and its
+/// sequenced commit's bytes.
+type MissedEpoch = (u64, Vec<PendingProposal>, Vec<u8>);
 
 impl Ds {
     /// A member's connection ended: keep its leaf for the grace (lost connection), or propose
@@ -151,9 +157,11 @@ impl Ds {
             self.release_leaf(&room_id, leaf, id);
             return;
         };
-        let missed: Result<Vec<(u64, Vec<u8>)>, DsFault> = missed
+        // Each missed commit comes after the proposals of its epoch: it may include them by
+        // reference, and the member cannot process it without them.
+        let missed: Result<Vec<MissedEpoch>, DsFault> = missed
             .into_iter()
-            .map(|c| Ok((c.epoch, c.to_bytes()?)))
+            .map(|(c, proposals)| Ok((c.epoch, proposals.to_vec(), c.to_bytes()?)))
             .collect();
         let missed = match missed {
             Ok(m) => m,
@@ -179,7 +187,8 @@ impl Ds {
             a.participant = participant;
         }
         let replayed = u64::try_from(missed.len()).unwrap_or(u64::MAX);
-        for (epoch, bytes) in missed {
+        for (epoch, proposals, bytes) in missed {
+            self.send_proposals(id, epoch, proposals);
             self.send(
                 id,
                 Body::CommitBroadcast(CommitBroadcast {
@@ -188,20 +197,7 @@ impl Ds {
                 }),
             );
         }
-        for p in pending {
-            let body = match p {
-                PendingProposal::Relay { leaf, bytes } => Body::RelayProposal(RelayProposal {
-                    epoch: current,
-                    removed_leaf: leaf,
-                    proposal: VLBytes::new(bytes),
-                }),
-                PendingProposal::Member { bytes } => Body::ProposalBroadcast(ProposalBroadcast {
-                    epoch: current,
-                    proposal: VLBytes::new(bytes),
-                }),
-            };
-            self.send(id, body);
-        }
+        self.send_proposals(id, current, pending);
         self.send_waiting_all(&room_id, id);
         self.send(id, Body::ResumeAccepted(ResumeAccepted { epoch: current }));
         self.counters.resumes_accepted += 1;
@@ -214,6 +210,24 @@ impl Ds {
             from_epoch: m.epoch,
             replayed,
         });
+    }
+
+    /// Sends `proposals` of `epoch` to `id`, as they were sent to the members.
+    fn send_proposals(&mut self, id: ConnId, epoch: u64, proposals: Vec<PendingProposal>) {
+        for p in proposals {
+            let body = match p {
+                PendingProposal::Relay { leaf, bytes } => Body::RelayProposal(RelayProposal {
+                    epoch,
+                    removed_leaf: leaf,
+                    proposal: VLBytes::new(bytes),
+                }),
+                PendingProposal::Member { bytes } => Body::ProposalBroadcast(ProposalBroadcast {
+                    epoch,
+                    proposal: VLBytes::new(bytes),
+                }),
+            };
+            self.send(id, body);
+        }
     }
 
     fn refuse_resume(

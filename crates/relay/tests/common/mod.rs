@@ -621,7 +621,7 @@ impl Client {
     ) -> Resume {
         use openmls_traits::signatures::Signer as _;
         let content =
-            blindcall_proto::resume_sign_content(challenge, group_id, room, leaf, epoch).unwrap();
+            blindcall_policy::resume_sign_content(challenge, group_id, room, leaf, epoch).unwrap();
         Resume {
             leaf,
             epoch,

@@ -1,13 +1,16 @@
-//! The content a member signs to resume its membership (control-protocol.md, CP-RES-2).
+//! The content a member signs to resume its membership (control-protocol.md, CP-RES-2): one
+//! definition for the member who signs it and the relay that checks it.
 
-use tls_codec::{Serialize, VLBytes};
+use openmls::prelude::tls_codec::{self, Serialize as _, VLBytes};
 
-use crate::{EncodeError, RESUME_CHALLENGE_LEN};
+/// Length of the relay's per-connection challenge (the control protocol's
+/// `HelloAck.challenge`).
+pub const RESUME_CHALLENGE_LEN: usize = 32;
 
 /// The resume proof's label; MLS `SignWithLabel` prefixes it with `"MLS 1.0 "`.
 pub const RESUME_LABEL: &str = "blindcall resume v1";
 
-/// The bytes a member signs with its leaf's MLS signature key for a [`Resume`](crate::Resume):
+/// The bytes a member signs with its leaf's MLS signature key for a control-protocol `Resume`:
 /// the TLS encoding of MLS's `SignContent` (RFC 9420 §5.1.2).
 ///
 /// ```text
@@ -18,7 +21,7 @@ pub const RESUME_LABEL: &str = "blindcall resume v1";
 /// } SignContent;
 /// ```
 ///
-/// `challenge` is the connection's [`HelloAck::challenge`](crate::HelloAck::challenge),
+/// `challenge` is the connection's `HelloAck.challenge`,
 /// `group_id` the MLS group id, `room` the room id of the Hello, `leaf` and `epoch` as in the
 /// `Resume`. The signature is `Signature.Sign(leaf signature private key, SignContent)`, so a
 /// signer that signs raw bytes (openmls' `Signer::sign`) signs exactly these bytes.
@@ -28,7 +31,7 @@ pub fn resume_sign_content(
     room: &[u8],
     leaf: u32,
     epoch: u64,
-) -> Result<Vec<u8>, EncodeError> {
+) -> Result<Vec<u8>, tls_codec::Error> {
     let mut content = Vec::with_capacity(RESUME_CHALLENGE_LEN + group_id.len() + room.len() + 24);
     content.extend_from_slice(challenge);
     VLBytes::new(group_id.to_vec()).tls_serialize(&mut content)?;
