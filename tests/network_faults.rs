@@ -18,17 +18,19 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use blindcall_relay::cli::{RoleArg, TokenArgs, mint_token};
+use blindcall_relay::cli::RoleArg;
 use serde_json::Value;
+
+mod common;
+
+use common::{JoinSpec, Line, Proc, Reports, Trust, last_stats, opened_from, percentile};
 
 const SECRET: &str = "6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b";
 const ROOM: &str = "netfault-room";
-/// Bound on everything awaited (generous: a loaded 2-core machine).
-const WAIT: Duration = Duration::from_secs(60);
 /// The relay's idle timeout and resume grace in this test (seconds).
 const IDLE_SECS: u64 = 4;
 const GRACE_SECS: u64 = 8;
@@ -118,107 +120,8 @@ impl Drop for Blackhole {
 }
 
 /// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One JSON line of a client, with when the test read it.
-struct Line {
-    who: &'static str,
-    at: Instant,
-    v: Value,
-}
-
-/// The clients' reports, as they arrive, and everything seen so far per client.
-struct Reports {
-    rx: mpsc::Receiver<Line>,
-    seen: BTreeMap<&'static str, Vec<(Instant, Value)>>,
-}
-
-impl Reports {
-    /// Waits for a line of `who` matching `pred` (lines of others are kept); returns it and
-    /// when it was read.
-    fn until(
-        &mut self,
-        who: &str,
-        what: &str,
-        mut pred: impl FnMut(&Value) -> bool,
-    ) -> (Instant, Value) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"));
-            self.seen
-                .entry(line.who)
-                .or_default()
-                .push((line.at, line.v.clone()));
-            if line.who == who && pred(&line.v) {
-                return (line.at, line.v);
-            }
-        }
-    }
-
-    fn events_of(&self, who: &str, kind: &str) -> Vec<&Value> {
-        self.events_since(who, kind, 0)
-    }
-
-    /// Lines of `who` seen so far.
-    fn mark(&self, who: &str) -> usize {
-        self.seen.get(who).map_or(0, Vec::len)
-    }
-
-    /// Events `kind` of `who` after its first `mark` lines.
-    fn events_since(&self, who: &str, kind: &str, mark: usize) -> Vec<&Value> {
-        self.seen
-            .get(who)
-            .into_iter()
-            .flat_map(|l| l.iter().skip(mark))
-            .map(|(_, v)| v)
-            .filter(|v| v["event"] == kind)
-            .collect()
-    }
-}
-
-/// Frames `stats` says were opened from `sender`.
-fn opened_from(stats: &Value, sender: &str) -> u64 {
-    stats["senders"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["identity"] == sender)
-        .map(|s| s["opened"].as_u64().unwrap_or(0))
-        .sum()
-}
-
-/// The last `stats` line of `who` read before `at`.
-fn last_stats<'a>(r: &'a Reports, who: &str, at: Instant) -> Option<&'a Value> {
-    r.seen
-        .get(who)?
-        .iter()
-        .rev()
-        .find(|(t, v)| *t < at && v["event"] == "stats")
-        .map(|(_, v)| v)
-}
-
 fn token(role: RoleArg) -> String {
-    let env = |v: &str| (v == "BLINDCALL_TOKEN_SECRET").then(|| SECRET.to_owned());
-    let args = TokenArgs {
-        room: ROOM.into(),
-        role,
-        ttl_secs: 3600,
-        secret_file: None,
-        secret_env: None,
-        config: None,
-    };
-    mint_token(&args, SystemTime::now(), &env).unwrap().text
+    common::token(SECRET, ROOM, role)
 }
 
 struct Relay {
@@ -282,47 +185,18 @@ fn join(
     invite: &Path,
     tx: mpsc::Sender<Line>,
 ) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blindcall"));
-    cmd.args(["join", "--relay", &relay.addr, "--name", who])
-        .args(["--fingerprint", &relay.fingerprint])
-        .args(["--bind", &ip.to_string(), "--events", "jsonl"])
-        .args(["--duration", "600"])
-        .env("BLINDCALL_TOKEN", token(role))
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if role == RoleArg::Host {
-        cmd.arg("--auto-approve").arg("--invite-out").arg(invite);
-    } else {
-        cmd.arg("--invite-file").arg(invite);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { return };
-            let v: Value = serde_json::from_str(&l)
-                .unwrap_or_else(|e| panic!("{who} printed a line that is not JSON ({e}): {l}"));
-            assert!(v["event"].is_string(), "{who}: no event field: {l}");
-            if tx
-                .send(Line {
-                    who,
-                    at: Instant::now(),
-                    v,
-                })
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    Proc(child)
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    common::join(
+        JoinSpec {
+            relays: relay.addr.clone(),
+            trust: &Trust::Fingerprint(relay.fingerprint.clone()),
+            who,
+            ip,
+            role,
+            invite,
+            token: token(role),
+        },
+        tx,
+    )
 }
 
 // covers: SDK-RES-1, SDK-RES-2, SDK-RES-4, DS-RES-2, DS-RES-3, DS-RES-7, SDK-CLI-1, SDK-CLI-2
@@ -348,10 +222,7 @@ fn a_blackholed_client_resumes_by_itself_and_one_that_never_returns_is_removed()
     let relay = relay(&dir);
     let invite = dir.join("invite");
     let (tx, rx) = mpsc::channel();
-    let mut r = Reports {
-        rx,
-        seen: BTreeMap::new(),
-    };
+    let mut r = Reports::new(rx);
     let (alice_ip, bob_ip, carol_ip) = (
         Ipv4Addr::new(127, 0, 0, 41),
         Ipv4Addr::new(127, 0, 0, 42),
