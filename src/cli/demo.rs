@@ -50,6 +50,14 @@ pub(crate) struct Args {
     /// With --bench: participants do not sign their media (to measure what signing costs).
     #[arg(long, requires = "bench")]
     unsigned_media: bool,
+    /// Run the call on a cluster of N relay nodes sharing a NATS JetStream room store; the
+    /// room's home node is killed halfway and the report shows the failover.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=9))]
+    cluster: Option<u8>,
+    /// With --cluster: the NATS server (default: start a local nats-server, which must be
+    /// installed).
+    #[arg(long, value_name = "URL", requires = "cluster")]
+    nats: Option<String>,
 }
 
 async fn show(mut live: watch::Receiver<Vec<LiveRow>>, names: Vec<String>, quiet: bool) {
@@ -61,7 +69,7 @@ async fn show(mut live: watch::Receiver<Vec<LiveRow>>, names: Vec<String>, quiet
     let style = ProgressStyle::with_template("{spinner} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let header = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
-    header.set_message("blindcall demo: embedded relay + participants on loopback");
+    header.set_message("blindcall demo: participants on loopback");
     let bars: Vec<ProgressBar> = names
         .iter()
         .map(|n| {
@@ -112,6 +120,10 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                 gallery: args.gallery,
                 speakers: args.speakers,
                 unsigned_media: args.unsigned_media,
+                cluster: args.cluster.map(|n| scenario::ClusterConfig {
+                    nodes: usize::from(n),
+                    nats: args.nats.clone(),
+                }),
             },
             Some(tx),
         )

@@ -35,10 +35,37 @@ pub enum EmbeddedError {
     /// Minting a token failed.
     #[error("token: {0}")]
     Token(#[from] blindcall_relay::token::TokenError),
+    /// A cluster node's runtime could not be built.
+    #[error("runtime: {0}")]
+    Runtime(String),
+    /// A cluster node could not reach its room store.
+    #[error("room store: {0}")]
+    Store(#[from] blindcall_relay::store::StoreError),
+}
+
+/// What makes an embedded relay one node of a cluster (see [`crate::cluster`]).
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The NATS server's URL.
+    pub nats: String,
+    /// This node's id.
+    pub node_id: String,
+    /// The certificate every node serves (PEM file) ...
+    pub cert_pem: std::path::PathBuf,
+    /// ... its key (PEM file) ...
+    pub key_pem: std::path::PathBuf,
+    /// ... and the certificate as clients trust it (DER).
+    pub cert_der: Vec<u8>,
+    /// The external-sender key file every node shares.
+    pub external_sender_key_file: std::path::PathBuf,
+    /// The token secret every node shares (hex).
+    pub secret_hex: String,
+    /// The node's lease (heartbeats every third of it).
+    pub lease: Duration,
 }
 
 /// Options of [`EmbeddedRelay::start`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct EmbeddedOptions {
     /// Keep a copy of every RTP payload the forwarder receives (after SRTP removal) and of
     /// every control frame the relay reads or writes (after TLS removal).
@@ -46,6 +73,8 @@ pub struct EmbeddedOptions {
     /// How long a member whose connection was lost keeps its leaf for a resume (`None`: the
     /// relay's default, 20 s).
     pub resume_grace: Option<std::time::Duration>,
+    /// Run as one node of a relay cluster (`None`: a single relay, rooms in memory).
+    pub node: Option<NodeOptions>,
 }
 
 /// A running in-process relay.
@@ -68,7 +97,7 @@ impl std::fmt::Debug for EmbeddedRelay {
     }
 }
 
-fn random_hex(n: usize) -> Result<String, EmbeddedError> {
+pub(crate) fn random_hex(n: usize) -> Result<String, EmbeddedError> {
     let mut b = vec![0u8; n];
     SystemRandom::new()
         .fill(&mut b)
@@ -79,10 +108,37 @@ fn random_hex(n: usize) -> Result<String, EmbeddedError> {
 impl EmbeddedRelay {
     /// Starts a relay on 127.0.0.1 (ephemeral port) with a fresh self-signed certificate.
     pub async fn start(opts: EmbeddedOptions) -> Result<Self, EmbeddedError> {
-        let secret_hex = random_hex(32)?;
-        let mut cfg = RelayConfig::with_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let secret_hex = match &opts.node {
+            Some(n) => n.secret_hex.clone(),
+            None => random_hex(32)?,
+        };
+        let mut cfg = match &opts.node {
+            Some(n) => RelayConfig::from_toml(&format!(
+                "listen = \"127.0.0.1:0\"\n\
+                 [tls]\n\
+                 cert = {cert:?}\n\
+                 key = {key:?}\n\
+                 [cluster]\n\
+                 nats = {nats:?}\n\
+                 node_id = {id:?}\n\
+                 external_sender_key_file = {keys:?}\n\
+                 lease_ms = {lease}\n\
+                 heartbeat_ms = {beat}\n",
+                cert = n.cert_pem.display().to_string(),
+                key = n.key_pem.display().to_string(),
+                nats = n.nats,
+                id = n.node_id,
+                keys = n.external_sender_key_file.display().to_string(),
+                lease = n.lease.as_millis(),
+                beat = (n.lease / 4).as_millis(),
+            ))?,
+            None => {
+                let mut cfg = RelayConfig::with_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+                cfg.tls.dev_self_signed = true;
+                cfg
+            }
+        };
         cfg.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-        cfg.tls.dev_self_signed = true;
         if let Some(g) = opts.resume_grace {
             cfg.limits.resume_grace_secs = g.as_secs_f64();
         }
@@ -90,10 +146,18 @@ impl EmbeddedRelay {
             hex: Some(secret_hex.clone()),
             ..SecretSection::default()
         };
-        let resolved = cfg.resolve(&|_| None)?;
-        let dev = resolved
-            .dev_cert
-            .ok_or(EmbeddedError::Config(blindcall_relay::ConfigError::NoTls))?;
+        let mut resolved = cfg.resolve(&|_| None)?;
+        let (cert_der, fingerprint) = match (&opts.node, &resolved.dev_cert) {
+            (Some(n), _) => (n.cert_der.clone(), fingerprint(&n.cert_der)),
+            (None, Some(dev)) => (dev.der().to_vec(), dev.fingerprint()),
+            (None, None) => {
+                return Err(EmbeddedError::Config(blindcall_relay::ConfigError::NoTls));
+            }
+        };
+        if let Some(node) = &resolved.cluster {
+            let store = blindcall_relay::store::RoomStore::jetstream(node.store.clone()).await?;
+            resolved.server.store = Some(store);
+        }
         let tapped: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let tap = if opts.tap {
             let (tx, mut rx) = mpsc::channel::<blindcall_transport::TappedPacket>(1 << 16);
@@ -123,8 +187,8 @@ impl EmbeddedRelay {
         .await?;
         Ok(Self {
             handle,
-            cert_der: dev.der().to_vec(),
-            fingerprint: dev.fingerprint(),
+            cert_der,
+            fingerprint,
             secret_hex,
             forwarder,
             tapped,
@@ -154,23 +218,7 @@ impl EmbeddedRelay {
 
     /// Mints a capability token for `room` with `role`, valid for `ttl`.
     pub fn mint(&self, room: &str, role: Role, ttl: Duration) -> Result<String, EmbeddedError> {
-        let secret = TokenSecret::from_hex(&self.secret_hex)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut token_id = [0u8; 16];
-        SystemRandom::new()
-            .fill(&mut token_id)
-            .map_err(|_| EmbeddedError::Random)?;
-        Ok(token::mint(
-            &secret,
-            &TokenClaims {
-                room_id: room.as_bytes().to_vec(),
-                role,
-                expires_at: now.saturating_add(ttl.as_secs()),
-                token_id,
-            },
-        )?)
+        mint_with(&self.secret_hex, room, role, ttl)
     }
 
     /// Forwarding counters so far.
@@ -197,4 +245,40 @@ impl EmbeddedRelay {
         self.handle.shutdown();
         let _ = self.handle.wait().await;
     }
+}
+
+/// Mints a capability token for `room` with `role`, valid for `ttl`, under the secret `hex`.
+pub(crate) fn mint_with(
+    secret_hex: &str,
+    room: &str,
+    role: Role,
+    ttl: Duration,
+) -> Result<String, EmbeddedError> {
+    let secret = TokenSecret::from_hex(secret_hex)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut token_id = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut token_id)
+        .map_err(|_| EmbeddedError::Random)?;
+    Ok(token::mint(
+        &secret,
+        &TokenClaims {
+            room_id: room.as_bytes().to_vec(),
+            role,
+            expires_at: now.saturating_add(ttl.as_secs()),
+            token_id,
+        },
+    )?)
+}
+
+/// SHA-256 of a DER certificate as colon-separated upper-case hex (what clients pin).
+fn fingerprint(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    d.as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -236,6 +236,50 @@ pub struct PlaintextCheck {
     pub leaks: usize,
 }
 
+/// The kill of the room's home node, as the scenario saw it (`blindcall demo --cluster`).
+#[derive(Debug, Clone)]
+pub struct FailoverRecord {
+    /// The killed node.
+    pub node: String,
+    /// The node the host resumed on.
+    pub to: Option<String>,
+    /// The nodes' lease.
+    pub lease: Duration,
+    /// The kill.
+    pub killed_at: Instant,
+    /// Every member resumed and media flowing again between everyone.
+    pub back_at: Instant,
+    /// The members at the kill.
+    pub members: BTreeSet<String>,
+    /// The epoch before the kill.
+    pub epoch_before: u64,
+    /// The epoch once media flowed again.
+    pub epoch_after: u64,
+}
+
+/// The failover in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverReport {
+    /// The killed node.
+    pub node: String,
+    /// The node that took the room (where the host resumed).
+    pub to: Option<String>,
+    /// The nodes' lease, milliseconds.
+    pub lease_ms: f64,
+    /// Kill → every member resumed and media flowing again both ways between everyone,
+    /// milliseconds.
+    pub media_back_ms: f64,
+    /// Members at the kill.
+    pub members: usize,
+    /// The epoch before and after (a failover changes no key).
+    pub epoch_before: u64,
+    /// See `epoch_before`.
+    pub epoch_after: u64,
+}
+
+/// Target of the failover check: media opening again at every member within this of the kill.
+pub const FAILOVER_TARGET: Duration = Duration::from_secs(10);
+
 /// Process CPU over the media part of a benchmark run (relay and all participants together).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct CpuReport {
@@ -279,6 +323,8 @@ pub struct Report {
     pub relay: RelayReport,
     /// Plaintext check.
     pub plaintext: PlaintextCheck,
+    /// The home node's kill (`--cluster`).
+    pub failover: Option<FailoverReport>,
     /// Every check.
     pub checks: Vec<Check>,
     /// Whether every check passed.
@@ -308,6 +354,8 @@ pub struct Inputs<'a> {
     /// Per participant whose network dropped: from the drop to its media flowing again
     /// both ways.
     pub away: &'a BTreeMap<String, Vec<(Instant, Instant)>>,
+    /// The home node's kill (`--cluster`): every member was away from it until `back_at`.
+    pub failover: Option<&'a FailoverRecord>,
     /// Participants did not sign their media.
     pub unsigned_media: bool,
 }
@@ -534,11 +582,15 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             let last = got.and_then(|g| g.last().copied());
             let excluded = *k == 1 && log.video_excluded(name, sender);
             let away = |f: &SentFrame| {
-                [name.as_str(), *sender].iter().any(|who| {
-                    inp.away
-                        .get(*who)
-                        .is_some_and(|w| w.iter().any(|(a, b)| f.at >= *a && f.at <= *b))
-                })
+                let failing_over = inp
+                    .failover
+                    .is_some_and(|o| f.at >= o.killed_at && f.at <= o.back_at);
+                failing_over
+                    || [name.as_str(), *sender].iter().any(|who| {
+                        inp.away
+                            .get(*who)
+                            .is_some_and(|w| w.iter().any(|(a, b)| f.at >= *a && f.at <= *b))
+                    })
             };
             for f in frames.iter().filter(|f| in_membership(f)) {
                 if got.is_some_and(|g| g.contains(&f.seq)) {
@@ -588,6 +640,7 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             .iter()
             .filter(|h| {
                 inp.away.contains_key(name.as_str())
+                    || inp.failover.is_some()
                     || h.identity
                         .as_deref()
                         .is_some_and(|i| inp.away.contains_key(i))
@@ -774,9 +827,12 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
     for (who, windows) in inp.away {
         let p = participants.iter().find(|p| &p.name == who);
         let reconnects = p.map_or(0, |p| p.reconnects);
+        let failed_over = inp
+            .failover
+            .is_some_and(|o| o.members.contains(who.as_str()));
         check(
             &format!("{who} came back by itself after its network dropped"),
-            reconnects == windows.len() as u64
+            reconnects == windows.len() as u64 + u64::from(failed_over)
                 && p.is_some_and(|p| p.fate == Fate::Dropped && p.opened > 0),
             format!(
                 "{} drop(s), {reconnects} resume(s), {:.1} s away, {} frames not sent while away",
@@ -898,8 +954,45 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             .collect::<Vec<_>>()
             .join(" "),
     );
+    let failover = inp.failover.map(|o| FailoverReport {
+        node: o.node.clone(),
+        to: o.to.clone(),
+        lease_ms: o.lease.as_secs_f64() * 1e3,
+        media_back_ms: o
+            .back_at
+            .saturating_duration_since(o.killed_at)
+            .as_secs_f64()
+            * 1e3,
+        members: o.members.len(),
+        epoch_before: o.epoch_before,
+        epoch_after: o.epoch_after,
+    });
+    if let (Some(f), Some(o)) = (&failover, inp.failover) {
+        let back = o.back_at.saturating_duration_since(o.killed_at);
+        let resumed = participants
+            .iter()
+            .filter(|p| o.members.contains(&p.name))
+            .all(|p| p.reconnects >= 1);
+        check(
+            "the home node's kill: every member resumed on another node, media back within 10 s, \
+             same epoch",
+            back <= FAILOVER_TARGET && f.epoch_before == f.epoch_after && resumed,
+            format!(
+                "{} killed, room taken by {}; media flowing again between all {} members {:.1} s \
+                 after the kill (lease {:.1} s); epoch {} → {}",
+                f.node,
+                f.to.as_deref().unwrap_or("?"),
+                f.members,
+                f.media_back_ms / 1e3,
+                f.lease_ms / 1e3,
+                f.epoch_before,
+                f.epoch_after
+            ),
+        );
+    }
     let passed = checks.iter().all(|c| c.passed);
     Report {
+        failover,
         seconds: inp.duration.as_secs_f64(),
         participants,
         epochs,
@@ -971,14 +1064,28 @@ pub fn render(r: &Report) -> String {
     for p in r.participants.iter().filter(|p| p.reconnects > 0) {
         let _ = writeln!(
             s,
-            "  {} reconnected {}× after its network dropped: {:.1} s away, {} of its frames not \
-             sent while away, {} frames lost to or from it, {} refused as unsigned at it",
+            "  {} reconnected {}×: {:.1} s away, {} of its frames not sent while away, {} frames \
+             lost to or from it, {} refused as unsigned at it",
             p.name,
             p.reconnects,
             p.time_away_ms / 1e3,
             p.not_sent_while_away,
             p.lost_while_away,
             p.unverified_while_away
+        );
+    }
+    if let Some(f) = &r.failover {
+        let _ = writeln!(
+            s,
+            "failover: {} killed (lease {:.1} s); {} took the room; media flowing again between \
+             all {} members {:.1} s after the kill; epoch {} → {}",
+            f.node,
+            f.lease_ms / 1e3,
+            f.to.as_deref().unwrap_or("?"),
+            f.members,
+            f.media_back_ms / 1e3,
+            f.epoch_before,
+            f.epoch_after
         );
     }
     for p in r

@@ -22,6 +22,7 @@ const ROOM: &str = "demo-room";
 /// How long the dropped participant's network is gone.
 pub const NETWORK_DROP: Duration = Duration::from_secs(5);
 
+use crate::cluster::{ClusterError, DemoCluster};
 use crate::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedRelay};
 use crate::live::LiveRow;
 use crate::netsim::{FaultyPath, PathState};
@@ -84,6 +85,18 @@ pub struct ScenarioConfig {
     /// Participants do not sign their media (to measure what signed media costs; the demo
     /// script's checks expect signed media).
     pub unsigned_media: bool,
+    /// Run the call on a relay cluster whose room's home node is killed halfway (`None`: one
+    /// embedded relay).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `blindcall demo --cluster N`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    /// Relay nodes (at least 2).
+    pub nodes: usize,
+    /// The NATS server's URL; `None`: start a local `nats-server`.
+    pub nats: Option<String>,
 }
 
 /// The scripts.
@@ -107,6 +120,7 @@ impl Default for ScenarioConfig {
             speakers: None,
             gallery: None,
             unsigned_media: false,
+            cluster: None,
         }
     }
 }
@@ -121,6 +135,9 @@ pub enum ScenarioError {
     /// The relay did not start.
     #[error(transparent)]
     Relay(#[from] EmbeddedError),
+    /// The relay cluster did not start.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// A participant could not join.
     #[error("{name} could not join: {source}")]
     Join {
@@ -305,8 +322,73 @@ fn spawn_events(
     });
 }
 
+/// The relay the call runs on: one embedded relay, or a cluster of nodes.
+enum Relays {
+    One(EmbeddedRelay),
+    Cluster(DemoCluster),
+}
+
+impl Relays {
+    fn trust(&self) -> blindcall_client::TrustAnchor {
+        match self {
+            Self::One(r) => r.trust(),
+            Self::Cluster(c) => c.trust(),
+        }
+    }
+
+    fn mint(&self, room: &str, role: Role, ttl: Duration) -> Result<String, EmbeddedError> {
+        match self {
+            Self::One(r) => r.mint(room, role, ttl),
+            Self::Cluster(c) => c.mint(room, role, ttl),
+        }
+    }
+
+    /// The relay addresses participant `index` is given, first one first: on a cluster,
+    /// every node, starting with a different one per participant (most reach a node that is
+    /// not the room's home and are redirected).
+    fn addrs_for(&self, index: usize) -> Vec<std::net::SocketAddr> {
+        match self {
+            Self::One(r) => vec![r.addr()],
+            Self::Cluster(c) => {
+                let all = c.addrs();
+                let n = all.len().max(1);
+                (0..all.len()).map(|i| all[(index + i) % n]).collect()
+            }
+        }
+    }
+
+    fn forwarded(&self) -> blindcall_transport::CountersSnapshot {
+        match self {
+            Self::One(r) => r.forwarded(),
+            Self::Cluster(c) => c.forwarded(),
+        }
+    }
+
+    fn tapped_payloads(&self) -> Vec<Vec<u8>> {
+        match self {
+            Self::One(r) => r.tapped_payloads(),
+            Self::Cluster(c) => c.tapped_payloads(),
+        }
+    }
+
+    fn control_frames(&self) -> Vec<Vec<u8>> {
+        let frames = match self {
+            Self::One(r) => r.control_frames(),
+            Self::Cluster(c) => c.control_frames(),
+        };
+        frames.into_iter().map(|f| f.bytes).collect()
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Self::One(r) => r.shutdown().await,
+            Self::Cluster(c) => c.shutdown().await,
+        }
+    }
+}
+
 struct Runner {
-    relay: EmbeddedRelay,
+    relay: Relays,
     /// The call's invite (made by the host).
     invite: Invite,
     world: Arc<World>,
@@ -320,6 +402,8 @@ struct Runner {
     paths: BTreeMap<String, FaultyPath>,
     /// Per participant whose network dropped: from the drop to its media flowing again.
     away: BTreeMap<String, Vec<(std::time::Instant, std::time::Instant)>>,
+    /// The home node's kill, on a cluster.
+    failover: Option<report::FailoverRecord>,
 }
 
 impl Runner {
@@ -396,17 +480,21 @@ impl Runner {
         let token = self.relay.mint(ROOM, role, Duration::from_secs(3600))?;
         let before = max_epoch(&self.world.ps.lock().unwrap_or_else(|e| e.into_inner()));
         // A participant whose network will drop reaches the relay through a path that can fail.
+        let mut addrs = self.relay.addrs_for(index);
+        let first = addrs.remove(0);
         let relay_addr = if fate == Fate::Dropped {
-            let path = FaultyPath::start(self.relay.addr())
+            let path = FaultyPath::start(first)
                 .await
                 .map_err(|e| ScenarioError::Network(e.to_string()))?;
             let addr = path.addr();
             self.paths.insert(name.clone(), path);
             addr
         } else {
-            self.relay.addr()
+            first
         };
-        let (call, events) = Call::join(relay_addr, &token, &name, self.options(index))
+        let mut options = self.options(index);
+        options.relays = addrs;
+        let (call, events) = Call::join(relay_addr, &token, &name, options)
             .await
             .map_err(|source| ScenarioError::Join {
                 name: name.clone(),
@@ -550,6 +638,86 @@ impl Runner {
         Ok(())
     }
 
+    /// On a cluster: kills the room's home node as a crash would, then waits until every
+    /// member resumed on another node and media flows again between everyone; records how
+    /// long that took and the epochs before and after.
+    async fn kill_home(&mut self) -> Result<(), ScenarioError> {
+        if !matches!(self.relay, Relays::Cluster(_)) {
+            return Ok(());
+        }
+        let host = name(0);
+        let Some(home) = self.calls.get(&host).and_then(|c| c.stats().relay_addr) else {
+            return Err(ScenarioError::Network(
+                "the host reports no relay address".into(),
+            ));
+        };
+        let t = self.cfg.step_timeout;
+        let members = self.roster();
+        let (epoch_before, reconnects_before) = {
+            let ps = self.world.ps.lock().unwrap_or_else(|e| e.into_inner());
+            let r: BTreeMap<String, u32> = active(&ps)
+                .map(|(n, p)| (n.clone(), p.reconnects))
+                .collect();
+            (max_epoch(&ps), r)
+        };
+        let killed_at = Instant::now();
+        let killed = match &mut self.relay {
+            Relays::Cluster(cluster) => cluster.kill(home),
+            Relays::One(_) => None,
+        };
+        let Some(node) = killed else {
+            return Err(ScenarioError::Network(format!(
+                "no live relay node listens on {home}"
+            )));
+        };
+        let lease = crate::cluster::DEMO_LEASE;
+        self.world
+            .wait(
+                &format!("every member to resume after {node} was killed"),
+                t,
+                |ps| {
+                    members.iter().all(|n| {
+                        ps.get(n).is_some_and(|p| {
+                            !p.away && p.reconnects > reconnects_before.get(n).copied().unwrap_or(0)
+                        })
+                    })
+                },
+            )
+            .await?;
+        let log = self.log.clone();
+        let since = killed_at.into_std();
+        let all = members.clone();
+        self.world
+            .wait(
+                &format!("media to flow again between everyone after {node} was killed"),
+                t,
+                |_| {
+                    let l = log.lock();
+                    all.iter()
+                        .all(|n| report::flowing_since(&l, n, &all, since))
+                },
+            )
+            .await?;
+        let back_at = Instant::now();
+        let epoch_after = max_epoch(&self.world.ps.lock().unwrap_or_else(|e| e.into_inner()));
+        let to = self
+            .calls
+            .get(&host)
+            .and_then(|c| c.stats().relay_addr)
+            .and_then(|a| cluster_node(&self.relay, a));
+        self.failover = Some(report::FailoverRecord {
+            node,
+            to,
+            lease,
+            killed_at: since,
+            back_at: back_at.into_std(),
+            members,
+            epoch_before,
+            epoch_after,
+        });
+        Ok(())
+    }
+
     /// Waits until every active receiver opened the last frame of every active sender.
     async fn drained(&self) -> Result<(), ScenarioError> {
         let active: BTreeSet<String> = self.roster();
@@ -595,17 +763,19 @@ pub async fn run_detailed(
     let mut cfg = cfg;
     cfg.duration = cfg.duration.min(Duration::from_secs(86_400));
     cfg.step_timeout = cfg.step_timeout.min(Duration::from_secs(3_600));
-    let relay = EmbeddedRelay::start(EmbeddedOptions {
-        tap: cfg.script == Script::Full,
-        ..EmbeddedOptions::default()
-    })
-    .await?;
-    let invite = Invite::new(
-        ROOM.as_bytes().to_vec(),
-        Some(relay.addr().to_string()),
-        None,
-    )
-    .map_err(|_| ScenarioError::Invite)?;
+    let relay = match &cfg.cluster {
+        None => Relays::One(
+            EmbeddedRelay::start(EmbeddedOptions {
+                tap: cfg.script == Script::Full,
+                ..EmbeddedOptions::default()
+            })
+            .await?,
+        ),
+        Some(c) => Relays::Cluster(DemoCluster::start(c.nodes.max(2), c.nats.clone()).await?),
+    };
+    let first = relay.addrs_for(0).first().map(ToString::to_string);
+    let invite =
+        Invite::new(ROOM.as_bytes().to_vec(), first, None).map_err(|_| ScenarioError::Invite)?;
     let mut r = Runner {
         relay,
         invite,
@@ -618,6 +788,7 @@ pub async fn run_detailed(
         live,
         paths: BTreeMap::new(),
         away: BTreeMap::new(),
+        failover: None,
     };
     let ticker_world = Arc::clone(&r.world);
     let ticker = tokio::spawn(async move {
@@ -660,12 +831,7 @@ pub async fn run_detailed(
     let forwarded = r.relay.forwarded();
     let payloads = r.relay.tapped_payloads();
     // The relay's own view of the control channel: every frame it read or wrote, TLS removed.
-    let control: Vec<Vec<u8>> = r
-        .relay
-        .control_frames()
-        .into_iter()
-        .map(|f| f.bytes)
-        .collect();
+    let control: Vec<Vec<u8>> = r.relay.control_frames();
     let warnings: BTreeMap<String, Vec<String>> = r
         .world
         .ps
@@ -689,6 +855,7 @@ pub async fn run_detailed(
             duration: started.elapsed(),
             cpu,
             away: &r.away,
+            failover: r.failover.as_ref(),
             unsigned_media: cfg.unsigned_media,
         })
     };
@@ -697,6 +864,14 @@ pub async fn run_detailed(
         log: r.log,
         fates: r.fates,
     })
+}
+
+/// The id of the cluster node listening on `addr`.
+fn cluster_node(relays: &Relays, addr: std::net::SocketAddr) -> Option<String> {
+    match relays {
+        Relays::One(_) => None,
+        Relays::Cluster(c) => c.node_at(addr).map(str::to_owned),
+    }
 }
 
 /// Waits until `at`, refreshing the live table.
@@ -767,6 +942,8 @@ async fn script(r: &mut Runner, started: Instant) -> Result<(), ScenarioError> {
     }
     until(&*r, t0 + d.mul_f64(0.35)).await;
     r.depart(&name(1), None).await?;
+    until(&*r, t0 + d.mul_f64(0.45)).await;
+    r.kill_home().await?;
     until(&*r, t0 + d.mul_f64(0.55)).await;
     r.depart(&name(2), Some(&name(0))).await?;
     until(&*r, t0 + d.mul_f64(0.7)).await;
