@@ -145,7 +145,8 @@ impl CallCore {
     /// stayed silent: ask for one to the next relay of the list (`drop`: dropping this one
     /// first). False when every relay was tried (joining fails as with one relay). After a
     /// `HelloAck` the relay has admitted this participant, and a loss before membership fails
-    /// the join; a `Refused` is the cluster's answer, the same on every node.
+    /// the join; a `Refused` is the cluster's answer, the same on every node (except
+    /// `STORE_UNAVAILABLE`, transient: SDK-REDIR-4).
     pub(super) fn join_next_relay(&mut self, now: Instant, drop: bool) -> bool {
         if !matches!(self.phase, Phase::Hello(_)) {
             return false;

@@ -333,3 +333,23 @@ fn a_hello_held_for_a_lease_expiry_is_not_abandoned() {
     assert_eq!(room.peers[b].drops, drops + 1);
     assert!(!room.peers[b].ended);
 }
+
+// covers: SDK-REDIR-2
+#[test]
+fn a_joiner_in_the_waiting_room_redirected_ends_with_connection_lost() {
+    let mut room = Room::new();
+    room.host("alice", options());
+    let b = room.guest("bob", with_relays(options(), three()));
+    room.peers[b].inbox.push_back(redirect_to(HOME));
+    let now = room.now;
+    room.peers[b].deliver(now);
+    let p = &room.peers[b];
+    assert!(p.ended);
+    assert!(has(&p.events, |e| matches!(
+        e,
+        Event::CallEnded {
+            reason: blindcall_client::EndReason::ConnectionLost
+        }
+    )));
+    assert!(p.targets.is_empty());
+}
