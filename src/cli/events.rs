@@ -236,6 +236,10 @@ pub(crate) fn human(e: &Event) -> Option<String> {
                 format!("reconnecting (attempt {attempt}){to}")
             }
         }
+        Event::Redirected { relay } => format!(
+            "the relay cluster serves this room on node {}; connecting there (same certificate checks)",
+            shown(relay)
+        ),
         Event::Reconnected { away } => format!(
             "back in the call after {:.1} s away (same seat, no approval needed)",
             away.as_secs_f64()
@@ -348,6 +352,7 @@ pub(crate) fn json(e: &Event) -> Option<Value> {
         Event::Reconnecting { attempt, relay } => {
             json!({"event": "reconnecting", "attempt": attempt, "relay": relay})
         }
+        Event::Redirected { relay } => json!({"event": "redirected", "relay": relay}),
         Event::Reconnected { away } => json!({"event": "reconnected", "away_ms": ms(*away)}),
         Event::ResumeRefused { reason } => {
             json!({"event": "resume_refused", "reason": reason.to_string()})
@@ -385,7 +390,11 @@ pub(crate) fn stats_json(s: &CallStats) -> Value {
         "time_away_ms": ms(s.time_away),
         "frames_dropped_away": s.frames_dropped_away,
         "relay": s.relay,
-        "relay_addr": s.relay_addr.map(|a| a.to_string()),
+        // The current connection's address: the redirect's when a node redirected there.
+        "relay_addr": s
+            .relay_redirect
+            .clone()
+            .or_else(|| s.relay_addr.map(|a| a.to_string())),
     })
 }
 
@@ -408,7 +417,9 @@ pub(crate) fn stats_table(s: &CallStats) -> Option<String> {
             s.frames_dropped_away
         ));
     }
-    if let Some(addr) = s.relay_addr.filter(|_| s.relay > 0 || s.reconnects > 0) {
+    if let Some(addr) = &s.relay_redirect {
+        out.push_str(&format!(" · relay {} (redirected)", shown(addr)));
+    } else if let Some(addr) = s.relay_addr.filter(|_| s.relay > 0 || s.reconnects > 0) {
         out.push_str(&format!(" · relay #{} {addr}", s.relay));
     }
     if !s.senders.is_empty() {
@@ -528,6 +539,35 @@ mod tests {
         assert_eq!(line["relay"], 1);
         assert_eq!(line["relay_addr"], "10.0.0.2:4433");
         assert!(stats_json(&CallStats::default())["relay_addr"].is_null());
+    }
+
+    // covers: SDK-REDIR-6
+    #[test]
+    fn a_redirect_is_one_line_and_stats_name_the_redirected_address() {
+        let e = Event::Redirected {
+            relay: "node-b.example:4433".into(),
+        };
+        let line = json(&e).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({"event": "redirected", "relay": "node-b.example:4433"})
+        );
+        let sentence = human(&e).unwrap();
+        assert!(sentence.contains("node-b.example:4433"), "{sentence}");
+        assert!(!sentence.contains('\n'));
+        let stats = CallStats {
+            relay: 0,
+            relay_addr: Some("10.0.0.1:4433".parse().unwrap()),
+            relay_redirect: Some("node-b.example:4433".into()),
+            epoch: Some(2),
+            ..CallStats::default()
+        };
+        assert_eq!(stats_json(&stats)["relay_addr"], "node-b.example:4433");
+        let table = stats_table(&stats).unwrap();
+        assert!(
+            table.contains("relay node-b.example:4433 (redirected)"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -102,10 +102,10 @@ impl Call {
         };
         // The first connection: to the relay the core names; if it cannot be opened, the core
         // names the next one (SDK-RELAYS-2) or gives up.
-        let mut relay = core.relay();
+        let mut relay = core.relay_target();
         let mut first = true;
         let control = loop {
-            match dialer.dial(relay).await {
+            match dialer.dial(relay.clone()).await {
                 Ok(control) => break control,
                 Err(e) => {
                     core.handle_control_end(Instant::now(), ControlEnd::Closed);
@@ -117,7 +117,7 @@ impl Call {
                     }
                     match next {
                         Some(r) => {
-                            tracing::debug!(error = %e, relay = r, "relay unreachable; trying the next");
+                            tracing::debug!(error = %e, relay = ?r, "relay unreachable; trying the next");
                             relay = r;
                             first = false;
                         }

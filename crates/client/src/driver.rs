@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::control::{Control, ControlIn};
-use crate::core::{CallCore, Command, ControlEnd, MediaInput, Output, TransportOp};
+use crate::core::{CallCore, Command, ControlEnd, MediaInput, Output, RelayRef, TransportOp};
 use crate::error::{CallError, JoinError};
 use crate::event::{CallStats, Event};
 use crate::media::IncomingFrame;
@@ -80,12 +80,17 @@ pub(crate) struct Driver {
 }
 
 impl Dialer {
-    /// A connection to relay `relay` of the list.
+    /// A connection to `relay`: a relay of the list, or the address a cluster node redirected
+    /// to (resolved here; each of its addresses is tried in order). Every connection uses the
+    /// same TLS server name and trust roots: a redirect never widens whom the client trusts.
     pub(crate) fn dial(
         &self,
-        relay: usize,
+        relay: RelayRef,
     ) -> impl std::future::Future<Output = Result<Control, JoinError>> + Send + 'static {
-        let addr = self.addrs.get(relay).or(self.addrs.first()).copied();
+        let listed = match &relay {
+            RelayRef::Listed(i) => self.addrs.get(*i).or(self.addrs.first()).copied(),
+            _ => None,
+        };
         let (tls, name, timeout, bind) = (
             self.tls.clone(),
             self.server_name.clone(),
@@ -93,8 +98,31 @@ impl Dialer {
             self.bind,
         );
         async move {
-            let addr = addr.ok_or(crate::error::ProtocolError::Closed)?;
-            crate::control::connect(addr, tls, &name, timeout, bind).await
+            let addrs: Vec<std::net::SocketAddr> = match relay {
+                RelayRef::Redirected(address) => {
+                    match tokio::time::timeout(timeout, tokio::net::lookup_host(address)).await {
+                        Ok(Ok(found)) => found.collect(),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "redirect address not resolved");
+                            Vec::new()
+                        }
+                        Err(_) => {
+                            return Err(JoinError::Timeout {
+                                what: "resolving the redirected relay",
+                            });
+                        }
+                    }
+                }
+                _ => listed.into_iter().collect(),
+            };
+            let mut last = Err(crate::error::ProtocolError::Closed.into());
+            for addr in addrs {
+                last = crate::control::connect(addr, tls.clone(), &name, timeout, bind).await;
+                if last.is_ok() {
+                    break;
+                }
+            }
+            last
         }
     }
 }

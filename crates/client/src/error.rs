@@ -28,6 +28,10 @@ pub enum JoinError {
     /// The relay refused admission.
     #[error("the relay refused admission: {0}")]
     Refused(RefusedReason),
+    /// The relay cluster's nodes redirected this participant more than 3 times in a row
+    /// without admitting it, and no other relay of the list was left to try (SDK-REDIR-3).
+    #[error("the relay cluster redirected too many times in a row")]
+    TooManyRedirects,
     /// The relay broke the control protocol.
     #[error("control protocol: {0}")]
     Protocol(#[from] ProtocolError),

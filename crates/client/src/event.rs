@@ -459,8 +459,18 @@ pub enum Event {
         attempt: u32,
         /// The relay this attempt goes to: an index into [`crate::JoinOptions::relays`]
         /// (always 0 with a single relay). Attempts rotate through the list, the relay that
-        /// was lost coming last in each round.
+        /// was lost coming last in each round. After [`Event::Redirected`], the listed relay
+        /// that redirected (the attempt goes to the redirect's address).
         relay: usize,
+    },
+    /// A relay cluster node sent this participant to the node at `relay` (`host:port`):
+    /// the room is served there. The next connection goes to that address, with the same
+    /// TLS server name and trust roots (a redirect never widens whom the client trusts);
+    /// joining continues there, or a member resumes there (SDK-REDIR-1, SDK-REDIR-2). Not a
+    /// failure: the call goes on.
+    Redirected {
+        /// The address of the node the room is served by.
+        relay: String,
     },
     /// The membership was resumed on a new connection after `away`: media opens again (a
     /// keyframe is requested), no host approval, no new leaf, no rekey.
@@ -529,4 +539,8 @@ pub struct CallStats {
     pub relay: usize,
     /// That relay's address, when [`crate::JoinOptions::relays`] lists it.
     pub relay_addr: Option<std::net::SocketAddr>,
+    /// The address (`host:port`) the current (or last attempted) connection went to when a
+    /// cluster node redirected there ([`Event::Redirected`]); `None` when it went to the
+    /// listed relay `relay` itself.
+    pub relay_redirect: Option<String>,
 }

@@ -57,7 +57,7 @@ pub mod tls;
 pub mod trust;
 
 pub use crate::core::{
-    CallCore, Command, ControlEnd, MediaInput, Output, ReconnectPolicy, TransportOp,
+    CallCore, Command, ControlEnd, MediaInput, Output, ReconnectPolicy, RelayRef, TransportOp,
 };
 pub use blindcall_group::MlsSuite;
 pub use blindcall_media::MediaKind;

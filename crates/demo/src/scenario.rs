@@ -646,7 +646,7 @@ impl Runner {
             return Ok(());
         }
         let host = name(0);
-        let Some(home) = self.calls.get(&host).and_then(|c| c.stats().relay_addr) else {
+        let Some(home) = self.calls.get(&host).and_then(|c| connected_to(&c.stats())) else {
             return Err(ScenarioError::Network(
                 "the host reports no relay address".into(),
             ));
@@ -703,7 +703,7 @@ impl Runner {
         let to = self
             .calls
             .get(&host)
-            .and_then(|c| c.stats().relay_addr)
+            .and_then(|c| connected_to(&c.stats()))
             .and_then(|a| cluster_node(&self.relay, a));
         self.failover = Some(report::FailoverRecord {
             node,
@@ -864,6 +864,15 @@ pub async fn run_detailed(
         log: r.log,
         fates: r.fates,
     })
+}
+
+/// The relay a call's control connection is on: the node it was redirected to, if any,
+/// else the listed address it dialed.
+fn connected_to(s: &CallStats) -> Option<std::net::SocketAddr> {
+    match &s.relay_redirect {
+        Some(r) => r.parse().ok(),
+        None => s.relay_addr,
+    }
 }
 
 /// The id of the cluster node listening on `addr`.

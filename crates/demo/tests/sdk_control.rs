@@ -445,3 +445,92 @@ fn application_frames_are_sealed_forwarded_and_delivered_with_the_sender() {
         relay.shutdown().await;
     });
 }
+
+/// The TLS acceptor of a fake cluster (one development certificate for all its nodes) and
+/// the trust anchor for it.
+fn fake_cluster() -> (tokio_rustls::TlsAcceptor, TrustAnchor) {
+    let mut cfg = blindcall_relay::config::RelayConfig::with_listen("127.0.0.1:0".parse().unwrap());
+    cfg.tls.dev_self_signed = true;
+    cfg.token_secret.hex = Some("42".repeat(32));
+    let resolved = cfg.resolve(&|_| None).unwrap();
+    let trust = TrustAnchor::CertificateDer(resolved.dev_cert.as_ref().unwrap().der().to_vec());
+    (
+        tokio_rustls::TlsAcceptor::from(resolved.server.tls.clone()),
+        trust,
+    )
+}
+
+/// A fake cluster node: completes TLS, reads the Hello, answers `answer`, and records that it
+/// was reached.
+async fn fake_node(
+    acceptor: tokio_rustls::TlsAcceptor,
+    answer: blindcall_proto::Body,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frame = blindcall_proto::ControlMessage::new(answer)
+        .to_frame(1 << 20)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reached, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let Ok(mut tls) = acceptor.accept(tcp).await else {
+            return;
+        };
+        let _ = reached.send(());
+        let mut buf = [0u8; 4096];
+        let _ = tls.read(&mut buf).await;
+        tls.write_all(&frame).await.unwrap();
+        tls.flush().await.unwrap();
+        let _ = tls.shutdown().await;
+    });
+    (addr, rx)
+}
+
+fn redirect(address: String) -> blindcall_proto::Body {
+    blindcall_proto::Body::Redirect(blindcall_proto::Redirect {
+        relay: blindcall_proto::VLBytes::new(address.into_bytes()),
+    })
+}
+
+// covers: SDK-REDIR-1
+#[test]
+fn the_driver_follows_a_redirect_to_the_named_address_with_the_same_trust() {
+    runtime().block_on(async {
+        let (acceptor, trust) = fake_cluster();
+        // Node B (the room's "home") refuses with a reason only it gives: reaching it shows
+        // the driver dialed the redirect's address (a host name, resolved) over TLS with the
+        // configured server name and trust anchor.
+        let expired = blindcall_proto::Body::Refused(blindcall_proto::Refused {
+            reason: RefusedReason::EXPIRED,
+        });
+        let (b, b_reached) = fake_node(acceptor.clone(), expired).await;
+        let (a, _) = fake_node(acceptor, redirect(format!("localhost:{}", b.port()))).await;
+        let mut o = JoinOptions::new(trust.clone());
+        o.media = MediaMode::Off;
+        let err = Call::join(a, &token(), "zoe", o.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, JoinError::Refused(RefusedReason::EXPIRED)),
+            "{err}"
+        );
+        b_reached.await.unwrap();
+
+        // A redirect to a server whose certificate is not trusted does not widen the trust:
+        // the TLS handshake there fails and the join fails (no other relay to try).
+        let (other, _) = fake_cluster();
+        let (c, c_reached) = fake_node(other, redirect("x".into())).await;
+        let (acceptor, trust) = fake_cluster();
+        let (a, _) = fake_node(acceptor, redirect(format!("127.0.0.1:{}", c.port()))).await;
+        o.trust = trust;
+        let err = Call::join(a, &token(), "zoe", o).await.unwrap_err();
+        assert!(
+            matches!(err, JoinError::Protocol(ProtocolError::Closed)),
+            "{err}"
+        );
+        assert!(
+            c_reached.await.is_err(),
+            "no TLS session with the untrusted node"
+        );
+    });
+}

@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use blindcall_group::{CallGroup, Client, MlsSuite, RelaySender};
 use blindcall_proto::{
-    Body, CreateGroup, Hello, HelloAck, PublishKeyPackage, Role, VLBytes, WelcomeMessage,
+    Body, CreateGroup, Hello, HelloAck, PublishKeyPackage, Redirect, RefusedReason, Role, VLBytes,
+    WelcomeMessage,
 };
 use openmls::prelude::{BasicCredential, Credential};
 use tls_codec::Deserialize as _;
 
 use super::timer::{Timer, after};
-use super::{CallCore, Output};
+use super::{CallCore, Output, RelayRef};
 use crate::error::{CallWarning, GroupFailure, JoinError, ProtocolError};
 use crate::event::{EndReason, Event};
 use crate::observer::MembershipChange;
@@ -144,7 +145,8 @@ impl CallCore {
     /// stayed silent: ask for one to the next relay of the list (`drop`: dropping this one
     /// first). False when every relay was tried (joining fails as with one relay). After a
     /// `HelloAck` the relay has admitted this participant, and a loss before membership fails
-    /// the join; a `Refused` is the cluster's answer, the same on every node.
+    /// the join; a `Refused` is the cluster's answer, the same on every node (except
+    /// `STORE_UNAVAILABLE`, transient: SDK-REDIR-4).
     pub(super) fn join_next_relay(&mut self, now: Instant, drop: bool) -> bool {
         if !matches!(self.phase, Phase::Hello(_)) {
             return false;
@@ -158,10 +160,41 @@ impl CallCore {
         if drop {
             self.out.push_back(Output::DropControl);
         }
-        self.out.push_back(Output::Connect { relay });
+        self.out.push_back(Output::Connect {
+            relay: RelayRef::Listed(relay),
+        });
         self.join.connecting = true;
         self.next_step(now, "a connection to the next relay");
         true
+    }
+
+    /// The node answered the `Hello` with a `Redirect`: connect to the named node and say
+    /// `Hello` there (SDK-REDIR-1); not a failed attempt, unless it is one redirect too many
+    /// in a row (SDK-REDIR-3), then the next relay of the list is tried.
+    fn join_redirected(&mut self, now: Instant, r: &Redirect) {
+        let followed = match r.address() {
+            Some(address) => {
+                let address = address.to_owned();
+                self.relays.follow(&address).then_some(address)
+            }
+            None => None,
+        };
+        let Some(address) = followed else {
+            if !self.join_next_relay(now, true) {
+                self.fail_join(JoinError::TooManyRedirects);
+            }
+            return;
+        };
+        self.out.retain(|o| !matches!(o, Output::Control(_)));
+        self.out.push_back(Output::DropControl);
+        self.emit(Event::Redirected {
+            relay: address.clone(),
+        });
+        self.out.push_back(Output::Connect {
+            relay: RelayRef::Redirected(address),
+        });
+        self.join.connecting = true;
+        self.next_step(now, "a connection to the redirected relay");
     }
 
     /// A connection asked for while joining is up: say `Hello` on it.
@@ -192,6 +225,19 @@ impl CallCore {
     pub(super) fn join_control(&mut self, now: Instant, body: Body) {
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         match (phase, body) {
+            // The node cannot reach its store: transient, a failed attempt (SDK-REDIR-4).
+            (phase @ Phase::Hello(_), Body::Refused(r))
+                if r.reason == RefusedReason::STORE_UNAVAILABLE =>
+            {
+                self.phase = phase;
+                if !self.join_next_relay(now, true) {
+                    self.fail_join(JoinError::Refused(r.reason));
+                }
+            }
+            (phase @ Phase::Hello(_), Body::Redirect(r)) => {
+                self.phase = phase;
+                self.join_redirected(now, &r);
+            }
             (_, Body::Refused(r)) => self.fail_join(JoinError::Refused(r.reason)),
             (_, Body::Error(e)) => self.fail_join(ProtocolError::RelayError(e.code).into()),
             (Phase::Hello(client), Body::HelloAck(ack)) => self.on_hello_ack(now, client, &ack),
@@ -237,6 +283,7 @@ impl CallCore {
     }
 
     fn on_hello_ack(&mut self, now: Instant, client: Box<Client>, ack: &HelloAck) {
+        self.relays.admitted();
         self.emit(Event::Admitted { role: ack.role });
         self.join.role = Some(ack.role);
         let creates = ack.role == Role::HOST && ack.room.epoch.is_none();

@@ -17,11 +17,13 @@
 use std::time::{Duration, Instant};
 
 use blindcall_group::call::RESUME_CHALLENGE_LEN;
-use blindcall_proto::{Body, HelloAck, Ping, Resume, ResumeAccepted, ResumeRefusedReason, VLBytes};
+use blindcall_proto::{
+    Body, HelloAck, Ping, Redirect, Resume, ResumeAccepted, ResumeRefusedReason, VLBytes,
+};
 
 use super::join::Phase;
 use super::timer::{Timer, after};
-use super::{CallCore, Output, TransportOp};
+use super::{CallCore, Output, RelayRef, TransportOp};
 use crate::event::{EndReason, Event};
 
 /// How a member reconnects (see [`crate::JoinOptions::reconnect`]).
@@ -36,9 +38,14 @@ pub struct ReconnectPolicy {
     /// Stop trying (the call ends with `ConnectionLost`) once away this long. A member back
     /// after the relay's grace period (20 s by default) is refused (`REMOVED`) instead.
     pub give_up_after: Duration,
-    /// Bound on one attempt (connect, TLS, Hello, resume): a network that still drops
-    /// packets makes an attempt hang, not fail; the next one starts after it.
+    /// Bound on one attempt (connect, TLS, and the resume after `HelloAck`): a network that
+    /// still drops packets makes an attempt hang, not fail; the next one starts after it.
     pub attempt_timeout: Duration,
+    /// Bound on the relay's answer to `Hello` on a connection that is up (`HelloAck`,
+    /// `Redirect` or `Refused`): longer than `attempt_timeout` because a cluster node may
+    /// hold a `Hello` until the lease of a crashed home node expires (about 8 s) before it
+    /// answers (SDK-REDIR-5).
+    pub hello_timeout: Duration,
     /// A member sends `Ping` this often, so a connection that went silent is noticed.
     pub ping_interval: Duration,
     /// Nothing received from the relay for this long (pongs included): the connection is
@@ -54,6 +61,7 @@ impl Default for ReconnectPolicy {
             max_delay: Duration::from_secs(1),
             give_up_after: Duration::from_secs(60),
             attempt_timeout: Duration::from_secs(2),
+            hello_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(1),
             silence_timeout: Duration::from_secs(3),
         }
@@ -74,9 +82,14 @@ pub(super) enum Link {
     Resuming { since: Instant, attempt: u32 },
 }
 
+/// The most redirects in a row without an admission (`HelloAck`); one more is a failed
+/// attempt (SDK-REDIR-3).
+pub(super) const MAX_REDIRECTS: u32 = 3;
+
 /// Which relay of the list the control connection goes to (indices into
-/// [`crate::JoinOptions::relays`]; one relay when the list is empty).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`crate::JoinOptions::relays`]; one relay when the list is empty), or the address a
+/// cluster node redirected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Relays {
     /// How many relays there are (at least 1).
     count: usize,
@@ -86,6 +99,11 @@ pub(super) struct Relays {
     lost: usize,
     /// Relays tried for the first join, the current one included.
     tried: usize,
+    /// The address of the current (or last attempted) connection when a node redirected
+    /// there (then `current` is the listed relay that redirected).
+    redirect: Option<String>,
+    /// Redirects followed in a row since the last admission.
+    redirects: u32,
 }
 
 impl Relays {
@@ -95,12 +113,43 @@ impl Relays {
             current: 0,
             lost: 0,
             tried: 1,
+            redirect: None,
+            redirects: 0,
         }
     }
 
     /// The relay of the current (or last attempted) connection.
     pub(super) fn current(&self) -> usize {
         self.current
+    }
+
+    /// The address the current (or last attempted) connection was redirected to, if any.
+    pub(super) fn redirect(&self) -> Option<&str> {
+        self.redirect.as_deref()
+    }
+
+    /// Where the current (or last attempted) connection goes.
+    pub(super) fn target(&self) -> RelayRef {
+        match &self.redirect {
+            Some(a) => RelayRef::Redirected(a.clone()),
+            None => RelayRef::Listed(self.current),
+        }
+    }
+
+    /// A node redirected to `address`: true if it is followed (at most [`MAX_REDIRECTS`] in
+    /// a row without an admission), false if this is one too many (a failed attempt).
+    pub(super) fn follow(&mut self, address: &str) -> bool {
+        if self.redirects >= MAX_REDIRECTS {
+            return false;
+        }
+        self.redirects += 1;
+        self.redirect = Some(address.to_owned());
+        true
+    }
+
+    /// A relay admitted this participant (`HelloAck`): the redirects in a row start over.
+    pub(super) fn admitted(&mut self) {
+        self.redirects = 0;
     }
 
     /// Joining: the next relay not yet tried, if any (it becomes the current one).
@@ -110,6 +159,8 @@ impl Relays {
         }
         self.current = (self.current + 1) % self.count;
         self.tried += 1;
+        self.redirect = None;
+        self.redirects = 0;
         Some(self.current)
     }
 
@@ -123,6 +174,8 @@ impl Relays {
     fn for_attempt(&mut self, attempt: u32) -> usize {
         let step = (attempt.max(1) - 1) as usize % self.count;
         self.current = (self.lost + 1 + step) % self.count;
+        self.redirect = None;
+        self.redirects = 0;
         self.current
     }
 
@@ -225,7 +278,7 @@ impl CallCore {
         if let Link::Down { since, attempt } = self.link {
             self.link = Link::Connecting { since, attempt };
             self.out.push_back(Output::Connect {
-                relay: self.relays.current(),
+                relay: self.relays.target(),
             });
             // The shell answers with `handle_control_connected` or `handle_control_end`; the
             // whole attempt is bounded.
@@ -246,9 +299,11 @@ impl CallCore {
             self.send(Body::Hello(hello));
         }
         self.last_heard = now;
+        // A cluster node may hold the Hello until a crashed home's lease expires
+        // (SDK-REDIR-5); the resume after its HelloAck is bounded by `attempt_timeout`.
         self.timers.set(
             Timer::JoinStep,
-            after(now, self.opts.reconnect.attempt_timeout),
+            after(now, self.opts.reconnect.hello_timeout),
         );
     }
 
@@ -294,6 +349,13 @@ impl CallCore {
         let Phase::Member(g) = &self.phase else {
             return;
         };
+        self.relays.admitted();
+        if matches!(self.link, Link::Resuming { .. }) {
+            self.timers.set(
+                Timer::JoinStep,
+                after(now, self.opts.reconnect.attempt_timeout),
+            );
+        }
         let challenge: &[u8; RESUME_CHALLENGE_LEN] = &ack.challenge;
         let room = self.join.room.clone();
         match g.resume_proof(challenge, &room) {
@@ -306,6 +368,81 @@ impl CallCore {
                 tracing::debug!(error = %e, "no resume proof");
                 self.fail_resume(now, ResumeRefusedReason::BAD_STATE);
             }
+        }
+    }
+
+    /// A member (seated, or resuming: the node's answer to its `Hello`) is sent to another
+    /// node: connect there at once and resume (SDK-REDIR-2); the call ends only when it could
+    /// not reconnect after any loss either (reconnecting disabled, or given up).
+    pub(super) fn on_member_redirect(&mut self, now: Instant, r: &Redirect) {
+        if !self.member_redirected(now, r) {
+            self.end(now, EndReason::ConnectionLost);
+        }
+    }
+
+    /// [`CallCore::on_member_redirect`]: not a failed attempt and no backoff, unless it is one
+    /// redirect too many (SDK-REDIR-3). False when the call should end instead.
+    fn member_redirected(&mut self, now: Instant, r: &Redirect) -> bool {
+        if !self.opts.reconnect.enabled || !matches!(self.phase, Phase::Member(_)) {
+            return false;
+        }
+        let followed = match r.address() {
+            Some(address) => {
+                let address = address.to_owned();
+                self.relays.follow(&address).then_some(address)
+            }
+            None => None,
+        };
+        self.out.push_back(Output::DropControl);
+        let Some(address) = followed else {
+            // One redirect too many (or an address that does not parse): a failed attempt.
+            return self.link_lost(now);
+        };
+        let (since, attempt) = match self.link {
+            Link::Up => {
+                // Seated: the connection is gone as on any loss (SDK-RES-5 while away).
+                self.relays.lost();
+                self.media.suspend();
+                self.out.push_back(Output::Transport(TransportOp::Close));
+                (now, 1)
+            }
+            Link::Down { since, attempt }
+            | Link::Connecting { since, attempt }
+            | Link::Resuming { since, attempt } => (since, attempt.max(1)),
+        };
+        let fresh = matches!(self.link, Link::Up);
+        self.timers.stop(Timer::Reconnect);
+        self.emit(Event::Redirected {
+            relay: address.clone(),
+        });
+        if fresh {
+            self.emit(Event::Reconnecting {
+                attempt,
+                relay: self.relays.current(),
+            });
+        }
+        self.link = Link::Connecting { since, attempt };
+        self.out.push_back(Output::Connect {
+            relay: RelayRef::Redirected(address),
+        });
+        self.timers.set(
+            Timer::JoinStep,
+            after(now, self.opts.reconnect.attempt_timeout),
+        );
+        true
+    }
+
+    /// Whether a reconnection attempt is under way (connecting, or `Hello`/`Resume` sent).
+    pub(super) fn resuming(&self) -> bool {
+        matches!(self.link, Link::Resuming { .. } | Link::Connecting { .. })
+    }
+
+    /// A node answered the resuming member's `Hello` with `Refused(STORE_UNAVAILABLE)`:
+    /// transient, a failed attempt (the next relay, with the usual backoff; SDK-REDIR-4).
+    pub(super) fn resume_store_unavailable(&mut self, now: Instant) {
+        self.out.push_back(Output::DropControl);
+        if !self.link_lost(now) {
+            self.end(now, EndReason::ConnectionLost);
         }
     }
 

@@ -195,6 +195,19 @@ pub enum TransportOp {
     Close,
 }
 
+/// Where a new control connection goes ([`Output::Connect`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RelayRef {
+    /// Relay `.0` of [`JoinOptions::relays`] (always 0 with a single relay).
+    Listed(usize),
+    /// The address a cluster node named in a `Redirect` (`host:port`, a host name or an IP
+    /// address, checked by `Redirect::address`): the shell resolves it and connects with the
+    /// same TLS server name and trust roots it uses for the listed relays, so a redirect
+    /// never widens whom the client trusts (SDK-REDIR-1).
+    Redirected(String),
+}
+
 /// What the core asks of its shell, in order.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -226,13 +239,14 @@ pub enum Output {
     End,
     /// The trust store changed in memory: save it ([`CallCore::trust_store`]).
     TrustChanged,
-    /// Open a new control connection to relay `relay` (an index into
-    /// [`JoinOptions::relays`]; always 0 with a single relay) to join through it or to
-    /// reconnect; answer with [`CallCore::handle_control_connected`] or, if it fails,
+    /// Open a new control connection to `relay` (a relay of [`JoinOptions::relays`], or the
+    /// address a cluster node redirected to) to join through it or to reconnect, with the
+    /// same TLS server name and trust roots as every connection; answer with
+    /// [`CallCore::handle_control_connected`] or, if it fails,
     /// [`CallCore::handle_control_end`]. What was queued for the previous connection is void.
     Connect {
-        /// Which relay of the list.
-        relay: usize,
+        /// Where the connection goes.
+        relay: RelayRef,
     },
     /// Drop the current control connection at once, without a TLS goodbye (so the relay keeps
     /// the membership for its grace period); what follows comes with [`Output::Connect`].
@@ -339,9 +353,16 @@ impl CallCore {
     }
 
     /// The relay of the current (or last attempted) control connection: an index into
-    /// [`JoinOptions::relays`] (0 with a single relay).
+    /// [`JoinOptions::relays`] (0 with a single relay). After a redirect, the listed relay
+    /// that redirected ([`CallCore::relay_target`] names where the connection went).
     pub fn relay(&self) -> usize {
         self.relays.current()
+    }
+
+    /// Where the current (or last attempted) control connection goes: a listed relay, or the
+    /// address a cluster node redirected to.
+    pub fn relay_target(&self) -> RelayRef {
+        self.relays.target()
     }
 
     /// Whether the call is over (or joining failed): no input has any effect any more.
@@ -610,6 +631,7 @@ impl CallCore {
             Body::HelloAck(ack) => self.on_resume_hello_ack(now, &ack),
             Body::ResumeAccepted(a) => self.on_resume_accepted(now, &a),
             Body::ResumeRefused(r) => self.fail_resume(now, r.reason),
+            Body::Redirect(r) => self.on_member_redirect(now, &r),
             Body::CommitAccepted(a) => self.on_commit_accepted(now, &a),
             Body::CommitRejected(r) => self.on_commit_rejected(now, &r),
             Body::CommitBroadcast(b) => self.on_commit_broadcast(now, &b),
@@ -619,6 +641,10 @@ impl CallCore {
             Body::WaitingEntryAdded(e) => self.on_waiting_added(e),
             Body::WaitingEntryRemoved(r) => self.on_waiting_removed(r.conn_id),
             Body::MediaSignal(s) => self.on_media_signal(s.payload.as_slice()),
+            // Transient while resuming: a failed attempt (SDK-REDIR-4).
+            Body::Refused(r) if r.reason == RefusedReason::STORE_UNAVAILABLE && self.resuming() => {
+                self.resume_store_unavailable(now)
+            }
             Body::Refused(r) => {
                 let reason = if r.reason == RefusedReason::REMOVED_BY_HOST
                     && matches!(self.phase, Phase::Waiting(_))

@@ -31,6 +31,7 @@ impl CallCore {
         s.frames_dropped_away = self.link_stats.frames_dropped_away;
         s.relay = self.relays.current();
         s.relay_addr = self.opts.relays.get(s.relay).copied();
+        s.relay_redirect = self.relays.redirect().map(str::to_owned);
         s.peer_messages_sent = self.peer.sent;
         s.peer_messages_received = self.peer.received;
         s.peer_messages_refused = self.peer.refused.clone();

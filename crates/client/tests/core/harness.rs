@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use blindcall_client::observer::{CallObserver, FrameOpened, FrameSent};
 use blindcall_client::{
     CallCore, CallStats, Command, ControlEnd, Event, IncomingFrame, JoinError, JoinOptions,
-    MediaInput, MediaKind, MediaMode, Output, TransportOp, TrustAnchor,
+    MediaInput, MediaKind, MediaMode, Output, RelayRef, TransportOp, TrustAnchor,
 };
 use blindcall_media::RtpPacket;
 use blindcall_proto::{
     Body, CommitAccepted, CommitBroadcast, CommitRejectReason, CommitRejected, GroupCreated,
-    HelloAck, KeyPackageAccepted, PeerMessage, ProposalBroadcast, RelayProposal, RelaySender,
-    RemoveParticipant, ResumeAccepted, ResumeRefused, ResumeRefusedReason, Role, RoomState,
-    VLBytes, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
+    HelloAck, KeyPackageAccepted, PeerMessage, ProposalBroadcast, Redirect, RelayProposal,
+    RelaySender, RemoveParticipant, ResumeAccepted, ResumeRefused, ResumeRefusedReason, Role,
+    RoomState, VLBytes, WaitingEntry, WaitingEntryRemoved, WelcomeMessage,
 };
 use blindcall_transport::{ConnectionState, ParticipantId};
 use openmls::prelude::{
@@ -119,8 +119,10 @@ pub struct Peer {
     pub connects: usize,
     /// How often it dropped its control connection itself ([`Output::DropControl`]).
     pub drops: usize,
-    /// The relays it asked to connect to, in order ([`Output::Connect`]'s index).
+    /// The listed relays it asked to connect to, in order ([`Output::Connect`]'s index).
     pub dialed: Vec<usize>,
+    /// Every connection it asked for, in order (listed relays and redirect addresses).
+    pub targets: Vec<RelayRef>,
 }
 
 impl Peer {
@@ -159,7 +161,10 @@ impl Peer {
                 Output::End => self.ended = true,
                 Output::Connect { relay } => {
                     self.connects += 1;
-                    self.dialed.push(relay);
+                    if let RelayRef::Listed(i) = relay {
+                        self.dialed.push(i);
+                    }
+                    self.targets.push(relay);
                 }
                 Output::DropControl => self.drops += 1,
                 other => panic!("unexpected output {other:?}"),
@@ -253,6 +258,9 @@ pub struct Room {
     leaves_queued: Vec<(u64, u32)>,
     /// Refuse every `Resume` with this reason.
     pub resume_refusal: Option<ResumeRefusedReason>,
+    /// The next `Hello`s (of anyone) are answered with these (a cluster node's `Redirect` or
+    /// `Refused`) instead of a `HelloAck`; the node then closes the connection.
+    pub hello_answers: VecDeque<Body>,
 }
 
 impl Default for Room {
@@ -282,6 +290,7 @@ impl Room {
             relayed: Vec::new(),
             leaves_queued: Vec::new(),
             resume_refusal: None,
+            hello_answers: VecDeque::new(),
         }
     }
 
@@ -332,6 +341,7 @@ impl Room {
             connects: 0,
             drops: 0,
             dialed: Vec::new(),
+            targets: Vec::new(),
         };
         p.pump(self.now);
         self.peers.push(p);
@@ -448,6 +458,13 @@ impl Room {
         );
         let conn = self.peers[i].conn;
         match &body {
+            Body::Hello(_) if !self.hello_answers.is_empty() => {
+                let answer = self.hello_answers.pop_front().unwrap();
+                let p = &mut self.peers[i];
+                p.inbox.push_back(answer);
+                // The node closes the connection after its answer.
+                p.connected = false;
+            }
             Body::Hello(_) => {
                 let host = self.group_id.is_none() && i == 0;
                 let ack = HelloAck {
@@ -718,6 +735,19 @@ impl Room {
         p.pump(now);
     }
 
+    /// The node serving peer `i` (a seated member) hands the room over: it sends `Redirect`
+    /// to `address` and closes the connection.
+    pub fn redirect_member(&mut self, i: usize, address: &str) {
+        let now = self.now;
+        let p = &mut self.peers[i];
+        p.inbox.clear();
+        p.inbox.push_back(redirect_to(address));
+        p.deliver(now);
+        p.connected = false;
+        p.away = true;
+        p.outbox.clear();
+    }
+
     /// Peer `i`'s shell opened the control connection it asked for (a new relay connection).
     pub fn connect(&mut self, i: usize) {
         let now = self.now;
@@ -796,6 +826,12 @@ fn proposer_leaf(proposal: &[u8]) -> Option<u32> {
 }
 
 /// The challenge the scripted relay puts in connection `conn`'s `HelloAck`.
+pub fn redirect_to(address: &str) -> Body {
+    Body::Redirect(Redirect {
+        relay: VLBytes::new(address.as_bytes().to_vec()),
+    })
+}
+
 pub fn challenge_of(conn: u64) -> [u8; 32] {
     let mut c = [0u8; 32];
     c[..8].copy_from_slice(&conn.to_be_bytes());

@@ -11,4 +11,5 @@ mod link;
 mod media;
 mod peer;
 mod raw;
+mod redirect;
 mod relays;
