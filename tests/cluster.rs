@@ -266,7 +266,7 @@ fn three_in_a_call(
     (vec![alice, bob, carol], home)
 }
 
-// covers: CL-FAIL-2
+// covers: CL-PROC-1
 #[test]
 fn failover_a_call_outlives_a_sigkill_of_its_home_node() {
     let Some(mut c) = Cluster::start_or_skip("failover", false) else {
@@ -361,7 +361,7 @@ fn failover_a_call_outlives_a_sigkill_of_its_home_node() {
     );
 }
 
-// covers: CL-DRAIN-1
+// covers: CL-PROC-2
 #[test]
 fn drain_a_node_stopped_with_drain_hands_its_call_over_and_exits() {
     let Some(mut c) = Cluster::start_or_skip("drain", true) else {
@@ -399,7 +399,7 @@ fn drain_a_node_stopped_with_drain_hands_its_call_over_and_exits() {
     c.nodes.remove(home);
 }
 
-// covers: CL-FAIL-3
+// covers: CL-PROC-3
 #[test]
 fn nats_down_media_goes_on_and_a_join_approved_meanwhile_lands_when_it_is_back() {
     let Some(mut c) = Cluster::start_or_skip("nats_outage", false) else {
