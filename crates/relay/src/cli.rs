@@ -55,6 +55,9 @@ pub enum CliError {
     /// `--node-id` without a cluster (from `--cluster` or `[cluster]`).
     #[error("--node-id needs --cluster nats://HOST:PORT (or a [cluster] section)")]
     NodeIdWithoutCluster,
+    /// `--advertise` or `--lease-ms` without a cluster.
+    #[error("--advertise and --lease-ms need --cluster nats://HOST:PORT (or a [cluster] section)")]
+    AdvertiseWithoutCluster,
     /// `--external-sender-key` without a cluster (a single relay generates its keys at start).
     #[error("--external-sender-key needs --cluster nats://HOST:PORT (or a [cluster] section)")]
     KeyWithoutCluster,
@@ -133,6 +136,14 @@ pub struct RelayArgs {
     /// exit; copy it to every node.
     #[arg(long, value_name = "FILE")]
     pub new_external_sender_key: Option<PathBuf>,
+    /// The address clients reach this node at, `host:port`, sent in redirects (overrides
+    /// `[cluster] advertise`; default the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// A node with no new heartbeat for this long (ms) is dead and its rooms are taken over
+    /// (overrides `[cluster] lease_ms`).
+    #[arg(long, value_name = "MS")]
+    pub lease_ms: Option<u64>,
 }
 
 impl Default for RelayArgs {
@@ -153,6 +164,8 @@ impl Default for RelayArgs {
             node_id: None,
             external_sender_key: None,
             new_external_sender_key: None,
+            advertise: None,
+            lease_ms: None,
         }
     }
 }
@@ -197,6 +210,9 @@ impl RelayArgs {
                     bucket: crate::store::DEFAULT_BUCKET.to_owned(),
                     replicas: 1,
                     external_sender_key_file: None,
+                    advertise: None,
+                    lease_ms: 3000,
+                    heartbeat_ms: None,
                 });
             }
             (None, _) => {}
@@ -208,6 +224,20 @@ impl RelayArgs {
         if let Some(file) = &self.external_sender_key {
             let section = cfg.cluster.as_mut().ok_or(CliError::KeyWithoutCluster)?;
             section.external_sender_key_file = Some(file.clone());
+        }
+        if let Some(a) = &self.advertise {
+            let section = cfg
+                .cluster
+                .as_mut()
+                .ok_or(CliError::AdvertiseWithoutCluster)?;
+            section.advertise = Some(a.clone());
+        }
+        if let Some(ms) = self.lease_ms {
+            let section = cfg
+                .cluster
+                .as_mut()
+                .ok_or(CliError::AdvertiseWithoutCluster)?;
+            section.lease_ms = ms;
         }
         Ok(cfg)
     }
