@@ -55,8 +55,10 @@ pub enum CliError {
     /// `--node-id` without a cluster (from `--cluster` or `[cluster]`).
     #[error("--node-id needs --cluster nats://HOST:PORT (or a [cluster] section)")]
     NodeIdWithoutCluster,
-    /// `--advertise` or `--lease-ms` without a cluster.
-    #[error("--advertise and --lease-ms need --cluster nats://HOST:PORT (or a [cluster] section)")]
+    /// `--advertise`, `--lease-ms` or `--drain` without a cluster.
+    #[error(
+        "--advertise, --lease-ms and --drain need --cluster nats://HOST:PORT (or a [cluster] section)"
+    )]
     AdvertiseWithoutCluster,
     /// `--external-sender-key` without a cluster (a single relay generates its keys at start).
     #[error("--external-sender-key needs --cluster nats://HOST:PORT (or a [cluster] section)")]
@@ -144,6 +146,10 @@ pub struct RelayArgs {
     /// (overrides `[cluster] lease_ms`).
     #[arg(long, value_name = "MS")]
     pub lease_ms: Option<u64>,
+    /// On SIGTERM, hand the rooms this node serves to other nodes, redirect their members
+    /// there, then exit (overrides `[cluster] drain`).
+    #[arg(long)]
+    pub drain: bool,
 }
 
 impl Default for RelayArgs {
@@ -166,6 +172,7 @@ impl Default for RelayArgs {
             new_external_sender_key: None,
             advertise: None,
             lease_ms: None,
+            drain: false,
         }
     }
 }
@@ -213,6 +220,7 @@ impl RelayArgs {
                     advertise: None,
                     lease_ms: 3000,
                     heartbeat_ms: None,
+                    drain: false,
                 });
             }
             (None, _) => {}

@@ -101,6 +101,7 @@ bind = "127.0.0.1"
 # advertise = "relay-1.example.com:4433"
 # lease_ms = 3000                # a node with no new heartbeat for this long is dead
 # heartbeat_ms = 1000            # default lease_ms / 3; must be below lease_ms
+# drain = false                  # on SIGTERM, hand this node's rooms to other nodes first
 "#;
 
 /// A configuration error, naming the setting at fault.
@@ -256,6 +257,9 @@ pub struct ClusterSection {
     /// How often this node beats, in milliseconds (default a third of the lease).
     #[serde(default)]
     pub heartbeat_ms: Option<u64>,
+    /// On SIGTERM, hand the rooms this node serves to other nodes before exiting.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 fn default_lease_ms() -> u64 {
@@ -335,6 +339,7 @@ impl ClusterSection {
         let mut homes = HomesConfig::new(self.node_id.clone(), addr);
         homes.lease = std::time::Duration::from_millis(self.lease_ms);
         homes.heartbeat = std::time::Duration::from_millis(heartbeat_ms);
+        homes.drain = self.drain;
         Ok(homes)
     }
 }

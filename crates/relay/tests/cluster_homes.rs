@@ -299,3 +299,104 @@ fn a_higher_term_elsewhere_redirects_the_rooms_members_without_removals() {
     let g = hello(&mut a, Role::GUEST, 2);
     assert_eq!(redirected_to(&mut a, g), "b.example:4433");
 }
+
+fn beat_with(net: &mut Net, id: &str, seq: u64, rooms: u32, draining: bool) {
+    net.ds.handle_node(
+        net.now,
+        NodeRecord {
+            node_id: id.into(),
+            addr: addr(id),
+            started_unix_ms: 0,
+            seq,
+            draining,
+            rooms,
+            members: 0,
+            connections: 0,
+        },
+    );
+    net.drain();
+}
+
+// covers: CL-DRAIN-1
+#[test]
+fn a_draining_node_hands_its_rooms_to_the_least_loaded_node_which_serves_them_at_once() {
+    let store = MemoryStore::default();
+    let keys = new_key_file_text().unwrap();
+    let mut a = node(&store, &keys, "a");
+    let mut c = node(&store, &keys, "c");
+    let mut host = room_on_a(&mut a, &store);
+    beat_with(&mut a, "b", 1, 3, false);
+    beat_with(&mut a, "c", 1, 1, false);
+    beat_with(&mut a, "d", 1, 0, true);
+    let before = a.ds.counters().clone();
+    assert!(a.ds.handle_drain(a.now), "a successor is alive");
+    a.drain();
+    // The room's next term names C (fewest rooms among the alive, non-draining nodes), and
+    // the host is sent there without a removal or a grace.
+    let home = store.home(&room()).unwrap();
+    assert_eq!((home.term, home.node_id.as_str()), (2, "c"));
+    assert_eq!(redirected_to(&mut a, host.conn), "c.example:4433");
+    let after = a.ds.counters();
+    assert_eq!(after.handoffs_out, 1);
+    assert_eq!(after.remove_proposals, before.remove_proposals);
+    assert_eq!(after.graces_started, before.graces_started);
+    // A takes no new connection.
+    let late = hello(&mut a, Role::GUEST, 5);
+    assert_eq!(
+        a.take(late).last(),
+        Some(&Body::Refused(Refused {
+            reason: RefusedReason::SHUTTING_DOWN
+        }))
+    );
+    // C is the home already: it loads the room at once (no lease to wait for) and the host
+    // resumes there at the same epoch.
+    learn_home(&mut c, &store);
+    beat_with(&mut c, "a", 2, 1, true);
+    host.reconnect(&mut c, ROOM, Role::HOST, 1);
+    assert_eq!(host.ack.as_ref().unwrap().room.epoch, Some(1));
+    c.send(host.conn, Body::Resume(host.resume(ROOM)));
+    assert_eq!(
+        c.take(host.conn).last(),
+        Some(&Body::ResumeAccepted(ResumeAccepted { epoch: 1 }))
+    );
+
+    // Without a node to hand over to, a drain is a shutdown.
+    let mut lonely = node(&MemoryStore::default(), &keys, "e");
+    let g = hello(&mut lonely, Role::GUEST, 2);
+    assert!(matches!(lonely.take(g).last(), Some(Body::HelloAck(_))));
+    assert!(!lonely.ds.handle_drain(lonely.now));
+    lonely.drain();
+    assert_eq!(
+        lonely.take(g).last(),
+        Some(&Body::Refused(Refused {
+            reason: RefusedReason::SHUTTING_DOWN
+        }))
+    );
+}
+
+// covers: CL-HOME-7
+#[test]
+fn with_homes_another_nodes_waiting_entries_are_not_shown() {
+    let (store, mut a, _b) = two_nodes();
+    let host = room_on_a(&mut a, &store);
+    a.take(host.conn);
+    let record = store::WaitingRecord {
+        room: room(),
+        token_id: [9; 16],
+        display_name: b"left behind".to_vec(),
+        key_package: vec![1, 2, 3],
+        join_proof: None,
+    };
+    a.ds.handle_waiting(
+        a.now,
+        store::WaitingChange {
+            room: room(),
+            node: "dead-node".into(),
+            conn: 7,
+            record: Some(record),
+        },
+    );
+    a.drain();
+    assert!(a.take(host.conn).is_empty(), "nothing shown to the host");
+    assert_eq!(a.ds.counters().waiting_refused, 1);
+}

@@ -75,6 +75,8 @@ struct NodeView {
     /// When a heartbeat with a new seq last arrived here (`None`: its key was deleted).
     beat_at: Option<Timestamp>,
     draining: bool,
+    addr: String,
+    rooms: u32,
 }
 
 /// The DS's view of the cluster.
@@ -85,6 +87,8 @@ pub(crate) struct Homes {
     known: HashMap<RoomId, HomeRecord>,
     /// Home claims in flight.
     claims: HashMap<ClaimTicket, HomeRecord>,
+    /// Drain: handoffs in flight (a term naming the successor).
+    handoffs: HashMap<ClaimTicket, HomeRecord>,
     /// (when, room): look at a parked room's home again.
     pub timers: BTreeSet<(Timestamp, RoomId)>,
     /// The first instant this DS saw: a node never heard of counts as heard of then.
@@ -115,6 +119,7 @@ impl Ds {
         if record.node_id == cfg.node_id {
             return;
         }
+        let known = self.homes.nodes.contains_key(&record.node_id);
         let view = self
             .homes
             .nodes
@@ -123,12 +128,20 @@ impl Ds {
                 seq: record.seq,
                 beat_at: Some(self.now),
                 draining: record.draining,
+                addr: record.addr.clone(),
+                rooms: record.rooms,
             });
-        if view.seq != record.seq || view.beat_at.is_none() {
+        let fresh = view.seq != record.seq || view.beat_at.is_none();
+        if fresh {
             view.beat_at = Some(self.now);
         }
         view.seq = record.seq;
         view.draining = record.draining;
+        view.addr = record.addr;
+        view.rooms = record.rooms;
+        if fresh || !known {
+            self.counters.heartbeats_received += 1;
+        }
         self.settle_rooms_of(&record.node_id);
     }
 
@@ -145,6 +158,8 @@ impl Ds {
                     seq: 0,
                     beat_at: None,
                     draining: false,
+                    addr: String::new(),
+                    rooms: 0,
                 },
             );
         }
@@ -162,7 +177,19 @@ impl Ds {
             return;
         };
         let room_id = record.room.clone();
-        if !self.note_home(record.clone()) || record.node_id == own {
+        if !self.note_home(record.clone()) {
+            return;
+        }
+        if record.node_id == own {
+            // Handed to this node (drain): a room parked here can be loaded now.
+            let waiting = self
+                .rooms
+                .get(&room_id)
+                .and_then(|r| r.pending.as_ref())
+                .is_some_and(|p| p.claim.is_none() && !p.loading);
+            if waiting {
+                self.settle(&room_id);
+            }
             return;
         }
         let Some(room) = self.rooms.get(&room_id) else {
@@ -194,6 +221,10 @@ impl Ds {
         answer: HomeClaimAnswer,
     ) {
         self.advance(now);
+        if let Some(record) = self.homes.handoffs.remove(&ticket) {
+            self.handoff_answered(record, answer);
+            return;
+        }
         let Some(record) = self.homes.claims.remove(&ticket) else {
             self.counters.claims_unknown += 1;
             return;
@@ -236,6 +267,108 @@ impl Ds {
         } else {
             self.settle(&room_id);
         }
+    }
+
+    /// Store mode with homes: drain this node (CL-DRAIN-1). It takes no new connection; each
+    /// room served here is handed to the alive, not suspect, not draining node with the fewest
+    /// rooms (from the heartbeats) by claiming the room's next term naming it
+    /// ([`Output::ClaimHome`]); once written, the room's connections are redirected there and
+    /// closed without removals or graces. Rooms still being settled are refused
+    /// `SHUTTING_DOWN`. Without such a node this is [`Ds::handle_shutdown`]. Returns whether a
+    /// successor was found. Then drain [`Ds::poll_output`].
+    pub fn handle_drain(&mut self, now: Timestamp) -> bool {
+        self.advance(now);
+        let Some(successor) = self.successor() else {
+            self.handle_shutdown(now);
+            return false;
+        };
+        self.shutting_down = true;
+        let mut rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        rooms.sort();
+        for room_id in rooms {
+            let pending = self
+                .rooms
+                .get(&room_id)
+                .is_some_and(|r| r.pending.is_some());
+            if pending {
+                self.close_room(&room_id);
+                continue;
+            }
+            let term = self
+                .homes
+                .known
+                .get(&room_id)
+                .map_or(1, |h| h.term.saturating_add(1));
+            let record = HomeRecord {
+                room: room_id.clone(),
+                term,
+                node_id: successor.0.clone(),
+                addr: successor.1.clone(),
+            };
+            let ticket = ClaimTicket(self.next_ticket);
+            self.next_ticket = self.next_ticket.wrapping_add(1);
+            self.homes.handoffs.insert(ticket, record.clone());
+            self.out
+                .push_back(Output::ClaimHome(HomeClaimRequest { ticket, record }));
+        }
+        true
+    }
+
+    /// The node to hand rooms to: alive, not suspect, not draining, fewest rooms (then the
+    /// smallest id). (node id, address).
+    fn successor(&self) -> Option<(String, String)> {
+        let cfg = self.cfg.homes.as_ref()?;
+        let suspect = cfg.heartbeat.saturating_mul(3) / 2;
+        self.homes
+            .nodes
+            .iter()
+            .filter(|(id, v)| {
+                **id != cfg.node_id
+                    && !v.draining
+                    && !v.addr.is_empty()
+                    && v.beat_at
+                        .is_some_and(|t| t.saturating_add(suspect) >= self.now)
+            })
+            .min_by(|a, b| (a.1.rooms, a.0).cmp(&(b.1.rooms, b.0)))
+            .map(|(id, v)| (id.clone(), v.addr.clone()))
+    }
+
+    /// A drain handoff's answer: the room's connections go to whoever holds the term; a failed
+    /// write closes the room as a shutdown does.
+    fn handoff_answered(&mut self, record: HomeRecord, answer: HomeClaimAnswer) {
+        let room_id = record.room.clone();
+        let to = match answer {
+            HomeClaimAnswer::Won => record,
+            HomeClaimAnswer::Lost { holder } => holder,
+            HomeClaimAnswer::Failed(_) => {
+                self.counters.home_claims_failed += 1;
+                self.close_room(&room_id);
+                return;
+            }
+        };
+        self.note_home(to.clone());
+        self.counters.handoffs_out += 1;
+        self.event(Event::HandedOver {
+            room: room_id.clone(),
+            term: to.term,
+            to: to.node_id.clone(),
+        });
+        self.let_room_go(&room_id, &to.addr);
+    }
+
+    /// Refuse every connection of the room `SHUTTING_DOWN` and forget it, without removals.
+    fn close_room(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.remove(room_id) else {
+            return;
+        };
+        let parked = room.pending.map(|p| p.parked).unwrap_or_default();
+        for id in room.conns.into_iter().chain(parked) {
+            self.conns.remove(&id);
+            self.refuse_unregistered(id, RefusedReason::SHUTTING_DOWN);
+        }
+        self.event(Event::RoomClosed {
+            room: room_id.clone(),
+        });
     }
 
     /// A Hello that passed every check, with homes: admitted (this node serves the room),
@@ -416,6 +549,15 @@ impl Ds {
     /// Redirect every connection of the room to `addr` and forget the room here, without
     /// proposing removals or starting graces.
     fn let_room_go(&mut self, room_id: &RoomId, addr: &str) {
+        // Joiners waiting here leave the store's waiting room (CL-WAIT-1).
+        let waiting = self
+            .rooms
+            .get(room_id)
+            .map(|r| r.waiting.clone())
+            .unwrap_or_default();
+        for id in waiting {
+            self.share_waiting(room_id, id, false);
+        }
         let Some(room) = self.rooms.remove(room_id) else {
             return;
         };

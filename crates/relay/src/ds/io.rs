@@ -119,6 +119,8 @@ pub struct HomesConfig {
     pub lease: Duration,
     /// How often nodes beat; a node with no new heartbeat for 1.5 intervals is suspect.
     pub heartbeat: Duration,
+    /// On shutdown, hand the rooms served here to other nodes first (CL-DRAIN-1).
+    pub drain: bool,
 }
 
 impl HomesConfig {
@@ -129,6 +131,7 @@ impl HomesConfig {
             addr: addr.into(),
             lease: DEFAULT_LEASE,
             heartbeat: DEFAULT_LEASE / 3,
+            drain: false,
         }
     }
 
@@ -339,6 +342,16 @@ pub enum Event {
     /// Store mode with homes: another node holds a higher term of a room served here; its
     /// connections were redirected there and the room forgotten (CL-HOME-5).
     HomeLost {
+        /// Room.
+        room: RoomId,
+        /// The new term.
+        term: u64,
+        /// The new home's node id.
+        to: String,
+    },
+    /// Store mode with homes, drain: a room served here was handed to another node, and its
+    /// connections redirected there (CL-DRAIN-1).
+    HandedOver {
         /// Room.
         room: RoomId,
         /// The new term.

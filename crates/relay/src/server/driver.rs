@@ -315,9 +315,19 @@ impl Driver {
                 }
                 _ = next_beat(&mut beats) => self.beat(),
                 _ = self.shutdown.cancelled(), if !self.draining => {
-                    info!(connections = self.conns.len(), "shutting down: refusing every connection");
                     self.draining = true;
-                    self.ds.handle_shutdown(now());
+                    if self.homes.as_ref().is_some_and(|h| h.drain) && self.store.is_some() {
+                        // Drain (CL-DRAIN-1): tell the cluster first, then hand the rooms over.
+                        self.beat();
+                        if self.ds.handle_drain(now()) {
+                            info!(connections = self.conns.len(), "draining: handing this node's rooms to another node");
+                        } else {
+                            info!(connections = self.conns.len(), "draining: no other node alive; refusing every connection");
+                        }
+                    } else {
+                        info!(connections = self.conns.len(), "shutting down: refusing every connection");
+                        self.ds.handle_shutdown(now());
+                    }
                 }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => received_at = self.on_cmd(cmd),
@@ -361,7 +371,7 @@ impl Driver {
             addr: h.addr.clone(),
             started_unix_ms: self.started_unix_ms,
             seq: self.beat_seq,
-            draining: false,
+            draining: self.draining && h.drain,
             rooms: count(occupancy.rooms),
             members: count(occupancy.members),
             connections: count(occupancy.connections),
