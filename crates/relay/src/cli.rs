@@ -55,6 +55,11 @@ pub enum CliError {
     /// `--node-id` without a cluster (from `--cluster` or `[cluster]`).
     #[error("--node-id needs --cluster nats://HOST:PORT (or a [cluster] section)")]
     NodeIdWithoutCluster,
+    /// `--advertise`, `--lease-ms` or `--drain` without a cluster.
+    #[error(
+        "--advertise, --lease-ms and --drain need --cluster nats://HOST:PORT (or a [cluster] section)"
+    )]
+    AdvertiseWithoutCluster,
     /// `--external-sender-key` without a cluster (a single relay generates its keys at start).
     #[error("--external-sender-key needs --cluster nats://HOST:PORT (or a [cluster] section)")]
     KeyWithoutCluster,
@@ -133,6 +138,18 @@ pub struct RelayArgs {
     /// exit; copy it to every node.
     #[arg(long, value_name = "FILE")]
     pub new_external_sender_key: Option<PathBuf>,
+    /// The address clients reach this node at, `host:port`, sent in redirects (overrides
+    /// `[cluster] advertise`; default the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// A node with no new heartbeat for this long (ms) is dead and its rooms are taken over
+    /// (overrides `[cluster] lease_ms`).
+    #[arg(long, value_name = "MS")]
+    pub lease_ms: Option<u64>,
+    /// On SIGTERM, hand the rooms this node serves to other nodes, redirect their members
+    /// there, then exit (overrides `[cluster] drain`).
+    #[arg(long)]
+    pub drain: bool,
 }
 
 impl Default for RelayArgs {
@@ -153,6 +170,9 @@ impl Default for RelayArgs {
             node_id: None,
             external_sender_key: None,
             new_external_sender_key: None,
+            advertise: None,
+            lease_ms: None,
+            drain: false,
         }
     }
 }
@@ -197,6 +217,10 @@ impl RelayArgs {
                     bucket: crate::store::DEFAULT_BUCKET.to_owned(),
                     replicas: 1,
                     external_sender_key_file: None,
+                    advertise: None,
+                    lease_ms: 3000,
+                    heartbeat_ms: None,
+                    drain: false,
                 });
             }
             (None, _) => {}
@@ -208,6 +232,20 @@ impl RelayArgs {
         if let Some(file) = &self.external_sender_key {
             let section = cfg.cluster.as_mut().ok_or(CliError::KeyWithoutCluster)?;
             section.external_sender_key_file = Some(file.clone());
+        }
+        if let Some(a) = &self.advertise {
+            let section = cfg
+                .cluster
+                .as_mut()
+                .ok_or(CliError::AdvertiseWithoutCluster)?;
+            section.advertise = Some(a.clone());
+        }
+        if let Some(ms) = self.lease_ms {
+            let section = cfg
+                .cluster
+                .as_mut()
+                .ok_or(CliError::AdvertiseWithoutCluster)?;
+            section.lease_ms = ms;
         }
         Ok(cfg)
     }

@@ -17,7 +17,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::ds::{ChallengeSeed, DsConfig, RelayIdentities, RelayIdentity};
+use crate::ds::{ChallengeSeed, DsConfig, HomesConfig, RelayIdentities, RelayIdentity};
 use crate::server::tls::{self, DevCert, TlsError};
 use crate::server::{ServerConfig, ShellLimits};
 use crate::store::JetStreamConfig;
@@ -95,6 +95,13 @@ bind = "127.0.0.1"
 # proposed by the relay only from the keys their group lists). Required in cluster mode; create
 # it once with `blindcall-relay --new-external-sender-key FILE` and copy it to every node. Secret.
 # external_sender_key_file = "/etc/blindcall/external-sender.keys"
+# Each room is served by one node, its home; the other nodes redirect its clients there, so
+# every node's advertised address must be reachable by clients (default: `listen`, which must
+# then not be 0.0.0.0 or ::).
+# advertise = "relay-1.example.com:4433"
+# lease_ms = 3000                # a node with no new heartbeat for this long is dead
+# heartbeat_ms = 1000            # default lease_ms / 3; must be below lease_ms
+# drain = false                  # on SIGTERM, hand this node's rooms to other nodes first
 "#;
 
 /// A configuration error, naming the setting at fault.
@@ -166,6 +173,18 @@ pub enum ConfigError {
     /// `[cluster] replicas` is out of range.
     #[error("[cluster] replicas must be 1 to 5")]
     BadReplicas,
+    /// Cluster mode without an address clients can be redirected to.
+    #[error(
+        "[cluster] advertise (or --advertise HOST:PORT) is required: the listen address {0} is \
+         not one clients can be redirected to"
+    )]
+    UnspecifiedAdvertise(SocketAddr),
+    /// `[cluster] advertise` is not `host:port`.
+    #[error("[cluster] advertise must be host:port, e.g. relay-1.example.com:4433")]
+    BadAdvertise,
+    /// `[cluster] lease_ms` / `heartbeat_ms` are zero or the heartbeat is not below the lease.
+    #[error("[cluster] heartbeat_ms must be above 0 and below lease_ms")]
+    BadLease,
     /// Cluster mode without `[cluster] external_sender_key_file` (or `--external-sender-key`).
     #[error(
         "[cluster] external_sender_key_file is required: every node signs with the same MLS \
@@ -228,6 +247,23 @@ pub struct ClusterSection {
     /// must sign with the same keys; `crate::keyfile`).
     #[serde(default)]
     pub external_sender_key_file: Option<PathBuf>,
+    /// The address clients reach this node at, `host:port`, sent in redirects to it (default:
+    /// the listen address, which must then be a specific address).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// A node with no new heartbeat for this long is dead, in milliseconds (default 3000).
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often this node beats, in milliseconds (default a third of the lease).
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// On SIGTERM, hand the rooms this node serves to other nodes before exiting.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+fn default_lease_ms() -> u64 {
+    3000
 }
 
 fn default_bucket() -> String {
@@ -274,6 +310,37 @@ impl ClusterSection {
             external_sender_key_file: self.external_sender_key_file.clone(),
             store,
         })
+    }
+
+    /// This node's homes configuration (CL-NODE-6): the advertised address (the listen
+    /// address by default, refused when unspecified), the lease and the heartbeat interval.
+    pub fn homes(&self, listen: SocketAddr) -> Result<HomesConfig, ConfigError> {
+        let addr = match &self.advertise {
+            Some(a) => {
+                let ok = blindcall_proto::Redirect {
+                    relay: blindcall_proto::VLBytes::new(a.as_bytes().to_vec()),
+                }
+                .address()
+                .is_some();
+                if !ok {
+                    return Err(ConfigError::BadAdvertise);
+                }
+                a.clone()
+            }
+            None if listen.ip().is_unspecified() => {
+                return Err(ConfigError::UnspecifiedAdvertise(listen));
+            }
+            None => listen.to_string(),
+        };
+        let heartbeat_ms = self.heartbeat_ms.unwrap_or(self.lease_ms / 3);
+        if heartbeat_ms == 0 || heartbeat_ms >= self.lease_ms {
+            return Err(ConfigError::BadLease);
+        }
+        let mut homes = HomesConfig::new(self.node_id.clone(), addr);
+        homes.lease = std::time::Duration::from_millis(self.lease_ms);
+        homes.heartbeat = std::time::Duration::from_millis(heartbeat_ms);
+        homes.drain = self.drain;
+        Ok(homes)
     }
 }
 
@@ -781,6 +848,9 @@ impl RelayConfig {
         };
         let mut ds = DsConfig::new(secret, identities, random_challenge_seed()?);
         ds_limits.apply(&mut ds);
+        if let Some(section) = &self.cluster {
+            ds.homes = Some(section.homes(self.listen)?);
+        }
         Ok(Resolved {
             server: ServerConfig {
                 listen: self.listen,
@@ -1048,6 +1118,53 @@ mod tests {
         // The inline secret never shows in Debug output.
         let cfg = parse(&format!("{dev}{hex}")).unwrap();
         assert!(!format!("{cfg:?}").contains(SECRET_HEX));
+    }
+
+    // covers: CL-NODE-6
+    #[test]
+    fn a_cluster_node_advertises_a_reachable_address_and_a_valid_lease() {
+        let section = |listen: &str, extra: &str| {
+            RelayConfig::from_toml(&format!(
+                "listen = \"{listen}\"\n[cluster]\nnats = \"nats://h:1\"\nnode_id = \"n\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        let homes = |listen: &str, extra: &str| {
+            let cfg = section(listen, extra);
+            cfg.cluster.unwrap().homes(cfg.listen)
+        };
+        // Default: the listen address, a 3 s lease, a heartbeat of a third of it.
+        let h = homes("127.0.0.1:4433", "").unwrap();
+        assert_eq!(h.addr, "127.0.0.1:4433");
+        assert_eq!(h.lease, std::time::Duration::from_secs(3));
+        assert_eq!(h.heartbeat, std::time::Duration::from_secs(1));
+        // An unspecified listen address needs an advertised one.
+        let err = homes("0.0.0.0:4433", "").unwrap_err();
+        assert!(matches!(err, ConfigError::UnspecifiedAdvertise(_)));
+        assert!(err.to_string().contains("advertise"), "{err}");
+        assert!(matches!(
+            homes("[::]:4433", ""),
+            Err(ConfigError::UnspecifiedAdvertise(_))
+        ));
+        let h = homes(
+            "0.0.0.0:4433",
+            "advertise = \"relay-1.example:4433\"\nlease_ms = 6000\nheartbeat_ms = 500",
+        )
+        .unwrap();
+        assert_eq!(h.addr, "relay-1.example:4433");
+        assert_eq!(h.heartbeat, std::time::Duration::from_millis(500));
+        assert!(matches!(
+            homes("0.0.0.0:1", "advertise = \"no port\""),
+            Err(ConfigError::BadAdvertise)
+        ));
+        assert!(matches!(
+            homes("127.0.0.1:1", "lease_ms = 1000\nheartbeat_ms = 1000"),
+            Err(ConfigError::BadLease)
+        ));
+        assert!(matches!(
+            homes("127.0.0.1:1", "lease_ms = 2"),
+            Err(ConfigError::BadLease)
+        ));
     }
 
     // covers: CL-NODE-1

@@ -27,9 +27,9 @@ pub mod token;
 pub use config::{ConfigError, RelayConfig};
 pub use ds::{
     BanRequest, ChallengeSeed, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds,
-    DsConfig, DsCounters, DsFault, Event, FetchRequest, GenesisAnswer, GenesisRequest, Input,
-    LockRequest, MediaSignalError, Occupancy, Output, RelayIdentities, RelayIdentity, RoomId,
-    StoreMode, WaitingWrite,
+    DsConfig, DsCounters, DsFault, Event, FetchRequest, GenesisAnswer, GenesisRequest,
+    HomeClaimAnswer, HomeClaimRequest, HomesConfig, Input, LockRequest, MediaSignalError,
+    Occupancy, Output, RelayIdentities, RelayIdentity, RoomId, StoreMode, WaitingWrite,
 };
 pub use forward::{ForwarderConfig, ForwarderHandle, start_with_media};
 pub use server::{

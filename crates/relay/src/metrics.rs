@@ -217,6 +217,51 @@ pub fn render(
         counter(c.winners_refused),
     );
     r.register(
+        "cluster_homes",
+        "Cluster: rooms this node serves as their home",
+        gauge(o.homes),
+    );
+    r.register(
+        "cluster_heartbeats_received",
+        "Cluster: other nodes' heartbeats received",
+        counter(c.heartbeats_received),
+    );
+    r.register(
+        "cluster_redirects",
+        "Cluster: connections sent to their room's home node",
+        counter(c.redirects),
+    );
+    r.register(
+        "cluster_home_claims_won",
+        "Cluster: room home terms claimed and won by this node",
+        counter(c.home_claims_won),
+    );
+    r.register(
+        "cluster_home_claims_lost",
+        "Cluster: room home terms claimed by this node but held by another",
+        counter(c.home_claims_lost),
+    );
+    r.register(
+        "cluster_home_claims_failed",
+        "Cluster: room home claims or handoffs that failed (store unavailable)",
+        counter(c.home_claims_failed),
+    );
+    r.register(
+        "cluster_rooms_loaded",
+        "Cluster: rooms loaded from the store on becoming their home (takeovers, handoffs in)",
+        counter(c.rooms_loaded),
+    );
+    r.register(
+        "cluster_homes_lost",
+        "Cluster: rooms served here taken by another node with a higher term",
+        counter(c.homes_lost),
+    );
+    r.register(
+        "cluster_handoffs_out",
+        "Cluster: rooms handed to another node by a drain",
+        counter(c.handoffs_out),
+    );
+    r.register(
         "store_bans_shared",
         "Store mode: bans made here and written to the room store",
         counter(c.bans_shared),

@@ -205,7 +205,8 @@ fn occupancy_counts_rooms_members_and_waiting() {
             connections: 4,
             admitted: 3,
             members: 1,
-            waiting: 1
+            waiting: 1,
+            homes: 0
         }
     );
     admit_all(&mut net, &mut host, &mut [], &mut [&mut g]);

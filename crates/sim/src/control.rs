@@ -527,6 +527,7 @@ impl World {
                     ..
                 } => self.forwarder_signal(conn, participant, &payload),
                 RelayOutput::Claim(_)
+                | RelayOutput::ClaimHome(_)
                 | RelayOutput::Fetch(_)
                 | RelayOutput::Genesis(_)
                 | RelayOutput::LoadGenesis(_)

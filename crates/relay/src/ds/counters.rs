@@ -55,6 +55,22 @@ pub struct DsCounters {
     pub graces_started: u64,
     /// Graces that ran out (the relay then proposed the leaf's removal).
     pub graces_expired: u64,
+    /// Store mode with homes: heartbeats of other nodes received with a new sequence number.
+    pub heartbeats_received: u64,
+    /// Store mode with homes: connections sent to their room's home node.
+    pub redirects: u64,
+    /// Store mode with homes: home terms this node claimed and won.
+    pub home_claims_won: u64,
+    /// Store mode with homes: home terms this node claimed that another node held.
+    pub home_claims_lost: u64,
+    /// Store mode with homes: home claims that failed (store unavailable).
+    pub home_claims_failed: u64,
+    /// Store mode with homes: rooms served here whose home another node took.
+    pub homes_lost: u64,
+    /// Store mode with homes: rooms handed to another node by a drain.
+    pub handoffs_out: u64,
+    /// Store mode with homes: rooms loaded from the store on becoming their home.
+    pub rooms_loaded: u64,
     /// Store mode: claims that won their epoch (the commit was then merged).
     pub claims_won: u64,
     /// Store mode: claims that lost their epoch to another node's commit.

@@ -79,11 +79,32 @@ impl Ds {
     pub fn handle_fetch_failed(&mut self, now: Timestamp, room: &RoomId, epoch: u64) {
         self.advance(now);
         self.counters.fetches_failed += 1;
+        if self.catching_up(room) {
+            // Loading the room on becoming its home: without its winners it cannot be served.
+            self.fail_room(room);
+            return;
+        }
         if let Some(r) = self.rooms.get_mut(room)
             && r.claims.fetching == Some(epoch)
         {
             r.claims.fetching = None;
         }
+    }
+
+    /// Store mode: the read asked by [`Output::Fetch`] found no winner of `epoch`. For a room
+    /// being loaded on becoming its home, the room's next epoch absent means it is loaded
+    /// (CL-HOME-4); otherwise as [`Ds::handle_fetch_failed`].
+    pub fn handle_fetch_absent(&mut self, now: Timestamp, room: &RoomId, epoch: u64) {
+        self.advance(now);
+        if let Some(r) = self.rooms.get_mut(room)
+            && r.claims.fetching == Some(epoch)
+        {
+            r.claims.fetching = None;
+        }
+        if self.caught_up(room, epoch) {
+            return;
+        }
+        self.handle_fetch_failed(now, room, epoch);
     }
 
     /// Merge the followed winners that are next, in order; ask for the first missing one.
@@ -113,7 +134,10 @@ impl Ds {
                         u64::try_from(dropped.len()).unwrap_or(u64::MAX);
                     return;
                 }
-                if !room.claims.followed.is_empty() && room.claims.fetching != Some(epoch) {
+                let catching_up = room.pending.as_ref().is_some_and(|p| p.catching_up);
+                if (catching_up || !room.claims.followed.is_empty())
+                    && room.claims.fetching != Some(epoch)
+                {
                     room.claims.fetching = Some(epoch);
                     self.out.push_back(Output::Fetch(FetchRequest {
                         room: room_id.clone(),

@@ -140,8 +140,27 @@ impl Ds {
             return;
         };
         room.claims.genesis_loading = false;
+        let found = genesis.is_some();
         if let Some(g) = genesis {
+            if let Some(p) = room.pending.as_mut().filter(|p| p.loading) {
+                p.catching_up = true;
+            }
             self.load_genesis(room_id, &g);
+        }
+        self.genesis_read(room_id, found);
+    }
+
+    /// Store mode: the read asked by [`Output::LoadGenesis`] failed. A room being loaded on
+    /// becoming its home refuses its parked connections `STORE_UNAVAILABLE` (CL-HOME-3);
+    /// otherwise the next admission or winner of the room asks again.
+    pub fn handle_genesis_load_failed(&mut self, now: Timestamp, room_id: &RoomId) {
+        self.advance(now);
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.claims.genesis_loading = false;
+        if room.pending.as_ref().is_some_and(|p| p.loading) {
+            self.fail_room(room_id);
         }
     }
 

@@ -99,6 +99,47 @@ pub struct DsConfig {
     /// In [`StoreMode::Shared`], how many commits of one room may wait behind its claim in
     /// flight; one more is answered `CommitRejected(STORE_UNAVAILABLE)`.
     pub max_queued_commits: usize,
+    /// In [`StoreMode::Shared`]: rooms have a home node that serves them entirely; a node that
+    /// is not a room's home redirects its connections there (spec/cluster.md, CL-HOME-*).
+    /// `None` (the default) serves every room here.
+    pub homes: Option<HomesConfig>,
+}
+
+/// Default lease of a node: a node with no new heartbeat for this long is dead (CL-NODE-5).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+
+/// This node in a cluster with room homes (spec/cluster.md, CL-HOME-*, CL-NODE-4..6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomesConfig {
+    /// This node's id (as in its heartbeat key and the homes it holds).
+    pub node_id: String,
+    /// The address clients reach this node at, `host:port` (sent in redirects to it).
+    pub addr: String,
+    /// A node with no new heartbeat received for this long is dead: its rooms are taken over.
+    pub lease: Duration,
+    /// How often nodes beat; a node with no new heartbeat for 1.5 intervals is suspect.
+    pub heartbeat: Duration,
+    /// On shutdown, hand the rooms served here to other nodes first (CL-DRAIN-1).
+    pub drain: bool,
+}
+
+impl HomesConfig {
+    /// The default lease (3 s) and a heartbeat of a third of it.
+    pub fn new(node_id: impl Into<String>, addr: impl Into<String>) -> Self {
+        Self {
+            node_id: node_id.into(),
+            addr: addr.into(),
+            lease: DEFAULT_LEASE,
+            heartbeat: DEFAULT_LEASE / 3,
+            drain: false,
+        }
+    }
+
+    /// How long a connection may wait parked for its room's home before it is refused
+    /// `STORE_UNAVAILABLE`: the lease plus 5 s.
+    pub fn park_timeout(&self) -> Duration {
+        self.lease.saturating_add(Duration::from_secs(5))
+    }
 }
 
 impl DsConfig {
@@ -136,6 +177,7 @@ impl DsConfig {
             max_peer_payload: DEFAULT_MAX_PEER_PAYLOAD,
             store_mode: StoreMode::Local,
             max_queued_commits: DEFAULT_MAX_QUEUED_COMMITS,
+            homes: None,
         }
     }
 }
@@ -162,6 +204,8 @@ pub enum CloseReason {
     Refused(RefusedReason),
     /// The peer broke the protocol.
     Protocol(ErrorCode),
+    /// Told to go to the room's home node (`Redirect`, CL-HOME-2).
+    Redirected,
 }
 
 /// What the DS wants the shell to do or know.
@@ -221,6 +265,9 @@ pub enum Output {
     /// Store mode only: put (or, with no record, delete) this node's waiting joiner in the room
     /// store for the other nodes (CL-WAIT-1); nothing is answered.
     Waiting(super::WaitingWrite),
+    /// Store mode with homes: claim a term of a room's home for this node, create-only, then
+    /// answer with [`Ds::handle_home_claim`](super::Ds::handle_home_claim) (CL-HOME-3).
+    ClaimHome(super::HomeClaimRequest),
     /// For logs and metrics.
     Event(Event),
 }
@@ -275,6 +322,52 @@ pub enum Event {
         room: RoomId,
         /// Why.
         reason: String,
+    },
+    /// Store mode with homes: a connection was sent to its room's home node (CL-HOME-2).
+    Redirected {
+        /// Connection.
+        conn: ConnId,
+        /// Room.
+        room: RoomId,
+        /// The home's address.
+        to: String,
+    },
+    /// Store mode with homes: this node holds a term of the room's home (CL-HOME-3).
+    HomeClaimed {
+        /// Room.
+        room: RoomId,
+        /// The term.
+        term: u64,
+    },
+    /// Store mode with homes: another node holds a higher term of a room served here; its
+    /// connections were redirected there and the room forgotten (CL-HOME-5).
+    HomeLost {
+        /// Room.
+        room: RoomId,
+        /// The new term.
+        term: u64,
+        /// The new home's node id.
+        to: String,
+    },
+    /// Store mode with homes, drain: a room served here was handed to another node, and its
+    /// connections redirected there (CL-DRAIN-1).
+    HandedOver {
+        /// Room.
+        room: RoomId,
+        /// The new term.
+        term: u64,
+        /// The new home's node id.
+        to: String,
+    },
+    /// Store mode with homes: a room was loaded from the store on becoming its home; its
+    /// `graced` members may resume here (CL-HOME-4).
+    RoomLoaded {
+        /// Room.
+        room: RoomId,
+        /// The room's epoch (`None`: no group yet).
+        epoch: Option<u64>,
+        /// Members put in their resume grace.
+        graced: usize,
     },
     /// A joiner entered the waiting room.
     JoinerWaiting {

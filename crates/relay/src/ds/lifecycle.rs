@@ -21,6 +21,8 @@ pub struct Occupancy {
     pub members: usize,
     /// Connections in a waiting room.
     pub waiting: usize,
+    /// Store mode with homes: rooms served here as their home (loaded, not being settled).
+    pub homes: usize,
 }
 
 impl Ds {
@@ -29,6 +31,11 @@ impl Ds {
         let mut o = Occupancy {
             rooms: self.rooms.len(),
             connections: self.conns.len(),
+            homes: if self.cfg.homes.is_some() {
+                self.rooms.values().filter(|r| r.pending.is_none()).count()
+            } else {
+                0
+            },
             ..Occupancy::default()
         };
         for c in self.conns.values() {

@@ -224,6 +224,11 @@ impl GroupState {
     }
 
     /// The members of the current epoch, with the host role from the call parameters.
+    /// The leaves of the group's members.
+    pub fn leaves(&self) -> Vec<u32> {
+        self.group.members().map(|m| m.index.u32()).collect()
+    }
+
     pub fn roster(&self) -> Roster {
         Roster::from_public_group(&self.group, |k| self.params.is_host(k))
     }

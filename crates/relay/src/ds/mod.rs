@@ -30,6 +30,7 @@ mod counters;
 mod error;
 mod follow;
 mod genesis;
+mod homes;
 mod identity;
 mod io;
 mod lifecycle;
@@ -58,11 +59,12 @@ pub use counters::DsCounters;
 pub use error::{DsFault, GroupInfoError, KeyPackageError, MediaSignalError, ProposalError};
 pub use follow::{FetchRequest, MAX_FOLLOWED};
 pub use genesis::{GenesisAnswer, GenesisRequest};
+pub use homes::{HomeClaimAnswer, HomeClaimRequest};
 pub use identity::{RelayIdentities, RelayIdentity};
 pub use io::{
-    CloseReason, ConnId, DEFAULT_COMMIT_HISTORY, DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO,
+    CloseReason, ConnId, DEFAULT_COMMIT_HISTORY, DEFAULT_LEASE, DEFAULT_MAX_FRAME_LEN_BEFORE_HELLO,
     DEFAULT_MAX_KEY_PACKAGE_LEN, DEFAULT_MAX_PEER_PAYLOAD, DEFAULT_MAX_QUEUED_COMMITS,
-    DEFAULT_RESUME_GRACE, DsConfig, Event, Input, Output, StoreMode,
+    DEFAULT_RESUME_GRACE, DsConfig, Event, HomesConfig, Input, Output, StoreMode,
 };
 pub use lifecycle::Occupancy;
 pub use lock::LockRequest;
@@ -111,6 +113,8 @@ pub struct Ds {
     remote_waiting: HashMap<RoomId, Vec<shared_waiting::RemoteJoiner>>,
     /// Store mode: the next entry id of a joiner waiting on another node.
     next_remote: u64,
+    /// Store mode with homes: the nodes and the rooms' homes (CL-HOME-*).
+    homes: homes::Homes,
 }
 
 /// How a member's connection ended.
@@ -155,7 +159,13 @@ impl Ds {
             shared_locks: HashMap::new(),
             remote_waiting: HashMap::new(),
             next_remote: 1,
+            homes: homes::Homes::default(),
         }
+    }
+
+    /// The configuration this DS runs with.
+    pub fn config(&self) -> &DsConfig {
+        &self.cfg
     }
 
     /// The relay's external-sender identities (for group creators).
@@ -230,9 +240,15 @@ impl Ds {
                         self.refuse(id, RefusedReason::WAITING_ROOM_TIMEOUT);
                     }
                 }
+                Phase::Parked(p) => {
+                    if self.parked_expired(p) {
+                        self.refuse(id, RefusedReason::STORE_UNAVAILABLE);
+                    }
+                }
                 Phase::AwaitingHello => {}
             }
         }
+        self.home_timeouts();
         while let Some((at, room, leaf)) = self.grace_timers.first().cloned() {
             if at > self.now {
                 break;
@@ -252,14 +268,15 @@ impl Ds {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let conn = self.timers.first().map(|(t, _)| *t);
         let grace = self.grace_timers.first().map(|(t, _, _)| *t);
-        match (conn, grace) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let home = self.homes.timers.first().map(|(t, _)| *t);
+        [conn, grace, home].into_iter().flatten().min()
     }
 
     fn advance(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
+        if self.homes.since.is_none() {
+            self.homes.since = Some(self.now);
+        }
     }
 
     // ----- connections -----
@@ -344,6 +361,14 @@ impl Ds {
     }
 
     fn on_frame(&mut self, id: ConnId, frame: &[u8]) {
+        // A parked Hello waits for its room's home: nothing else is read before its answer.
+        if matches!(
+            self.conns.get(&id).map(|c| &c.phase),
+            Some(Phase::Parked(_))
+        ) {
+            self.counters.unknown_connection_inputs += 1;
+            return;
+        }
         let awaiting_hello = matches!(
             self.conns.get(&id).map(|c| &c.phase),
             Some(Phase::AwaitingHello)
@@ -400,8 +425,13 @@ impl Ds {
             self.counters.unknown_connection_inputs += 1;
             return;
         };
-        let Phase::Admitted(adm) = conn.phase else {
-            return;
+        let adm = match conn.phase {
+            Phase::Admitted(adm) => adm,
+            Phase::Parked(p) => {
+                self.unpark(id, &p.room);
+                return;
+            }
+            Phase::AwaitingHello => return,
         };
         let room_id = adm.room;
         let key = (room_id.clone(), adm.token_id);
@@ -573,6 +603,18 @@ impl Ds {
             self.refuse(id, RefusedReason::REMOVED_BY_HOST);
             return;
         }
+        let name = name.to_vec();
+        if self.cfg.store_mode == StoreMode::Shared && self.cfg.homes.is_some() {
+            // The room is served by its home node only (CL-HOME-2).
+            self.route_hello(id, name, claims);
+        } else {
+            self.admit(id, name, claims);
+        }
+    }
+
+    /// Admit a Hello that passed every check to its room's lobby: `HelloAck`.
+    fn admit(&mut self, id: ConnId, name: Vec<u8>, claims: token::TokenClaims) {
+        let room_key = RoomId(claims.room_id.clone());
         let token_key = (room_key.clone(), claims.token_id);
         let held = self.token_conns.get(&token_key).copied().unwrap_or(0);
         if held >= self.cfg.max_connections_per_token {
@@ -594,7 +636,7 @@ impl Ds {
                 room: room_key.clone(),
                 role: claims.role,
                 token_id: claims.token_id,
-                display_name: name.to_vec(),
+                display_name: name,
                 key_package: None,
                 seat: Seat::Lobby,
                 challenge,
@@ -630,8 +672,11 @@ impl Ds {
             role: claims.role,
             token_id: claims.token_id,
         });
-        // Store mode: the room's group may have been created on another node (CL-GEN-2).
-        self.want_genesis(&room_key);
+        // Store mode: the room's group may have been created on another node (CL-GEN-2). With
+        // homes the room was loaded before any HelloAck (CL-HOME-4).
+        if self.cfg.homes.is_none() {
+            self.want_genesis(&room_key);
+        }
     }
 
     // ----- group bootstrap, key packages, waiting room -----

@@ -47,7 +47,7 @@ impl Ds {
                     Grace {
                         until,
                         conn,
-                        participant,
+                        participant: Some(participant),
                     },
                 );
             }
@@ -180,7 +180,7 @@ impl Ds {
             .rooms
             .get_mut(&room_id)
             .and_then(|room| room.grace.remove(&leaf))
-            .map(|g| g.participant);
+            .and_then(|g| g.participant);
         let participant = graced.or(stale).unwrap_or(id);
         if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
             a.seat = Seat::Member { leaf };

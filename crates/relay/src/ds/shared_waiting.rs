@@ -124,6 +124,12 @@ impl Ds {
     /// [`Ds::poll_output`].
     pub fn handle_waiting(&mut self, now: Timestamp, change: WaitingChange) {
         self.advance(now);
+        if self.cfg.homes.is_some() {
+            // With homes a room's joiners wait on its home only: another node's entry is one
+            // left behind by a node that died or gave the room up (CL-HOME-7).
+            self.counters.waiting_refused += 1;
+            return;
+        }
         let WaitingChange {
             room,
             node,

@@ -44,6 +44,9 @@ pub(crate) struct Admission {
 pub(crate) enum Phase {
     AwaitingHello,
     Admitted(Box<Admission>),
+    /// Store mode with homes: the Hello passed every check, and waits for the room's home to
+    /// be settled (or the room loaded) before it is admitted or redirected (CL-HOME-3).
+    Parked(Box<super::homes::Parked>),
 }
 
 pub(crate) struct Conn {
@@ -95,14 +98,14 @@ impl Conn {
     pub fn admission(&self) -> Option<&Admission> {
         match &self.phase {
             Phase::Admitted(a) => Some(a),
-            Phase::AwaitingHello => None,
+            Phase::AwaitingHello | Phase::Parked(_) => None,
         }
     }
 
     pub fn admission_mut(&mut self) -> Option<&mut Admission> {
         match &mut self.phase {
             Phase::Admitted(a) => Some(a),
-            Phase::AwaitingHello => None,
+            Phase::AwaitingHello | Phase::Parked(_) => None,
         }
     }
 }
@@ -123,6 +126,9 @@ pub(crate) struct Room {
     pub banned_tokens: HashSet<[u8; 16]>,
     /// Store mode: the room's claim in flight and the commits waiting behind it.
     pub claims: RoomClaims,
+    /// Store mode with homes: the room is not served yet (its home is being settled or it is
+    /// being loaded); `None` once it is served here.
+    pub pending: Option<Box<super::homes::HomePending>>,
 }
 
 /// A room's commit claims in store mode (spec/cluster.md, CL-DS-1..4).
@@ -171,14 +177,17 @@ pub(crate) struct Grace {
     pub until: Timestamp,
     /// The connection that was lost.
     pub conn: ConnId,
-    /// The leaf's media participant id, taken over by the connection that resumes it.
-    pub participant: ConnId,
+    /// The leaf's media participant id, taken over by the connection that resumes it (`None`
+    /// after a takeover: the resuming connection's own id, CL-HOME-4).
+    pub participant: Option<ConnId>,
 }
 
 impl Room {
     /// No connection and no leaf in its grace: nothing can happen in the room any more.
     pub fn is_idle(&self) -> bool {
-        self.conns.is_empty() && self.grace.is_empty()
+        self.conns.is_empty()
+            && self.grace.is_empty()
+            && self.pending.as_ref().is_none_or(|p| p.parked.is_empty())
     }
 
     pub fn state(&self, members: usize) -> RoomState {

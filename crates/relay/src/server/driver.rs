@@ -14,13 +14,13 @@ use tracing::{debug, info, warn};
 use super::{ControlTap, ForwarderCommand, ForwarderEvent, MediaHook, TapDirection};
 use crate::ds::{
     BanRequest, ClaimAnswer, ClaimRequest, ClaimTicket, CloseReason, ConnId, Ds, DsCounters, Event,
-    FetchRequest, GenesisAnswer, GenesisRequest, Input, LockRequest, Occupancy, Output, RoomId,
-    WaitingWrite,
+    FetchRequest, GenesisAnswer, GenesisRequest, HomeClaimAnswer, HomeClaimRequest, HomesConfig,
+    Input, LockRequest, Occupancy, Output, RoomId, WaitingWrite,
 };
 use crate::metrics::ShellMetrics;
 use crate::store::{
-    CommitRecord, CommitWatch, Genesis, GenesisRecord, LockWrite, RoomStore, StoreError, StoreOp,
-    WaitingChange,
+    CommitRecord, CommitWatch, Genesis, GenesisRecord, HomeClaim, HomeRecord, LockWrite,
+    NodeChange, NodeRecord, RoomStore, StoreError, StoreOp, WaitingChange,
 };
 use crate::time::Timestamp;
 
@@ -135,6 +135,14 @@ pub(crate) struct Driver {
     /// Store mode: this node's name in its waiting-joiner keys (CL-WAIT-1), random per run so
     /// that two nodes (or two runs of one) never write the same entry.
     node_tag: String,
+    /// Store mode with homes: this node, for its heartbeats (CL-NODE-4).
+    homes: Option<HomesConfig>,
+    /// The last heartbeat's sequence number.
+    beat_seq: u64,
+    /// When this node started (its heartbeat's `started_unix_ms`).
+    started_unix_ms: u64,
+    /// Cancelled to stop at once, as a crash would (tests): no heartbeat deleted.
+    crash: CancellationToken,
 }
 
 /// What the follower task and the fetch tasks bring back to the loop (CL-FOLLOW-1).
@@ -154,6 +162,12 @@ enum Followed {
     Lock(RoomId, u64, bool),
     /// A change of another node's waiting joiners (CL-WAIT-1).
     Waiting(WaitingChange),
+    /// A node's heartbeat changed (CL-NODE-4).
+    Node(NodeChange),
+    /// A room's home term (CL-HOME-1).
+    Home(HomeRecord),
+    /// The answer to an `Output::ClaimHome` (CL-HOME-3).
+    HomeClaimed(ClaimTicket, HomeClaimAnswer),
 }
 
 /// Pause before the follower starts a watch again after it failed or ended.
@@ -180,6 +194,15 @@ async fn next_command(
     }
 }
 
+async fn next_beat(beats: &mut Option<tokio::time::Interval>) {
+    match beats {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -188,6 +211,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)] // one call site, each argument a distinct part
     pub(crate) fn new(
         ds: Ds,
         rx: mpsc::Receiver<Cmd>,
@@ -196,6 +220,7 @@ impl Driver {
         shell: ShellMetrics,
         shutdown: CancellationToken,
         store: Option<(RoomStore, Option<CommitWatch>)>,
+        crash: CancellationToken,
     ) -> Self {
         // Unbounded: at most one claim per room is in flight, each answered once.
         let (claims_tx, claims_rx) = mpsc::unbounded_channel();
@@ -204,6 +229,7 @@ impl Driver {
         let (followed_tx, followed_rx) = mpsc::unbounded_channel();
         let (store, watch) = store.unzip();
         let watch = watch.flatten();
+        let homes = ds.config().homes.clone();
         let (media_events, media_cmds) = match media {
             Some(h) => (Some(h.events), Some(h.commands)),
             None => (None, None),
@@ -225,6 +251,10 @@ impl Driver {
             followed_tx,
             followed_rx,
             node_tag: node_tag(),
+            homes,
+            beat_seq: 0,
+            started_unix_ms: now().0,
+            crash,
         }
     }
 
@@ -251,20 +281,53 @@ impl Driver {
                 self.shutdown.clone(),
             ));
             tokio::spawn(follow_bans(
-                store,
+                store.clone(),
                 self.followed_tx.clone(),
                 self.shutdown.clone(),
             ));
+            if self.homes.is_some() {
+                tokio::spawn(follow_nodes(
+                    store.clone(),
+                    self.followed_tx.clone(),
+                    self.shutdown.clone(),
+                ));
+                tokio::spawn(follow_homes(
+                    store,
+                    self.followed_tx.clone(),
+                    self.shutdown.clone(),
+                ));
+            }
         }
+        let beat_every = self
+            .homes
+            .as_ref()
+            .filter(|_| self.store.is_some())
+            .map(|h| h.heartbeat.max(Duration::from_millis(10)));
+        let mut beats = beat_every.map(tokio::time::interval);
         loop {
             let wake = self.ds.poll_timeout().map(instant_for);
             let mut received_at = None;
             tokio::select! {
                 biased;
+                _ = self.crash.cancelled() => {
+                    warn!("stopping at once (crash)");
+                    return;
+                }
+                _ = next_beat(&mut beats) => self.beat(),
                 _ = self.shutdown.cancelled(), if !self.draining => {
-                    info!(connections = self.conns.len(), "shutting down: refusing every connection");
                     self.draining = true;
-                    self.ds.handle_shutdown(now());
+                    if self.homes.as_ref().is_some_and(|h| h.drain) && self.store.is_some() {
+                        // Drain (CL-DRAIN-1): tell the cluster first, then hand the rooms over.
+                        self.beat();
+                        if self.ds.handle_drain(now()) {
+                            info!(connections = self.conns.len(), "draining: handing this node's rooms to another node");
+                        } else {
+                            info!(connections = self.conns.len(), "draining: no other node alive; refusing every connection");
+                        }
+                    } else {
+                        info!(connections = self.conns.len(), "shutting down: refusing every connection");
+                        self.ds.handle_shutdown(now());
+                    }
                 }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => received_at = self.on_cmd(cmd),
@@ -286,7 +349,58 @@ impl Driver {
             }
             self.drain(received_at);
         }
+        // A clean exit: this node's rooms are free to be taken at once (CL-NODE-4).
+        if let (Some(store), Some(h)) = (&self.store, &self.homes)
+            && let Err(e) = store.delete_node(&h.node_id).await
+        {
+            warn!(error = %e, "deleting this node's heartbeat failed");
+        }
         debug!("driver stopped");
+    }
+
+    /// Put this node's heartbeat, in a task of its own (CL-NODE-4).
+    fn beat(&mut self) {
+        let (Some(store), Some(h)) = (self.store.clone(), self.homes.as_ref()) else {
+            return;
+        };
+        self.beat_seq += 1;
+        let occupancy = self.ds.occupancy();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let record = NodeRecord {
+            node_id: h.node_id.clone(),
+            addr: h.addr.clone(),
+            started_unix_ms: self.started_unix_ms,
+            seq: self.beat_seq,
+            draining: self.draining && h.drain,
+            rooms: count(occupancy.rooms),
+            members: count(occupancy.members),
+            connections: count(occupancy.connections),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = store.put_node(&record).await {
+                warn!(error = %e, "heartbeat not written");
+            }
+        });
+    }
+
+    /// Claim a term of a room's home (create-only) in a task of its own (CL-HOME-3).
+    fn claim_home(&mut self, req: HomeClaimRequest) {
+        let tx = self.followed_tx.clone();
+        let Some(store) = self.store.clone() else {
+            let _ = tx.send(Followed::HomeClaimed(
+                req.ticket,
+                HomeClaimAnswer::Failed(StoreError::Unreachable { op: StoreOp::Claim }),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            let answer = match store.claim_home(&req.record).await {
+                Ok(HomeClaim::Won) => HomeClaimAnswer::Won,
+                Ok(HomeClaim::Lost { holder }) => HomeClaimAnswer::Lost { holder },
+                Err(e) => HomeClaimAnswer::Failed(e),
+            };
+            let _ = tx.send(Followed::HomeClaimed(req.ticket, answer));
+        });
     }
 
     /// Handle one command; returns the read time when bytes were fed to the DS.
@@ -383,6 +497,7 @@ impl Driver {
                 Output::Ban(req) => self.put_ban(req),
                 Output::Lock(req) => self.write_lock(req),
                 Output::Waiting(w) => self.write_waiting(w),
+                Output::ClaimHome(req) => self.claim_home(req),
                 Output::Event(e) => self.on_event(&e, received_at),
             }
         }
@@ -413,16 +528,24 @@ impl Driver {
         match f {
             Followed::Winner(record) => self.ds.handle_winner(now(), record),
             Followed::Fetched(_, Ok(Some(record))) => self.ds.handle_winner(now(), record),
-            Followed::Fetched(req, result) => {
-                match result {
-                    Err(e) => {
-                        warn!(room = %hex::encode(&req.room.0), epoch = req.epoch, error = %e, "reading a missing winner failed")
-                    }
-                    Ok(_) => {
-                        warn!(room = %hex::encode(&req.room.0), epoch = req.epoch, "a missing winner is not in the store")
-                    }
-                }
+            Followed::Fetched(req, Ok(None)) => {
+                debug!(room = %hex::encode(&req.room.0), epoch = req.epoch, "no winner in the store for the epoch");
+                self.ds.handle_fetch_absent(now(), &req.room, req.epoch);
+            }
+            Followed::Fetched(req, Err(e)) => {
+                warn!(room = %hex::encode(&req.room.0), epoch = req.epoch, error = %e, "reading a missing winner failed");
                 self.ds.handle_fetch_failed(now(), &req.room, req.epoch);
+            }
+            Followed::Node(change) => match change.record {
+                Some(r) => self.ds.handle_node(now(), r),
+                None => self.ds.handle_node_gone(now(), &change.node_id),
+            },
+            Followed::Home(record) => self.ds.handle_home(now(), record),
+            Followed::HomeClaimed(ticket, answer) => {
+                if let HomeClaimAnswer::Failed(e) = &answer {
+                    warn!(ticket = ticket.0, error = %e, "claiming a room's home failed");
+                }
+                self.ds.handle_home_claim(now(), ticket, answer);
             }
             Followed::Genesis(ticket, answer) => {
                 if let GenesisAnswer::Failed(e) = &answer {
@@ -430,12 +553,12 @@ impl Driver {
                 }
                 self.ds.handle_genesis(now(), ticket, answer);
             }
-            Followed::GenesisLoaded(room, result) => {
-                let genesis = result.unwrap_or_else(|e| {
-                    warn!(room = %hex::encode(&room.0), error = %e, "reading a room's genesis failed");
-                    None
-                });
+            Followed::GenesisLoaded(room, Ok(genesis)) => {
                 self.ds.handle_genesis_loaded(now(), &room, genesis);
+            }
+            Followed::GenesisLoaded(room, Err(e)) => {
+                warn!(room = %hex::encode(&room.0), error = %e, "reading a room's genesis failed");
+                self.ds.handle_genesis_load_failed(now(), &room);
             }
             Followed::Ban(room, token_id) => self.ds.handle_ban(now(), &room, token_id),
             Followed::Lock(room, n, locked) => self.ds.handle_lock(now(), &room, n, locked),
@@ -692,6 +815,82 @@ async fn follow_winners(
     }
 }
 
+/// The nodes follower (CL-NODE-5): feed every node's heartbeat, those there now first, then
+/// each change, to the loop; start the watch again (with history) after a pause when it fails
+/// or ends.
+async fn follow_nodes(
+    store: RoomStore,
+    tx: mpsc::UnboundedSender<Followed>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match store.watch_nodes().await {
+            Ok(Some(mut w)) => loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = w.next() => n,
+                };
+                match next {
+                    Some(Ok(change)) => {
+                        if tx.send(Followed::Node(change)).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => warn!(error = %e, "node watch: entry refused"),
+                    None => {
+                        warn!("node watch ended; starting it again");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => warn!(error = %e, "cannot watch the nodes' heartbeats"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_RETRY) => {}
+        }
+    }
+}
+
+/// The homes follower (CL-HOME-1): feed every room's home terms, those written first, then
+/// each new one, to the loop; start the watch again (with history) after a pause when it fails
+/// or ends.
+async fn follow_homes(
+    store: RoomStore,
+    tx: mpsc::UnboundedSender<Followed>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match store.watch_homes().await {
+            Ok(Some(mut w)) => loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = w.next() => n,
+                };
+                match next {
+                    Some(Ok(record)) => {
+                        if tx.send(Followed::Home(record)).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => warn!(error = %e, "home watch: entry refused"),
+                    None => {
+                        warn!("home watch ended; starting it again");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => warn!(error = %e, "cannot watch the rooms' homes"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_RETRY) => {}
+        }
+    }
+}
+
 /// A random name for this node's waiting-joiner keys.
 fn node_tag() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -820,5 +1019,6 @@ fn log_close(conn: ConnId, reason: CloseReason) {
     match reason {
         CloseReason::Refused(r) => debug!(conn = conn.0, reason = %r, "closing (refused)"),
         CloseReason::Protocol(c) => debug!(conn = conn.0, code = %c, "closing (protocol error)"),
+        CloseReason::Redirected => debug!(conn = conn.0, "closing (redirected to the room's home)"),
     }
 }

@@ -198,10 +198,21 @@ pub struct RelayHandle {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
+    crash: CancellationToken,
+    conns_cancel: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl RelayHandle {
+    /// Stop at once, as a crash would (for failover tests): the connections are cut without
+    /// any message, the driver stops without deleting this node's heartbeat, and nothing more
+    /// is written to the room store. [`RelayHandle::wait`] returns once the tasks are gone.
+    pub fn crash(&self) {
+        self.crash.cancel();
+        self.conns_cancel.cancel();
+        self.shutdown.cancel();
+    }
+
     /// The control channel's bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -255,6 +266,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
     let limits = cfg.limits;
     let (tx, rx) = mpsc::channel(limits.driver_queue);
     let conns_cancel = CancellationToken::new();
+    let crash = CancellationToken::new();
     let tracker = TaskTracker::new();
 
     let tap = cfg
@@ -263,6 +275,15 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
     let mut ds_cfg = cfg.ds;
     if cfg.store.is_some() {
         ds_cfg.store_mode = StoreMode::Shared;
+    } else {
+        // Room homes exist only in a cluster (CL-HOME-2).
+        ds_cfg.homes = None;
+    }
+    // An advertised address with port 0 (the listen port picked at bind) names the bound port.
+    if let Some(h) = ds_cfg.homes.as_mut()
+        && let Some(host) = h.addr.strip_suffix(":0")
+    {
+        h.addr = format!("{host}:{}", local_addr.port());
     }
     // Store mode: watch the commits before any connection is served, so that every winner
     // sequenced from now on reaches the DS (CL-FOLLOW-1). A watch that cannot start now is
@@ -288,6 +309,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
         shell.clone(),
         shutdown.clone(),
         store,
+        crash.clone(),
     );
     let driver_task = tokio::spawn(driver.run());
 
@@ -314,6 +336,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
         tracker: tracker.clone(),
     };
     let accept_shutdown = shutdown.clone();
+    let handle_conns_cancel = conns_cancel.clone();
     let task = tokio::spawn(async move {
         acceptor.run(accept_shutdown).await;
         // The driver refuses every connection; it returns once all of them have ended.
@@ -340,6 +363,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
         local_addr,
         metrics_addr,
         shutdown,
+        crash,
+        conns_cancel: handle_conns_cancel,
         task,
     })
 }

@@ -35,6 +35,8 @@ pub struct JetStreamConfig {
     pub op_timeout: Duration,
     /// Stream replicas when the relay creates the bucket (3 on a 3-node cluster).
     pub replicas: usize,
+    /// KV bucket of the nodes' heartbeats (CL-NODE-4), created like the rooms bucket.
+    pub nodes_bucket: String,
 }
 
 impl JetStreamConfig {
@@ -45,6 +47,7 @@ impl JetStreamConfig {
             bucket: DEFAULT_BUCKET.to_owned(),
             op_timeout: DEFAULT_OP_TIMEOUT,
             replicas: 1,
+            nodes_bucket: super::DEFAULT_NODES_BUCKET.to_owned(),
         }
     }
 }
@@ -255,6 +258,99 @@ impl WaitingWatch {
     }
 }
 
+/// A change of a node's heartbeat seen by [`NodeWatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeChange {
+    /// The node.
+    pub node_id: String,
+    /// Its heartbeat (`None`: deleted, the node exited cleanly).
+    pub record: Option<super::NodeRecord>,
+}
+
+/// Every node's heartbeat: those there when the watch started, then each change (the KV
+/// watch with history of the nodes bucket), CL-NODE-4.
+pub struct NodeWatch {
+    watch: std::pin::Pin<Box<kv::Watch>>,
+}
+
+impl std::fmt::Debug for NodeWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeWatch").finish_non_exhaustive()
+    }
+}
+
+impl NodeWatch {
+    /// The next change, or why the entry seen is not a heartbeat (refused by its reason; the
+    /// watch goes on). `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<Result<NodeChange, StoreError>> {
+        let entry =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
+                .await?;
+        Some(match entry {
+            Ok(entry) => {
+                let corrupt = |reason| StoreError::Corrupt {
+                    key: entry.key.clone(),
+                    reason,
+                };
+                match super::parse_node_key(&entry.key) {
+                    None => Err(corrupt(CorruptEntry::Foreign)),
+                    Some(node_id) if entry.operation != kv::Operation::Put => Ok(NodeChange {
+                        node_id,
+                        record: None,
+                    }),
+                    Some(node_id) => super::NodeRecord::decode(&entry.value, &node_id)
+                        .map(|r| NodeChange {
+                            node_id,
+                            record: Some(r),
+                        })
+                        .map_err(corrupt),
+                }
+            }
+            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
+        })
+    }
+}
+
+/// Every room's homes: those written before the watch started, then each new one (the KV
+/// watch with history on `$KV.<bucket>.room.*.home.*`), CL-HOME-1.
+pub struct HomeWatch {
+    watch: std::pin::Pin<Box<kv::Watch>>,
+}
+
+impl std::fmt::Debug for HomeWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HomeWatch").finish_non_exhaustive()
+    }
+}
+
+impl HomeWatch {
+    /// The next home, or why the entry seen is not one (refused by its reason; the watch goes
+    /// on). `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<Result<super::HomeRecord, StoreError>> {
+        let entry =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
+                .await?;
+        Some(match entry {
+            Ok(entry) => {
+                let corrupt = |reason| StoreError::Corrupt {
+                    key: entry.key.clone(),
+                    reason,
+                };
+                match super::parse_home_key(&entry.key) {
+                    None => Err(corrupt(CorruptEntry::Foreign)),
+                    Some(_) if entry.operation != kv::Operation::Put => {
+                        Err(corrupt(CorruptEntry::Deleted))
+                    }
+                    Some((room, term)) => {
+                        super::HomeRecord::decode(&entry.value, &room, term).map_err(corrupt)
+                    }
+                }
+            }
+            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
+        })
+    }
+}
+
 fn decode_entry(entry: &kv::Entry) -> Result<CommitRecord, StoreError> {
     let corrupt = |reason| StoreError::Corrupt {
         key: entry.key.clone(),
@@ -278,6 +374,7 @@ const READ_RETRY: Duration = Duration::from_millis(5);
 pub struct JetStreamStore {
     client: Client,
     kv: kv::Store,
+    nodes: kv::Store,
     /// `$KV.<bucket>.`: the stream subject of a key is this plus the key.
     subject_prefix: String,
     op_timeout: Duration,
@@ -331,31 +428,47 @@ impl JetStreamStore {
         .await?;
         let mut js = async_nats::jetstream::new(client.clone());
         js.set_timeout(after);
-        let kv = within(StoreOp::OpenBucket, after, async {
-            if let Ok(kv) = js.get_key_value(cfg.bucket.as_str()).await {
-                return Ok(kv);
+        let open = |bucket: String, description: &'static str| {
+            let js = js.clone();
+            let replicas = cfg.replicas.max(1);
+            async move {
+                if let Ok(kv) = js.get_key_value(bucket.as_str()).await {
+                    return Ok(kv);
+                }
+                let config = kv::Config {
+                    bucket: bucket.clone(),
+                    description: description.to_owned(),
+                    history: 1,
+                    storage: StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                };
+                match js.create_key_value(config).await {
+                    Ok(kv) => Ok(kv),
+                    // Another node may have created it between our get and our create.
+                    Err(create) => js
+                        .get_key_value(bucket.as_str())
+                        .await
+                        .map_err(|_| backend(StoreOp::OpenBucket)(Box::new(create))),
+                }
             }
-            let config = kv::Config {
-                bucket: cfg.bucket.clone(),
-                description: "blindcall relay room store".to_owned(),
-                history: 1,
-                storage: StorageType::File,
-                num_replicas: cfg.replicas.max(1),
-                ..Default::default()
-            };
-            match js.create_key_value(config).await {
-                Ok(kv) => Ok(kv),
-                // Another node may have created it between our get and our create.
-                Err(create) => js
-                    .get_key_value(cfg.bucket.as_str())
-                    .await
-                    .map_err(|_| backend(StoreOp::OpenBucket)(Box::new(create))),
-            }
-        })
+        };
+        let kv = within(
+            StoreOp::OpenBucket,
+            after,
+            open(cfg.bucket.clone(), "blindcall relay room store"),
+        )
+        .await?;
+        let nodes = within(
+            StoreOp::OpenBucket,
+            after,
+            open(cfg.nodes_bucket.clone(), "blindcall relay node heartbeats"),
+        )
         .await?;
         Ok(Self {
             client,
             kv,
+            nodes,
             subject_prefix: format!("$KV.{}.", cfg.bucket),
             op_timeout: after,
         })
@@ -711,5 +824,142 @@ impl JetStreamStore {
         super::GenesisRecord::decode(&message.payload, room)
             .map(Some)
             .map_err(super::genesis::corrupt(key))
+    }
+
+    /// The last value under `key` of the rooms bucket read from the stream's leader, if any;
+    /// a deleted or purged key is [`CorruptEntry::Deleted`].
+    async fn read_leader(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let subject = format!("{}{key}", self.subject_prefix);
+        let message = within(StoreOp::Read, self.op_timeout, async {
+            match self
+                .kv
+                .stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+            {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+                Err(e) => Err(backend(StoreOp::Read)(Box::new(e))),
+            }
+        })
+        .await?;
+        let Some(message) = message else {
+            return Ok(None);
+        };
+        let deleted = message
+            .headers
+            .get(KV_OPERATION)
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+        if deleted {
+            return Err(StoreError::Corrupt {
+                key: key.to_owned(),
+                reason: CorruptEntry::Deleted,
+            });
+        }
+        Ok(Some(message.payload.to_vec()))
+    }
+
+    /// Claim the record's term of its room's home: a create-only write (CL-HOME-1); a term
+    /// already held is read back from the stream's leader.
+    pub async fn claim_home(
+        &self,
+        record: &super::HomeRecord,
+    ) -> Result<super::HomeClaim, StoreError> {
+        let value = record.encode()?;
+        self.connected(StoreOp::Claim)?;
+        let key = super::home_key(&record.room, record.term);
+        let after = self.op_timeout;
+        let created = within(StoreOp::Claim, after, async {
+            match self.kv.update(key.as_str(), value.into(), 0).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) if e.kind() == UpdateErrorKind::TimedOut => Err(StoreError::Timeout {
+                    op: StoreOp::Claim,
+                    after,
+                }),
+                Err(e) => Err(backend(StoreOp::Claim)(Box::new(e))),
+            }
+        })
+        .await?;
+        if created {
+            return Ok(super::HomeClaim::Won);
+        }
+        let deadline = Instant::now() + after;
+        loop {
+            if let Some(bytes) = self.read_leader(&key).await? {
+                let holder = super::HomeRecord::decode(&bytes, &record.room, record.term).map_err(
+                    |reason| StoreError::Corrupt {
+                        key: key.clone(),
+                        reason,
+                    },
+                )?;
+                return Ok(if holder == *record {
+                    super::HomeClaim::Won
+                } else {
+                    super::HomeClaim::Lost { holder }
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout {
+                    op: StoreOp::Read,
+                    after,
+                });
+            }
+            tokio::time::sleep(READ_RETRY).await;
+        }
+    }
+
+    /// Watch every room's homes, those already written first ([`HomeWatch`]).
+    pub async fn watch_homes(&self) -> Result<HomeWatch, StoreError> {
+        self.connected(StoreOp::Watch)?;
+        within(StoreOp::Watch, self.op_timeout, async {
+            self.kv
+                .watch_with_history(super::HOME_KEYS)
+                .await
+                .map(|w| HomeWatch { watch: Box::pin(w) })
+                .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
+        })
+        .await
+    }
+
+    /// Put this node's heartbeat (its node is the key's one writer, CL-NODE-4).
+    pub async fn put_node(&self, record: &super::NodeRecord) -> Result<(), StoreError> {
+        let value = record.encode()?;
+        self.connected(StoreOp::Claim)?;
+        let key = super::node_key(&record.node_id);
+        within(StoreOp::Claim, self.op_timeout, async {
+            self.nodes
+                .put(key.as_str(), value.into())
+                .await
+                .map(drop)
+                .map_err(|e| backend(StoreOp::Claim)(Box::new(e)))
+        })
+        .await
+    }
+
+    /// Delete this node's heartbeat (a clean exit).
+    pub async fn delete_node(&self, node_id: &str) -> Result<(), StoreError> {
+        self.connected(StoreOp::Claim)?;
+        let key = super::node_key(node_id);
+        within(StoreOp::Claim, self.op_timeout, async {
+            self.nodes
+                .delete(key.as_str())
+                .await
+                .map_err(|e| backend(StoreOp::Claim)(Box::new(e)))
+        })
+        .await
+    }
+
+    /// Watch every node's heartbeat, those there now first ([`NodeWatch`]).
+    pub async fn watch_nodes(&self) -> Result<NodeWatch, StoreError> {
+        self.connected(StoreOp::Watch)?;
+        within(StoreOp::Watch, self.op_timeout, async {
+            self.nodes
+                .watch_with_history(super::NODE_KEYS)
+                .await
+                .map(|w| NodeWatch { watch: Box::pin(w) })
+                .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
+        })
+        .await
     }
 }

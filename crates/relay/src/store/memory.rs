@@ -19,9 +19,39 @@ pub struct MemoryStore {
     geneses: Arc<Mutex<HashMap<RoomId, super::GenesisRecord>>>,
     bans: Arc<Mutex<std::collections::HashSet<BanKey>>>,
     locks: Arc<Mutex<HashMap<(RoomId, u64), bool>>>,
+    homes: Arc<Mutex<HashMap<(RoomId, u64), super::HomeRecord>>>,
 }
 
 impl MemoryStore {
+    /// Claim the record's term of its room's home, create-only (CL-HOME-1).
+    pub fn claim_home(
+        &self,
+        record: &super::HomeRecord,
+    ) -> Result<super::HomeClaim, super::StoreError> {
+        record.encode()?;
+        let mut map = self.homes.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (record.room.clone(), record.term);
+        match map.get(&key) {
+            Some(holder) if holder == record => Ok(super::HomeClaim::Won),
+            Some(holder) => Ok(super::HomeClaim::Lost {
+                holder: holder.clone(),
+            }),
+            None => {
+                map.insert(key, record.clone());
+                Ok(super::HomeClaim::Won)
+            }
+        }
+    }
+
+    /// The home of `room` with the highest term, if any.
+    pub fn home(&self, room: &RoomId) -> Option<super::HomeRecord> {
+        let map = self.homes.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values()
+            .filter(|h| h.room == *room)
+            .max_by_key(|h| h.term)
+            .cloned()
+    }
+
     /// Claim the record's (room, epoch); see [`RoomStore::sequence_commit`](super::RoomStore::sequence_commit).
     pub fn sequence_commit(&self, record: &CommitRecord) -> Result<Sequenced, super::StoreError> {
         record.validate()?;

@@ -17,6 +17,7 @@
 mod ban;
 mod error;
 mod genesis;
+mod home;
 mod jetstream;
 mod lock;
 mod memory;
@@ -26,9 +27,14 @@ mod waiting;
 pub use ban::{BAN_KEYS, KIND_BAN, ban_key, decode_ban, encode_ban, parse_ban_key};
 pub use error::{StoreError, StoreOp};
 pub use genesis::{Genesis, GenesisRecord, KIND_GENESIS, genesis_key};
+pub use home::{
+    DEFAULT_NODES_BUCKET, HOME_KEYS, HomeClaim, HomeRecord, KIND_HOME, KIND_NODE, NODE_KEYS,
+    NodeRecord, home_key, node_key, parse_home_key, parse_node_key, valid_node_id,
+};
 pub use jetstream::{
-    BanWatch, COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, JetStreamConfig,
-    JetStreamStore, LockWatch, WaitingChange, WaitingWatch, commit_key, parse_commit_key,
+    BanWatch, COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, HomeWatch,
+    JetStreamConfig, JetStreamStore, LockWatch, NodeChange, NodeWatch, WaitingChange, WaitingWatch,
+    commit_key, parse_commit_key,
 };
 pub use lock::{
     KIND_LOCK, LOCK_KEYS, LockWrite, decode_lock, encode_lock, lock_key, parse_lock_key,
@@ -230,6 +236,50 @@ impl RoomStore {
         match self {
             Self::Memory(_) => Ok(None),
             Self::JetStream(j) => j.watch_waiting().await.map(Some),
+        }
+    }
+
+    /// Claim `record.term` of its room's home (CL-HOME-1): create-only, so one node holds
+    /// each term; a term already held is [`HomeClaim::Lost`] with its holder (the same record
+    /// again is `Won`, as after a retried write).
+    pub async fn claim_home(&self, record: &HomeRecord) -> Result<HomeClaim, StoreError> {
+        match self {
+            Self::Memory(m) => m.claim_home(record),
+            Self::JetStream(j) => j.claim_home(record).await,
+        }
+    }
+
+    /// Watch every room's homes, those written first (CL-HOME-1). The memory store has
+    /// nothing to watch (`None`).
+    pub async fn watch_homes(&self) -> Result<Option<HomeWatch>, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(None),
+            Self::JetStream(j) => j.watch_homes().await.map(Some),
+        }
+    }
+
+    /// Put this node's heartbeat (CL-NODE-4); the memory store keeps none.
+    pub async fn put_node(&self, record: &NodeRecord) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => record.encode().map(drop).map_err(Into::into),
+            Self::JetStream(j) => j.put_node(record).await,
+        }
+    }
+
+    /// Delete this node's heartbeat (a clean exit, CL-NODE-4).
+    pub async fn delete_node(&self, node_id: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::JetStream(j) => j.delete_node(node_id).await,
+        }
+    }
+
+    /// Watch every node's heartbeat, those there now first (CL-NODE-4). The memory store
+    /// has nothing to watch (`None`).
+    pub async fn watch_nodes(&self) -> Result<Option<NodeWatch>, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(None),
+            Self::JetStream(j) => j.watch_nodes().await.map(Some),
         }
     }
 

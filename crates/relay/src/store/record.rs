@@ -81,6 +81,10 @@ pub enum CorruptEntry {
     /// (CL-LOCK-2).
     #[error("entry is not the lock change its key names")]
     WrongLock,
+    /// A node heartbeat or room home names another node than its key, or a node id or
+    /// address that is not one (CL-NODE-4, CL-HOME-1).
+    #[error("entry names another or an invalid node")]
+    WrongNode,
     /// Bytes after the commit.
     #[error("entry has trailing bytes")]
     TrailingBytes,

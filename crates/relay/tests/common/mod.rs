@@ -98,6 +98,11 @@ pub struct Net {
     pub locks: Vec<LockRequest>,
     /// Store mode: the waiting-joiner writes the DS asked the shell for (CL-WAIT-1).
     pub waiting_writes: Vec<WaitingWrite>,
+    /// Store mode with homes: home claims the DS asked for (answered at once from `store`, or
+    /// `geneses` without one, unless `manual_homes`).
+    pub home_claims: Vec<HomeClaimRequest>,
+    /// Leave home claims in `home_claims` for the test to answer.
+    pub manual_homes: bool,
     next: u64,
 }
 
@@ -123,6 +128,8 @@ impl Net {
             bans: Vec::new(),
             locks: Vec::new(),
             waiting_writes: Vec::new(),
+            home_claims: Vec::new(),
+            manual_homes: false,
             next: 1,
         }
     }
@@ -245,7 +252,7 @@ impl Net {
                     if let Some(store) = &self.store {
                         match store.sequenced_commit(&req.room, req.epoch) {
                             Some(record) => self.ds.handle_winner(self.now, record),
-                            None => self.ds.handle_fetch_failed(self.now, &req.room, req.epoch),
+                            None => self.ds.handle_fetch_absent(self.now, &req.room, req.epoch),
                         }
                     }
                 }
@@ -266,6 +273,20 @@ impl Net {
                 Output::Ban(req) => self.bans.push(req),
                 Output::Lock(req) => self.locks.push(req),
                 Output::Waiting(w) => self.waiting_writes.push(w),
+                Output::ClaimHome(req) => {
+                    self.home_claims.push(req.clone());
+                    if !self.manual_homes {
+                        let store = self.store.as_ref().unwrap_or(&self.geneses);
+                        let answer = match store.claim_home(&req.record) {
+                            Ok(store::HomeClaim::Won) => HomeClaimAnswer::Won,
+                            Ok(store::HomeClaim::Lost { holder }) => {
+                                HomeClaimAnswer::Lost { holder }
+                            }
+                            Err(e) => HomeClaimAnswer::Failed(e),
+                        };
+                        self.ds.handle_home_claim(self.now, req.ticket, answer);
+                    }
+                }
                 Output::Event(e) => self.events.push(e),
             }
         }
