@@ -247,6 +247,13 @@ impl RelayArgs {
                 .ok_or(CliError::AdvertiseWithoutCluster)?;
             section.lease_ms = ms;
         }
+        if self.drain {
+            let section = cfg
+                .cluster
+                .as_mut()
+                .ok_or(CliError::AdvertiseWithoutCluster)?;
+            section.drain = true;
+        }
         Ok(cfg)
     }
 }
@@ -297,6 +304,15 @@ pub async fn run_relay_async(args: &RelayArgs) -> Result<(), CliError> {
                 source,
             })?;
         println!("cluster node {}: room store on {url}", node.node_id);
+        if let Some(h) = &resolved.server.ds.homes {
+            println!(
+                "cluster node {}: redirects name {} (lease {} ms{})",
+                node.node_id,
+                h.addr,
+                h.lease.as_millis(),
+                if h.drain { ", drains on SIGTERM" } else { "" }
+            );
+        }
         info!(node_id = %node.node_id, store = %url, "cluster mode: commits sequenced in the room store");
         resolved.server.store = Some(store);
     }
@@ -512,7 +528,7 @@ mod tests {
         ));
     }
 
-    // covers: CL-NODE-1
+    // covers: CL-NODE-1, CL-NODE-6, CL-DRAIN-1
     #[test]
     fn cluster_flags_override_the_config_and_credentials_never_show() {
         let args = RelayArgs {
@@ -531,6 +547,24 @@ mod tests {
             ..args.clone()
         };
         assert!(matches!(no_id.to_config(), Err(CliError::NoNodeId)));
+        let homes = RelayArgs {
+            advertise: Some("relay-1.example:4433".into()),
+            lease_ms: Some(6000),
+            drain: true,
+            ..args.clone()
+        };
+        let c = homes.to_config().unwrap().cluster.unwrap();
+        assert_eq!(c.advertise.as_deref(), Some("relay-1.example:4433"));
+        assert_eq!((c.lease_ms, c.drain), (6000, true));
+        let alone = RelayArgs {
+            cluster: None,
+            node_id: None,
+            ..homes
+        };
+        assert!(matches!(
+            alone.to_config(),
+            Err(CliError::AdvertiseWithoutCluster)
+        ));
         let no_cluster = RelayArgs {
             cluster: None,
             ..args

@@ -67,6 +67,14 @@ pub struct ShellMetrics {
     /// Cluster mode: seconds from starting a commit claim in the room store to its answer
     /// (the read first included, when asked), failed claims included.
     pub store_claim: Histogram,
+    /// Cluster mode: seconds each other room-store operation took, by operation (`home_claim`,
+    /// `read_winner`, `genesis_write`, `genesis_read`, `heartbeat`, `ban`, `lock`, `waiting`),
+    /// failures included.
+    pub store_op: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+fn store_op_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
 }
 
 impl ShellMetrics {
@@ -86,7 +94,15 @@ impl ShellMetrics {
             forwarder_commands_refused: Counter::default(),
             commit_sequencing: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             store_claim: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            store_op: Family::new_with_constructor(store_op_histogram),
         }
+    }
+
+    /// Record how long room-store operation `op` took.
+    pub fn observe_store(&self, op: &'static str, took: std::time::Duration) {
+        self.store_op
+            .get_or_create(&vec![("op", op.to_owned())])
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -449,6 +465,11 @@ pub fn render(
         "store_claim_seconds",
         "Cluster mode: time from starting a commit claim in the room store to its answer",
         shell.store_claim.clone(),
+    );
+    r.register(
+        "store_op_seconds",
+        "Cluster mode: time each other room-store operation took, by operation",
+        shell.store_op.clone(),
     );
     for s in sources {
         s.register(&mut r);

@@ -40,7 +40,7 @@ async fn node(server: &NatsServer, keys: &str, id: &str) -> TestRelay {
     .await
 }
 
-// covers: CL-HOME-6, CL-HOME-2, CL-HOME-4
+// covers: CL-HOME-6, CL-HOME-2, CL-HOME-4, CL-NODE-7
 #[test]
 fn a_client_is_redirected_to_the_home_and_the_room_survives_the_homes_crash() {
     let Some(server) = NatsServer::start_or_skip("room_homes_failover") else {
@@ -142,6 +142,16 @@ async fn failover_body(server: NatsServer) {
     );
     host.merge_pending();
     assert_eq!(host.epoch(), 2);
+    let m = b.scrape().await;
+    assert!(metric(&m, "blindcall_relay_cluster_redirects_total") >= 1.0);
+    assert_eq!(
+        metric(&m, "blindcall_relay_cluster_home_claims_won_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "blindcall_relay_cluster_rooms_loaded_total"),
+        1.0
+    );
     b.handle.shutdown();
     within("node B stopping", b.handle.wait()).await.unwrap();
 }
@@ -247,6 +257,26 @@ async fn drain_body(server: NatsServer) {
         1.0
     );
     assert_eq!(metric(&m, "blindcall_relay_cluster_homes"), 1.0);
+    // Store latency per operation: the room's load read its genesis and its winners.
+    assert!(
+        metric(
+            &m,
+            "blindcall_relay_store_op_seconds_count{op=\"genesis_read\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "blindcall_relay_store_op_seconds_count{op=\"read_winner\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &m,
+            "blindcall_relay_store_op_seconds_count{op=\"heartbeat\"}"
+        ) >= 1.0
+    );
     b.handle.shutdown();
     within("node B stopping", b.handle.wait()).await.unwrap();
 }

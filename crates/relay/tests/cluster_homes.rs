@@ -233,11 +233,21 @@ fn a_dead_homes_room_is_claimed_loaded_and_its_members_resume_at_the_same_epoch(
 fn a_lost_home_claim_redirects_to_the_winner() {
     let (store, mut a, mut b) = two_nodes();
     let _host = room_on_a(&mut a, &store);
-    // B has not seen the home yet, but A's heartbeat: its claim of term 1 loses to A.
+    // B has not seen the home yet: its claim of term 1 loses to A.
     beat(&mut b, "a", 1);
     let g = hello(&mut b, Role::GUEST, 2);
     assert_eq!(b.ds.counters().home_claims_lost, 1);
     assert_eq!(redirected_to(&mut b, g), "a.example:4433");
+
+    // A node C up for longer than a lease, which never heard of A (A's first heartbeat still on
+    // its way), loses the claim too and sends the client to A rather than taking A for dead.
+    let keys = new_key_file_text().unwrap();
+    let mut c = node(&store, &keys, "c");
+    c.ds.handle_timeout(c.now);
+    c.advance(Duration::from_secs(10));
+    let g = hello(&mut c, Role::GUEST, 3);
+    assert_eq!(c.ds.counters().home_claims_lost, 1);
+    assert_eq!(redirected_to(&mut c, g), "a.example:4433");
 }
 
 // covers: CL-HOME-3

@@ -505,6 +505,20 @@ impl Ds {
             .get(&record.room)
             .is_none_or(|h| record.term > h.term);
         if newer {
+            // A home on a node never heard of (it may have just started, its first heartbeat
+            // still on its way) counts as heard of now: it has a lease to show up.
+            if !self.homes.nodes.contains_key(&record.node_id) {
+                self.homes.nodes.insert(
+                    record.node_id.clone(),
+                    NodeView {
+                        seq: 0,
+                        beat_at: Some(self.now),
+                        draining: false,
+                        addr: String::new(),
+                        rooms: 0,
+                    },
+                );
+            }
             self.homes.known.insert(record.room.clone(), record);
         }
         newer
@@ -583,7 +597,7 @@ impl Ds {
         }
         let (beat_at, draining) = match self.homes.nodes.get(&home.node_id) {
             Some(v) => (v.beat_at, v.draining),
-            // Never heard of: as if it beat when this node started.
+            // Never heard of (not reached: a home noted counts its node as heard of then).
             None => (Some(self.homes.since.unwrap_or(self.now)), false),
         };
         let Some(beat_at) = beat_at else {

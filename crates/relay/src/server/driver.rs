@@ -376,8 +376,12 @@ impl Driver {
             members: count(occupancy.members),
             connections: count(occupancy.connections),
         };
+        let shell = self.shell.clone();
         tokio::spawn(async move {
-            if let Err(e) = store.put_node(&record).await {
+            let started = Instant::now();
+            let result = store.put_node(&record).await;
+            shell.observe_store("heartbeat", started.elapsed());
+            if let Err(e) = result {
                 warn!(error = %e, "heartbeat not written");
             }
         });
@@ -393,8 +397,12 @@ impl Driver {
             ));
             return;
         };
+        let shell = self.shell.clone();
         tokio::spawn(async move {
-            let answer = match store.claim_home(&req.record).await {
+            let started = Instant::now();
+            let result = store.claim_home(&req.record).await;
+            shell.observe_store("home_claim", started.elapsed());
+            let answer = match result {
                 Ok(HomeClaim::Won) => HomeClaimAnswer::Won,
                 Ok(HomeClaim::Lost { holder }) => HomeClaimAnswer::Lost { holder },
                 Err(e) => HomeClaimAnswer::Failed(e),
@@ -573,11 +581,14 @@ impl Driver {
             return;
         };
         let node = self.node_tag.clone();
+        let shell = self.shell.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = match &w.record {
                 Some(r) => store.put_waiting(&node, w.conn.0, r).await,
                 None => store.delete_waiting(&w.room, &node, w.conn.0).await,
             };
+            shell.observe_store("waiting", started.elapsed());
             if let Err(e) = result {
                 warn!(room = %hex::encode(&w.room.0), conn = w.conn.0, error = %e, "writing a waiting joiner to the room store failed: other nodes do not see the change");
             }
@@ -591,8 +602,12 @@ impl Driver {
             return;
         };
         let tx = self.followed_tx.clone();
+        let shell = self.shell.clone();
         tokio::spawn(async move {
-            match store.write_lock(&req.room, req.n, req.locked).await {
+            let started = Instant::now();
+            let result = store.write_lock(&req.room, req.n, req.locked).await;
+            shell.observe_store("lock", started.elapsed());
+            match result {
                 Ok(LockWrite::Written) => {}
                 Ok(LockWrite::Taken { locked }) => {
                     let _ = tx.send(Followed::Lock(req.room, req.n, locked));
@@ -610,8 +625,12 @@ impl Driver {
         let Some(store) = self.store.clone() else {
             return;
         };
+        let shell = self.shell.clone();
         tokio::spawn(async move {
-            if let Err(e) = store.put_ban(&req.room, &req.token_id).await {
+            let started = Instant::now();
+            let result = store.put_ban(&req.room, &req.token_id).await;
+            shell.observe_store("ban", started.elapsed());
+            if let Err(e) = result {
                 warn!(room = %hex::encode(&req.room.0), token_id = %hex::encode(req.token_id), error = %e, "writing a ban to the room store failed: other nodes do not know it");
             }
         });
@@ -627,8 +646,12 @@ impl Driver {
             ));
             return;
         };
+        let shell = self.shell.clone();
         tokio::spawn(async move {
-            let answer = match store.create_genesis(&req.record).await {
+            let started = Instant::now();
+            let result = store.create_genesis(&req.record).await;
+            shell.observe_store("genesis_write", started.elapsed());
+            let answer = match result {
                 Ok(Genesis::Created) => GenesisAnswer::Created,
                 Ok(Genesis::Exists { holder }) => GenesisAnswer::Exists { holder },
                 Err(e) => GenesisAnswer::Failed(e),
@@ -647,8 +670,11 @@ impl Driver {
             ));
             return;
         };
+        let shell = self.shell.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = store.genesis(&room).await;
+            shell.observe_store("genesis_read", started.elapsed());
             let _ = tx.send(Followed::GenesisLoaded(room, result));
         });
     }
@@ -663,8 +689,11 @@ impl Driver {
             ));
             return;
         };
+        let shell = self.shell.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = store.sequenced_commit(&req.room, req.epoch).await;
+            shell.observe_store("read_winner", started.elapsed());
             let _ = tx.send(Followed::Fetched(req, result));
         });
     }
