@@ -333,6 +333,9 @@ fn the_demo_call_on_three_relay_nodes_outlives_the_kill_of_its_home() {
     use blindcall_demo::scenario::{ClusterConfig, ScenarioError};
 
     let _turn = one_call_at_a_time();
+    if let Ok(f) = std::env::var("DEBUG_LOG") {
+        blindcall_relay::cli::init_logging(&f);
+    }
     let result = runtime().block_on(run_detailed(
         ScenarioConfig {
             participants: 5,

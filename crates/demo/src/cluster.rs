@@ -45,13 +45,24 @@ struct Node {
     addr: SocketAddr,
     /// `None` once killed.
     runtime: Option<tokio::runtime::Runtime>,
-    relay: EmbeddedRelay,
+    /// `None` once shut down.
+    relay: Option<EmbeddedRelay>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Never block here (this may run inside the demo's runtime): drop the node's tasks.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// N relay nodes on one room store.
 pub struct DemoCluster {
     nodes: Vec<Node>,
-    nats: Option<LocalNats>,
+    /// Kept until the cluster is dropped (stops the local server).
+    _nats: Option<LocalNats>,
     nats_url: String,
     dir: PathBuf,
     cert_der: Vec<u8>,
@@ -101,7 +112,7 @@ impl DemoCluster {
         })?;
         let mut c = Self {
             nodes: Vec::new(),
-            nats: local,
+            _nats: local,
             nats_url,
             dir,
             cert_der: ck.cert.der().to_vec(),
@@ -143,7 +154,7 @@ impl DemoCluster {
                 id,
                 addr: relay.addr(),
                 runtime: Some(rt),
-                relay,
+                relay: Some(relay),
             });
         }
         Ok(c)
@@ -189,8 +200,8 @@ impl DemoCluster {
     /// Forwarding counters summed over every node (a killed node's up to its death).
     pub fn forwarded(&self) -> CountersSnapshot {
         let mut sum = CountersSnapshot::default();
-        for n in &self.nodes {
-            sum += &n.relay.forwarded();
+        for r in self.nodes.iter().filter_map(|n| n.relay.as_ref()) {
+            sum += &r.forwarded();
         }
         sum
     }
@@ -199,7 +210,8 @@ impl DemoCluster {
     pub fn tapped_payloads(&self) -> Vec<Vec<u8>> {
         self.nodes
             .iter()
-            .flat_map(|n| n.relay.tapped_payloads())
+            .filter_map(|n| n.relay.as_ref())
+            .flat_map(EmbeddedRelay::tapped_payloads)
             .collect()
     }
 
@@ -207,15 +219,15 @@ impl DemoCluster {
     pub fn control_frames(&self) -> Vec<TappedFrame> {
         self.nodes
             .iter()
-            .flat_map(|n| n.relay.control_frames())
+            .filter_map(|n| n.relay.as_ref())
+            .flat_map(EmbeddedRelay::control_frames)
             .collect()
     }
 
     /// Shuts the live nodes down, then the local NATS server.
-    pub async fn shutdown(self) {
-        for n in self.nodes {
-            if let Some(rt) = n.runtime {
-                let relay = n.relay;
+    pub async fn shutdown(mut self) {
+        for mut n in std::mem::take(&mut self.nodes) {
+            if let (Some(rt), Some(relay)) = (n.runtime.take(), n.relay.take()) {
                 let _ = tokio::task::spawn_blocking(move || {
                     rt.block_on(relay.shutdown());
                     drop(rt);
@@ -223,7 +235,12 @@ impl DemoCluster {
                 .await;
             }
         }
-        drop(self.nats);
+    }
+}
+
+impl Drop for DemoCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
