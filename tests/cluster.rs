@@ -113,13 +113,20 @@ impl Cluster {
             ),
         )
         .unwrap();
+        // Each node's log (warnings, or BLINDCALL_NODE_LOG's filter) goes to <dir>/<id>.log.
+        let filter = std::env::var("BLINDCALL_NODE_LOG").unwrap_or_else(|_| "warn".into());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join(format!("{id}.log")))
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_blindcall"));
-        cmd.args(["relay", "--log", "warn", "--config"])
+        cmd.args(["relay", "--log", &filter, "--config"])
             .arg(&config)
             .env("BLINDCALL_TOKEN_SECRET", SECRET)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(log);
         if drain {
             cmd.arg("--drain");
         }
@@ -159,6 +166,21 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // With BLINDCALL_NODE_LOG set, the nodes' logs outlive the test's temporary directory.
+        if std::env::var_os("BLINDCALL_NODE_LOG").is_some() {
+            let keep = std::env::temp_dir().join("blindcall-cluster-logs");
+            let _ = std::fs::create_dir_all(&keep);
+            for n in &self.nodes {
+                let f = format!("{}.log", n.id);
+                let _ = std::fs::copy(self.dir.path().join(&f), keep.join(&f));
+            }
+            eprintln!("node logs in {}", keep.display());
+        }
+    }
+}
+
 /// A client of the call in `room`, joining through node `first` (then the others in order).
 #[allow(clippy::too_many_arguments)]
 fn join(
@@ -185,29 +207,41 @@ fn join(
     )
 }
 
-/// Waits until `who` opens frames of every one of `others` (more than it had in `base`).
-fn hears(r: &mut Reports, who: &str, others: &[&str], base: &BTreeMap<String, u64>) -> Value {
+/// Waits until `who` opens frames of every one of `others`.
+fn hears(r: &mut Reports, who: &str, others: &[&str]) -> Value {
     r.until(who, &format!("{who} to open frames of {others:?}"), |v| {
-        v["event"] == "stats"
-            && others
-                .iter()
-                .all(|o| opened_from(v, o) > base.get(*o).copied().unwrap_or(0))
+        v["event"] == "stats" && others.iter().all(|o| opened_from(v, o) > 0)
     })
     .1
 }
 
-/// Frames `who` had opened from each of `others` at its last stats line.
-fn opened_now(r: &Reports, who: &str, others: &[&str]) -> BTreeMap<String, u64> {
-    let last = r
-        .seen
-        .get(who)
-        .and_then(|l| l.iter().rev().find(|(_, v)| v["event"] == "stats"))
-        .map(|(_, v)| v.clone())
-        .unwrap_or(Value::Null);
-    others
+/// Waits until `who`, on a relay other than `not_on`, opens frames of every one of `others`
+/// that it had not opened at its first stats line read after `since` on that relay: media
+/// flows again (or goes on) after `since`. Returns when that line was read, and the line.
+fn hears_again(
+    r: &mut Reports,
+    who: &str,
+    others: &[&str],
+    since: Instant,
+    not_on: Option<&str>,
+) -> (Instant, Value) {
+    let moved = |v: &Value| not_on.is_none_or(|n| v["relay_addr"].as_str() != Some(n));
+    let (at, first) = r.until_after(
+        who,
+        &format!("{who}'s first report after {since:?} on another relay than {not_on:?}"),
+        Some(since),
+        |v| v["event"] == "stats" && moved(v),
+    );
+    let base: BTreeMap<&str, u64> = others
         .iter()
-        .map(|o| ((*o).to_owned(), opened_from(&last, o)))
-        .collect()
+        .map(|o| (*o, opened_from(&first, o)))
+        .collect();
+    r.until_after(
+        who,
+        &format!("{who} to open new frames of {others:?}"),
+        Some(at),
+        |v| v["event"] == "stats" && moved(v) && others.iter().all(|o| opened_from(v, o) > base[o]),
+    )
 }
 
 /// `(epoch, code)` of a stats line.
@@ -216,6 +250,20 @@ fn epoch_code(v: &Value) -> (u64, String) {
         v["epoch"].as_u64().expect("an epoch"),
         v["code"].as_str().expect("a security code").to_owned(),
     )
+}
+
+/// After dave joined at `epoch`: one commit added him and his own path update followed, and
+/// all four reach that epoch with the same security code.
+fn four_agree(r: &mut Reports, epoch: u64) {
+    let want = epoch + 2;
+    let mut codes = Vec::new();
+    for who in ["alice", "bob", "carol", "dave"] {
+        let (_, v) = r.until(who, &format!("{who} at epoch {want} with four members"), |v| {
+            v["event"] == "stats" && v["members"] == 4 && v["epoch"] == want
+        });
+        codes.push(epoch_code(&v));
+    }
+    assert!(codes.iter().all(|c| *c == codes[0]), "{codes:?}");
 }
 
 /// Nobody saw anybody leave, and no call ended.
@@ -250,14 +298,13 @@ fn three_in_a_call(
     r.until("bob", "bob to join", |v| v["event"] == "joined");
     let carol = join(c, room, "carol", 63, RoleArg::Guest, 2, &invite, tx);
     r.until("carol", "carol to join", |v| v["event"] == "joined");
-    let none = BTreeMap::new();
     let mut homes = Vec::new();
     for (who, others) in [
         ("alice", ["bob", "carol"]),
         ("bob", ["alice", "carol"]),
         ("carol", ["alice", "bob"]),
     ] {
-        let v = hears(r, who, &others, &none);
+        let v = hears(r, who, &others);
         homes.push(v["relay_addr"].as_str().unwrap().to_owned());
     }
     // One room, one home: the members who reached other nodes were redirected to it.
@@ -288,13 +335,6 @@ fn failover_a_call_outlives_a_sigkill_of_its_home_node() {
 
     let mut to_media = Vec::new();
     for _ in 0..kills {
-        let base: BTreeMap<&str, BTreeMap<String, u64>> = names
-            .iter()
-            .map(|w| {
-                let others: Vec<&str> = names.iter().copied().filter(|o| o != w).collect();
-                (*w, opened_now(&r, w, &others))
-            })
-            .collect();
         let killed = c.nodes[home].addr.clone();
         let killed_at = Instant::now();
         let id = c.nodes[home].id.clone();
@@ -305,8 +345,8 @@ fn failover_a_call_outlives_a_sigkill_of_its_home_node() {
         let mut addrs = Vec::new();
         for who in names {
             let others: Vec<&str> = names.iter().copied().filter(|o| *o != who).collect();
-            let v = hears(&mut r, who, &others, &base[who]);
-            last = last.max(Instant::now());
+            let (at, v) = hears_again(&mut r, who, &others, killed_at, Some(&killed));
+            last = last.max(at);
             assert_eq!(
                 epoch_code(&v),
                 before,
@@ -341,15 +381,7 @@ fn failover_a_call_outlives_a_sigkill_of_its_home_node() {
         &tx,
     );
     r.until("dave", "dave to join", |v| v["event"] == "joined");
-    let mut after = Vec::new();
-    for who in ["alice", "bob", "carol", "dave"] {
-        let (_, v) = r.until(who, &format!("{who} at the next epoch"), |v| {
-            v["event"] == "stats" && v["members"] == 4
-        });
-        after.push(epoch_code(&v));
-    }
-    assert!(after.iter().all(|a| *a == after[0]), "{after:?}");
-    assert_eq!(after[0].0, before.0 + 1, "one commit added dave");
+    four_agree(&mut r, before.0);
 
     to_media.sort();
     eprintln!(
@@ -373,21 +405,15 @@ fn drain_a_node_stopped_with_drain_hands_its_call_over_and_exits() {
     let names = ["alice", "bob", "carol"];
     let (_, v) = r.until("alice", "alice's stats", |v| v["event"] == "stats");
     let before = epoch_code(&v);
-    let base: BTreeMap<&str, BTreeMap<String, u64>> = names
-        .iter()
-        .map(|w| {
-            let others: Vec<&str> = names.iter().copied().filter(|o| o != w).collect();
-            (*w, opened_now(&r, w, &others))
-        })
-        .collect();
     let drained = c.nodes[home].addr.clone();
+    let signalled = Instant::now();
     c.nodes[home].proc.signal("-TERM");
     let status = c.nodes[home].proc.wait_exit("the drained node to exit");
     assert!(status.success(), "the drained node exited with {status}");
     let mut addrs = Vec::new();
     for who in names {
         let others: Vec<&str> = names.iter().copied().filter(|o| *o != who).collect();
-        let v = hears(&mut r, who, &others, &base[who]);
+        let (_, v) = hears_again(&mut r, who, &others, signalled, Some(&drained));
         assert_eq!(epoch_code(&v), before, "{who}: the drain changed the epoch");
         addrs.push(v["relay_addr"].as_str().unwrap().to_owned());
     }
@@ -413,11 +439,11 @@ fn nats_down_media_goes_on_and_a_join_approved_meanwhile_lands_when_it_is_back()
     let before = epoch_code(&v);
 
     c.nats.kill();
+    let down = Instant::now();
     // Media goes on through the home without its store.
     for who in names {
         let others: Vec<&str> = names.iter().copied().filter(|o| *o != who).collect();
-        let base = opened_now(&r, who, &others);
-        hears(&mut r, who, &others, &base);
+        hears_again(&mut r, who, &others, down, None);
     }
     // dave asks to join through the home; alice approves; the commit cannot be sequenced
     // until the store is back.
@@ -440,14 +466,6 @@ fn nats_down_media_goes_on_and_a_join_approved_meanwhile_lands_when_it_is_back()
     });
     c.nats.restart();
     r.until("dave", "dave to join", |v| v["event"] == "joined");
-    let mut after = Vec::new();
-    for who in ["alice", "bob", "carol", "dave"] {
-        let (_, v) = r.until(who, &format!("{who} at the next epoch"), |v| {
-            v["event"] == "stats" && v["members"] == 4
-        });
-        after.push(epoch_code(&v));
-    }
-    assert!(after.iter().all(|a| *a == after[0]), "{after:?}");
-    assert_eq!(after[0].0, before.0 + 1, "one commit added dave");
+    four_agree(&mut r, before.0);
     nobody_left(&r, &names);
 }

@@ -86,20 +86,41 @@ impl Reports {
         &mut self,
         who: &str,
         what: &str,
+        pred: impl FnMut(&Value) -> bool,
+    ) -> (Instant, Value) {
+        self.until_after(who, what, None, pred)
+    }
+
+    /// [`Reports::until`] for a line read after `after` (lines read before it are kept but
+    /// never match).
+    pub fn until_after(
+        &mut self,
+        who: &str,
+        what: &str,
+        after: Option<Instant>,
         mut pred: impl FnMut(&Value) -> bool,
     ) -> (Instant, Value) {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"));
+            let Ok(line) = self.rx.recv_timeout(left) else {
+                let last: Vec<String> = self
+                    .seen
+                    .get(who)
+                    .into_iter()
+                    .flat_map(|l| l.iter().rev().take(6).rev())
+                    .map(|(_, v)| v.to_string())
+                    .collect();
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}; {who}'s last lines:\n{}",
+                    last.join("\n")
+                );
+            };
             self.seen
                 .entry(line.who)
                 .or_default()
                 .push((line.at, line.v.clone()));
-            if line.who == who && pred(&line.v) {
+            if line.who == who && after.is_none_or(|a| line.at > a) && pred(&line.v) {
                 return (line.at, line.v);
             }
         }

@@ -68,6 +68,11 @@ pub struct Resume {
     /// `SignWithLabel(leaf signature key, "blindcall resume v1", content)` (at most
     /// [`MAX_RESUME_SIGNATURE_LEN`] bytes).
     pub signature: VLBytes,
+    /// The relay's id of the member's media streams so far (0: none): a cluster node that
+    /// takes the room over keeps it when no one else in the room has it, so receivers' stream
+    /// state and the member's signed manifests go on naming it. Not signed: it is only a
+    /// label the relay assigns anyway.
+    pub participant: u64,
 }
 
 /// Relay → client: the resume is accepted. Every commit the member missed, the epoch's pending
@@ -76,6 +81,10 @@ pub struct Resume {
 pub struct ResumeAccepted {
     /// The group's current epoch (the member's after merging the commits sent before).
     pub epoch: u64,
+    /// The relay's id of the member's media streams from now on: the one it had (a resume on
+    /// the same relay keeps it), or a new one on a cluster node that took the room over. The
+    /// member names it in its signed manifests.
+    pub participant: u64,
 }
 
 /// Relay → client: the resume is refused; the connection stays admitted, in the lobby.

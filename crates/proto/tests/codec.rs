@@ -77,8 +77,11 @@ fn body() -> impl Strategy<Value = Body> {
                 leaf,
                 epoch,
                 signature: VLBytes::new(sig),
+                participant: u64::from(leaf) << 3,
             })),
-        any::<u64>().prop_map(|epoch| Body::ResumeAccepted(ResumeAccepted { epoch })),
+        (any::<u64>(), any::<u64>()).prop_map(|(epoch, participant)| Body::ResumeAccepted(
+            ResumeAccepted { epoch, participant }
+        )),
         ("[a-z0-9.-]{1,60}", 1u16..).prop_map(|(host, port)| Body::Redirect(Redirect {
             relay: VLBytes::new(format!("{host}:{port}").into_bytes())
         })),
@@ -403,6 +406,7 @@ fn a_resume_signature_over_255_bytes_is_an_invalid_value() {
             leaf: 1,
             epoch: 2,
             signature: VLBytes::new(vec![7; len]),
+            participant: 3,
         }))
         .encode()
         .unwrap();

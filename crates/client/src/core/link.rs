@@ -363,6 +363,7 @@ impl CallCore {
                 leaf: proof.leaf,
                 epoch: proof.epoch,
                 signature: VLBytes::new(proof.signature),
+                participant: self.media.relay_participant.unwrap_or(0),
             })),
             Err(e) => {
                 tracing::debug!(error = %e, "no resume proof");
@@ -447,11 +448,15 @@ impl CallCore {
     }
 
     /// The relay sent every missed commit and seated this member on the new connection.
-    pub(super) fn on_resume_accepted(&mut self, now: Instant, _a: &ResumeAccepted) {
+    pub(super) fn on_resume_accepted(&mut self, now: Instant, a: &ResumeAccepted) {
         let Link::Resuming { since, .. } = self.link else {
             return;
         };
         self.link = Link::Up;
+        // A cluster node that took the room over names the member's streams anew: its
+        // manifests name the new id from now on (start_media below), so receivers tie the
+        // streams of the new media connection to it (SDK-RES-8).
+        self.media.relay_participant = Some(a.participant);
         self.timers.stop(Timer::JoinStep);
         let away = now.saturating_duration_since(since);
         self.link_stats.reconnects += 1;

@@ -589,9 +589,13 @@ impl Room {
                                 commit: VLBytes::new(commit),
                             }));
                     }
+                    let participant = self.peers[i].conn;
                     self.peers[i]
                         .inbox
-                        .push_back(Body::ResumeAccepted(ResumeAccepted { epoch: self.epoch }));
+                        .push_back(Body::ResumeAccepted(ResumeAccepted {
+                            epoch: self.epoch,
+                            participant,
+                        }));
                     self.peers[i].away = false;
                 }
             }

@@ -181,7 +181,12 @@ impl Ds {
             .get_mut(&room_id)
             .and_then(|room| room.grace.remove(&leaf))
             .and_then(|g| g.participant);
-        let participant = graced.or(stale).unwrap_or(id);
+        // A node that took the room over knows no participant of the member: it keeps the one
+        // the member names if nobody else in the room has it (CL-HOME-8).
+        let adopted = (self.cfg.homes.is_some() && m.participant != 0)
+            .then_some(ConnId(m.participant))
+            .filter(|p| !self.participant_taken(&room_id, leaf, *p));
+        let participant = graced.or(stale).or(adopted).unwrap_or(id);
         if let Some(a) = self.conns.get_mut(&id).and_then(Conn::admission_mut) {
             a.seat = Seat::Member { leaf };
             a.participant = participant;
@@ -199,7 +204,13 @@ impl Ds {
         }
         self.send_proposals(id, current, pending);
         self.send_waiting_all(&room_id, id);
-        self.send(id, Body::ResumeAccepted(ResumeAccepted { epoch: current }));
+        self.send(
+            id,
+            Body::ResumeAccepted(ResumeAccepted {
+                epoch: current,
+                participant: participant.0,
+            }),
+        );
         self.counters.resumes_accepted += 1;
         self.counters.commits_replayed = self.counters.commits_replayed.saturating_add(replayed);
         self.event(Event::MemberResumed {
@@ -210,6 +221,24 @@ impl Ds {
             from_epoch: m.epoch,
             replayed,
         });
+    }
+
+    /// Whether a connection of the room other than `leaf`'s seat, or another leaf's grace,
+    /// has media participant `p`.
+    fn participant_taken(&self, room_id: &RoomId, leaf: u32, p: ConnId) -> bool {
+        let by_conn = self.conns.iter().any(|(c, conn)| {
+            conn.admission().is_some_and(|a| {
+                a.room == *room_id
+                    && (a.participant == p || *c == p)
+                    && a.seat != Seat::Member { leaf }
+            })
+        });
+        let by_grace = self.rooms.get(room_id).is_some_and(|r| {
+            r.grace
+                .iter()
+                .any(|(l, g)| *l != leaf && g.participant == Some(p))
+        });
+        by_conn || by_grace
     }
 
     /// Sends `proposals` of `epoch` to `id`, as they were sent to the members.

@@ -239,6 +239,28 @@ impl RelayHandle {
     }
 }
 
+/// The first connection id of this process. A cluster node numbers its connections from a base
+/// of its own (its id and start time, hashed, in bits 40..56), so that the media participant
+/// ids a member keeps across nodes (CL-HOME-8) never meet another node's connections; a single
+/// relay counts from 1.
+fn first_conn_id(node_id: Option<&str>) -> u64 {
+    let Some(node) = node_id else {
+        return 1;
+    };
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    h.update(node.as_bytes());
+    h.update(&started.to_be_bytes());
+    let d = h.finish();
+    let tag = d
+        .as_ref()
+        .get(..2)
+        .map_or(1, |b| u64::from(u16::from_be_bytes([b[0], b[1]])));
+    (tag.max(1) << 40) | 1
+}
+
 /// Bind the listeners and start the server's tasks.
 pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
     let listener = TcpListener::bind(cfg.listen)
@@ -285,6 +307,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
     {
         h.addr = format!("{host}:{}", local_addr.port());
     }
+    let first_id = first_conn_id(ds_cfg.homes.as_ref().map(|h| h.node_id.as_str()));
     // Store mode: watch the commits before any connection is served, so that every winner
     // sequenced from now on reaches the DS (CL-FOLLOW-1). A watch that cannot start now is
     // started again by the driver.
@@ -331,7 +354,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RelayHandle, ServerError> {
         shell,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         per_address: address::PerAddress::new(limits.max_connections_per_address),
-        next_id: AtomicU64::new(1),
+        next_id: AtomicU64::new(first_id),
         conns_cancel: conns_cancel.clone(),
         tracker: tracker.clone(),
     };

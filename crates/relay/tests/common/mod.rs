@@ -647,6 +647,7 @@ impl Client {
             leaf,
             epoch,
             signature: VLBytes::new(self.signer.sign(&content).unwrap()),
+            participant: self.ack.as_ref().map_or(0, |a| a.conn_id),
         }
     }
 
