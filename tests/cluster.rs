@@ -258,9 +258,11 @@ fn four_agree(r: &mut Reports, epoch: u64) {
     let want = epoch + 2;
     let mut codes = Vec::new();
     for who in ["alice", "bob", "carol", "dave"] {
-        let (_, v) = r.until(who, &format!("{who} at epoch {want} with four members"), |v| {
-            v["event"] == "stats" && v["members"] == 4 && v["epoch"] == want
-        });
+        let (_, v) = r.until(
+            who,
+            &format!("{who} at epoch {want} with four members"),
+            |v| v["event"] == "stats" && v["members"] == 4 && v["epoch"] == want,
+        );
         codes.push(epoch_code(&v));
     }
     assert!(codes.iter().all(|c| *c == codes[0]), "{codes:?}");

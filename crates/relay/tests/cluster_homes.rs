@@ -209,12 +209,10 @@ fn a_dead_homes_room_is_claimed_loaded_and_its_members_resume_at_the_same_epoch(
             .any(|m| matches!(m, Body::CommitBroadcast(c) if c.epoch == 0)),
         "{got:?}"
     );
-    assert!(
-        matches!(
-            got.last(),
-            Some(Body::ResumeAccepted(ResumeAccepted { epoch: 1, .. }))
-        )
-    );
+    assert!(matches!(
+        got.last(),
+        Some(Body::ResumeAccepted(ResumeAccepted { epoch: 1, .. }))
+    ));
     assert!(b.events.iter().any(|e| matches!(
         e,
         Event::MemberResumed { participant, .. } if *participant == conn
@@ -367,12 +365,10 @@ fn a_draining_node_hands_its_rooms_to_the_least_loaded_node_which_serves_them_at
     host.reconnect(&mut c, ROOM, Role::HOST, 1);
     assert_eq!(host.ack.as_ref().unwrap().room.epoch, Some(1));
     c.send(host.conn, Body::Resume(host.resume(ROOM)));
-    assert!(
-        matches!(
-            c.take(host.conn).last(),
-            Some(Body::ResumeAccepted(ResumeAccepted { epoch: 1, .. }))
-        )
-    );
+    assert!(matches!(
+        c.take(host.conn).last(),
+        Some(Body::ResumeAccepted(ResumeAccepted { epoch: 1, .. }))
+    ));
 
     // Without a node to hand over to, a drain is a shutdown.
     let mut lonely = node(&MemoryStore::default(), &keys, "e");

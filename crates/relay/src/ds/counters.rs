@@ -84,6 +84,9 @@ pub struct DsCounters {
     /// Store mode: other nodes' winners that did not validate here (the room is stuck at
     /// their epoch on this node).
     pub winners_refused: u64,
+    /// Store mode: rooms being taken over set up from a winner's GroupInfo because its commit
+    /// could not be processed here (CL-HOME-9).
+    pub rooms_restored: u64,
     /// Store mode: bans made here and handed to the store (CL-BAN-1).
     pub bans_shared: u64,
     /// Store mode: bans made on another node that reached this one (CL-BAN-1).

@@ -9,7 +9,8 @@
 //! claim) is a duplicate and ignored. While a claim is in flight, followed winners wait for its
 //! answer: the claim's outcome is merged first, in order.
 
-use super::{Ds, Output, RoomId};
+use super::mls::GroupState;
+use super::{Ds, Event, Output, RoomId};
 use crate::store::CommitRecord;
 use crate::time::Timestamp;
 
@@ -107,6 +108,35 @@ impl Ds {
         self.handle_fetch_failed(now, room, epoch);
     }
 
+    /// Sets a room being loaded up from `record`'s GroupInfo (the state its commit led to);
+    /// returns whether that worked. Commits of earlier epochs are no longer in its log.
+    fn restore_room(&mut self, room_id: &RoomId, record: &CommitRecord) -> bool {
+        let Some(info) = record.group_info() else {
+            return false;
+        };
+        let restored = match GroupState::restore(
+            &self.crypto,
+            &self.cfg.relay_identities,
+            info,
+            self.cfg.commit_history,
+        ) {
+            Ok(g) if g.epoch() == record.epoch().saturating_add(1) => g,
+            _ => return false,
+        };
+        let epoch = restored.epoch();
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return false;
+        };
+        room.group = Some(restored);
+        room.claims.refused = None;
+        self.counters.rooms_restored += 1;
+        self.event(Event::RoomRestored {
+            room: room_id.clone(),
+            epoch,
+        });
+        true
+    }
+
     /// Merge the followed winners that are next, in order; ask for the first missing one.
     pub(super) fn follow(&mut self, room_id: &RoomId) {
         loop {
@@ -147,6 +177,11 @@ impl Ds {
                 return;
             };
             if self.apply_winner(room_id, &record, None).is_none() {
+                // A room being taken over restarts from the winner's GroupInfo when its commit
+                // cannot be processed here (CL-HOME-9).
+                if self.catching_up(room_id) && self.restore_room(room_id, &record) {
+                    continue;
+                }
                 // Refused: the room stays at this epoch here; what follows cannot apply.
                 if let Some(room) = self.rooms.get_mut(room_id) {
                     let dropped = std::mem::take(&mut room.claims.followed);

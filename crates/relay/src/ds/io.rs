@@ -414,6 +414,14 @@ pub enum Event {
         /// Why it was refused.
         reason: CommitRejectReason,
     },
+    /// Store mode: a room being taken over was set up from a winner's GroupInfo, at `epoch`,
+    /// because the winner's commit could not be processed here (CL-HOME-9).
+    RoomRestored {
+        /// Room.
+        room: RoomId,
+        /// The epoch it is at now.
+        epoch: u64,
+    },
     /// Store mode: a claim failed (store unreachable, no answer in time, or a corrupt entry);
     /// the committer was answered `STORE_UNAVAILABLE` and nothing changed.
     ClaimFailed {

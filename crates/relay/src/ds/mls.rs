@@ -205,6 +205,53 @@ impl GroupState {
         ))
     }
 
+    /// The public state of a group from a member's GroupInfo (with its ratchet tree) of any
+    /// epoch: what a cluster node that takes a room over starts from when the sequenced
+    /// commits cannot be replayed from the genesis (a commit including proposals by reference
+    /// that the store does not hold, CL-HOME-9). The relay's external sender must be listed;
+    /// the commit log starts empty, and every member counts as a member since epoch 0 (the
+    /// log decides how far back a resume reaches).
+    pub fn restore(
+        crypto: &RustCrypto,
+        relays: &RelayIdentities,
+        group_info: &[u8],
+        history_len: usize,
+    ) -> Result<Self, GroupInfoError> {
+        let (message, group, storage) = parse_group_info(crypto, group_info)?;
+        let raw = group
+            .group_context()
+            .extensions()
+            .unknown(CALL_PARAMS_EXTENSION_TYPE)
+            .ok_or(GroupInfoError::CallParams)?;
+        let params = CallParams::decode(&raw.0).map_err(|_| GroupInfoError::CallParams)?;
+        let scheme = group.ciphersuite().signature_algorithm();
+        let relay = relays
+            .for_scheme(scheme)
+            .ok_or(GroupInfoError::MissingExternalSender)?;
+        let ours = relay.external_sender();
+        let index = group
+            .group_context()
+            .extensions()
+            .external_senders()
+            .and_then(|senders| senders.iter().position(|s| *s == ours))
+            .ok_or(GroupInfoError::MissingExternalSender)?;
+        let index = u32::try_from(index).map_err(|_| GroupInfoError::MissingExternalSender)?;
+        let member_since = group.members().map(|m| (m.index.u32(), 0)).collect();
+        Ok(Self {
+            storage,
+            group,
+            group_info: Some(message),
+            params,
+            history: VecDeque::new(),
+            history_len,
+            pending: Vec::new(),
+            removed_keys: VecDeque::new(),
+            member_since,
+            sender_index: SenderExtensionIndex::new(index),
+            relay_scheme: scheme,
+        })
+    }
+
     pub fn epoch(&self) -> u64 {
         self.group.group_context().epoch().as_u64()
     }
