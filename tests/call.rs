@@ -325,7 +325,7 @@ fn the_token_command_mints_a_token_naming_the_room() {
     );
 }
 
-// covers: CL-DEMO-1
+// covers: CL-DEMO-1, CL-HOME-9
 #[test]
 fn the_demo_call_on_three_relay_nodes_outlives_the_kill_of_its_home() {
     use blindcall_demo::cluster::ClusterError;

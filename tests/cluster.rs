@@ -80,19 +80,20 @@ impl Cluster {
             nodes: Vec::new(),
         };
         for id in ["n1", "n2", "n3"] {
-            let node = c.start_node(id, drain);
+            let node = c.start_node(id, drain, "127.0.0.1:0");
             c.nodes.push(node);
         }
         Some(c)
     }
 
-    fn start_node(&self, id: &str, drain: bool) -> Node {
+    /// Starts node `id` listening on `listen` (port 0: any).
+    fn start_node(&self, id: &str, drain: bool, listen: &str) -> Node {
         let d = self.dir.path();
         let config = d.join(format!("{id}.toml"));
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\n\
+                "listen = \"{listen}\"\n\
                  [tls]\n\
                  cert = \"{cert}\"\n\
                  key = \"{key}\"\n\
@@ -315,7 +316,7 @@ fn three_in_a_call(
     (vec![alice, bob, carol], home)
 }
 
-// covers: CL-PROC-1
+// covers: CL-PROC-1, CL-HOME-8, CL-HOME-10, SDK-RES-8
 #[test]
 fn failover_a_call_outlives_a_sigkill_of_its_home_node() {
     let Some(mut c) = Cluster::start_or_skip("failover", false) else {
@@ -361,8 +362,9 @@ fn failover_a_call_outlives_a_sigkill_of_its_home_node() {
             addrs.iter().all(|a| *a == addrs[0] && *a != killed),
             "{addrs:?}"
         );
-        // The killed node comes back (same id, a new process and address) for the next round.
-        let node = c.start_node(&id, false);
+        // The killed node comes back (same id and address, a new process) for the next round:
+        // the clients know the nodes by their addresses.
+        let node = c.start_node(&id, false, &killed);
         c.nodes[home] = node;
         home = c.node_at(&addrs[0]);
     }
@@ -470,4 +472,70 @@ fn nats_down_media_goes_on_and_a_join_approved_meanwhile_lands_when_it_is_back()
     r.until("dave", "dave to join", |v| v["event"] == "joined");
     four_agree(&mut r, before.0);
     nobody_left(&r, &names);
+}
+
+// covers: CL-STATUS-1
+#[test]
+fn status_lists_the_nodes_and_the_rooms_with_their_homes() {
+    let Some(c) = Cluster::start_or_skip("status", false) else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel();
+    let mut r = Reports::new(rx);
+    // Two calls, each created through another node: each node it reached is its home.
+    let a = c.dir.path().join("a.invite");
+    let b = c.dir.path().join("b.invite");
+    let _alice = join(&c, "room-a", "alice", 71, RoleArg::Host, 0, &a, &tx);
+    let _bob = join(&c, "room-b", "bob", 72, RoleArg::Host, 1, &b, &tx);
+    for who in ["alice", "bob"] {
+        r.until(who, &format!("{who}'s group"), |v| v["event"] == "joined");
+    }
+    let status = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_blindcall"));
+        cmd.args(["cluster", "status", "--cluster", &c.nats.url()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: Value = serde_json::from_str(&status(true)).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{v}");
+    assert!(nodes.iter().all(|n| n["alive"] == true), "{v}");
+    let addrs: Vec<&str> = nodes.iter().map(|n| n["addr"].as_str().unwrap()).collect();
+    for n in &c.nodes {
+        assert!(
+            addrs.contains(&n.addr.as_str()),
+            "{} not in {addrs:?}",
+            n.addr
+        );
+    }
+    let room = |name: &str| {
+        v["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["room"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {v}"))
+    };
+    let (ra, rb) = (room("room-a"), room("room-b"));
+    assert_eq!(ra["home"], "n1", "{ra}");
+    assert_eq!(rb["home"], "n2", "{rb}");
+    for r in [&ra, &rb] {
+        assert_eq!(r["members"], 1, "{r}");
+        assert!(r["epoch"].as_u64().is_some(), "{r}");
+    }
+    assert!(v["refused"].as_array().unwrap().is_empty(), "{v}");
+    let text = status(false);
+    assert!(
+        text.contains("rooms per home node: n1=1 n2=1 n3=0"),
+        "{text}"
+    );
 }

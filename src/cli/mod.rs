@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod demo;
 mod events;
 mod join;
@@ -27,6 +28,8 @@ enum Command {
     Demo(demo::Args),
     /// Run the relay: TLS control channel, delivery service, WebRTC media forwarder.
     Relay(blindcall_relay::cli::RelayArgs),
+    /// A relay cluster's nodes and rooms, from its NATS JetStream room store.
+    Cluster(cluster::Args),
     /// Join a call from this terminal with synthetic audio and video.
     Join(join::Args),
     /// Mint a room capability token with the operator's secret.
@@ -45,6 +48,7 @@ pub(crate) fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Relay(args) => relay::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Join(args) => join::run(args),
         Command::Token(args) => token::run(args),
         Command::Sframe(args) => sframe::run(args),

@@ -611,7 +611,15 @@ impl Ds {
         if draining || suspect_at < self.now {
             return Verdict::Wait(dead_at);
         }
-        Verdict::Redirect(home.addr.clone())
+        // The node's address as its latest heartbeat gives it: a node that restarted under
+        // the same id elsewhere holds the term still, and loads the room when its members
+        // arrive (CL-HOME-10).
+        let addr = self
+            .homes
+            .nodes
+            .get(&home.node_id)
+            .map_or(&home.addr, |v| &v.addr);
+        Verdict::Redirect(addr.clone())
     }
 
     /// Decide a waiting room's fate now (no claim in flight, not loading).

@@ -126,6 +126,13 @@ pub(crate) struct GroupState {
     relay_scheme: SignatureScheme,
 }
 
+/// The number of members in a GroupInfo message's ratchet tree, if it parses.
+pub(crate) fn group_info_members(bytes: &[u8]) -> Option<usize> {
+    let crypto = RustCrypto::default();
+    let (_, group, _) = parse_group_info(&crypto, bytes).ok()?;
+    Some(group.members().count())
+}
+
 /// Parse a GroupInfo message with its ratchet tree into a fresh public group.
 pub(super) fn parse_group_info(
     crypto: &RustCrypto,

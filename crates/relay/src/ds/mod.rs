@@ -71,6 +71,8 @@ pub use lock::LockRequest;
 pub use shared_waiting::WaitingWrite;
 pub use state::RoomId;
 
+pub(crate) use mls::group_info_members;
+
 use challenge::Challenges;
 use mls::GroupState;
 use state::{Admission, Conn, Phase, Room, Seat, TokenBucket};

@@ -950,6 +950,104 @@ impl JetStreamStore {
         .await
     }
 
+    /// Every node's heartbeat and every room's home, epoch and member count, as the store holds
+    /// them now (for `blindcall cluster status`; reads by key, not from the stream's leader).
+    pub async fn status(&self) -> Result<super::ClusterStatus, StoreError> {
+        use std::collections::BTreeMap;
+        self.connected(StoreOp::Read)?;
+        let after = self.op_timeout;
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut out = super::ClusterStatus::default();
+        for key in within(StoreOp::Read, after, keys_of(&self.nodes)).await? {
+            let Some(id) = super::parse_node_key(&key) else {
+                continue;
+            };
+            match within(StoreOp::Read, after, entry_of(&self.nodes, &key)).await? {
+                Some((value, created_ns)) => match super::NodeRecord::decode(&value, &id) {
+                    Ok(record) => {
+                        let age_ns = now_ns.saturating_sub(u128::try_from(created_ns).unwrap_or(0));
+                        let age = Duration::from_nanos(u64::try_from(age_ns).unwrap_or(u64::MAX));
+                        out.nodes.push(super::NodeStatus { record, age });
+                    }
+                    Err(reason) => out.refused.push(format!("{key}: {reason}")),
+                },
+                None => {}
+            }
+        }
+        // Per room: the highest home term, the highest commit epoch, the genesis.
+        let mut homes: BTreeMap<RoomId, u64> = BTreeMap::new();
+        let mut epochs: BTreeMap<RoomId, u64> = BTreeMap::new();
+        let mut rooms: BTreeMap<RoomId, ()> = BTreeMap::new();
+        for key in within(StoreOp::Read, after, keys_of(&self.kv)).await? {
+            if let Some((room, term)) = super::parse_home_key(&key) {
+                let t = homes.entry(room.clone()).or_insert(term);
+                *t = (*t).max(term);
+                rooms.insert(room, ());
+            } else if let Some((room, epoch)) = parse_commit_key(&key) {
+                let e = epochs.entry(room.clone()).or_insert(epoch);
+                *e = (*e).max(epoch);
+                rooms.insert(room, ());
+            } else if let Some(hex_room) = key
+                .strip_prefix("room.")
+                .and_then(|k| k.strip_suffix(".genesis"))
+                && let Ok(room) = hex::decode(hex_room)
+            {
+                rooms.insert(RoomId(room), ());
+            }
+        }
+        for room in rooms.into_keys() {
+            let home = match homes.get(&room) {
+                Some(&term) => {
+                    let key = super::home_key(&room, term);
+                    match within(StoreOp::Read, after, entry_of(&self.kv, &key)).await? {
+                        Some((value, _)) => match super::HomeRecord::decode(&value, &room, term) {
+                            Ok(h) => Some(h),
+                            Err(reason) => {
+                                out.refused.push(format!("{key}: {reason}"));
+                                None
+                            }
+                        },
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            let info = match epochs.get(&room) {
+                Some(&e) => match self.sequenced_commit(&room, e).await {
+                    Ok(Some(r)) => Some((e.saturating_add(1), r.group_info().map(<[u8]>::to_vec))),
+                    Ok(None) => None,
+                    Err(err) => {
+                        out.refused.push(format!("{}: {err}", commit_key(&room, e)));
+                        None
+                    }
+                },
+                None => match self.genesis(&room).await {
+                    Ok(Some(g)) => Some((g.epoch(), Some(g.group_info().to_vec()))),
+                    Ok(None) => None,
+                    Err(err) => {
+                        out.refused.push(err.to_string());
+                        None
+                    }
+                },
+            };
+            let (epoch, members) = match info {
+                Some((e, gi)) => (Some(e), gi.and_then(|b| crate::ds::group_info_members(&b))),
+                None => (None, None),
+            };
+            out.rooms.push(super::RoomStatus {
+                room,
+                home,
+                epoch,
+                members,
+            });
+        }
+        out.nodes
+            .sort_by(|a, b| a.record.node_id.cmp(&b.record.node_id));
+        Ok(out)
+    }
+
     /// Watch every node's heartbeat, those there now first ([`NodeWatch`]).
     pub async fn watch_nodes(&self) -> Result<NodeWatch, StoreError> {
         self.connected(StoreOp::Watch)?;
@@ -961,5 +1059,35 @@ impl JetStreamStore {
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await
+    }
+}
+
+/// Every key of `kv` (none for an empty bucket).
+async fn keys_of(kv: &kv::Store) -> Result<Vec<String>, StoreError> {
+    let mut keys = match kv.keys().await {
+        Ok(k) => Box::pin(k),
+        Err(e) => return Err(backend(StoreOp::Read)(Box::new(e))),
+    };
+    let mut out = Vec::new();
+    while let Some(k) =
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(keys.as_mut(), cx)).await
+    {
+        match k {
+            Ok(k) => out.push(k),
+            Err(e) => return Err(backend(StoreOp::Read)(Box::new(e))),
+        }
+    }
+    Ok(out)
+}
+
+/// The value of `key` in `kv` and when it was written (Unix nanoseconds, the server's clock),
+/// unless deleted.
+async fn entry_of(kv: &kv::Store, key: &str) -> Result<Option<(Vec<u8>, i128)>, StoreError> {
+    match kv.entry(key).await {
+        Ok(Some(e)) if matches!(e.operation, kv::Operation::Put) => {
+            Ok(Some((e.value.to_vec(), e.created.unix_timestamp_nanos())))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => Err(backend(StoreOp::Read)(Box::new(e))),
     }
 }

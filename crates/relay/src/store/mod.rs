@@ -22,6 +22,7 @@ mod jetstream;
 mod lock;
 mod memory;
 mod record;
+mod status;
 mod waiting;
 
 pub use ban::{BAN_KEYS, KIND_BAN, ban_key, decode_ban, encode_ban, parse_ban_key};
@@ -44,6 +45,7 @@ pub use record::{
     COMMIT_HASH_LEN, CommitHash, CommitRecord, CorruptEntry, EncodeError, KIND_COMMIT,
     RECORD_MAGIC, RECORD_VERSION, RECORD_VERSION_1, commit_hash,
 };
+pub use status::{ClusterStatus, NodeStatus, RoomStatus};
 pub use waiting::{KIND_WAITING, WAITING_KEYS, WaitingRecord, parse_waiting_key, waiting_key};
 
 use crate::ds::{ClaimAnswer, ClaimRequest, RoomId};
@@ -157,6 +159,15 @@ impl RoomStore {
         match self {
             Self::Memory(m) => Ok(m.genesis(room)),
             Self::JetStream(j) => j.genesis(room).await,
+        }
+    }
+
+    /// The cluster's nodes and rooms as the store holds them (CL-STATUS-1); the memory store
+    /// of a single relay has no nodes and reports none.
+    pub async fn status(&self) -> Result<ClusterStatus, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(ClusterStatus::default()),
+            Self::JetStream(j) => j.status().await,
         }
     }
 
