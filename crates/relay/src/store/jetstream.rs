@@ -964,16 +964,17 @@ impl JetStreamStore {
             let Some(id) = super::parse_node_key(&key) else {
                 continue;
             };
-            match within(StoreOp::Read, after, entry_of(&self.nodes, &key)).await? {
-                Some((value, created_ns)) => match super::NodeRecord::decode(&value, &id) {
+            if let Some((value, created_ns)) =
+                within(StoreOp::Read, after, entry_of(&self.nodes, &key)).await?
+            {
+                match super::NodeRecord::decode(&value, &id) {
                     Ok(record) => {
                         let age_ns = now_ns.saturating_sub(u128::try_from(created_ns).unwrap_or(0));
                         let age = Duration::from_nanos(u64::try_from(age_ns).unwrap_or(u64::MAX));
                         out.nodes.push(super::NodeStatus { record, age });
                     }
                     Err(reason) => out.refused.push(format!("{key}: {reason}")),
-                },
-                None => {}
+                }
             }
         }
         // Per room: the highest home term, the highest commit epoch, the genesis.
