@@ -277,6 +277,10 @@ pub struct FailoverReport {
     pub epoch_after: u64,
 }
 
+/// Frames sent this long before a node was killed may still have been in flight through it
+/// (sealed, not yet forwarded): lost with it, shown apart like frames lost while away.
+pub const IN_FLIGHT: Duration = Duration::from_millis(500);
+
 /// Target of the failover check: media opening again at every member within this of the kill.
 pub const FAILOVER_TARGET: Duration = Duration::from_secs(10);
 
@@ -582,9 +586,11 @@ pub fn analyze(inp: Inputs<'_>) -> Report {
             let last = got.and_then(|g| g.last().copied());
             let excluded = *k == 1 && log.video_excluded(name, sender);
             let away = |f: &SentFrame| {
-                let failing_over = inp
-                    .failover
-                    .is_some_and(|o| f.at >= o.killed_at && f.at <= o.back_at);
+                // Frames in flight through the node when it was killed are lost with it.
+                let failing_over = inp.failover.is_some_and(|o| {
+                    f.at >= o.killed_at.checked_sub(IN_FLIGHT).unwrap_or(o.killed_at)
+                        && f.at <= o.back_at
+                });
                 failing_over
                     || [name.as_str(), *sender].iter().any(|who| {
                         inp.away

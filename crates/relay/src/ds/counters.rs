@@ -87,6 +87,8 @@ pub struct DsCounters {
     /// Store mode: rooms being taken over set up from a winner's GroupInfo because its commit
     /// could not be processed here (CL-HOME-9).
     pub rooms_restored: u64,
+    /// Cluster: new rooms this node placed on a node homing fewer rooms (CL-HOME-11).
+    pub rooms_placed_elsewhere: u64,
     /// Store mode: bans made here and handed to the store (CL-BAN-1).
     pub bans_shared: u64,
     /// Store mode: bans made on another node that reached this one (CL-BAN-1).

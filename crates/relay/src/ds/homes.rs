@@ -230,7 +230,18 @@ impl Ds {
             return;
         };
         let room_id = record.room.clone();
+        let mine = self
+            .cfg
+            .homes
+            .as_ref()
+            .is_some_and(|c| c.node_id == record.node_id);
         let ours = match answer {
+            HomeClaimAnswer::Won if !mine => {
+                // Placed on another node (CL-HOME-11): the parked connections go there.
+                self.counters.rooms_placed_elsewhere += 1;
+                self.note_home(record);
+                false
+            }
             HomeClaimAnswer::Won => {
                 self.counters.home_claims_won += 1;
                 self.event(Event::HomeClaimed {
@@ -312,6 +323,38 @@ impl Ds {
                 .push_back(Output::ClaimHome(HomeClaimRequest { ticket, record }));
         }
         true
+    }
+
+    /// Where a new room goes (CL-HOME-11): the node homing the fewest rooms by the homes this
+    /// node knows (the store's home watch, so claims made a moment ago count), among this node
+    /// and the alive, not suspect, not draining others; this node on a tie. (node id, address).
+    fn placement(&self) -> (String, String) {
+        let Some(cfg) = self.cfg.homes.as_ref() else {
+            return (String::new(), String::new());
+        };
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for h in self.homes.known.values() {
+            *load.entry(h.node_id.as_str()).or_default() += 1;
+        }
+        let suspect = cfg.heartbeat.saturating_mul(3) / 2;
+        let mine = load.get(cfg.node_id.as_str()).copied().unwrap_or(0);
+        let best = self
+            .homes
+            .nodes
+            .iter()
+            .filter(|(id, v)| {
+                **id != cfg.node_id
+                    && !v.draining
+                    && !v.addr.is_empty()
+                    && v.beat_at
+                        .is_some_and(|t| t.saturating_add(suspect) >= self.now)
+            })
+            .map(|(id, v)| (load.get(id.as_str()).copied().unwrap_or(0), id, v))
+            .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        match best {
+            Some((n, id, v)) if n < mine => (id.clone(), v.addr.clone()),
+            _ => (cfg.node_id.clone(), cfg.addr.clone()),
+        }
     }
 
     /// The node to hand rooms to: alive, not suspect, not draining, fewest rooms (then the
@@ -618,7 +661,9 @@ impl Ds {
             .homes
             .nodes
             .get(&home.node_id)
-            .map_or(&home.addr, |v| &v.addr);
+            .map(|v| &v.addr)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(&home.addr);
         Verdict::Redirect(addr.clone())
     }
 
@@ -640,11 +685,18 @@ impl Ds {
                 let Some(cfg) = self.cfg.homes.as_ref() else {
                     return;
                 };
+                // A new room goes to the node homing the fewest rooms (CL-HOME-11); a room
+                // whose home died is taken by the node its members reached.
+                let (node_id, addr) = if term == 1 {
+                    self.placement()
+                } else {
+                    (cfg.node_id.clone(), cfg.addr.clone())
+                };
                 let record = HomeRecord {
                     room: room_id.clone(),
                     term,
-                    node_id: cfg.node_id.clone(),
-                    addr: cfg.addr.clone(),
+                    node_id,
+                    addr,
                 };
                 let ticket = ClaimTicket(self.next_ticket);
                 self.next_ticket = self.next_ticket.wrapping_add(1);
