@@ -156,6 +156,37 @@ pub(super) fn parse_group_info(
     Ok((message, group, storage))
 }
 
+/// The call's parameters from the group context.
+fn call_params(group: &PublicGroup) -> Result<CallParams, GroupInfoError> {
+    let raw = group
+        .group_context()
+        .extensions()
+        .unknown(CALL_PARAMS_EXTENSION_TYPE)
+        .ok_or(GroupInfoError::CallParams)?;
+    CallParams::decode(&raw.0).map_err(|_| GroupInfoError::CallParams)
+}
+
+/// The index of this relay's external sender in the group context, and its signature scheme
+/// (the group's).
+fn relay_sender(
+    group: &PublicGroup,
+    relays: &RelayIdentities,
+) -> Result<(u32, SignatureScheme), GroupInfoError> {
+    let scheme = group.ciphersuite().signature_algorithm();
+    let relay = relays
+        .for_scheme(scheme)
+        .ok_or(GroupInfoError::MissingExternalSender)?;
+    let ours = relay.external_sender();
+    let index = group
+        .group_context()
+        .extensions()
+        .external_senders()
+        .and_then(|senders| senders.iter().position(|s| *s == ours))
+        .ok_or(GroupInfoError::MissingExternalSender)?;
+    let index = u32::try_from(index).map_err(|_| GroupInfoError::MissingExternalSender)?;
+    Ok((index, scheme))
+}
+
 impl GroupState {
     /// Bootstrap from the creator's GroupInfo. Returns the state and the creator's leaf.
     pub fn bootstrap(
@@ -172,27 +203,11 @@ impl GroupState {
         let [(creator, ref creator_key)] = members[..] else {
             return Err(GroupInfoError::NotSingleMember);
         };
-        let raw = group
-            .group_context()
-            .extensions()
-            .unknown(CALL_PARAMS_EXTENSION_TYPE)
-            .ok_or(GroupInfoError::CallParams)?;
-        let params = CallParams::decode(&raw.0).map_err(|_| GroupInfoError::CallParams)?;
+        let params = call_params(&group)?;
         if !params.is_host(creator_key) {
             return Err(GroupInfoError::CallParams);
         }
-        let scheme = group.ciphersuite().signature_algorithm();
-        let relay = relays
-            .for_scheme(scheme)
-            .ok_or(GroupInfoError::MissingExternalSender)?;
-        let ours = relay.external_sender();
-        let index = group
-            .group_context()
-            .extensions()
-            .external_senders()
-            .and_then(|senders| senders.iter().position(|s| *s == ours))
-            .ok_or(GroupInfoError::MissingExternalSender)?;
-        let index = u32::try_from(index).map_err(|_| GroupInfoError::MissingExternalSender)?;
+        let (index, scheme) = relay_sender(&group, relays)?;
         let epoch = group.group_context().epoch().as_u64();
         Ok((
             Self {
@@ -225,24 +240,8 @@ impl GroupState {
         history_len: usize,
     ) -> Result<Self, GroupInfoError> {
         let (message, group, storage) = parse_group_info(crypto, group_info)?;
-        let raw = group
-            .group_context()
-            .extensions()
-            .unknown(CALL_PARAMS_EXTENSION_TYPE)
-            .ok_or(GroupInfoError::CallParams)?;
-        let params = CallParams::decode(&raw.0).map_err(|_| GroupInfoError::CallParams)?;
-        let scheme = group.ciphersuite().signature_algorithm();
-        let relay = relays
-            .for_scheme(scheme)
-            .ok_or(GroupInfoError::MissingExternalSender)?;
-        let ours = relay.external_sender();
-        let index = group
-            .group_context()
-            .extensions()
-            .external_senders()
-            .and_then(|senders| senders.iter().position(|s| *s == ours))
-            .ok_or(GroupInfoError::MissingExternalSender)?;
-        let index = u32::try_from(index).map_err(|_| GroupInfoError::MissingExternalSender)?;
+        let params = call_params(&group)?;
+        let (index, scheme) = relay_sender(&group, relays)?;
         let member_since = group.members().map(|m| (m.index.u32(), 0)).collect();
         Ok(Self {
             storage,
