@@ -83,114 +83,67 @@ pub fn parse_commit_key(key: &str) -> Option<(RoomId, u64)> {
     Some((RoomId(room), epoch))
 }
 
+/// A KV watch of one kind of entry: each entry it delivers is decoded, or refused by its
+/// reason (a corrupt entry is refused as by reads, CL-REC-1; the watch goes on). Built on the
+/// KV watch of async-nats 0.40, which the client re-creates by itself after a reconnect.
+pub struct KvWatch<T> {
+    watch: std::pin::Pin<Box<kv::Watch>>,
+    decode: fn(&kv::Entry) -> Result<T, StoreError>,
+}
+
+impl<T> std::fmt::Debug for KvWatch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvWatch")
+            .field("of", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> KvWatch<T> {
+    fn new(watch: kv::Watch, decode: fn(&kv::Entry) -> Result<T, StoreError>) -> Self {
+        Self {
+            watch: Box::pin(watch),
+            decode,
+        }
+    }
+
+    /// The next entry decoded, or why the entry seen is not one. `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<Result<T, StoreError>> {
+        let entry =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
+                .await?;
+        Some(match entry {
+            Ok(entry) => (self.decode)(&entry),
+            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
+        })
+    }
+}
+
 /// The commits sequenced from the moment the watch started, every room's, in the order the
-/// store took them (so each room's in epoch order). Built on the KV watch of async-nats 0.40 (an
-/// ordered push consumer on `$KV.<bucket>.room.*.epoch.*.commit`, delivering new entries only),
-/// which the client re-creates by itself after a reconnect, resuming after the last entry
-/// delivered.
-pub struct CommitWatch {
-    watch: std::pin::Pin<Box<kv::Watch>>,
-}
+/// store took them (so each room's in epoch order): an ordered push consumer on
+/// `$KV.<bucket>.room.*.epoch.*.commit` delivering new entries only, resuming after the last
+/// entry delivered when the client reconnects.
+pub type CommitWatch = KvWatch<CommitRecord>;
 
-impl std::fmt::Debug for CommitWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommitWatch").finish_non_exhaustive()
-    }
-}
+/// Every room's bans (room, token id): those written before the watch started, then each new
+/// one (`$KV.<bucket>.room.*.ban.*` with history), CL-BAN-1.
+pub type BanWatch = KvWatch<(RoomId, [u8; 16])>;
 
-impl CommitWatch {
-    /// The next commit sequenced, or why the entry seen is not one (a corrupt entry is
-    /// refused as by reads, CL-REC-1; the watch goes on). `None` when the watch ended.
-    pub async fn next(&mut self) -> Option<Result<CommitRecord, StoreError>> {
-        let entry =
-            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
-                .await?;
-        Some(match entry {
-            Ok(entry) => decode_entry(&entry),
-            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
-        })
-    }
-}
+/// Every room's lock changes (room, number, locked): those written before the watch started,
+/// then each new one (`$KV.<bucket>.room.*.lock.*` with history), CL-LOCK-1.
+pub type LockWatch = KvWatch<(RoomId, u64, bool)>;
 
-/// Every room's bans: those written before the watch started, then each new one (the KV watch
-/// with history of async-nats 0.40 on `$KV.<bucket>.room.*.ban.*`), CL-BAN-1.
-pub struct BanWatch {
-    watch: std::pin::Pin<Box<kv::Watch>>,
-}
+/// Every room's waiting joiners: those waiting when the watch started, then each change
+/// (`$KV.<bucket>.room.*.waiting.*.*` with history), CL-WAIT-1.
+pub type WaitingWatch = KvWatch<WaitingChange>;
 
-impl std::fmt::Debug for BanWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BanWatch").finish_non_exhaustive()
-    }
-}
+/// Every node's heartbeat: those there when the watch started, then each change (the nodes
+/// bucket with history), CL-NODE-4.
+pub type NodeWatch = KvWatch<NodeChange>;
 
-impl BanWatch {
-    /// The next ban, or why the entry seen is not one (refused by its reason; the watch goes
-    /// on). `None` when the watch ended.
-    pub async fn next(&mut self) -> Option<Result<(RoomId, [u8; 16]), StoreError>> {
-        let entry =
-            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
-                .await?;
-        Some(match entry {
-            Ok(entry) => {
-                let corrupt = |reason| StoreError::Corrupt {
-                    key: entry.key.clone(),
-                    reason,
-                };
-                match super::parse_ban_key(&entry.key) {
-                    None => Err(corrupt(CorruptEntry::Foreign)),
-                    Some(_) if entry.operation != kv::Operation::Put => {
-                        Err(corrupt(CorruptEntry::Deleted))
-                    }
-                    Some((room, token)) => super::decode_ban(&entry.value, &room, &token)
-                        .map(|()| (room, token))
-                        .map_err(corrupt),
-                }
-            }
-            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
-        })
-    }
-}
-
-/// Every room's lock changes: those written before the watch started, then each new one (the
-/// KV watch with history on `$KV.<bucket>.room.*.lock.*`), CL-LOCK-1.
-pub struct LockWatch {
-    watch: std::pin::Pin<Box<kv::Watch>>,
-}
-
-impl std::fmt::Debug for LockWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockWatch").finish_non_exhaustive()
-    }
-}
-
-impl LockWatch {
-    /// The next lock change (room, number, locked), or why the entry seen is not one (refused
-    /// by its reason; the watch goes on). `None` when the watch ended.
-    pub async fn next(&mut self) -> Option<Result<(RoomId, u64, bool), StoreError>> {
-        let entry =
-            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
-                .await?;
-        Some(match entry {
-            Ok(entry) => {
-                let corrupt = |reason| StoreError::Corrupt {
-                    key: entry.key.clone(),
-                    reason,
-                };
-                match super::parse_lock_key(&entry.key) {
-                    None => Err(corrupt(CorruptEntry::Foreign)),
-                    Some(_) if entry.operation != kv::Operation::Put => {
-                        Err(corrupt(CorruptEntry::Deleted))
-                    }
-                    Some((room, n)) => super::decode_lock(&entry.value, &room, n)
-                        .map(|locked| (room, n, locked))
-                        .map_err(corrupt),
-                }
-            }
-            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
-        })
-    }
-}
+/// Every room's homes: those written before the watch started, then each new one
+/// (`$KV.<bucket>.room.*.home.*` with history), CL-HOME-1.
+pub type HomeWatch = KvWatch<super::HomeRecord>;
 
 /// A change of a room's waiting joiners seen by [`WaitingWatch`].
 #[derive(Debug, Clone)]
@@ -205,59 +158,6 @@ pub struct WaitingChange {
     pub record: Option<super::WaitingRecord>,
 }
 
-/// Every room's waiting joiners: those waiting when the watch started, then each change (the
-/// KV watch with history on `$KV.<bucket>.room.*.waiting.*.*`), CL-WAIT-1.
-pub struct WaitingWatch {
-    watch: std::pin::Pin<Box<kv::Watch>>,
-}
-
-impl std::fmt::Debug for WaitingWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WaitingWatch").finish_non_exhaustive()
-    }
-}
-
-impl WaitingWatch {
-    /// The next change, or why the entry seen is not one (refused by its reason; the watch
-    /// goes on). `None` when the watch ended.
-    pub async fn next(&mut self) -> Option<Result<WaitingChange, StoreError>> {
-        let entry =
-            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
-                .await?;
-        Some(match entry {
-            Ok(entry) => {
-                let corrupt = |reason| StoreError::Corrupt {
-                    key: entry.key.clone(),
-                    reason,
-                };
-                match super::parse_waiting_key(&entry.key) {
-                    None => Err(corrupt(CorruptEntry::Foreign)),
-                    Some((room, node, conn)) => {
-                        if entry.operation == kv::Operation::Put {
-                            super::WaitingRecord::decode(&entry.value, &room)
-                                .map(|r| WaitingChange {
-                                    room,
-                                    node,
-                                    conn,
-                                    record: Some(r),
-                                })
-                                .map_err(corrupt)
-                        } else {
-                            Ok(WaitingChange {
-                                room,
-                                node,
-                                conn,
-                                record: None,
-                            })
-                        }
-                    }
-                }
-            }
-            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
-        })
-    }
-}
-
 /// A change of a node's heartbeat seen by [`NodeWatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeChange {
@@ -267,95 +167,75 @@ pub struct NodeChange {
     pub record: Option<super::NodeRecord>,
 }
 
-/// Every node's heartbeat: those there when the watch started, then each change (the KV
-/// watch with history of the nodes bucket), CL-NODE-4.
-pub struct NodeWatch {
-    watch: std::pin::Pin<Box<kv::Watch>>,
-}
-
-impl std::fmt::Debug for NodeWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeWatch").finish_non_exhaustive()
+/// `entry`'s key refused for `reason`.
+fn corrupt_at(entry: &kv::Entry) -> impl Fn(CorruptEntry) -> StoreError + '_ {
+    |reason| StoreError::Corrupt {
+        key: entry.key.clone(),
+        reason,
     }
 }
 
-impl NodeWatch {
-    /// The next change, or why the entry seen is not a heartbeat (refused by its reason; the
-    /// watch goes on). `None` when the watch ended.
-    pub async fn next(&mut self) -> Option<Result<NodeChange, StoreError>> {
-        let entry =
-            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
-                .await?;
-        Some(match entry {
-            Ok(entry) => {
-                let corrupt = |reason| StoreError::Corrupt {
-                    key: entry.key.clone(),
-                    reason,
-                };
-                match super::parse_node_key(&entry.key) {
-                    None => Err(corrupt(CorruptEntry::Foreign)),
-                    Some(node_id) if entry.operation != kv::Operation::Put => Ok(NodeChange {
-                        node_id,
-                        record: None,
-                    }),
-                    Some(node_id) => super::NodeRecord::decode(&entry.value, &node_id)
-                        .map(|r| NodeChange {
-                            node_id,
-                            record: Some(r),
-                        })
-                        .map_err(corrupt),
-                }
-            }
-            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
-        })
+fn decode_ban(entry: &kv::Entry) -> Result<(RoomId, [u8; 16]), StoreError> {
+    let corrupt = corrupt_at(entry);
+    let (room, token) = super::parse_ban_key(&entry.key).ok_or(corrupt(CorruptEntry::Foreign))?;
+    if entry.operation != kv::Operation::Put {
+        return Err(corrupt(CorruptEntry::Deleted));
     }
+    super::decode_ban(&entry.value, &room, &token)
+        .map(|()| (room, token))
+        .map_err(corrupt)
 }
 
-/// Every room's homes: those written before the watch started, then each new one (the KV
-/// watch with history on `$KV.<bucket>.room.*.home.*`), CL-HOME-1.
-pub struct HomeWatch {
-    watch: std::pin::Pin<Box<kv::Watch>>,
+fn decode_lock(entry: &kv::Entry) -> Result<(RoomId, u64, bool), StoreError> {
+    let corrupt = corrupt_at(entry);
+    let (room, n) = super::parse_lock_key(&entry.key).ok_or(corrupt(CorruptEntry::Foreign))?;
+    if entry.operation != kv::Operation::Put {
+        return Err(corrupt(CorruptEntry::Deleted));
+    }
+    super::decode_lock(&entry.value, &room, n)
+        .map(|locked| (room, n, locked))
+        .map_err(corrupt)
 }
 
-impl std::fmt::Debug for HomeWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HomeWatch").finish_non_exhaustive()
-    }
+fn decode_waiting(entry: &kv::Entry) -> Result<WaitingChange, StoreError> {
+    let corrupt = corrupt_at(entry);
+    let (room, node, conn) =
+        super::parse_waiting_key(&entry.key).ok_or(corrupt(CorruptEntry::Foreign))?;
+    let record = if entry.operation == kv::Operation::Put {
+        Some(super::WaitingRecord::decode(&entry.value, &room).map_err(corrupt)?)
+    } else {
+        None
+    };
+    Ok(WaitingChange {
+        room,
+        node,
+        conn,
+        record,
+    })
 }
 
-impl HomeWatch {
-    /// The next home, or why the entry seen is not one (refused by its reason; the watch goes
-    /// on). `None` when the watch ended.
-    pub async fn next(&mut self) -> Option<Result<super::HomeRecord, StoreError>> {
-        let entry =
-            std::future::poll_fn(|cx| futures_core::Stream::poll_next(self.watch.as_mut(), cx))
-                .await?;
-        Some(match entry {
-            Ok(entry) => {
-                let corrupt = |reason| StoreError::Corrupt {
-                    key: entry.key.clone(),
-                    reason,
-                };
-                match super::parse_home_key(&entry.key) {
-                    None => Err(corrupt(CorruptEntry::Foreign)),
-                    Some(_) if entry.operation != kv::Operation::Put => {
-                        Err(corrupt(CorruptEntry::Deleted))
-                    }
-                    Some((room, term)) => {
-                        super::HomeRecord::decode(&entry.value, &room, term).map_err(corrupt)
-                    }
-                }
-            }
-            Err(e) => Err(backend(StoreOp::Watch)(Box::new(e))),
-        })
+fn decode_node(entry: &kv::Entry) -> Result<NodeChange, StoreError> {
+    let corrupt = corrupt_at(entry);
+    let node_id = super::parse_node_key(&entry.key).ok_or(corrupt(CorruptEntry::Foreign))?;
+    let record = if entry.operation == kv::Operation::Put {
+        Some(super::NodeRecord::decode(&entry.value, &node_id).map_err(corrupt)?)
+    } else {
+        None
+    };
+    Ok(NodeChange { node_id, record })
+}
+
+fn decode_home(entry: &kv::Entry) -> Result<super::HomeRecord, StoreError> {
+    let corrupt = corrupt_at(entry);
+    let (room, term) = super::parse_home_key(&entry.key).ok_or(corrupt(CorruptEntry::Foreign))?;
+    if entry.operation != kv::Operation::Put {
+        return Err(corrupt(CorruptEntry::Deleted));
     }
+    super::HomeRecord::decode(&entry.value, &room, term).map_err(corrupt)
 }
 
 fn decode_entry(entry: &kv::Entry) -> Result<CommitRecord, StoreError> {
-    let corrupt = |reason| StoreError::Corrupt {
-        key: entry.key.clone(),
-        reason,
-    };
+    let corrupt = corrupt_at(entry);
     let (room, epoch) = parse_commit_key(&entry.key).ok_or(corrupt(CorruptEntry::Foreign))?;
     if entry.operation != kv::Operation::Put {
         return Err(corrupt(CorruptEntry::Deleted));
@@ -527,7 +407,7 @@ impl JetStreamStore {
             self.kv
                 .watch(COMMIT_KEYS)
                 .await
-                .map(|w| CommitWatch { watch: Box::pin(w) })
+                .map(|w| KvWatch::new(w, decode_entry))
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await
@@ -635,7 +515,7 @@ impl JetStreamStore {
             self.kv
                 .watch_with_history(super::LOCK_KEYS)
                 .await
-                .map(|w| LockWatch { watch: Box::pin(w) })
+                .map(|w| KvWatch::new(w, decode_lock))
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await
@@ -686,7 +566,7 @@ impl JetStreamStore {
             self.kv
                 .watch_with_history(super::WAITING_KEYS)
                 .await
-                .map(|w| WaitingWatch { watch: Box::pin(w) })
+                .map(|w| KvWatch::new(w, decode_waiting))
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await
@@ -699,7 +579,7 @@ impl JetStreamStore {
             self.kv
                 .watch_with_history(super::BAN_KEYS)
                 .await
-                .map(|w| BanWatch { watch: Box::pin(w) })
+                .map(|w| KvWatch::new(w, decode_ban))
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await
@@ -916,7 +796,7 @@ impl JetStreamStore {
             self.kv
                 .watch_with_history(super::HOME_KEYS)
                 .await
-                .map(|w| HomeWatch { watch: Box::pin(w) })
+                .map(|w| KvWatch::new(w, decode_home))
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await
@@ -1056,7 +936,7 @@ impl JetStreamStore {
             self.nodes
                 .watch_with_history(super::NODE_KEYS)
                 .await
-                .map(|w| NodeWatch { watch: Box::pin(w) })
+                .map(|w| KvWatch::new(w, decode_node))
                 .map_err(|e| backend(StoreOp::Watch)(Box::new(e)))
         })
         .await

@@ -34,8 +34,8 @@ pub use home::{
 };
 pub use jetstream::{
     BanWatch, COMMIT_KEYS, CommitWatch, DEFAULT_BUCKET, DEFAULT_OP_TIMEOUT, HomeWatch,
-    JetStreamConfig, JetStreamStore, LockWatch, NodeChange, NodeWatch, WaitingChange, WaitingWatch,
-    commit_key, parse_commit_key,
+    JetStreamConfig, JetStreamStore, KvWatch, LockWatch, NodeChange, NodeWatch, WaitingChange,
+    WaitingWatch, commit_key, parse_commit_key,
 };
 pub use lock::{
     KIND_LOCK, LOCK_KEYS, LockWrite, decode_lock, encode_lock, lock_key, parse_lock_key,
