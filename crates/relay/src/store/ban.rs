@@ -12,7 +12,7 @@
 //! ```
 
 use super::CorruptEntry;
-use super::record::{EncodeError, RECORD_MAGIC, RECORD_VERSION};
+use super::record::{EncodeError, Reader, head, put_short};
 use crate::ds::RoomId;
 use crate::token::MAX_ROOM_ID_LEN;
 
@@ -52,16 +52,9 @@ pub fn parse_ban_key(key: &str) -> Option<(RoomId, [u8; 16])> {
 
 /// The record of `token_id`'s ban from `room`.
 pub fn encode_ban(room: &RoomId, token_id: &[u8; 16]) -> Result<Vec<u8>, EncodeError> {
-    let room_len = u8::try_from(room.0.len())
-        .ok()
-        .filter(|l| (1..=MAX_ROOM_ID_LEN).contains(&usize::from(*l)))
-        .ok_or(EncodeError::RoomId)?;
     let mut out = Vec::with_capacity(4 + 3 + room.0.len() + 16);
-    out.extend_from_slice(&RECORD_MAGIC);
-    out.push(RECORD_VERSION);
-    out.push(KIND_BAN);
-    out.push(room_len);
-    out.extend_from_slice(&room.0);
+    head(&mut out, KIND_BAN);
+    put_short(&mut out, &room.0, MAX_ROOM_ID_LEN)?;
     out.extend_from_slice(token_id);
     Ok(out)
 }
@@ -69,37 +62,11 @@ pub fn encode_ban(room: &RoomId, token_id: &[u8; 16]) -> Result<Vec<u8>, EncodeE
 /// Check a value read under the ban key of (`room`, `token_id`): a ban record of exactly that
 /// room and token.
 pub fn decode_ban(bytes: &[u8], room: &RoomId, token_id: &[u8; 16]) -> Result<(), CorruptEntry> {
-    let mut b = bytes;
-    let mut take = |n: usize| -> Result<&[u8], CorruptEntry> {
-        if b.len() < n {
-            return Err(CorruptEntry::Truncated);
-        }
-        let (head, tail) = b.split_at(n);
-        b = tail;
-        Ok(head)
-    };
-    if take(4)? != RECORD_MAGIC {
-        return Err(CorruptEntry::Foreign);
-    }
-    let head = take(2)?;
-    if head[0] != RECORD_VERSION {
-        return Err(CorruptEntry::UnsupportedVersion(head[0]));
-    }
-    if head[1] != KIND_BAN {
-        return Err(CorruptEntry::WrongKind(head[1]));
-    }
-    let room_len = usize::from(take(1)?[0]);
-    if room_len == 0 || room_len > MAX_ROOM_ID_LEN {
-        return Err(CorruptEntry::BadRoomId);
-    }
-    if take(room_len)? != room.0 {
-        return Err(CorruptEntry::WrongRoom);
-    }
-    if take(16)? != token_id {
+    let mut r = Reader(bytes);
+    r.head(KIND_BAN)?;
+    r.room(room)?;
+    if r.take(16)? != token_id {
         return Err(CorruptEntry::WrongToken);
     }
-    if !b.is_empty() {
-        return Err(CorruptEntry::TrailingBytes);
-    }
-    Ok(())
+    r.end()
 }

@@ -16,7 +16,7 @@
 //! from it exactly as from a creator's `CreateGroup` (signature, one member who is a host, this
 //! relay an external sender).
 
-use super::record::{EncodeError, RECORD_MAGIC, RECORD_VERSION};
+use super::record::{EncodeError, Reader, head, put_long, put_short};
 use super::{CorruptEntry, StoreError};
 use crate::ds::RoomId;
 use crate::token::MAX_ROOM_ID_LEN;
@@ -87,64 +87,26 @@ impl GenesisRecord {
 
     /// The record's bytes.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let room_len = u8::try_from(self.room.0.len())
-            .ok()
-            .filter(|l| (1..=MAX_ROOM_ID_LEN).contains(&usize::from(*l)))
-            .ok_or(EncodeError::RoomId)?;
-        let gi_len = u32::try_from(self.group_info.len()).map_err(|_| EncodeError::TooLarge)?;
         let mut out = Vec::with_capacity(4 + 3 + self.room.0.len() + 12 + self.group_info.len());
-        out.extend_from_slice(&RECORD_MAGIC);
-        out.push(RECORD_VERSION);
-        out.push(KIND_GENESIS);
-        out.push(room_len);
-        out.extend_from_slice(&self.room.0);
+        head(&mut out, KIND_GENESIS);
+        put_short(&mut out, &self.room.0, MAX_ROOM_ID_LEN)?;
         out.extend_from_slice(&self.epoch.to_be_bytes());
-        out.extend_from_slice(&gi_len.to_be_bytes());
-        out.extend_from_slice(&self.group_info);
+        put_long(&mut out, &self.group_info)?;
         Ok(out)
     }
 
     /// Decode a record read under `room`'s genesis key, checking that it is a genesis record
     /// of this room.
     pub fn decode(bytes: &[u8], room: &RoomId) -> Result<Self, CorruptEntry> {
-        let take = |b: &mut &[u8], n: usize| -> Result<Vec<u8>, CorruptEntry> {
-            if b.len() < n {
-                return Err(CorruptEntry::Truncated);
-            }
-            let (head, tail) = b.split_at(n);
-            *b = tail;
-            Ok(head.to_vec())
-        };
-        let mut b = bytes;
-        if take(&mut b, 4)? != RECORD_MAGIC {
-            return Err(CorruptEntry::Foreign);
-        }
-        let head = take(&mut b, 2)?;
-        if head[0] != RECORD_VERSION {
-            return Err(CorruptEntry::UnsupportedVersion(head[0]));
-        }
-        if head[1] != KIND_GENESIS {
-            return Err(CorruptEntry::WrongKind(head[1]));
-        }
-        let room_len = usize::from(take(&mut b, 1)?[0]);
-        if room_len == 0 || room_len > MAX_ROOM_ID_LEN {
-            return Err(CorruptEntry::BadRoomId);
-        }
-        if take(&mut b, room_len)? != room.0 {
-            return Err(CorruptEntry::WrongRoom);
-        }
-        let mut epoch = [0u8; 8];
-        epoch.copy_from_slice(&take(&mut b, 8)?);
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&take(&mut b, 4)?);
-        let len = usize::try_from(u32::from_be_bytes(len)).map_err(|_| CorruptEntry::Truncated)?;
-        let group_info = take(&mut b, len)?;
-        if !b.is_empty() {
-            return Err(CorruptEntry::TrailingBytes);
-        }
+        let mut r = Reader(bytes);
+        r.head(KIND_GENESIS)?;
+        r.room(room)?;
+        let epoch = r.u64()?;
+        let group_info = r.long()?.to_vec();
+        r.end()?;
         Ok(Self {
             room: room.clone(),
-            epoch: u64::from_be_bytes(epoch),
+            epoch,
             group_info,
         })
     }

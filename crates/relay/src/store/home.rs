@@ -35,7 +35,7 @@
 //! ```
 
 use super::CorruptEntry;
-use super::record::{EncodeError, RECORD_MAGIC, RECORD_VERSION};
+use super::record::{EncodeError, Reader, head, put_short};
 use crate::ds::RoomId;
 use crate::token::MAX_ROOM_ID_LEN;
 
@@ -141,89 +141,6 @@ pub enum HomeClaim {
     },
 }
 
-fn head(out: &mut Vec<u8>, kind: u8) {
-    out.extend_from_slice(&RECORD_MAGIC);
-    out.push(RECORD_VERSION);
-    out.push(kind);
-}
-
-fn put_short(out: &mut Vec<u8>, b: &[u8], max: usize) -> Result<(), EncodeError> {
-    let len = u8::try_from(b.len())
-        .ok()
-        .filter(|l| (1..=max).contains(&usize::from(*l)))
-        .ok_or(EncodeError::RoomId)?;
-    out.push(len);
-    out.extend_from_slice(b);
-    Ok(())
-}
-
-/// A bounds-checked reader: every short read is [`CorruptEntry::Truncated`].
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptEntry> {
-        if self.0.len() < n {
-            return Err(CorruptEntry::Truncated);
-        }
-        let (h, t) = self.0.split_at(n);
-        self.0 = t;
-        Ok(h)
-    }
-
-    fn u8(&mut self) -> Result<u8, CorruptEntry> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, CorruptEntry> {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(self.take(4)?);
-        Ok(u32::from_be_bytes(b))
-    }
-
-    fn u64(&mut self) -> Result<u64, CorruptEntry> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(b))
-    }
-
-    fn short(&mut self) -> Result<&'a [u8], CorruptEntry> {
-        let n = usize::from(self.u8()?);
-        self.take(n)
-    }
-
-    fn head(&mut self, kind: u8) -> Result<(), CorruptEntry> {
-        if self.take(4)? != RECORD_MAGIC {
-            return Err(CorruptEntry::Foreign);
-        }
-        let version = self.u8()?;
-        if version != RECORD_VERSION {
-            return Err(CorruptEntry::UnsupportedVersion(version));
-        }
-        let k = self.u8()?;
-        if k != kind {
-            return Err(CorruptEntry::WrongKind(k));
-        }
-        Ok(())
-    }
-
-    fn text(&mut self, valid: fn(&str) -> bool) -> Result<String, CorruptEntry> {
-        let b = self.short()?;
-        std::str::from_utf8(b)
-            .ok()
-            .filter(|s| valid(s))
-            .map(str::to_owned)
-            .ok_or(CorruptEntry::WrongNode)
-    }
-
-    fn end(&self) -> Result<(), CorruptEntry> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(CorruptEntry::TrailingBytes)
-        }
-    }
-}
-
 impl NodeRecord {
     /// The record's bytes (a node id or address that cannot be stored is
     /// [`EncodeError::RoomId`]'s sibling refusal: nothing is written).
@@ -296,13 +213,7 @@ impl HomeRecord {
     pub fn decode(bytes: &[u8], room: &RoomId, term: u64) -> Result<Self, CorruptEntry> {
         let mut r = Reader(bytes);
         r.head(KIND_HOME)?;
-        let room_id = r.short()?;
-        if room_id.is_empty() || room_id.len() > MAX_ROOM_ID_LEN {
-            return Err(CorruptEntry::BadRoomId);
-        }
-        if room_id != room.0 {
-            return Err(CorruptEntry::WrongRoom);
-        }
+        r.room(room)?;
         let found = r.u64()?;
         if found != term {
             return Err(CorruptEntry::WrongEpoch { found });

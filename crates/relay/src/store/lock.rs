@@ -13,7 +13,7 @@
 //! ```
 
 use super::CorruptEntry;
-use super::record::{EncodeError, RECORD_MAGIC, RECORD_VERSION};
+use super::record::{EncodeError, Reader, head, put_short};
 use crate::ds::RoomId;
 use crate::token::MAX_ROOM_ID_LEN;
 
@@ -59,16 +59,9 @@ pub fn parse_lock_key(key: &str) -> Option<(RoomId, u64)> {
 
 /// The record of lock change `n` of `room`.
 pub fn encode_lock(room: &RoomId, n: u64, locked: bool) -> Result<Vec<u8>, EncodeError> {
-    let room_len = u8::try_from(room.0.len())
-        .ok()
-        .filter(|l| (1..=MAX_ROOM_ID_LEN).contains(&usize::from(*l)))
-        .ok_or(EncodeError::RoomId)?;
     let mut out = Vec::with_capacity(4 + 3 + room.0.len() + 9);
-    out.extend_from_slice(&RECORD_MAGIC);
-    out.push(RECORD_VERSION);
-    out.push(KIND_LOCK);
-    out.push(room_len);
-    out.extend_from_slice(&room.0);
+    head(&mut out, KIND_LOCK);
+    put_short(&mut out, &room.0, MAX_ROOM_ID_LEN)?;
     out.extend_from_slice(&n.to_be_bytes());
     out.push(u8::from(locked));
     Ok(out)
@@ -76,44 +69,17 @@ pub fn encode_lock(room: &RoomId, n: u64, locked: bool) -> Result<Vec<u8>, Encod
 
 /// Decode a value read under the key of lock change `n` of `room`: its state.
 pub fn decode_lock(bytes: &[u8], room: &RoomId, n: u64) -> Result<bool, CorruptEntry> {
-    let mut b = bytes;
-    let mut take = |len: usize| -> Result<&[u8], CorruptEntry> {
-        if b.len() < len {
-            return Err(CorruptEntry::Truncated);
-        }
-        let (head, tail) = b.split_at(len);
-        b = tail;
-        Ok(head)
-    };
-    if take(4)? != RECORD_MAGIC {
-        return Err(CorruptEntry::Foreign);
-    }
-    let head = take(2)?;
-    if head[0] != RECORD_VERSION {
-        return Err(CorruptEntry::UnsupportedVersion(head[0]));
-    }
-    if head[1] != KIND_LOCK {
-        return Err(CorruptEntry::WrongKind(head[1]));
-    }
-    let room_len = usize::from(take(1)?[0]);
-    if room_len == 0 || room_len > MAX_ROOM_ID_LEN {
-        return Err(CorruptEntry::BadRoomId);
-    }
-    if take(room_len)? != room.0 {
-        return Err(CorruptEntry::WrongRoom);
-    }
-    let mut found = [0u8; 8];
-    found.copy_from_slice(take(8)?);
-    if u64::from_be_bytes(found) != n {
+    let mut r = Reader(bytes);
+    r.head(KIND_LOCK)?;
+    r.room(room)?;
+    if r.u64()? != n {
         return Err(CorruptEntry::WrongLock);
     }
-    let locked = match take(1)?[0] {
+    let locked = match r.u8()? {
         0 => false,
         1 => true,
         _ => return Err(CorruptEntry::WrongLock),
     };
-    if !b.is_empty() {
-        return Err(CorruptEntry::TrailingBytes);
-    }
+    r.end()?;
     Ok(locked)
 }

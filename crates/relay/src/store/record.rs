@@ -181,9 +181,7 @@ impl CommitRecord {
     /// The record's bytes. Fails only for a room id no token can carry (empty or over
     /// [`MAX_ROOM_ID_LEN`] bytes) or a commit of 4 GiB or more.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let (room_len, commit_len) = self.lengths()?;
-        let len32 = |b: &[u8]| u32::try_from(b.len()).map_err(|_| EncodeError::TooLarge);
-        let (gi_len, welcome_len) = (len32(&self.group_info)?, len32(&self.welcome)?);
+        self.validate()?;
         let mut out = Vec::with_capacity(
             4 + 2
                 + 1
@@ -195,39 +193,26 @@ impl CommitRecord {
                 + self.group_info.len()
                 + self.welcome.len(),
         );
-        out.extend_from_slice(&RECORD_MAGIC);
-        out.push(RECORD_VERSION);
-        out.push(KIND_COMMIT);
-        out.push(room_len);
-        out.extend_from_slice(&self.room.0);
+        head(&mut out, KIND_COMMIT);
+        put_short(&mut out, &self.room.0, MAX_ROOM_ID_LEN)?;
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.hash);
-        out.extend_from_slice(&commit_len.to_be_bytes());
-        out.extend_from_slice(&self.commit);
-        out.extend_from_slice(&gi_len.to_be_bytes());
-        out.extend_from_slice(&self.group_info);
-        out.extend_from_slice(&welcome_len.to_be_bytes());
-        out.extend_from_slice(&self.welcome);
+        put_long(&mut out, &self.commit)?;
+        put_long(&mut out, &self.group_info)?;
+        put_long(&mut out, &self.welcome)?;
         Ok(out)
     }
 
     /// Checks that the record can be stored (what [`CommitRecord::encode`] checks).
     pub fn validate(&self) -> Result<(), EncodeError> {
-        self.lengths().map(|_| ())
-    }
-
-    fn lengths(&self) -> Result<(u8, u32), EncodeError> {
-        let room_len = u8::try_from(self.room.0.len())
-            .ok()
-            .filter(|l| (1..=MAX_ROOM_ID_LEN).contains(&usize::from(*l)))
-            .ok_or(EncodeError::RoomId)?;
-        let commit_len = u32::try_from(self.commit.len()).map_err(|_| EncodeError::TooLarge)?;
-        if u32::try_from(self.group_info.len()).is_err()
-            || u32::try_from(self.welcome.len()).is_err()
-        {
+        if !(1..=MAX_ROOM_ID_LEN).contains(&self.room.0.len()) {
+            return Err(EncodeError::RoomId);
+        }
+        let too_large = |b: &[u8]| u32::try_from(b.len()).is_err();
+        if too_large(&self.commit) || too_large(&self.group_info) || too_large(&self.welcome) {
             return Err(EncodeError::TooLarge);
         }
-        Ok((room_len, commit_len))
+        Ok(())
     }
 
     /// Decode a record read under the key of (`room`, `epoch`), checking that it is a commit
@@ -246,28 +231,19 @@ impl CommitRecord {
         if kind != KIND_COMMIT {
             return Err(CorruptEntry::WrongKind(kind));
         }
-        let room_len = usize::from(r.u8()?);
-        if room_len == 0 || room_len > MAX_ROOM_ID_LEN {
-            return Err(CorruptEntry::BadRoomId);
-        }
-        let found_room = r.take(room_len)?;
-        if found_room != room.0.as_slice() {
-            return Err(CorruptEntry::WrongRoom);
-        }
-        let found_epoch = u64::from_be_bytes(r.array()?);
+        r.room(room)?;
+        let found_epoch = r.u64()?;
         if found_epoch != epoch {
             return Err(CorruptEntry::WrongEpoch { found: found_epoch });
         }
         let hash: CommitHash = r.array()?;
-        let commit = r.vec32()?;
+        let commit = r.long()?;
         let (group_info, welcome) = if version == RECORD_VERSION_1 {
             (&[][..], &[][..])
         } else {
-            (r.vec32()?, r.vec32()?)
+            (r.long()?, r.long()?)
         };
-        if !r.0.is_empty() {
-            return Err(CorruptEntry::TrailingBytes);
-        }
+        r.end()?;
         if commit_hash(commit) != hash {
             return Err(CorruptEntry::HashMismatch);
         }
@@ -294,34 +270,120 @@ pub enum EncodeError {
     TooLarge,
 }
 
-/// A bounds-checked reader: every short read is [`CorruptEntry::Truncated`].
-struct Reader<'a>(&'a [u8]);
+/// Writes a record's first bytes: magic, version, `kind`.
+pub(super) fn head(out: &mut Vec<u8>, kind: u8) {
+    out.extend_from_slice(&RECORD_MAGIC);
+    out.push(RECORD_VERSION);
+    out.push(kind);
+}
+
+/// Writes `b` after a one-byte length, which must be in 1..=`max` ([`EncodeError::RoomId`]).
+pub(super) fn put_short(out: &mut Vec<u8>, b: &[u8], max: usize) -> Result<(), EncodeError> {
+    let len = u8::try_from(b.len())
+        .ok()
+        .filter(|l| (1..=max).contains(&usize::from(*l)))
+        .ok_or(EncodeError::RoomId)?;
+    out.push(len);
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+/// Writes `b` after a four-byte length.
+pub(super) fn put_long(out: &mut Vec<u8>, b: &[u8]) -> Result<(), EncodeError> {
+    let len = u32::try_from(b.len()).map_err(|_| EncodeError::TooLarge)?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+/// A bounds-checked reader of a record: every short read is [`CorruptEntry::Truncated`].
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptEntry> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptEntry> {
         if self.0.len() < n {
             return Err(CorruptEntry::Truncated);
         }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Ok(h)
     }
 
-    fn u8(&mut self) -> Result<u8, CorruptEntry> {
+    pub(super) fn u8(&mut self) -> Result<u8, CorruptEntry> {
         Ok(self.take(1)?[0])
     }
 
-    /// Four length bytes (big-endian), then that many bytes.
-    fn vec32(&mut self) -> Result<&'a [u8], CorruptEntry> {
-        let len = usize::try_from(u32::from_be_bytes(self.array()?))
-            .map_err(|_| CorruptEntry::Truncated)?;
-        self.take(len)
+    pub(super) fn u32(&mut self) -> Result<u32, CorruptEntry> {
+        Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CorruptEntry> {
+    pub(super) fn u64(&mut self) -> Result<u64, CorruptEntry> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], CorruptEntry> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
+    }
+
+    /// Bytes after a one-byte length.
+    pub(super) fn short(&mut self) -> Result<&'a [u8], CorruptEntry> {
+        let n = usize::from(self.u8()?);
+        self.take(n)
+    }
+
+    /// Bytes after a four-byte length.
+    pub(super) fn long(&mut self) -> Result<&'a [u8], CorruptEntry> {
+        let n = usize::try_from(self.u32()?).map_err(|_| CorruptEntry::Truncated)?;
+        self.take(n)
+    }
+
+    /// The magic, this relay's version and `kind`.
+    pub(super) fn head(&mut self, kind: u8) -> Result<(), CorruptEntry> {
+        if self.take(4)? != RECORD_MAGIC {
+            return Err(CorruptEntry::Foreign);
+        }
+        let version = self.u8()?;
+        if version != RECORD_VERSION {
+            return Err(CorruptEntry::UnsupportedVersion(version));
+        }
+        let k = self.u8()?;
+        if k != kind {
+            return Err(CorruptEntry::WrongKind(k));
+        }
+        Ok(())
+    }
+
+    /// A room id (one length byte) that must be `room`.
+    pub(super) fn room(&mut self, room: &RoomId) -> Result<(), CorruptEntry> {
+        let len = usize::from(self.u8()?);
+        if len == 0 || len > MAX_ROOM_ID_LEN {
+            return Err(CorruptEntry::BadRoomId);
+        }
+        if self.take(len)? != room.0 {
+            return Err(CorruptEntry::WrongRoom);
+        }
+        Ok(())
+    }
+
+    /// Text (one length byte) that `valid` accepts, else [`CorruptEntry::WrongNode`].
+    pub(super) fn text(&mut self, valid: fn(&str) -> bool) -> Result<String, CorruptEntry> {
+        let b = self.short()?;
+        std::str::from_utf8(b)
+            .ok()
+            .filter(|s| valid(s))
+            .map(str::to_owned)
+            .ok_or(CorruptEntry::WrongNode)
+    }
+
+    /// Nothing may follow.
+    pub(super) fn end(&self) -> Result<(), CorruptEntry> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(CorruptEntry::TrailingBytes)
+        }
     }
 }
 

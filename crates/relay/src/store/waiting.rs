@@ -20,7 +20,7 @@
 //! as one published to it.
 
 use super::CorruptEntry;
-use super::record::{EncodeError, RECORD_MAGIC, RECORD_VERSION};
+use super::record::{EncodeError, Reader, head, put_long, put_short};
 use crate::ds::RoomId;
 use crate::token::MAX_ROOM_ID_LEN;
 
@@ -81,33 +81,19 @@ impl std::fmt::Debug for WaitingRecord {
     }
 }
 
-fn put_len(out: &mut Vec<u8>, b: &[u8]) -> Result<(), EncodeError> {
-    let len = u32::try_from(b.len()).map_err(|_| EncodeError::TooLarge)?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(b);
-    Ok(())
-}
-
 impl WaitingRecord {
     /// The record's bytes.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let room_len = u8::try_from(self.room.0.len())
-            .ok()
-            .filter(|l| (1..=MAX_ROOM_ID_LEN).contains(&usize::from(*l)))
-            .ok_or(EncodeError::RoomId)?;
         let mut out = Vec::new();
-        out.extend_from_slice(&RECORD_MAGIC);
-        out.push(RECORD_VERSION);
-        out.push(KIND_WAITING);
-        out.push(room_len);
-        out.extend_from_slice(&self.room.0);
+        head(&mut out, KIND_WAITING);
+        put_short(&mut out, &self.room.0, MAX_ROOM_ID_LEN)?;
         out.extend_from_slice(&self.token_id);
-        put_len(&mut out, &self.display_name)?;
-        put_len(&mut out, &self.key_package)?;
+        put_long(&mut out, &self.display_name)?;
+        put_long(&mut out, &self.key_package)?;
         match &self.join_proof {
             Some(p) => {
                 out.push(1);
-                put_len(&mut out, p)?;
+                put_long(&mut out, p)?;
             }
             None => out.push(0),
         }
@@ -116,50 +102,18 @@ impl WaitingRecord {
 
     /// Decode a value read under a waiting key of `room`.
     pub fn decode(bytes: &[u8], room: &RoomId) -> Result<Self, CorruptEntry> {
-        let mut b = bytes;
-        let mut take = |n: usize| -> Result<Vec<u8>, CorruptEntry> {
-            if b.len() < n {
-                return Err(CorruptEntry::Truncated);
-            }
-            let (head, tail) = b.split_at(n);
-            b = tail;
-            Ok(head.to_vec())
-        };
-        if take(4)? != RECORD_MAGIC {
-            return Err(CorruptEntry::Foreign);
-        }
-        let head = take(2)?;
-        if head[0] != RECORD_VERSION {
-            return Err(CorruptEntry::UnsupportedVersion(head[0]));
-        }
-        if head[1] != KIND_WAITING {
-            return Err(CorruptEntry::WrongKind(head[1]));
-        }
-        let room_len = usize::from(take(1)?[0]);
-        if room_len == 0 || room_len > MAX_ROOM_ID_LEN {
-            return Err(CorruptEntry::BadRoomId);
-        }
-        if take(room_len)? != room.0 {
-            return Err(CorruptEntry::WrongRoom);
-        }
-        let token_id: [u8; 16] = take(16)?.try_into().map_err(|_| CorruptEntry::Truncated)?;
-        let var = |take: &mut dyn FnMut(usize) -> Result<Vec<u8>, CorruptEntry>| {
-            let mut len = [0u8; 4];
-            len.copy_from_slice(&take(4)?);
-            let len =
-                usize::try_from(u32::from_be_bytes(len)).map_err(|_| CorruptEntry::Truncated)?;
-            take(len)
-        };
-        let display_name = var(&mut take)?;
-        let key_package = var(&mut take)?;
-        let join_proof = match take(1)?[0] {
+        let mut r = Reader(bytes);
+        r.head(KIND_WAITING)?;
+        r.room(room)?;
+        let token_id: [u8; 16] = r.array()?;
+        let display_name = r.long()?.to_vec();
+        let key_package = r.long()?.to_vec();
+        let join_proof = match r.u8()? {
             0 => None,
-            1 => Some(var(&mut take)?),
+            1 => Some(r.long()?.to_vec()),
             _ => return Err(CorruptEntry::Truncated),
         };
-        if !b.is_empty() {
-            return Err(CorruptEntry::TrailingBytes);
-        }
+        r.end()?;
         Ok(Self {
             room: room.clone(),
             token_id,
