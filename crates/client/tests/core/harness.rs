@@ -846,3 +846,18 @@ pub fn challenge_of(conn: u64) -> [u8; 32] {
 pub fn has(events: &[Event], pred: impl Fn(&Event) -> bool) -> bool {
     events.iter().any(pred)
 }
+
+/// Three relay addresses (only their count and order matter to the core).
+pub fn three() -> Vec<std::net::SocketAddr> {
+    ["10.0.0.1:4433", "10.0.0.2:4433", "10.0.0.3:4433"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect()
+}
+
+/// `o` with these relays and reconnecting on (the default policy).
+pub fn with_relays(mut o: JoinOptions, relays: Vec<std::net::SocketAddr>) -> JoinOptions {
+    o.relays = relays;
+    o.reconnect = blindcall_client::ReconnectPolicy::default();
+    o
+}

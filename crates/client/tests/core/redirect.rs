@@ -4,30 +4,16 @@
 //! scripted relay plays every node (they share the room's state); which node a connection
 //! reaches is what the core names in `Output::Connect`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use blindcall_client::{
-    CallError, Command, Event, JoinOptions, MediaKind, ReconnectPolicy, RefusedReason, RelayRef,
+    CallError, Command, Event, MediaKind, ReconnectPolicy, RefusedReason, RelayRef,
 };
 use blindcall_proto::{Body, Refused};
 
-use crate::harness::{Room, has, options, redirect_to};
+use crate::harness::{Room, has, options, redirect_to, three, with_relays};
 
 const HOME: &str = "node-b.cluster.example:4433";
-
-fn three() -> Vec<SocketAddr> {
-    ["10.0.0.1:4433", "10.0.0.2:4433", "10.0.0.3:4433"]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect()
-}
-
-fn with_relays(mut o: JoinOptions, relays: Vec<SocketAddr>) -> JoinOptions {
-    o.relays = relays;
-    o.reconnect = ReconnectPolicy::default();
-    o
-}
 
 fn redirected(a: &str) -> RelayRef {
     RelayRef::Redirected(a.to_owned())

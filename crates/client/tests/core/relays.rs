@@ -4,27 +4,12 @@
 //! nodes share the room's state); which node a connection reaches is the index the core
 //! names in `Output::Connect`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use blindcall_client::{Command, Event, JoinError, JoinOptions, ProtocolError, ReconnectPolicy};
+use blindcall_client::{Command, Event, JoinError, JoinOptions, ProtocolError};
 use blindcall_proto::Body;
 
-use crate::harness::{Room, has, options};
-
-/// Three relay addresses (only their count and order matter to the core).
-fn three() -> Vec<SocketAddr> {
-    ["10.0.0.1:4433", "10.0.0.2:4433", "10.0.0.3:4433"]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect()
-}
-
-fn with_relays(mut o: JoinOptions, relays: Vec<SocketAddr>) -> JoinOptions {
-    o.relays = relays;
-    o.reconnect = ReconnectPolicy::default();
-    o
-}
+use crate::harness::{Room, has, options, three, with_relays};
 
 fn reconnecting_to(events: &[Event]) -> Vec<(u32, usize)> {
     events
