@@ -148,7 +148,10 @@ impl EmbeddedRelay {
         };
         let mut resolved = cfg.resolve(&|_| None)?;
         let (cert_der, fingerprint) = match (&opts.node, &resolved.dev_cert) {
-            (Some(n), _) => (n.cert_der.clone(), fingerprint(&n.cert_der)),
+            (Some(n), _) => (
+                n.cert_der.clone(),
+                blindcall_proto::tls::cert_fingerprint(&n.cert_der),
+            ),
             (None, Some(dev)) => (dev.der().to_vec(), dev.fingerprint()),
             (None, None) => {
                 return Err(EmbeddedError::Config(blindcall_relay::ConfigError::NoTls));
@@ -271,14 +274,4 @@ pub(crate) fn mint_with(
             token_id,
         },
     )?)
-}
-
-/// SHA-256 of a DER certificate as colon-separated upper-case hex (what clients pin).
-fn fingerprint(der: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, der);
-    d.as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
